@@ -1,0 +1,367 @@
+//! Flags and environment variables of `tideway`, and the values derived at start.
+
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// Tideway: publishers POST events over HTTP, clients receive them over Server-Sent Events.
+#[derive(Debug, Parser)]
+#[command(name = "tideway", version, about, max_term_width = 100)]
+pub(crate) struct Args {
+    /// Address and port to listen on.
+    #[arg(long, env = "TIDEWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub(crate) listen: SocketAddr,
+
+    /// Comma-separated API keys for publishers and the admin API. Without one, a key is
+    /// generated and printed at start.
+    #[arg(long, env = "SSE_PUBLISHER_API_KEYS", hide_env_values = true)]
+    pub(crate) api_keys: Option<String>,
+
+    /// Where shared state lives: `memory` keeps it in this process (one node).
+    #[arg(long, env = "TIDEWAY_ADAPTER", value_enum, default_value = "memory")]
+    pub(crate) adapter: Adapter,
+
+    /// This node's id in the cluster [default: hostname and a random suffix].
+    #[arg(long, env = "TIDEWAY_NODE_ID")]
+    pub(crate) node_id: Option<String>,
+
+    /// Host or IP other nodes and operators reach this node at [default: the node's own IP].
+    #[arg(long, env = "TIDEWAY_ADVERTISE_HOST")]
+    pub(crate) advertise_host: Option<String>,
+
+    /// Interval of the heartbeat comment on idle streams.
+    #[arg(long, env = "TIDEWAY_HEARTBEAT", default_value = "15s")]
+    pub(crate) heartbeat: Seconds,
+
+    /// Events kept per topic for resume and the admin tail.
+    #[arg(long, env = "TIDEWAY_HISTORY", default_value_t = 1000)]
+    pub(crate) history: usize,
+
+    /// How long a topic whose last connection left still counts as live and keeps its
+    /// history (0s drops it at once).
+    #[arg(long, env = "TIDEWAY_TOPIC_GRACE", default_value = "0s")]
+    pub(crate) topic_grace: Seconds,
+
+    /// Largest publish body (B, KiB, MiB).
+    #[arg(long, env = "TIDEWAY_MAX_BODY", default_value = "64KiB")]
+    pub(crate) max_body: Size,
+
+    /// Origins allowed to read subscribe routes from a browser: `*` or a comma-separated list.
+    #[arg(long, env = "TIDEWAY_CORS_ORIGINS", default_value = "*")]
+    pub(crate) cors_origins: String,
+
+    /// Most topics one request may name.
+    #[arg(long, env = "TIDEWAY_MAX_TOPICS", default_value_t = 64)]
+    pub(crate) max_topics: usize,
+
+    /// Events queued per connection before it counts as a slow consumer and is cut off.
+    #[arg(long, env = "TIDEWAY_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub(crate) queue_capacity: usize,
+
+    /// Reconnection delay suggested to clients (`retry:`).
+    #[arg(long, env = "TIDEWAY_RETRY", default_value = "2s")]
+    pub(crate) retry: Seconds,
+
+    /// How long a drain (SIGTERM) waits for streams and requests to finish.
+    #[arg(long, env = "TIDEWAY_DRAIN_TIMEOUT", default_value = "10s")]
+    pub(crate) drain_timeout: Seconds,
+
+    /// How long a client may take to send a request's headers.
+    #[arg(long, env = "TIDEWAY_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub(crate) header_read_timeout: Seconds,
+
+    /// Log format on stderr (`RUST_LOG` filters).
+    #[arg(long, env = "TIDEWAY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub(crate) log_format: LogFormat,
+}
+
+/// Where shared state lives.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Adapter {
+    /// In this process: one node, nothing else to run.
+    Memory,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A duration written as a number and a unit: `500ms`, `15s`, `2m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seconds(pub(crate) Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (number, unit) = split_unit(text);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?}: expected a whole number and a unit, such as 15s"))?;
+        let millis = match unit {
+            "ms" => Some(number),
+            "s" => number.checked_mul(1000),
+            "m" => number.checked_mul(60_000),
+            "h" => number.checked_mul(3_600_000),
+            _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+        };
+        millis
+            .map(|ms| Self(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("{text:?}: too long"))
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+/// A size in bytes written with a unit: `512B`, `64KiB`, `1MiB` (or `KB`, `MB`: powers of 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Size(pub(crate) usize);
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (number, unit) = split_unit(text);
+        let number: usize = number
+            .parse()
+            .map_err(|_| format!("{text:?}: expected a whole number and a unit, such as 64KiB"))?;
+        let factor = match unit {
+            "" | "B" => 1,
+            "KiB" => 1024,
+            "MiB" => 1024 * 1024,
+            "KB" => 1000,
+            "MB" => 1_000_000,
+            _ => return Err(format!("{text:?}: the unit must be B, KiB, MiB, KB or MB")),
+        };
+        number
+            .checked_mul(factor)
+            .map(Self)
+            .ok_or_else(|| format!("{text:?}: too large"))
+    }
+}
+
+fn split_unit(text: &str) -> (&str, &str) {
+    let text = text.trim();
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    (&text[..at], text[at..].trim())
+}
+
+/// A new random API key: `tw_` and 32 hex digits (128 bits from the OS).
+pub(crate) fn generate_key() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    Ok(format!("tw_{}", hex(&bytes)))
+}
+
+/// This host's name, from the kernel, or `tideway` when it cannot be read.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "tideway".to_owned())
+}
+
+/// `hostname-xxxxxx`: the host name and 24 random bits, so two processes on one host differ.
+pub(crate) fn default_node_id(hostname: &str) -> String {
+    let mut bytes = [0u8; 3];
+    // Without randomness the suffix is zeros; a node id must still exist.
+    let _ = getrandom::fill(&mut bytes);
+    format!("{hostname}-{}", hex(&bytes))
+}
+
+/// The IP address this host uses to reach other hosts, or 127.0.0.1 when it has none.
+pub(crate) fn own_ip() -> String {
+    // Connecting a UDP socket sends nothing; it only makes the kernel pick a source address.
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|socket| {
+            socket.connect("10.255.255.255:9")?;
+            socket.local_addr()
+        })
+        .map(|addr| addr.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".to_owned())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use expect_test::expect;
+
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!("15s".parse(), Ok(Seconds(Duration::from_secs(15))));
+        assert_eq!("250ms".parse(), Ok(Seconds(Duration::from_millis(250))));
+        assert_eq!("2m".parse(), Ok(Seconds(Duration::from_secs(120))));
+        assert_eq!("0s".parse(), Ok(Seconds(Duration::ZERO)));
+        assert!(
+            "15".parse::<Seconds>()
+                .unwrap_err()
+                .contains("unit must be")
+        );
+        assert!("s".parse::<Seconds>().unwrap_err().contains("whole number"));
+        assert!(
+            "99999999999999999h"
+                .parse::<Seconds>()
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert_eq!("64KiB".parse(), Ok(Size(65536)));
+        assert_eq!("1 MiB".parse(), Ok(Size(1 << 20)));
+        assert_eq!("100".parse(), Ok(Size(100)));
+        assert!("1GiB".parse::<Size>().unwrap_err().contains("unit must be"));
+    }
+
+    #[test]
+    fn generated_values() {
+        let key = generate_key().unwrap();
+        assert!(key.starts_with("tw_") && key.len() == 35, "{key}");
+        assert_ne!(key, generate_key().unwrap());
+        assert!(default_node_id("host").starts_with("host-"));
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_env_and_default() {
+        // Trailing spaces are trimmed: clap pads blank lines, and editors strip them.
+        let help = Args::command()
+            .term_width(100)
+            .render_long_help()
+            .to_string();
+        let help: String = help
+            .lines()
+            .map(|l| l.trim_end().to_owned() + "\n")
+            .collect();
+        expect![[r#"
+            Tideway, an event gateway: publish over HTTP, subscribe over Server-Sent Events.
+
+            Usage: tideway [OPTIONS]
+
+            Options:
+                  --listen <LISTEN>
+                      Address and port to listen on
+
+                      [env: TIDEWAY_LISTEN=]
+                      [default: 0.0.0.0:8080]
+
+                  --api-keys <API_KEYS>
+                      Comma-separated API keys for publishers and the admin API. Without one, a key is generated
+                      and printed at start
+
+                      [env: SSE_PUBLISHER_API_KEYS]
+
+                  --adapter <ADAPTER>
+                      Where shared state lives: `memory` keeps it in this process (one node)
+
+                      Possible values:
+                      - memory: In this process: one node, nothing else to run
+
+                      [env: TIDEWAY_ADAPTER=]
+                      [default: memory]
+
+                  --node-id <NODE_ID>
+                      This node's id in the cluster [default: hostname and a random suffix]
+
+                      [env: TIDEWAY_NODE_ID=]
+
+                  --advertise-host <ADVERTISE_HOST>
+                      Host or IP other nodes and operators reach this node at [default: the node's own IP]
+
+                      [env: TIDEWAY_ADVERTISE_HOST=]
+
+                  --heartbeat <HEARTBEAT>
+                      Interval of the heartbeat comment on idle streams
+
+                      [env: TIDEWAY_HEARTBEAT=]
+                      [default: 15s]
+
+                  --history <HISTORY>
+                      Events kept per topic for resume and the admin tail
+
+                      [env: TIDEWAY_HISTORY=]
+                      [default: 1000]
+
+                  --topic-grace <TOPIC_GRACE>
+                      How long a topic whose last connection left still counts as live and keeps its history (0s
+                      drops it at once)
+
+                      [env: TIDEWAY_TOPIC_GRACE=]
+                      [default: 0s]
+
+                  --max-body <MAX_BODY>
+                      Largest publish body (B, KiB, MiB)
+
+                      [env: TIDEWAY_MAX_BODY=]
+                      [default: 64KiB]
+
+                  --cors-origins <CORS_ORIGINS>
+                      Origins allowed to read subscribe routes from a browser: `*` or a comma-separated list
+
+                      [env: TIDEWAY_CORS_ORIGINS=]
+                      [default: *]
+
+                  --max-topics <MAX_TOPICS>
+                      Most topics one request may name
+
+                      [env: TIDEWAY_MAX_TOPICS=]
+                      [default: 64]
+
+                  --queue-capacity <QUEUE_CAPACITY>
+                      Events queued per connection before it counts as a slow consumer and is cut off
+
+                      [env: TIDEWAY_QUEUE_CAPACITY=]
+                      [default: 1024]
+
+                  --retry <RETRY>
+                      Reconnection delay suggested to clients (`retry:`)
+
+                      [env: TIDEWAY_RETRY=]
+                      [default: 2s]
+
+                  --drain-timeout <DRAIN_TIMEOUT>
+                      How long a drain (SIGTERM) waits for streams and requests to finish
+
+                      [env: TIDEWAY_DRAIN_TIMEOUT=]
+                      [default: 10s]
+
+                  --header-read-timeout <HEADER_READ_TIMEOUT>
+                      How long a client may take to send a request's headers
+
+                      [env: TIDEWAY_HEADER_READ_TIMEOUT=]
+                      [default: 10s]
+
+                  --log-format <LOG_FORMAT>
+                      Log format on stderr (`RUST_LOG` filters)
+
+                      Possible values:
+                      - text: Human-readable lines
+                      - json: One JSON object per line
+
+                      [env: TIDEWAY_LOG_FORMAT=]
+                      [default: text]
+
+              -h, --help
+                      Print help (see a summary with '-h')
+
+              -V, --version
+                      Print version
+        "#]].assert_eq(&help);
+    }
+}

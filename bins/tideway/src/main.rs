@@ -1,0 +1,115 @@
+//! `tideway`: the gateway binary. Parses flags, starts the store and the engine, serves
+//! HTTP until SIGTERM or Ctrl-C, then drains.
+#![forbid(unsafe_code)]
+
+mod config;
+
+use anyhow::Context;
+use clap::Parser;
+use tideway_core::{CoreConfig, Gateway, NodeRecord, unix_millis};
+use tideway_http::{ApiKeys, CorsOrigins, HttpConfig};
+use tideway_store_memory::{MemoryConfig, MemoryStore};
+use tokio::net::TcpListener;
+
+use crate::config::{Adapter, Args, LogFormat};
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logs(args.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?
+        .block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let api_keys = match args.api_keys.as_deref().map(ApiKeys::parse) {
+        Some(keys) if !keys.is_empty() => keys,
+        _ => {
+            let key = config::generate_key()?;
+            // Printed once, on purpose: it is the only way to learn a generated key.
+            eprintln!(
+                "\n  No API key was configured (--api-keys / SSE_PUBLISHER_API_KEYS), so Tideway made one:\n\n      {key}\n\n  Publishers and the admin API send it as `Authorization: Bearer {key}`.\n  It lasts until this process exits; set SSE_PUBLISHER_API_KEYS to keep a key.\n"
+            );
+            ApiKeys::parse(&key)
+        }
+    };
+    let hostname = config::hostname();
+    let node = NodeRecord {
+        id: args
+            .node_id
+            .clone()
+            .unwrap_or_else(|| config::default_node_id(&hostname))
+            .into(),
+        advertise_host: args.advertise_host.clone().unwrap_or_else(config::own_ip),
+        hostname,
+        started_at: unix_millis(),
+        connections: 0,
+    };
+    let core = CoreConfig {
+        queue_capacity: args.queue_capacity,
+    };
+    let http = HttpConfig {
+        api_keys,
+        max_topics: args.max_topics,
+        max_body: args.max_body.0,
+        heartbeat: args.heartbeat.0,
+        retry: args.retry.0,
+        cors_origins: CorsOrigins::parse(&args.cors_origins),
+        drain_timeout: args.drain_timeout.0,
+        header_read_timeout: args.header_read_timeout.0,
+    };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, adapter = ?args.adapter, "tideway listening");
+    match args.adapter {
+        Adapter::Memory => {
+            let store = MemoryStore::new(MemoryConfig {
+                history: args.history,
+                topic_grace: args.topic_grace.0,
+            });
+            let gateway = Gateway::start(store, node, core).await?;
+            tideway_http::run(listener, gateway, http, shutdown_signal()).await?;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for SIGTERM; Ctrl-C still drains");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown signal received");
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

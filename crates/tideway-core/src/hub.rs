@@ -1,0 +1,174 @@
+//! This node's subscribers: who listens to which topic, each behind a bounded queue.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+};
+
+use tideway_protocol::{TopicList, TopicName};
+use tokio::sync::mpsc;
+
+use crate::{Stats, TopicEvent};
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The subscriber did not read fast enough: its queue filled and it was cut off, so
+    /// it can reconnect and resume instead of holding up memory.
+    SlowConsumer,
+    /// The node is draining: the subscriber should reconnect to another node.
+    Draining,
+}
+
+/// The local topic table. Cloning bumps a reference count.
+///
+/// The store delivers this node's events through it (see [`Inbox`]).
+#[derive(Clone)]
+pub(crate) struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// A std mutex: each critical section is a few map operations and one non-blocking
+    /// `try_send` per subscriber, and none of them awaits, so tokio's mutex would only
+    /// cost more.
+    table: Mutex<HashMap<TopicName, Vec<Subscriber>>>,
+    stats: Arc<Stats>,
+}
+
+/// One connection's entry in every topic it subscribes to.
+#[derive(Clone)]
+struct Subscriber {
+    number: u64,
+    queue: mpsc::Sender<Arc<TopicEvent>>,
+    state: Arc<SubscriberState>,
+}
+
+/// What the hub and the connection's reader share.
+#[derive(Debug)]
+pub(crate) struct SubscriberState {
+    topics: TopicList,
+    cut: AtomicBool,
+}
+
+impl SubscriberState {
+    /// Whether the hub cut the subscriber off for falling behind.
+    pub(crate) fn was_cut(&self) -> bool {
+        self.cut.load(Relaxed)
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(stats: Arc<Stats>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                table: Mutex::new(HashMap::new()),
+                stats,
+            }),
+        }
+    }
+
+    /// Adds connection `number` to `topics` behind a queue of `capacity` events.
+    pub(crate) fn add(
+        &self,
+        number: u64,
+        topics: &TopicList,
+        capacity: usize,
+    ) -> (mpsc::Receiver<Arc<TopicEvent>>, Arc<SubscriberState>) {
+        let (queue, receiver) = mpsc::channel(capacity.max(1));
+        let state = Arc::new(SubscriberState {
+            topics: topics.clone(),
+            cut: AtomicBool::new(false),
+        });
+        let subscriber = Subscriber {
+            number,
+            queue,
+            state: state.clone(),
+        };
+        let mut table = self.lock();
+        for topic in topics {
+            table
+                .entry(topic.clone())
+                .or_default()
+                .push(subscriber.clone());
+        }
+        (receiver, state)
+    }
+
+    /// Removes connection `number` from `topics`; a topic left empty leaves the table.
+    pub(crate) fn remove(&self, number: u64, topics: &TopicList) {
+        remove(&mut self.lock(), number, topics);
+    }
+
+    /// How many topics have a subscriber on this node.
+    pub(crate) fn topic_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<TopicName, Vec<Subscriber>>> {
+        // A panic while holding the lock cannot leave the map half-changed in a way that
+        // matters (each step is one map operation), so a poisoned lock is still usable.
+        self.shared
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn remove(table: &mut HashMap<TopicName, Vec<Subscriber>>, number: u64, topics: &TopicList) {
+    for topic in topics {
+        if let Some(subscribers) = table.get_mut(topic) {
+            subscribers.retain(|s| s.number != number);
+            if subscribers.is_empty() {
+                table.remove(topic);
+            }
+        }
+    }
+}
+
+/// Where the store delivers events of topics this node subscribes to.
+#[derive(Clone)]
+pub struct Inbox {
+    hub: Hub,
+}
+
+impl Inbox {
+    pub(crate) fn new(hub: Hub) -> Self {
+        Self { hub }
+    }
+
+    /// Queues `event` to every local subscriber of its topic, without waiting.
+    ///
+    /// A subscriber whose queue is full is cut off at once: it leaves every topic, reads
+    /// what is already queued, and then learns it fell behind (see
+    /// [`EndReason::SlowConsumer`]). Nobody else waits for it.
+    pub fn deliver(&self, event: &Arc<TopicEvent>) {
+        let shared = &self.hub.shared;
+        let mut table = self.hub.lock();
+        let Some(subscribers) = table.get(&event.topic) else {
+            return;
+        };
+        let mut delivered = 0;
+        let mut behind: Vec<(u64, Arc<SubscriberState>)> = Vec::new();
+        for subscriber in subscribers {
+            match subscriber.queue.try_send(event.clone()) {
+                Ok(()) => delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    behind.push((subscriber.number, subscriber.state.clone()));
+                }
+                // The reader is gone; its connection is being closed and will leave.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        shared.stats.events_delivered.fetch_add(delivered, Relaxed);
+        for (number, state) in behind {
+            state.cut.store(true, Relaxed);
+            shared.stats.slow_consumers_cut.fetch_add(1, Relaxed);
+            remove(&mut table, number, &state.topics);
+            tracing::info!(connection = number, topic = %event.topic, "cut off: queue full (slow consumer)");
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Tideway's fan-out engine: topics, connections, events, and the store they live in.
+//!
+//! [`Gateway`] is what the transport talks to. It keeps this node's subscribers in a
+//! [`Hub`] (bounded queues, one per connection) and the shared state — which topics are
+//! live, which connections exist, each topic's recent events — in a [`Store`], the trait
+//! every state adapter implements. The store is shaped after Durable Objects: its state is
+//! a set of single-writer objects addressed by name (one per topic, plus the directory of
+//! nodes and connections), and every method is one message to one object.
+//!
+//! Core knows nothing of hyper: it takes validated values from `tideway-protocol` and hands
+//! out events whose SSE bytes are built once and shared by every subscriber.
+#![forbid(unsafe_code)]
+
+mod event;
+mod gateway;
+mod hub;
+mod record;
+mod stats;
+mod store;
+
+pub use event::{Encoding, Event, TopicEvent};
+pub use gateway::{
+    CoreConfig, CoreError, Gateway, Next, Published, Route, Subscribe, Subscription,
+};
+pub use hub::{EndReason, Inbox};
+pub use record::{
+    ConnectionId, ConnectionRecord, NodeRecord, Page, Paged, TopicRecord, Transport, unix_millis,
+};
+pub use stats::Stats;
+pub use store::{Store, StoreError};

@@ -1,0 +1,159 @@
+//! What the store records about nodes, connections and topics, as the admin API shows it.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use tideway_protocol::{TopicList, TopicName};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A connection's id, unique in the cluster: the node id, `/`, and a counter of the node.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ConnectionId(Arc<str>);
+
+impl ConnectionId {
+    /// The id of the `n`th connection of `node`.
+    pub fn new(node: &str, n: u64) -> Self {
+        Self(Arc::from(format!("{node}/{n}")))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// How a subscriber is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Server-Sent Events, `GET /v1/stream`.
+    Sse,
+    /// WebSocket, `GET /v1/ws`.
+    WebSocket,
+}
+
+/// One subscriber connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRecord {
+    /// Unique in the cluster.
+    pub id: ConnectionId,
+    /// The node that holds the connection.
+    pub node: Arc<str>,
+    /// The topics it subscribed to.
+    pub topics: TopicList,
+    /// The subscriber's own label (its `x-sse-id` header), if it sent one.
+    pub label: Option<String>,
+    /// SSE or WebSocket.
+    pub transport: Transport,
+    /// The peer's IP address.
+    pub remote: Option<String>,
+    /// When it connected, in milliseconds since the Unix epoch.
+    pub connected_at: u64,
+}
+
+/// One live topic, as the store sees it across the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicRecord {
+    /// The topic's name.
+    pub name: TopicName,
+    /// How many connections subscribe to it.
+    pub connections: usize,
+    /// How many events it received since it came into being.
+    pub events: u64,
+    /// When its first subscriber made it, in milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// When its last event was published, if any.
+    pub last_event_at: Option<u64>,
+}
+
+/// One gateway node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    /// Unique in the cluster.
+    pub id: Arc<str>,
+    /// The host's name.
+    pub hostname: String,
+    /// The address other nodes and operators reach it at.
+    pub advertise_host: String,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at: u64,
+    /// How many connections it holds.
+    pub connections: usize,
+}
+
+/// A request for one page of a list: 1-based `page`, `page_size` items per page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// 1-based page number.
+    pub page: usize,
+    /// Items per page, at least 1.
+    pub page_size: usize,
+}
+
+impl Page {
+    /// The items of `all` (already in their listing order) on this page.
+    pub fn slice<T: Clone>(&self, all: &[T]) -> Vec<T> {
+        let start = self
+            .page
+            .saturating_sub(1)
+            .saturating_mul(self.page_size)
+            .min(all.len());
+        let end = start.saturating_add(self.page_size).min(all.len());
+        all[start..end].to_vec()
+    }
+}
+
+/// One page of a list, and how long the whole list is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Paged<T> {
+    /// The items on this page.
+    pub items: Vec<T>,
+    /// The 1-based page number.
+    pub page: usize,
+    /// The page size used.
+    pub page_size: usize,
+    /// How many items the whole list holds.
+    pub total: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_cut_the_list() {
+        let all: Vec<u32> = (0..10).collect();
+        let page = |page, page_size| Page { page, page_size }.slice(&all);
+        assert_eq!(page(1, 4), [0, 1, 2, 3]);
+        assert_eq!(page(3, 4), [8, 9]);
+        assert_eq!(page(4, 4), Vec::<u32>::new());
+        assert_eq!(page(usize::MAX, usize::MAX), Vec::<u32>::new());
+    }
+}

@@ -1,0 +1,99 @@
+//! Settings of the HTTP transport.
+
+use std::time::Duration;
+
+use crate::ApiKeys;
+
+/// Which origins may read subscribe routes from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin (`*`).
+    Any,
+    /// Only these exact origins, such as `https://app.example.com`.
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// Parses `*` or a comma-separated list of origins.
+    pub fn parse(value: &str) -> Self {
+        if value.trim() == "*" {
+            return Self::Any;
+        }
+        Self::List(
+            value
+                .split(',')
+                .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                .filter(|origin| !origin.is_empty())
+                .collect(),
+        )
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
+    pub(crate) fn allow(&self, origin: Option<&str>) -> Option<String> {
+        match self {
+            Self::Any => Some("*".to_owned()),
+            Self::List(list) => {
+                let origin = origin?;
+                list.iter().any(|o| o == origin).then(|| origin.to_owned())
+            }
+        }
+    }
+}
+
+/// Settings of the HTTP transport. Defaults are the ones `tideway --help` prints.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Keys that may publish and read the admin API.
+    pub api_keys: ApiKeys,
+    /// Most topics one request may name.
+    pub max_topics: usize,
+    /// Largest publish body, in bytes.
+    pub max_body: usize,
+    /// Interval of the heartbeat comment on idle streams.
+    pub heartbeat: Duration,
+    /// The reconnection delay suggested to clients in `retry:`.
+    pub retry: Duration,
+    /// Origins allowed on subscribe routes.
+    pub cors_origins: CorsOrigins,
+    /// How long a drain waits for streams and in-flight requests before giving up.
+    pub drain_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: ApiKeys::default(),
+            max_topics: tideway_protocol::DEFAULT_MAX_TOPICS,
+            max_body: 64 * 1024,
+            heartbeat: Duration::from_secs(15),
+            retry: Duration::from_secs(2),
+            cors_origins: CorsOrigins::Any,
+            drain_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_origins() {
+        assert_eq!(CorsOrigins::parse(" * "), CorsOrigins::Any);
+        let list = CorsOrigins::parse("https://a.example, https://b.example/,");
+        assert_eq!(
+            list,
+            CorsOrigins::List(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        assert_eq!(
+            list.allow(Some("https://b.example")).as_deref(),
+            Some("https://b.example")
+        );
+        assert_eq!(list.allow(Some("https://evil.example")), None);
+        assert_eq!(list.allow(None), None);
+        assert_eq!(CorsOrigins::Any.allow(None).as_deref(), Some("*"));
+    }
+}

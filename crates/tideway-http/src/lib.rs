@@ -1,0 +1,23 @@
+//! Tideway's HTTP transport: raw hyper 1 serving SSE streams, publishes, the admin API and
+//! the operations routes over one listener.
+//!
+//! [`run`] takes a bound listener, a started [`Gateway`](tideway_core::Gateway) and a
+//! shutdown future, so `main` passes SIGTERM and a test binds `127.0.0.1:0` and passes its
+//! own. This is the only crate that knows hyper, and the only one that maps errors to
+//! status codes and the JSON error body.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod auth;
+mod config;
+mod error;
+mod metrics;
+mod publish;
+mod response;
+mod routes;
+mod server;
+mod stream;
+
+pub use auth::ApiKeys;
+pub use config::{CorsOrigins, HttpConfig};
+pub use server::run;

@@ -1,0 +1,137 @@
+//! `POST /v1/publish`: check everything but the body, drop at once when no topic is
+//! live, otherwise read the body once and hand it to the engine.
+
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use tideway_core::{Event, Route, Store, unix_millis};
+use tideway_protocol::{EventData, EventId, EventType};
+
+use crate::{
+    error::ApiError,
+    response::{Response, json},
+    routes::App,
+};
+
+/// The reply to a publish.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Reply<'a> {
+    /// `accepted` or `dropped`.
+    status: &'static str,
+    id: &'a str,
+    /// Why it was dropped (`no_subscribers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    /// The topics it was delivered on, with its sequence number in each.
+    topics: Vec<Delivered<'a>>,
+}
+
+#[derive(Serialize)]
+struct Delivered<'a> {
+    topic: &'a str,
+    seq: u64,
+}
+
+pub(crate) async fn publish<S: Store>(
+    app: &App<S>,
+    request: Request<Incoming>,
+) -> Result<Response, ApiError> {
+    app.config.api_keys.check(request.headers())?;
+    let topics = app.topics(&request, false)?;
+    let headers = request.headers();
+    let id = headers
+        .get("x-sse-id")
+        .ok_or_else(|| ApiError::bad_request("missing_id", "send the event's id in x-sse-id"))
+        .and_then(|value| {
+            EventId::parse(value.as_bytes())
+                .map_err(|err| ApiError::bad_request("invalid_id", format!("x-sse-id: {err}")))
+        })?;
+    let event_type = match headers.get("x-sse-event") {
+        None => None,
+        Some(value) => Some(EventType::parse(value.as_bytes()).map_err(|err| {
+            ApiError::bad_request("invalid_event", format!("x-sse-event: {err}"))
+        })?),
+    };
+
+    let live = match app.gateway.route(&topics, &id).await? {
+        // The body is never polled, so hyper never sends `100 Continue` and a client
+        // that asked for it never sends the body at all.
+        Route::Dropped => return Ok(dropped(&id)),
+        Route::Live(live) => live,
+    };
+
+    let max = app.config.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large(max));
+    }
+    let body = Limited::new(request.into_body(), max)
+        .collect()
+        .await
+        .map_err(|err| {
+            if err.is::<http_body_util::LengthLimitError>() {
+                too_large(max)
+            } else {
+                ApiError::bad_request(
+                    "body_read_failed",
+                    format!("could not read the body: {err}"),
+                )
+            }
+        })?
+        .to_bytes();
+    let data = EventData::parse(body)
+        .map_err(|err| ApiError::bad_request("invalid_body", err.to_string()))?;
+
+    let published = app
+        .gateway
+        .publish(
+            &live,
+            Event {
+                id: id.clone(),
+                event_type,
+                data,
+                published_at: unix_millis(),
+            },
+        )
+        .await?;
+    if published.topics.is_empty() {
+        return Ok(dropped(&id));
+    }
+    let reply = Reply {
+        status: "accepted",
+        id: id.as_str(),
+        reason: None,
+        topics: published
+            .topics
+            .iter()
+            .map(|(topic, seq)| Delivered {
+                topic: topic.as_str(),
+                seq: *seq,
+            })
+            .collect(),
+    };
+    Ok(json(StatusCode::ACCEPTED, &reply))
+}
+
+fn dropped(id: &EventId) -> Response {
+    let reply = Reply {
+        status: "dropped",
+        id: id.as_str(),
+        reason: Some("no_subscribers"),
+        topics: Vec::new(),
+    };
+    json(StatusCode::OK, &reply)
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the body is larger than the {max} bytes allowed"),
+    )
+}

@@ -1,0 +1,36 @@
+//! The response body type and small builders of common answers.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+
+/// Every route answers with this body: a full buffer, or an SSE stream.
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A response of this crate.
+pub(crate) type Response = http::Response<Body>;
+
+/// A response with a whole body.
+pub(crate) fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response {
+    let mut response = http::Response::new(Full::new(body.into()).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    // Our reply types are plain structs of strings and numbers; serialising them into a
+    // Vec cannot fail, and an empty body would show at once in tests if it did.
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    full(status, "application/json", body)
+}

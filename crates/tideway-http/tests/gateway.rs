@@ -1,0 +1,596 @@
+//! The gateway over real sockets: a real server on a free port, raw HTTP bytes in and out.
+
+use std::time::Duration;
+
+use tideway_core::CoreConfig;
+use tideway_http::{CorsOrigins, HttpConfig};
+use tideway_store_memory::MemoryConfig;
+use tideway_test_util::{API_KEY, HttpReader, Sse, TIMEOUT, TestGateway, request, wait_until};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+#[tokio::test]
+async fn subscribe_by_header_and_by_query_then_receive() {
+    let gw = TestGateway::start().await;
+    let mut by_header = gw
+        .subscribe("/v1/stream", &["x-sse-topic: news, sport"])
+        .await;
+    assert_eq!(by_header.header("content-type"), Some("text/event-stream"));
+    let mut by_query = gw
+        .subscribe("/v1/stream?topic=news&topic=weather", &[])
+        .await;
+
+    let reply = gw.publish("news", "evt-1", "line one\nline two").await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    assert_eq!(reply.json()["status"], "accepted");
+    assert_eq!(reply.json()["topics"][0]["topic"], "news");
+
+    for sse in [&mut by_header, &mut by_query] {
+        let event = sse.next_event().await.expect("an event");
+        assert_eq!(event.id.as_deref(), Some("evt-1"));
+        assert_eq!(event.field("topic"), Some("news"));
+        assert_eq!(event.data.as_deref(), Some("line one\nline two"));
+        assert_eq!(event.event, None);
+    }
+
+    let reply = gw.publish("weather", "evt-2", "rain").await;
+    assert_eq!(reply.status, 202);
+    let event = by_query.next_event().await.expect("an event");
+    assert_eq!(
+        (event.id.as_deref(), event.data.as_deref()),
+        (Some("evt-2"), Some("rain"))
+    );
+}
+
+#[tokio::test]
+async fn multicast_reaches_every_subscriber_once_and_unicast_only_its_own() {
+    let gw = TestGateway::start().await;
+    let mut shared: Vec<Sse> = Vec::new();
+    for _ in 0..3 {
+        shared.push(gw.subscribe("/v1/stream?topic=room", &[]).await);
+    }
+    let mut alone = gw.subscribe("/v1/stream?topic=private-room", &[]).await;
+    for n in 0..5 {
+        let reply = gw
+            .publish("room", &format!("m{n}"), &format!("hello {n}"))
+            .await;
+        assert_eq!(reply.status, 202);
+    }
+    gw.publish("private-room", "only", "just you").await;
+    for sse in &mut shared {
+        for n in 0..5 {
+            let event = sse.next_event().await.expect("an event");
+            assert_eq!(event.id, Some(format!("m{n}")), "in order, each once");
+        }
+    }
+    let event = alone.next_event().await.expect("an event");
+    assert_eq!(event.id.as_deref(), Some("only"));
+}
+
+#[tokio::test]
+async fn event_type_and_json_envelope() {
+    let gw = TestGateway::start().await;
+    let mut plain = gw.subscribe("/v1/stream?topic=a", &[]).await;
+    let mut json = gw.subscribe("/v1/stream?topic=a&envelope=json", &[]).await;
+    let text = request(
+        "POST",
+        "/v1/publish",
+        &[
+            &format!("authorization: Bearer {API_KEY}"),
+            "x-sse-topic: a",
+            "x-sse-id: 7",
+            "x-sse-event: update",
+        ],
+        b"{\"n\":1}\r\nsecond",
+    );
+    assert_eq!(gw.raw(text.as_bytes()).await.status, 202);
+    let event = plain.next_event().await.expect("an event");
+    assert_eq!(event.event.as_deref(), Some("update"));
+    assert_eq!(event.data.as_deref(), Some("{\"n\":1}\nsecond"));
+    let event = json.next_event().await.expect("an event");
+    assert_eq!(event.event.as_deref(), Some("update"));
+    let envelope: serde_json::Value = serde_json::from_str(event.data.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        envelope,
+        serde_json::json!({"topic": "a", "id": "7", "event": "update", "data": "{\"n\":1}\r\nsecond"})
+    );
+    let bad = gw.get("/v1/stream?topic=a&envelope=xml", &[]).await;
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "invalid_parameter")
+    );
+}
+
+#[tokio::test]
+async fn publish_needs_a_valid_key() {
+    let gw = TestGateway::start().await;
+    let _sub = gw.subscribe("/v1/stream?topic=a", &[]).await;
+    let cases = [
+        (vec![], "missing_api_key"),
+        (vec!["authorization: Bearer wrong"], "invalid_api_key"),
+        (vec!["authorization: Basic dGVzdA=="], "invalid_api_key"),
+    ];
+    for (auth, code) in cases {
+        let mut headers = auth.clone();
+        headers.extend(["x-sse-topic: a", "x-sse-id: 1"]);
+        let reply = gw
+            .raw(request("POST", "/v1/publish", &headers, b"x").as_bytes())
+            .await;
+        assert_eq!(reply.status, 401, "{auth:?}");
+        assert_eq!(reply.error_code(), code);
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some("Bearer realm=\"tideway\"")
+        );
+    }
+    // Either configured key works.
+    let headers = [
+        "authorization: Bearer test-key-2",
+        "x-sse-topic: a",
+        "x-sse-id: 1",
+    ];
+    let reply = gw
+        .raw(request("POST", "/v1/publish", &headers, b"x").as_bytes())
+        .await;
+    assert_eq!(reply.status, 202);
+    // The admin API takes the same keys.
+    assert_eq!(gw.get("/v1/admin/topics", &[]).await.status, 401);
+    assert_eq!(gw.admin("/v1/admin/topics").await.status, 200);
+}
+
+#[tokio::test]
+async fn bad_topics_and_ids_are_refused_saying_why() {
+    let gw = TestGateway::start().await;
+    let auth = format!("authorization: Bearer {API_KEY}");
+    let cases: [(&[&str], &str, &str); 8] = [
+        (&["x-sse-id: 1"], "invalid_topic", "no topic given"),
+        (
+            &["x-sse-topic: a b", "x-sse-id: 1"],
+            "invalid_topic",
+            "topic \"a b\": ' ' at byte 1",
+        ),
+        (
+            &["x-sse-topic: a,,b", "x-sse-id: 1"],
+            "invalid_topic",
+            "entry 2 is empty",
+        ),
+        (&["x-sse-topic: a"], "missing_id", "x-sse-id"),
+        (&["x-sse-topic: a", "x-sse-id: "], "invalid_id", "empty"),
+        (
+            &["x-sse-topic: a", "x-sse-id: caf\u{e9}"],
+            "invalid_id",
+            "not printable ASCII",
+        ),
+        (
+            &[
+                "x-sse-topic: a",
+                "x-sse-id: 1",
+                "x-sse-event: tideway.drain",
+            ],
+            "invalid_event",
+            "reserved",
+        ),
+        (
+            &["x-sse-topic: a", "x-sse-id: 1", "x-sse-event: has space"],
+            "invalid_event",
+            "byte 0x20",
+        ),
+    ];
+    for (headers, code, says) in cases {
+        let mut all = vec![auth.as_str()];
+        all.extend_from_slice(headers);
+        let reply = gw
+            .raw(request("POST", "/v1/publish", &all, b"x").as_bytes())
+            .await;
+        assert_eq!(reply.status, 400, "{headers:?}: {}", reply.text());
+        assert_eq!(reply.error_code(), code, "{headers:?}");
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains(says), "{headers:?}: {message}");
+    }
+    let too_many = (0..65)
+        .map(|i| format!("t{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let reply = gw.get(&format!("/v1/stream?topic={too_many}"), &[]).await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.text().contains("65 topics given; at most 64"),
+        "{}",
+        reply.text()
+    );
+    let reply = gw
+        .get("/v1/stream", &["x-sse-topic: ok", "x-sse-id: caf\u{e9}"])
+        .await;
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (400, "invalid_id")
+    );
+}
+
+#[tokio::test]
+async fn a_publish_to_a_topic_nobody_follows_is_dropped_without_reading_the_body() {
+    let gw = TestGateway::start().await;
+    // Headers that promise a body and ask permission to send it; the body never comes.
+    let head = format!(
+        "POST /v1/publish HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {API_KEY}\r\nx-sse-topic: nobody-here\r\nx-sse-id: e1\r\ncontent-length: 1048576\r\nexpect: 100-continue\r\n\r\n"
+    );
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut reader = HttpReader::new(stream);
+    // `head` skips a `100 Continue`; read the raw first line ourselves to prove none came.
+    let reply = reader.response().await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"status": "dropped", "id": "e1", "reason": "no_subscribers", "topics": []})
+    );
+    // A body larger than the limit is not even looked at on this path.
+    assert_eq!(gw.gateway.stats().events_dropped_no_subscribers(), 1);
+    assert_eq!(gw.gateway.stats().events_published(), 0);
+
+    // The same request where a subscriber exists gets `100 Continue` and reads the body.
+    let _sub = gw.subscribe("/v1/stream?topic=somebody", &[]).await;
+    let head = format!(
+        "POST /v1/publish HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {API_KEY}\r\nx-sse-topic: somebody\r\nx-sse-id: e2\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n"
+    );
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut continued = Vec::new();
+    while !continued.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut byte)
+            .await
+            .unwrap();
+        continued.push(byte[0]);
+    }
+    assert_eq!(continued, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hi").await.unwrap();
+    let reply = HttpReader::new(stream).response().await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn the_dropped_path_never_sends_100_continue() {
+    let gw = TestGateway::start().await;
+    let head = format!(
+        "POST /v1/publish HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {API_KEY}\r\nx-sse-topic: a,b,c\r\nx-sse-id: e1\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n"
+    );
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut first = [0u8; 12];
+    tokio::time::timeout(
+        TIMEOUT,
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut first),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        &first, b"HTTP/1.1 200",
+        "the final answer comes first, no 100 Continue"
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let http = HttpConfig {
+        max_body: 16,
+        ..HttpConfig::default()
+    };
+    let gw = TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    let mut sub = gw.subscribe("/v1/stream?topic=a", &[]).await;
+    assert_eq!(gw.publish("a", "fits", &"x".repeat(16)).await.status, 202);
+    let reply = gw.publish("a", "over", &"x".repeat(17)).await;
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (413, "body_too_large")
+    );
+    // A chunked body has no declared length; it is cut off while reading.
+    let chunked = format!(
+        "POST /v1/publish HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {API_KEY}\r\nx-sse-topic: a\r\nx-sse-id: c\r\ntransfer-encoding: chunked\r\n\r\n10\r\n{}\r\n10\r\n{}\r\n0\r\n\r\n",
+        "y".repeat(16),
+        "y".repeat(16)
+    );
+    let reply = gw.raw(chunked.as_bytes()).await;
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (413, "body_too_large")
+    );
+    let reply = gw
+        .raw(
+            request(
+                "POST",
+                "/v1/publish",
+                &[
+                    &format!("authorization: Bearer {API_KEY}"),
+                    "x-sse-topic: a",
+                    "x-sse-id: u",
+                ],
+                b"\xff\xfe",
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (400, "invalid_body")
+    );
+    // Only the event that fit was delivered.
+    let event = sub.next_event().await.unwrap();
+    assert_eq!(event.id.as_deref(), Some("fits"));
+    assert_eq!(gw.gateway.stats().events_published(), 1);
+}
+
+#[tokio::test]
+async fn a_topic_whose_last_subscriber_leaves_is_gone_from_every_index() {
+    let gw = TestGateway::start().await;
+    let first = gw.subscribe("/v1/stream?topic=brief,other", &[]).await;
+    let second = gw.subscribe("/v1/stream?topic=brief", &[]).await;
+    let topics = gw.admin("/v1/admin/topics").await.json();
+    assert_eq!(topics["total"], 2);
+    assert_eq!(topics["items"][0]["name"], "brief");
+    assert_eq!(topics["items"][0]["connections"], 2);
+    drop(first);
+    wait_until(
+        "`other` to go and `brief` to keep one connection",
+        || async {
+            let topics = gw.admin("/v1/admin/topics").await.json();
+            let ok = topics["total"] == 1 && topics["items"][0]["connections"] == 1;
+            if ok { Ok(()) } else { Err(topics.to_string()) }
+        },
+    )
+    .await;
+    drop(second);
+    wait_until("every index to be empty", || async {
+        let topics = gw.admin("/v1/admin/topics").await.json();
+        let connections = gw.admin("/v1/admin/connections").await.json();
+        let local = gw.gateway.local_topics();
+        if topics["total"] == 0 && connections["total"] == 0 && local == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "topics {topics}, connections {connections}, local topics {local}"
+            ))
+        }
+    })
+    .await;
+    let reply = gw.publish("brief", "late", "nobody").await;
+    assert_eq!(reply.json()["status"], "dropped");
+    assert_eq!(gw.admin("/v1/admin/topics/brief/tail").await.status, 404);
+}
+
+#[tokio::test]
+async fn admin_pages_600_connections_at_most_500_at_a_time() {
+    let gw = TestGateway::start().await;
+    let mut streams = Vec::new();
+    for i in 0..600 {
+        let label = format!("x-sse-id: client-{i}");
+        streams.push(
+            gw.subscribe(&format!("/v1/stream?topic=t{}", i % 7), &[&label])
+                .await,
+        );
+    }
+    let first = gw
+        .admin("/v1/admin/connections?page=1&pageSize=1000")
+        .await
+        .json();
+    assert_eq!(
+        first["pageSize"], 500,
+        "a larger request is capped and says so"
+    );
+    assert_eq!(first["total"], 600);
+    assert_eq!(first["items"].as_array().unwrap().len(), 500);
+    assert_eq!(first["items"][0]["label"], "client-0");
+    assert_eq!(first["items"][0]["transport"], "sse");
+    assert_eq!(first["items"][0]["remote"], "127.0.0.1");
+    let second = gw
+        .admin("/v1/admin/connections?page=2&pageSize=500")
+        .await
+        .json();
+    let items = second["items"].as_array().unwrap();
+    assert_eq!(items.len(), 100);
+    assert_eq!(items[99]["label"], "client-599");
+    let default = gw.admin("/v1/admin/connections").await.json();
+    assert_eq!(
+        (default["page"].as_u64(), default["pageSize"].as_u64()),
+        (Some(1), Some(100))
+    );
+    let past = gw
+        .admin("/v1/admin/connections?page=9&pageSize=100")
+        .await
+        .json();
+    assert_eq!(
+        (
+            past["items"].as_array().unwrap().len(),
+            past["total"].as_u64()
+        ),
+        (0, Some(600))
+    );
+    let topics = gw.admin("/v1/admin/topics?pageSize=3&page=3").await.json();
+    assert_eq!(topics["total"], 7);
+    assert_eq!(topics["items"].as_array().unwrap().len(), 1);
+    let nodes = gw.admin("/v1/admin/nodes").await.json();
+    assert_eq!(nodes["items"][0]["connections"], 600);
+    let bad = gw.admin("/v1/admin/connections?page=0").await;
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "invalid_parameter")
+    );
+    drop(streams);
+}
+
+#[tokio::test]
+async fn tail_shows_recent_events_newest_last() {
+    let gw = TestGateway::start_with(
+        HttpConfig::default(),
+        MemoryConfig {
+            history: 3,
+            ..MemoryConfig::default()
+        },
+        CoreConfig::default(),
+    )
+    .await;
+    let _sub = gw.subscribe("/v1/stream?topic=logs/app:1", &[]).await;
+    for n in 1..=5 {
+        gw.publish("logs/app:1", &format!("e{n}"), &format!("line {n}"))
+            .await;
+    }
+    let tail = gw
+        .admin("/v1/admin/topics/logs%2Fapp%3A1/tail?limit=2")
+        .await
+        .json();
+    let ids: Vec<&str> = tail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["e4", "e5"]);
+    assert_eq!(tail["items"][1]["data"], "line 5");
+    assert_eq!(tail["items"][1]["seq"], 5);
+    // History keeps 3, so asking for more gives 3; an unescaped slash works too.
+    let tail = gw
+        .admin("/v1/admin/topics/logs/app:1/tail?limit=50")
+        .await
+        .json();
+    assert_eq!(tail["items"].as_array().unwrap().len(), 3);
+    let missing = gw.admin("/v1/admin/topics/nope/tail").await;
+    assert_eq!(
+        (missing.status, missing.error_code().as_str()),
+        (404, "topic_not_found")
+    );
+    let bad = gw.admin("/v1/admin/topics/a%20b/tail").await;
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "invalid_topic")
+    );
+}
+
+#[tokio::test]
+async fn idle_streams_get_heartbeats() {
+    let http = HttpConfig {
+        heartbeat: Duration::from_millis(50),
+        ..HttpConfig::default()
+    };
+    let gw = TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    let mut sse = gw.subscribe("/v1/stream?topic=quiet", &[]).await;
+    for _ in 0..2 {
+        let block = sse.next_block().await.expect("a heartbeat");
+        assert_eq!(block.comments, ["heartbeat"]);
+        assert_eq!(block.data, None);
+    }
+}
+
+#[tokio::test]
+async fn draining_tells_streams_to_reconnect_and_finishes() {
+    let gw = TestGateway::start().await;
+    let mut sse = gw.subscribe("/v1/stream?topic=a", &[]).await;
+    gw.publish("a", "before", "x").await;
+    let addr = gw.addr;
+    let gateway = gw.gateway.clone();
+    gw.shutdown().await.expect("the server drains cleanly");
+    assert!(gateway.is_draining());
+    let event = sse.next_event().await.expect("the queued event");
+    assert_eq!(event.id.as_deref(), Some("before"));
+    let farewell = sse.next_event().await.expect("a drain event");
+    assert_eq!(farewell.event.as_deref(), Some("tideway.drain"));
+    assert!(farewell.retry.is_some());
+    let data: serde_json::Value = serde_json::from_str(farewell.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["reason"], "drain");
+    assert!(sse.next_block().await.is_none(), "the stream ends");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn operations_routes_and_errors() {
+    let gw = TestGateway::start().await;
+    assert_eq!(gw.get("/healthz", &[]).await.json()["status"], "ok");
+    assert_eq!(gw.get("/readyz", &[]).await.status, 200);
+    let _sub = gw.subscribe("/v1/stream?topic=m", &[]).await;
+    gw.publish("m", "1", "x").await;
+    gw.publish("none", "2", "x").await;
+    let metrics = gw.get("/metrics", &[]).await;
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text();
+    for line in [
+        "tideway_connections{node=\"test-node\"} 1",
+        "tideway_events_published_total{node=\"test-node\"} 1",
+        "tideway_events_dropped_total{node=\"test-node\"} 1",
+        "tideway_events_delivered_total{node=\"test-node\"} 1",
+        "# TYPE tideway_bytes_out_total counter",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    let missing = gw.get("/v2/nothing", &[]).await;
+    assert_eq!(
+        (missing.status, missing.error_code().as_str()),
+        (404, "not_found")
+    );
+    let wrong = gw
+        .raw(request("DELETE", "/v1/publish", &[], b"").as_bytes())
+        .await;
+    assert_eq!((wrong.status, wrong.header("allow")), (405, Some("POST")));
+    assert_eq!(wrong.error_code(), "method_not_allowed");
+    let wrong = gw
+        .raw(request("POST", "/v1/stream", &[], b"").as_bytes())
+        .await;
+    assert_eq!(wrong.status, 405);
+}
+
+#[tokio::test]
+async fn cors_for_browsers() {
+    let gw = TestGateway::start().await;
+    let preflight = gw
+        .raw(
+            request(
+                "OPTIONS",
+                "/v1/stream",
+                &[
+                    "origin: https://app.example",
+                    "access-control-request-headers: x-sse-topic",
+                ],
+                b"",
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        preflight
+            .header("access-control-allow-headers")
+            .unwrap()
+            .contains("x-sse-topic")
+    );
+    let sse = gw
+        .subscribe("/v1/stream?topic=a", &["origin: https://app.example"])
+        .await;
+    assert_eq!(sse.header("access-control-allow-origin"), Some("*"));
+
+    let http = HttpConfig {
+        cors_origins: CorsOrigins::parse("https://good.example"),
+        ..HttpConfig::default()
+    };
+    let gw = TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    let good = gw
+        .subscribe("/v1/stream?topic=a", &["origin: https://good.example"])
+        .await;
+    assert_eq!(
+        good.header("access-control-allow-origin"),
+        Some("https://good.example")
+    );
+    let evil = gw
+        .subscribe("/v1/stream?topic=a", &["origin: https://evil.example"])
+        .await;
+    assert_eq!(evil.header("access-control-allow-origin"), None);
+}

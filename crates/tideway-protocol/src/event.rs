@@ -1,0 +1,305 @@
+//! Event ids (`x-sse-id`) and event types (`x-sse-event`).
+
+use std::{fmt, sync::Arc};
+
+use serde::Serialize;
+
+use crate::SYSTEM_EVENT_PREFIX;
+
+/// Longest event id and event type, in bytes.
+pub const MAX_EVENT_ID_LEN: usize = 128;
+
+/// A publisher's event id: 1–128 bytes of printable ASCII (`0x20`–`0x7E`), not starting or
+/// ending with a space. It becomes the SSE `id:` line, so it can never carry CR, LF or NUL.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EventId(Arc<str>);
+
+/// Why an event id is not legal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventIdError {
+    /// No bytes.
+    #[error("event id is empty")]
+    Empty,
+    /// Longer than [`MAX_EVENT_ID_LEN`].
+    #[error("event id is {len} bytes; at most {MAX_EVENT_ID_LEN} are allowed")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A byte outside printable ASCII.
+    #[error("event id: byte 0x{byte:02x} at {index} is not printable ASCII")]
+    NotPrintable {
+        /// The offending byte.
+        byte: u8,
+        /// Its offset.
+        index: usize,
+    },
+    /// Starts or ends with a space, which HTTP and SSE would both trim.
+    #[error("event id starts or ends with a space")]
+    EdgeSpace,
+}
+
+impl EventId {
+    /// Checks `bytes` against the id rules.
+    pub fn parse(bytes: &[u8]) -> Result<Self, EventIdError> {
+        let text = printable(bytes, b' ').map_err(|e| match e {
+            Printable::Empty => EventIdError::Empty,
+            Printable::TooLong(len) => EventIdError::TooLong { len },
+            Printable::Bad(byte, index) => EventIdError::NotPrintable { byte, index },
+            Printable::EdgeSpace => EventIdError::EdgeSpace,
+        })?;
+        Ok(Self(Arc::from(text)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A publisher's SSE event type: 1–128 bytes of printable ASCII without spaces, not
+/// starting with `tideway.` (the gateway's own events use that prefix).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EventType(Arc<str>);
+
+/// Why an event type is not legal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventTypeError {
+    /// No bytes.
+    #[error("event type is empty")]
+    Empty,
+    /// Longer than [`MAX_EVENT_ID_LEN`].
+    #[error("event type is {len} bytes; at most {MAX_EVENT_ID_LEN} are allowed")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A byte outside printable ASCII, or a space.
+    #[error("event type: byte 0x{byte:02x} at {index} is not allowed (printable ASCII, no spaces)")]
+    NotAllowed {
+        /// The offending byte.
+        byte: u8,
+        /// Its offset.
+        index: usize,
+    },
+    /// Uses the prefix kept for the gateway's own events.
+    #[error("event type {0:?}: the prefix \"tideway.\" is reserved for the gateway's own events")]
+    Reserved(String),
+}
+
+impl EventType {
+    /// Checks `bytes` against the event type rules.
+    pub fn parse(bytes: &[u8]) -> Result<Self, EventTypeError> {
+        let text = printable(bytes, b'!').map_err(|e| match e {
+            Printable::Empty => EventTypeError::Empty,
+            Printable::TooLong(len) => EventTypeError::TooLong { len },
+            Printable::Bad(byte, index) => EventTypeError::NotAllowed { byte, index },
+            // Spaces are below `!` and were refused as `Bad`; kept total so nothing panics.
+            Printable::EdgeSpace => EventTypeError::NotAllowed {
+                byte: b' ',
+                index: 0,
+            },
+        })?;
+        if text.starts_with(SYSTEM_EVENT_PREFIX) {
+            return Err(EventTypeError::Reserved(text.to_owned()));
+        }
+        Ok(Self(Arc::from(text)))
+    }
+
+    /// An event type of the gateway's own, `tideway.<what>`.
+    pub fn system(what: &str) -> Self {
+        Self(Arc::from(format!("{SYSTEM_EVENT_PREFIX}{what}")))
+    }
+
+    /// The type as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+enum Printable {
+    Empty,
+    TooLong(usize),
+    Bad(u8, usize),
+    EdgeSpace,
+}
+
+/// Checks that `bytes` are 1–128 bytes from `lowest` to `~`, with no space at either end.
+fn printable(bytes: &[u8], lowest: u8) -> Result<&str, Printable> {
+    if bytes.is_empty() {
+        return Err(Printable::Empty);
+    }
+    if bytes.len() > MAX_EVENT_ID_LEN {
+        return Err(Printable::TooLong(bytes.len()));
+    }
+    if let Some(index) = bytes.iter().position(|b| !(lowest..=b'~').contains(b)) {
+        return Err(Printable::Bad(bytes[index], index));
+    }
+    if bytes[0] == b' ' || bytes[bytes.len() - 1] == b' ' {
+        return Err(Printable::EdgeSpace);
+    }
+    // Every byte is printable ASCII, checked just above, so this cannot fail.
+    std::str::from_utf8(bytes).map_err(|_| Printable::Empty)
+}
+
+macro_rules! text_impls {
+    ($ty:ty) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+    };
+}
+text_impls!(EventId);
+text_impls!(EventType);
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn check(id: &[u8], event: &[u8], expect: Expect) {
+        let id = match EventId::parse(id) {
+            Ok(id) => format!("id {id:?}"),
+            Err(err) => format!("id error: {err}"),
+        };
+        let event = match EventType::parse(event) {
+            Ok(event) => format!("event {event:?}"),
+            Err(err) => format!("event error: {err}"),
+        };
+        expect.assert_eq(&format!("{id} | {event}"));
+    }
+
+    #[test]
+    fn ids_and_types() {
+        check(
+            b"evt-1",
+            b"update",
+            expect![[r#"id "evt-1" | event "update""#]],
+        );
+        check(
+            b"a b",
+            b"a b",
+            expect![[
+                r#"id "a b" | event error: event type: byte 0x20 at 1 is not allowed (printable ASCII, no spaces)"#
+            ]],
+        );
+        check(
+            b"",
+            b"",
+            expect![[r#"id error: event id is empty | event error: event type is empty"#]],
+        );
+        check(
+            b"x\r\nid: 2",
+            b"x\ndata: evil",
+            expect![
+                "id error: event id: byte 0x0d at 1 is not printable ASCII | event error: event type: byte 0x0a at 1 is not allowed (printable ASCII, no spaces)"
+            ],
+        );
+        check(
+            b" x",
+            b"tideway.drain",
+            expect![[
+                r#"id error: event id starts or ends with a space | event error: event type "tideway.drain": the prefix "tideway." is reserved for the gateway's own events"#
+            ]],
+        );
+        check(
+            "é".as_bytes(),
+            b"\0",
+            expect![[
+                r#"id error: event id: byte 0xc3 at 0 is not printable ASCII | event error: event type: byte 0x00 at 0 is not allowed (printable ASCII, no spaces)"#
+            ]],
+        );
+    }
+
+    #[test]
+    fn length_limit_is_crossed_exactly() {
+        assert!(EventId::parse(&[b'a'; MAX_EVENT_ID_LEN]).is_ok());
+        assert_eq!(
+            EventId::parse(&[b'a'; MAX_EVENT_ID_LEN + 1]),
+            Err(EventIdError::TooLong { len: 129 })
+        );
+        assert!(EventType::parse(&[b'a'; MAX_EVENT_ID_LEN]).is_ok());
+        assert_eq!(
+            EventType::parse(&[b'a'; MAX_EVENT_ID_LEN + 1]),
+            Err(EventTypeError::TooLong { len: 129 })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_ids_are_safe_on_an_sse_line(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(id) = EventId::parse(&bytes) {
+                prop_assert_eq!(id.as_str().as_bytes(), &bytes[..]);
+                prop_assert!(!id.as_str().contains(['\r', '\n', '\0']));
+            }
+            if let Ok(event) = EventType::parse(&bytes) {
+                prop_assert!(!event.as_str().contains(['\r', '\n', '\0', ' ']));
+            }
+        }
+    }
+}
+
+/// An event body: bytes that are valid UTF-8, since an event stream is UTF-8 text.
+///
+/// Cloning shares the bytes.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct EventData(bytes::Bytes);
+
+/// Why an event body is not legal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event body is not valid UTF-8 (first bad byte at {valid_up_to}); SSE carries text only")]
+pub struct EventDataError {
+    /// How many leading bytes are valid.
+    pub valid_up_to: usize,
+}
+
+impl EventData {
+    /// Checks that `bytes` are UTF-8.
+    pub fn parse(bytes: bytes::Bytes) -> Result<Self, EventDataError> {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Ok(Self(bytes)),
+            Err(err) => Err(EventDataError {
+                valid_up_to: err.valid_up_to(),
+            }),
+        }
+    }
+
+    /// The body as text.
+    pub fn as_str(&self) -> &str {
+        // Checked to be UTF-8 in `parse`; without `unsafe` we check again, which costs one
+        // pass over the bytes each time an encoding of the event is built (once per format).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The body's bytes.
+    pub fn as_bytes(&self) -> &bytes::Bytes {
+        &self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for EventData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventData({} bytes)", self.0.len())
+    }
+}

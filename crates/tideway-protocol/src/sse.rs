@@ -1,0 +1,400 @@
+//! Server-Sent Events: a checked frame builder and an incremental parser.
+//!
+//! The builder refuses CR, LF and NUL wherever they would end a line early (`id`, `event`,
+//! other field values, comments) and splits data at every line end (CRLF, CR or LF) into
+//! `data:` lines, so no publisher input can inject a field. The parser follows the HTML
+//! standard's event-stream interpretation and is what our test fixtures and clients read
+//! streams with; it tells "need more bytes" ([`ParseError::Incomplete`]) apart from "these
+//! bytes are wrong" ([`ParseError::Invalid`]).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+
+/// Why a field could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// The value holds a byte that would end the line or is ignored by browsers.
+    #[error("SSE field {field:?}: {byte:?} at byte {index} would break the frame")]
+    LineBreak {
+        /// The field name.
+        field: String,
+        /// The offending character.
+        byte: char,
+        /// Its offset in the value.
+        index: usize,
+    },
+    /// The field name is empty or holds a colon, CR, LF or NUL.
+    #[error("SSE field name {0:?} is not allowed")]
+    BadName(String),
+}
+
+/// Builds one SSE frame: some fields, then the blank line that dispatches it.
+#[derive(Debug, Default)]
+pub struct FrameBuilder {
+    buf: BytesMut,
+}
+
+impl FrameBuilder {
+    /// A builder that expects a frame of about `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(capacity),
+        }
+    }
+
+    /// Writes `id: <id>`.
+    pub fn id(&mut self, id: &str) -> Result<&mut Self, FieldError> {
+        self.field("id", id)
+    }
+
+    /// Writes `event: <event>`.
+    pub fn event(&mut self, event: &str) -> Result<&mut Self, FieldError> {
+        self.field("event", event)
+    }
+
+    /// Writes `<name>: <value>`; any name but `data`, whose values go through [`Self::data`].
+    pub fn field(&mut self, name: &str, value: &str) -> Result<&mut Self, FieldError> {
+        if name.is_empty() || name == "data" || name.contains([':', '\r', '\n', '\0']) {
+            return Err(FieldError::BadName(name.to_owned()));
+        }
+        check_line(name, value)?;
+        self.line(name, value);
+        Ok(self)
+    }
+
+    /// Writes `data` as one `data:` line per line of it; CRLF, CR and LF all end a line.
+    pub fn data(&mut self, data: &str) -> &mut Self {
+        for line in lines(data) {
+            self.line("data", line);
+        }
+        self
+    }
+
+    /// Writes `retry: <ms>`, the reconnection delay hint.
+    pub fn retry(&mut self, ms: u64) -> &mut Self {
+        self.buf.put_slice(b"retry: ");
+        self.buf.put_slice(ms.to_string().as_bytes());
+        self.buf.put_u8(b'\n');
+        self
+    }
+
+    /// Writes a comment line, `: <text>`, which clients ignore (heartbeats use it).
+    pub fn comment(&mut self, text: &str) -> Result<&mut Self, FieldError> {
+        check_line("comment", text)?;
+        self.buf.put_slice(b": ");
+        self.buf.put_slice(text.as_bytes());
+        self.buf.put_u8(b'\n');
+        Ok(self)
+    }
+
+    /// Ends the frame with its blank line and hands out the bytes.
+    pub fn finish(mut self) -> Bytes {
+        self.buf.put_u8(b'\n');
+        self.buf.freeze()
+    }
+
+    fn line(&mut self, name: &str, value: &str) {
+        self.buf.reserve(name.len() + value.len() + 3);
+        self.buf.put_slice(name.as_bytes());
+        self.buf.put_slice(b": ");
+        self.buf.put_slice(value.as_bytes());
+        self.buf.put_u8(b'\n');
+    }
+}
+
+fn check_line(field: &str, value: &str) -> Result<(), FieldError> {
+    match value
+        .char_indices()
+        .find(|(_, c)| matches!(c, '\r' | '\n' | '\0'))
+    {
+        Some((index, byte)) => Err(FieldError::LineBreak {
+            field: field.to_owned(),
+            byte,
+            index,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The lines of `text`, split at CRLF, CR or LF; `n` line ends give `n + 1` lines.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\r', '\n']) {
+            None => {
+                rest = None;
+                Some(text)
+            }
+            Some(at) => {
+                let skip = if text[at..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&text[at + skip..]);
+                Some(&text[..at])
+            }
+        }
+    })
+}
+
+/// The JSON form of an event (`envelope=json` and WebSocket frames).
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a> {
+    /// The topic the event was delivered on.
+    pub topic: &'a str,
+    /// The publisher's id.
+    pub id: &'a str,
+    /// The event type, if the publisher gave one.
+    pub event: Option<&'a str>,
+    /// The body, as text.
+    pub data: &'a str,
+}
+
+impl Envelope<'_> {
+    /// The envelope as one line of JSON.
+    pub fn to_json(&self) -> String {
+        // Serialising a struct of strings into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One parsed SSE block: the fields seen up to a blank line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Block {
+    /// The `id:` value, if any.
+    pub id: Option<String>,
+    /// The `event:` value, if any.
+    pub event: Option<String>,
+    /// The `data:` lines joined by LF, if any `data:` line was seen.
+    pub data: Option<String>,
+    /// The `retry:` value, if it was all digits.
+    pub retry: Option<u64>,
+    /// Comment lines, without their leading colon and one space.
+    pub comments: Vec<String>,
+    /// Every other field, in order (Tideway sends `topic`).
+    pub fields: Vec<(String, String)>,
+}
+
+impl Block {
+    /// The value of another field, such as `topic`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a block could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The block has not ended yet: read more bytes and try again.
+    #[error("incomplete SSE block")]
+    Incomplete,
+    /// The bytes are not an event stream.
+    #[error("invalid SSE stream: {0}")]
+    Invalid(&'static str),
+}
+
+/// Parses the first block of `buf`; returns it with the number of bytes it took.
+pub fn parse_block(buf: &[u8]) -> Result<(Block, usize), ParseError> {
+    let mut block = Block::default();
+    let mut pos = 0;
+    loop {
+        let (line, next) = next_line(buf, pos)?;
+        pos = next;
+        if line.is_empty() {
+            return Ok((block, pos));
+        }
+        let line = std::str::from_utf8(line).map_err(|_| ParseError::Invalid("not UTF-8"))?;
+        let (name, value) = match line.split_once(':') {
+            Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match name {
+            "" => block.comments.push(value.to_owned()),
+            "id" => block.id = Some(value.to_owned()),
+            "event" => block.event = Some(value.to_owned()),
+            "data" => match &mut block.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => block.data = Some(value.to_owned()),
+            },
+            "retry" => {
+                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+                    block.retry = value.parse().ok();
+                }
+            }
+            _ => block.fields.push((name.to_owned(), value.to_owned())),
+        }
+    }
+}
+
+/// The line starting at `pos` and the offset after its line end.
+fn next_line(buf: &[u8], pos: usize) -> Result<(&[u8], usize), ParseError> {
+    let rest = &buf[pos..];
+    let Some(at) = rest.iter().position(|&b| b == b'\r' || b == b'\n') else {
+        return Err(ParseError::Incomplete);
+    };
+    if rest[at] == b'\n' {
+        return Ok((&rest[..at], pos + at + 1));
+    }
+    // A CR at the end of what we have may be the first half of a CRLF.
+    match rest.get(at + 1) {
+        None => Err(ParseError::Incomplete),
+        Some(b'\n') => Ok((&rest[..at], pos + at + 2)),
+        Some(_) => Ok((&rest[..at], pos + at + 1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn check(frame: Bytes, expect: Expect) {
+        expect.assert_eq(std::str::from_utf8(&frame).unwrap());
+    }
+
+    fn event(id: &str, event: Option<&str>, topic: &str, data: &str) -> Bytes {
+        let mut frame = FrameBuilder::default();
+        frame.id(id).unwrap();
+        if let Some(event) = event {
+            frame.event(event).unwrap();
+        }
+        frame.field("topic", topic).unwrap().data(data);
+        frame.finish()
+    }
+
+    #[test]
+    fn frames() {
+        check(
+            event("1", None, "news", "hello"),
+            expect![[r#"
+                id: 1
+                topic: news
+                data: hello
+
+            "#]],
+        );
+        check(
+            event("2", Some("update"), "a", "one\r\ntwo\rthree\nfour\n"),
+            expect![[r#"
+                id: 2
+                event: update
+                topic: a
+                data: one
+                data: two
+                data: three
+                data: four
+                data: 
+
+            "#]],
+        );
+        let mut hello = FrameBuilder::default();
+        hello.retry(3000).comment("tideway").unwrap();
+        check(
+            hello.finish(),
+            expect![[r#"
+                retry: 3000
+                : tideway
+
+            "#]],
+        );
+    }
+
+    #[test]
+    fn injection_is_refused() {
+        let mut frame = FrameBuilder::default();
+        expect![[r#"
+            Err(
+                LineBreak {
+                    field: "id",
+                    byte: '\n',
+                    index: 1,
+                },
+            )
+        "#]]
+        .assert_debug_eq(&frame.id("1\ndata: x").map(|_| ()));
+        assert!(matches!(
+            frame.event("a\rb"),
+            Err(FieldError::LineBreak { index: 1, .. })
+        ));
+        assert!(matches!(
+            frame.comment("\0"),
+            Err(FieldError::LineBreak { index: 0, .. })
+        ));
+        assert_eq!(
+            frame.field("da:ta", "x").map(|_| ()),
+            Err(FieldError::BadName("da:ta".into()))
+        );
+        assert_eq!(
+            frame.field("data", "x").map(|_| ()),
+            Err(FieldError::BadName("data".into()))
+        );
+        assert_eq!(frame.finish(), Bytes::from_static(b"\n"));
+    }
+
+    #[test]
+    fn parses_what_browsers_parse() {
+        let stream = b"retry: 10\r\n: hi\r\n\r\nid:7\rdata\rdata:  x\r\r\n";
+        let (first, used) = parse_block(stream).unwrap();
+        assert_eq!(first.retry, Some(10));
+        assert_eq!(first.comments, ["hi"]);
+        let (second, rest) = parse_block(&stream[used..]).unwrap();
+        assert_eq!(second.id.as_deref(), Some("7"));
+        assert_eq!(second.data.as_deref(), Some("\n x"));
+        assert_eq!(used + rest, stream.len());
+        assert_eq!(parse_block(b"data: x\n\r"), Err(ParseError::Incomplete));
+        assert_eq!(
+            parse_block(b"data: \xff\n\n"),
+            Err(ParseError::Invalid("not UTF-8"))
+        );
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("\r\n".to_owned()),
+                Just("\r".to_owned()),
+                Just("\n".to_owned()),
+                "[^\r\n]{0,8}"
+            ],
+            0..12,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let mut rest = &bytes[..];
+            while let Ok((_, used)) = parse_block(rest) {
+                prop_assert!(used > 0);
+                rest = &rest[used..];
+            }
+        }
+
+        #[test]
+        fn frame_then_parse_gives_the_event_back(
+            id in "[!-~]{1,20}",
+            event in proptest::option::of("[!-~]{1,20}"),
+            topic in "[A-Za-z0-9_.:/@-]{1,20}",
+            data in text(),
+        ) {
+            let frame = super::tests::event(&id, event.as_deref(), &topic, &data);
+            let (block, used) = parse_block(&frame).unwrap();
+            prop_assert_eq!(used, frame.len());
+            prop_assert_eq!(block.id.as_deref(), Some(id.as_str()));
+            prop_assert_eq!(&block.event, &event);
+            prop_assert_eq!(block.field("topic"), Some(topic.as_str()));
+            let normalised = data.replace("\r\n", "\n").replace('\r', "\n");
+            prop_assert_eq!(block.data.as_deref(), Some(normalised.as_str()));
+            for end in 0..frame.len() {
+                prop_assert_eq!(parse_block(&frame[..end]), Err(ParseError::Incomplete));
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Topic names and the comma-separated topic lists of `x-sse-topic` and `?topic=`.
+
+use std::{borrow::Borrow, fmt, sync::Arc};
+
+use serde::Serialize;
+
+/// Longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 128;
+
+/// How many topics one header may name unless configured otherwise.
+pub const DEFAULT_MAX_TOPICS: usize = 64;
+
+/// A legal topic name: 1–128 bytes of `A-Z a-z 0-9 _ - . : / @`.
+///
+/// Cloning is a reference-count bump: the same name sits in several indexes at once.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TopicName(Arc<str>);
+
+/// Why one topic name is not legal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicNameError {
+    /// The name has no bytes.
+    #[error("topic name is empty")]
+    Empty,
+    /// The name is longer than [`MAX_TOPIC_LEN`].
+    #[error("topic {name:?}: {len} bytes is longer than the {MAX_TOPIC_LEN} allowed")]
+    TooLong {
+        /// The first bytes of the name, enough to recognise it.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The name holds a character outside the allowed set.
+    #[error(
+        "topic {name:?}: {found:?} at byte {index} is not allowed; names use A-Z a-z 0-9 _ - . : / @"
+    )]
+    InvalidChar {
+        /// The name as given.
+        name: String,
+        /// The first character that is not allowed.
+        found: char,
+        /// Its byte offset in the name.
+        index: usize,
+    },
+}
+
+impl TopicName {
+    /// Checks `name` against the topic rules.
+    pub fn parse(name: &str) -> Result<Self, TopicNameError> {
+        if name.is_empty() {
+            return Err(TopicNameError::Empty);
+        }
+        if name.len() > MAX_TOPIC_LEN {
+            return Err(TopicNameError::TooLong {
+                name: name.chars().take(32).collect::<String>() + "…",
+                len: name.len(),
+            });
+        }
+        if let Some((index, found)) = name.char_indices().find(|&(_, c)| !is_topic_char(c)) {
+            return Err(TopicNameError::InvalidChar {
+                name: name.to_owned(),
+                found,
+                index,
+            });
+        }
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/' | '@')
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Borrow<str> for TopicName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for TopicName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A non-empty list of distinct topic names, in the order first given.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct TopicList(Vec<TopicName>);
+
+/// Why a topic list is not legal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// No topic was given at all.
+    #[error("no topic given: send a comma-separated list in x-sse-topic or ?topic=")]
+    Missing,
+    /// The value is not text.
+    #[error("the topic list is not valid UTF-8")]
+    NotUtf8,
+    /// An entry between commas is empty after trimming.
+    #[error("topic list {list:?}: entry {position} is empty")]
+    EmptyEntry {
+        /// The list as given (cut to 200 bytes).
+        list: String,
+        /// The 1-based position of the empty entry.
+        position: usize,
+    },
+    /// One name breaks the rules.
+    #[error(transparent)]
+    Name(#[from] TopicNameError),
+    /// More distinct names than allowed.
+    #[error("{count} topics given; at most {max} are allowed in one request")]
+    TooMany {
+        /// How many distinct topics were given.
+        count: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
+impl TopicList {
+    /// Parses one comma-separated list, as found in an `x-sse-topic` header.
+    ///
+    /// Names are trimmed of spaces and tabs, duplicates collapse to their first place,
+    /// an empty entry is an error, and at most `max` distinct names are accepted.
+    pub fn parse(value: &[u8], max: usize) -> Result<Self, TopicError> {
+        Self::parse_all([value], max)
+    }
+
+    /// Parses several comma-separated lists as one (a repeated header or `?topic=`).
+    pub fn parse_all<'a>(
+        values: impl IntoIterator<Item = &'a [u8]>,
+        max: usize,
+    ) -> Result<Self, TopicError> {
+        let mut names: Vec<TopicName> = Vec::new();
+        let mut position = 0;
+        for value in values {
+            let text = std::str::from_utf8(value).map_err(|_| TopicError::NotUtf8)?;
+            for entry in text.split(',') {
+                position += 1;
+                let entry = entry.trim_matches([' ', '\t']);
+                if entry.is_empty() {
+                    return Err(TopicError::EmptyEntry {
+                        list: cut(text, 200),
+                        position,
+                    });
+                }
+                // Linear search keeps the first-given order and beats hashing for the
+                // handful of topics a request names.
+                if names.iter().any(|n| n.as_str() == entry) {
+                    continue;
+                }
+                let name = TopicName::parse(entry)?;
+                if names.len() == max {
+                    return Err(TopicError::TooMany {
+                        count: count_distinct(text),
+                        max,
+                    });
+                }
+                names.push(name);
+            }
+        }
+        if names.is_empty() {
+            return Err(TopicError::Missing);
+        }
+        Ok(Self(names))
+    }
+
+    /// A list of exactly the given names, which must be distinct and non-empty.
+    pub fn from_names(names: Vec<TopicName>) -> Option<Self> {
+        let distinct = names
+            .iter()
+            .enumerate()
+            .all(|(i, n)| !names[..i].contains(n));
+        (!names.is_empty() && distinct).then_some(Self(names))
+    }
+
+    /// The names, in the order first given.
+    pub fn names(&self) -> &[TopicName] {
+        &self.0
+    }
+
+    /// How many distinct names the list holds (at least one).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: a list holds at least one name. Here for clippy's `len` convention.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Iterates over the names.
+    pub fn iter(&self) -> std::slice::Iter<'_, TopicName> {
+        self.0.iter()
+    }
+
+    /// Whether `name` is in the list.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|n| n.as_str() == name)
+    }
+}
+
+impl fmt::Debug for TopicList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.0).finish()
+    }
+}
+
+impl fmt::Display for TopicList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(name.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> IntoIterator for &'a TopicList {
+    type Item = &'a TopicName;
+    type IntoIter = std::slice::Iter<'a, TopicName>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+fn count_distinct(text: &str) -> usize {
+    let mut seen: Vec<&str> = Vec::new();
+    for entry in text.split(',').map(|e| e.trim_matches([' ', '\t'])) {
+        if !seen.contains(&entry) {
+            seen.push(entry);
+        }
+    }
+    seen.len()
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn check(input: &str, expect: Expect) {
+        let actual = match TopicList::parse(input.as_bytes(), 3) {
+            Ok(list) => format!("ok {list:?}"),
+            Err(err) => format!("error: {err}"),
+        };
+        expect.assert_eq(&actual);
+    }
+
+    #[test]
+    fn lists() {
+        check("news", expect![[r#"ok ["news"]"#]]);
+        check(" a , b,a,  c ", expect![[r#"ok ["a", "b", "c"]"#]]);
+        check("a,a,a,a,a", expect![[r#"ok ["a"]"#]]);
+        check(
+            "user@example.com:inbox/1",
+            expect![[r#"ok ["user@example.com:inbox/1"]"#]],
+        );
+        check("", expect![[r#"error: topic list "": entry 1 is empty"#]]);
+        check(
+            "a,,b",
+            expect![[r#"error: topic list "a,,b": entry 2 is empty"#]],
+        );
+        check(
+            "a, ",
+            expect![[r#"error: topic list "a, ": entry 2 is empty"#]],
+        );
+        check(
+            "ok,a b",
+            expect![[
+                r#"error: topic "a b": ' ' at byte 1 is not allowed; names use A-Z a-z 0-9 _ - . : / @"#
+            ]],
+        );
+        check(
+            "café",
+            expect![[
+                r#"error: topic "café": 'é' at byte 3 is not allowed; names use A-Z a-z 0-9 _ - . : / @"#
+            ]],
+        );
+        check(
+            "a,b,c,d",
+            expect![[r#"error: 4 topics given; at most 3 are allowed in one request"#]],
+        );
+        check(
+            &"x".repeat(129),
+            expect![[
+                r#"error: topic "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…": 129 bytes is longer than the 128 allowed"#
+            ]],
+        );
+    }
+
+    #[test]
+    fn longest_name_and_most_topics_pass() {
+        let name = "y".repeat(MAX_TOPIC_LEN);
+        assert_eq!(TopicList::parse(name.as_bytes(), 1).unwrap().len(), 1);
+        let list = (0..64)
+            .map(|i| format!("t{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(TopicList::parse(list.as_bytes(), 64).unwrap().len(), 64);
+        let list = format!("{list},t64");
+        assert_eq!(
+            TopicList::parse(list.as_bytes(), 64),
+            Err(TopicError::TooMany { count: 65, max: 64 })
+        );
+    }
+
+    #[test]
+    fn repeated_values_join_and_not_utf8_is_refused() {
+        let list = TopicList::parse_all([&b"a,b"[..], b"b,c"], 8).unwrap();
+        assert_eq!(list.to_string(), "a,b,c");
+        assert_eq!(TopicList::parse(b"\xff", 8), Err(TopicError::NotUtf8));
+        assert_eq!(
+            TopicList::parse_all(std::iter::empty(), 8),
+            Err(TopicError::Missing)
+        );
+    }
+
+    fn name_strategy() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_.:/@-]{1,128}"
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = TopicList::parse(&bytes, DEFAULT_MAX_TOPICS);
+        }
+
+        #[test]
+        fn display_then_parse_round_trips(names in proptest::collection::vec(name_strategy(), 1..20)) {
+            let list = TopicList::parse(names.join(" , ").as_bytes(), DEFAULT_MAX_TOPICS).unwrap();
+            let again = TopicList::parse(list.to_string().as_bytes(), DEFAULT_MAX_TOPICS).unwrap();
+            prop_assert_eq!(&list, &again);
+            let mut distinct: Vec<&String> = Vec::new();
+            for n in &names {
+                if !distinct.contains(&n) {
+                    distinct.push(n);
+                }
+            }
+            prop_assert_eq!(list.len(), distinct.len());
+            for (got, want) in list.iter().zip(distinct) {
+                prop_assert_eq!(got.as_str(), want.as_str());
+            }
+        }
+
+        #[test]
+        fn parsed_names_obey_the_rules(text in "[ -~]{0,300}") {
+            if let Ok(list) = TopicList::parse(text.as_bytes(), DEFAULT_MAX_TOPICS) {
+                for name in &list {
+                    prop_assert!(!name.as_str().is_empty() && name.as_str().len() <= MAX_TOPIC_LEN);
+                    prop_assert!(name.as_str().chars().all(is_topic_char));
+                }
+            }
+        }
+    }
+}

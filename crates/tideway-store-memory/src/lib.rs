@@ -1,0 +1,402 @@
+//! Tideway's embedded state store: every object of the store trait kept in this process.
+//!
+//! It is the default (`--adapter memory`): one node, nothing to run beside it. All objects
+//! sit behind one mutex, which gives each message the single-writer, consistent-read
+//! guarantee of the store trait (more than it asks: messages to different objects are
+//! serialised too). Events are delivered to this node's inbox inside the topic's critical
+//! section, so subscribers see them in the topic's sequence order.
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
+    time::Duration,
+};
+
+use tideway_core::{
+    ConnectionId, ConnectionRecord, Event, Inbox, NodeRecord, Page, Paged, Store, StoreError,
+    TopicEvent, TopicRecord, unix_millis,
+};
+use tideway_protocol::TopicName;
+use tokio::time::Instant;
+
+/// Settings of the in-memory store. Defaults are the ones `tideway --help` prints.
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    /// Events kept per topic for resume and tail.
+    pub history: usize,
+    /// How long a topic whose last connection left still counts as live and keeps its
+    /// history.
+    pub topic_grace: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            history: 1000,
+            topic_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// The in-memory store. Cloning bumps a reference count.
+#[derive(Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: MemoryConfig,
+    /// Set once by `attach`, before any event is appended.
+    inbox: OnceLock<Inbox>,
+    /// A std mutex: no critical section awaits.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: BTreeMap<Arc<str>, NodeRecord>,
+    /// Connections in the order they came, keyed by arrival number, so pages are stable.
+    connections: BTreeMap<u64, ConnectionRecord>,
+    arrivals: HashMap<ConnectionId, u64>,
+    next_arrival: u64,
+    topics: HashMap<TopicName, Topic>,
+}
+
+struct Topic {
+    connections: HashSet<ConnectionId>,
+    history: VecDeque<Arc<TopicEvent>>,
+    next_seq: u64,
+    events: u64,
+    created_at: u64,
+    last_event_at: Option<u64>,
+    /// When its last connection left, if it has none now.
+    orphaned_since: Option<Instant>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(config: MemoryConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                inbox: OnceLock::new(),
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Each critical section leaves the state whole between map operations, so a
+        // lock poisoned by a panic elsewhere is still safe to use.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The topic if it is live; removes it when its grace ran out.
+    fn live_topic<'s>(&self, state: &'s mut State, name: &TopicName) -> Option<&'s mut Topic> {
+        let grace = self.shared.config.topic_grace;
+        let expired = state.topics.get(name)?.expired(grace);
+        if expired {
+            state.topics.remove(name);
+            return None;
+        }
+        state.topics.get_mut(name)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(MemoryConfig::default())
+    }
+}
+
+impl Topic {
+    fn expired(&self, grace: Duration) -> bool {
+        self.orphaned_since
+            .is_some_and(|since| since.elapsed() >= grace)
+    }
+}
+
+impl Store for MemoryStore {
+    fn attach(&self, inbox: Inbox) {
+        // A second attach would be a programming error of the caller; the first one wins.
+        let _ = self.shared.inbox.set(inbox);
+    }
+
+    async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        self.lock().nodes.insert(node.id.clone(), node.clone());
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let state = self.lock();
+        let nodes = state
+            .nodes
+            .values()
+            .map(|node| NodeRecord {
+                connections: state
+                    .connections
+                    .values()
+                    .filter(|c| c.node == node.id)
+                    .count(),
+                ..node.clone()
+            })
+            .collect();
+        Ok(nodes)
+    }
+
+    async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let arrival = state.next_arrival;
+        state.next_arrival += 1;
+        state.arrivals.insert(connection.id.clone(), arrival);
+        state.connections.insert(arrival, connection.clone());
+        Ok(())
+    }
+
+    async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if let Some(arrival) = state.arrivals.remove(id) {
+            state.connections.remove(&arrival);
+        }
+        Ok(())
+    }
+
+    async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
+        let state = self.lock();
+        let skip = page.page.saturating_sub(1).saturating_mul(page.page_size);
+        let items = state
+            .connections
+            .values()
+            .skip(skip)
+            .take(page.page_size)
+            .cloned()
+            .collect();
+        Ok(Paged {
+            items,
+            page: page.page,
+            page_size: page.page_size,
+            total: state.connections.len(),
+        })
+    }
+
+    async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, StoreError> {
+        let grace = self.shared.config.topic_grace;
+        let mut state = self.lock();
+        state.topics.retain(|_, topic| !topic.expired(grace));
+        let mut names: Vec<&TopicName> = state.topics.keys().collect();
+        names.sort_unstable();
+        let items = page
+            .slice(&names)
+            .into_iter()
+            .filter_map(|name| {
+                let topic = state.topics.get(name)?;
+                Some(TopicRecord {
+                    name: name.clone(),
+                    connections: topic.connections.len(),
+                    events: topic.events,
+                    created_at: topic.created_at,
+                    last_event_at: topic.last_event_at,
+                })
+            })
+            .collect();
+        Ok(Paged {
+            items,
+            page: page.page,
+            page_size: page.page_size,
+            total: names.len(),
+        })
+    }
+
+    async fn join(
+        &self,
+        topic: &TopicName,
+        connection: &ConnectionRecord,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let entry = match self.live_topic(&mut state, topic) {
+            Some(entry) => entry,
+            None => state.topics.entry(topic.clone()).or_insert_with(|| Topic {
+                connections: HashSet::new(),
+                history: VecDeque::new(),
+                next_seq: 1,
+                events: 0,
+                created_at: unix_millis(),
+                last_event_at: None,
+                orphaned_since: None,
+            }),
+        };
+        entry.connections.insert(connection.id.clone());
+        entry.orphaned_since = None;
+        Ok(())
+    }
+
+    async fn leave(
+        &self,
+        topic: &TopicName,
+        connection: &ConnectionRecord,
+    ) -> Result<(), StoreError> {
+        let grace = self.shared.config.topic_grace;
+        let mut state = self.lock();
+        let Some(entry) = state.topics.get_mut(topic) else {
+            return Ok(());
+        };
+        entry.connections.remove(&connection.id);
+        if entry.connections.is_empty() {
+            if grace.is_zero() {
+                state.topics.remove(topic);
+            } else if entry.orphaned_since.is_none() {
+                entry.orphaned_since = Some(Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    async fn live(&self, topic: &TopicName) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        Ok(self.live_topic(&mut state, topic).is_some())
+    }
+
+    async fn append(
+        &self,
+        topic: &TopicName,
+        event: &Arc<Event>,
+    ) -> Result<Option<Arc<TopicEvent>>, StoreError> {
+        let history = self.shared.config.history;
+        let mut state = self.lock();
+        let Some(entry) = self.live_topic(&mut state, topic) else {
+            return Ok(None);
+        };
+        let delivered = Arc::new(TopicEvent::new(
+            topic.clone(),
+            entry.next_seq,
+            event.clone(),
+        ));
+        entry.next_seq += 1;
+        entry.events += 1;
+        entry.last_event_at = Some(event.published_at);
+        if history > 0 {
+            if entry.history.len() == history {
+                entry.history.pop_front();
+            }
+            entry.history.push_back(delivered.clone());
+        }
+        // Delivered under the lock, so every subscriber sees the topic's events in
+        // sequence order even when several publishers race.
+        if let Some(inbox) = self.shared.inbox.get() {
+            inbox.deliver(&delivered);
+        }
+        Ok(Some(delivered))
+    }
+
+    async fn tail(
+        &self,
+        topic: &TopicName,
+        limit: usize,
+    ) -> Result<Option<Vec<Arc<TopicEvent>>>, StoreError> {
+        let mut state = self.lock();
+        let tail = self.live_topic(&mut state, topic).map(|entry| {
+            let skip = entry.history.len().saturating_sub(limit);
+            entry.history.iter().skip(skip).cloned().collect()
+        });
+        Ok(tail)
+    }
+
+    async fn ready(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tideway_core::Transport;
+    use tideway_protocol::{EventData, EventId, TopicList};
+
+    use super::*;
+
+    fn connection(id: u64, topic: &str) -> ConnectionRecord {
+        ConnectionRecord {
+            id: ConnectionId::new("n", id),
+            node: "n".into(),
+            topics: TopicList::parse(topic.as_bytes(), 8).unwrap(),
+            label: None,
+            transport: Transport::Sse,
+            remote: None,
+            connected_at: 0,
+        }
+    }
+
+    fn event(id: &str) -> Arc<Event> {
+        Arc::new(Event {
+            id: EventId::parse(id.as_bytes()).unwrap(),
+            event_type: None,
+            data: EventData::parse("x".into()).unwrap(),
+            published_at: 0,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_topic_keeps_its_history_for_the_grace_then_goes() {
+        let store = MemoryStore::new(MemoryConfig {
+            history: 10,
+            topic_grace: Duration::from_secs(30),
+        });
+        let topic = TopicName::parse("t").unwrap();
+        let first = connection(1, "t");
+        store.join(&topic, &first).await.unwrap();
+        store.append(&topic, &event("e1")).await.unwrap();
+        store.leave(&topic, &first).await.unwrap();
+
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(store.live(&topic).await.unwrap(), "still within the grace");
+        let appended = store.append(&topic, &event("e2")).await.unwrap();
+        assert_eq!(
+            appended.map(|e| e.seq),
+            Some(2),
+            "events during the grace are kept"
+        );
+        let second = connection(2, "t");
+        store.join(&topic, &second).await.unwrap();
+        let tail = store.tail(&topic, 10).await.unwrap().unwrap();
+        assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+
+        store.leave(&topic, &second).await.unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(
+            !store.live(&topic).await.unwrap(),
+            "gone once the grace ran out"
+        );
+        assert!(store.append(&topic, &event("e3")).await.unwrap().is_none());
+        assert!(store.tail(&topic, 10).await.unwrap().is_none());
+        let page = Page {
+            page: 1,
+            page_size: 10,
+        };
+        assert_eq!(store.topics(page).await.unwrap().total, 0);
+    }
+
+    #[tokio::test]
+    async fn without_grace_the_last_leave_removes_the_topic_and_history_is_bounded() {
+        let store = MemoryStore::new(MemoryConfig {
+            history: 2,
+            topic_grace: Duration::ZERO,
+        });
+        let topic = TopicName::parse("t").unwrap();
+        let only = connection(1, "t");
+        store.join(&topic, &only).await.unwrap();
+        for id in ["a", "b", "c"] {
+            store.append(&topic, &event(id)).await.unwrap();
+        }
+        let tail = store.tail(&topic, 10).await.unwrap().unwrap();
+        assert_eq!(
+            tail.iter().map(|e| e.event.id.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        store.leave(&topic, &only).await.unwrap();
+        assert!(!store.live(&topic).await.unwrap());
+        assert!(store.tail(&topic, 10).await.unwrap().is_none());
+    }
+}

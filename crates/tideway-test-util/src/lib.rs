@@ -1,0 +1,429 @@
+//! Shared fixtures for Tideway's tests: a real gateway on a free port, raw HTTP over a
+//! `TcpStream`, and an SSE reader that parses what a client would see.
+//!
+//! Nothing here sleeps to synchronise: readers await bytes under a timeout, and
+//! [`wait_until`] polls a condition until a deadline and says what it saw last.
+#![forbid(unsafe_code)]
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use bytes::{Buf, BytesMut};
+use tideway_core::{CoreConfig, Gateway, NodeRecord, unix_millis};
+use tideway_http::{ApiKeys, HttpConfig};
+use tideway_protocol::sse::{Block, ParseError, parse_block};
+use tideway_store_memory::{MemoryConfig, MemoryStore};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+/// How long any single wait of a test may take before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The API key every test gateway accepts.
+pub const API_KEY: &str = "test-key-1";
+
+/// A gateway serving on `127.0.0.1` on a free port, with the in-memory store.
+pub struct TestGateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its engine, for looking at state directly.
+    pub gateway: Gateway<MemoryStore>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestGateway {
+    /// Starts a gateway with the default settings and [`API_KEY`] (plus a second key).
+    pub async fn start() -> Self {
+        Self::start_with(
+            HttpConfig::default(),
+            MemoryConfig::default(),
+            CoreConfig::default(),
+        )
+        .await
+    }
+
+    /// Starts a gateway with these settings; the API keys are always [`API_KEY`] and
+    /// `test-key-2`.
+    pub async fn start_with(http: HttpConfig, memory: MemoryConfig, core: CoreConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let node = NodeRecord {
+            id: "test-node".into(),
+            hostname: "localhost".into(),
+            advertise_host: addr.ip().to_string(),
+            started_at: unix_millis(),
+            connections: 0,
+        };
+        let gateway = Gateway::start(MemoryStore::new(memory), node, core)
+            .await
+            .expect("start gateway");
+        let config = HttpConfig {
+            api_keys: ApiKeys::parse(&format!("{API_KEY},test-key-2")),
+            ..http
+        };
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let server = tokio::spawn(tideway_http::run(
+            listener,
+            gateway.clone(),
+            config,
+            async {
+                let _ = signal.await;
+            },
+        ));
+        Self {
+            addr,
+            gateway,
+            shutdown: Some(shutdown),
+            server,
+        }
+    }
+
+    /// Sends raw request bytes on a new connection and reads the whole response.
+    pub async fn raw(&self, request: &[u8]) -> Response {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        stream.write_all(request).await.expect("write request");
+        let mut reader = HttpReader::new(stream);
+        reader.response().await
+    }
+
+    /// `GET path` with extra header lines (each `name: value`).
+    pub async fn get(&self, path: &str, headers: &[&str]) -> Response {
+        self.raw(request("GET", path, headers, b"").as_bytes())
+            .await
+    }
+
+    /// `GET path` with the test API key.
+    pub async fn admin(&self, path: &str) -> Response {
+        self.get(path, &[&format!("authorization: Bearer {API_KEY}")])
+            .await
+    }
+
+    /// Publishes `body` to `topics` with id `id` and the test API key.
+    pub async fn publish(&self, topics: &str, id: &str, body: &str) -> Response {
+        let headers = [
+            format!("authorization: Bearer {API_KEY}"),
+            format!("x-sse-topic: {topics}"),
+            format!("x-sse-id: {id}"),
+        ];
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        let text = request("POST", "/v1/publish", &headers, body.as_bytes());
+        self.raw(text.as_bytes()).await
+    }
+
+    /// Opens an SSE stream at `path` (with its query) with extra header lines and waits
+    /// for the response head and the stream's first block.
+    pub async fn subscribe(&self, path: &str, headers: &[&str]) -> Sse {
+        let stream = TcpStream::connect(self.addr).await.expect("connect");
+        let mut sse = Sse::open(stream, path, headers).await;
+        if sse.status != 200 {
+            let body = sse.error_body().await;
+            panic!("subscribe {path} answered {}: {body}", sse.status);
+        }
+        let hello = sse.next_block().await.expect("the stream's first block");
+        assert!(
+            hello.retry.is_some(),
+            "the first block carries retry: {hello:?}"
+        );
+        sse
+    }
+
+    /// Sends the shutdown signal and waits for the drain to finish.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        tokio::time::timeout(TIMEOUT * 2, &mut self.server)
+            .await
+            .expect("drain within the timeout")
+            .expect("server task")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Formats a request with `Connection: close` and a `Content-Length` when there is a body.
+pub fn request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> String {
+    let mut text = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+    for header in headers {
+        text.push_str(header);
+        text.push_str("\r\n");
+    }
+    if !body.is_empty() || method == "POST" {
+        text.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    text.push_str("\r\n");
+    text.push_str(&String::from_utf8_lossy(body));
+    text
+}
+
+/// A whole HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lower case) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `error.code` of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Reads HTTP/1.1 responses from a stream, de-chunking bodies.
+pub struct HttpReader {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl HttpReader {
+    /// Reads from `stream`.
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(8192),
+        }
+    }
+
+    /// The stream, to write further requests on it.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Reads more bytes; false at end of stream.
+    async fn fill(&mut self) -> bool {
+        let read = tokio::time::timeout(TIMEOUT, self.stream.read_buf(&mut self.buf))
+            .await
+            .expect("the server answered within the timeout")
+            .expect("read from the server");
+        read > 0
+    }
+
+    /// Reads a response head: status and headers.
+    pub async fn head(&mut self) -> (u16, Vec<(String, String)>) {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.advance(end + 4);
+                let mut lines = head.split("\r\n");
+                let status_line = lines.next().unwrap_or_default();
+                let status = status_line
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+                let headers = lines
+                    .filter_map(|line| line.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                    .collect();
+                if status == 100 {
+                    continue;
+                }
+                return (status, headers);
+            }
+            assert!(
+                self.fill().await,
+                "the connection closed before a response head"
+            );
+        }
+    }
+
+    /// Reads a whole response: head and body (by length, by chunks, or to the end).
+    pub async fn response(&mut self) -> Response {
+        let (status, headers) = self.head().await;
+        let chunked =
+            find_header(&headers, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
+        let length = find_header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+        let mut body = Vec::new();
+        if chunked {
+            while let Some(chunk) = self.chunk().await {
+                body.extend_from_slice(&chunk);
+            }
+        } else if let Some(length) = length {
+            while self.buf.len() < length {
+                assert!(self.fill().await, "the connection closed inside the body");
+            }
+            body = self.buf.split_to(length).to_vec();
+        } else {
+            while self.fill().await {}
+            body = self.buf.split().to_vec();
+        }
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The next chunk of a chunked body; `None` after the last one.
+    pub async fn chunk(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let size_line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let size =
+                    usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                        .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
+                while self.buf.len() < end + 2 + size + 2 {
+                    assert!(self.fill().await, "the connection closed inside a chunk");
+                }
+                self.buf.advance(end + 2);
+                let chunk = self.buf.split_to(size).to_vec();
+                self.buf.advance(2);
+                return (size > 0).then_some(chunk);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+}
+
+/// An open SSE stream, read as a client would.
+pub struct Sse {
+    reader: HttpReader,
+    /// The response status.
+    pub status: u16,
+    /// The response headers.
+    pub headers: Vec<(String, String)>,
+    events: BytesMut,
+    ended: bool,
+}
+
+impl Sse {
+    /// Sends `GET path` on `stream` and reads the response head.
+    pub async fn open(mut stream: TcpStream, path: &str, headers: &[&str]) -> Self {
+        let mut text =
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\naccept: text/event-stream\r\n");
+        for header in headers {
+            text.push_str(header);
+            text.push_str("\r\n");
+        }
+        text.push_str("\r\n");
+        stream
+            .write_all(text.as_bytes())
+            .await
+            .expect("write request");
+        let mut reader = HttpReader::new(stream);
+        let (status, headers) = reader.head().await;
+        Self {
+            reader,
+            status,
+            headers,
+            events: BytesMut::new(),
+            ended: false,
+        }
+    }
+
+    /// The body of a refused subscribe, for failure messages.
+    pub async fn error_body(&mut self) -> String {
+        if self.status == 200 {
+            return String::new();
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = self.reader.chunk().await {
+            body.extend_from_slice(&chunk);
+        }
+        body.extend_from_slice(&self.reader.buf);
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// A response header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// The next block of the stream (events, comments, retry hints); `None` at its end.
+    pub async fn next_block(&mut self) -> Option<Block> {
+        loop {
+            match parse_block(&self.events) {
+                Ok((block, used)) => {
+                    self.events.advance(used);
+                    return Some(block);
+                }
+                Err(ParseError::Incomplete) => {}
+                Err(err) => panic!("the stream is not SSE: {err}"),
+            }
+            if self.ended {
+                return None;
+            }
+            match self.reader.chunk().await {
+                Some(chunk) => self.events.extend_from_slice(&chunk),
+                None => self.ended = true,
+            }
+        }
+    }
+
+    /// The next block that carries data, skipping heartbeats; `None` at the stream's end.
+    pub async fn next_event(&mut self) -> Option<Block> {
+        loop {
+            let block = self.next_block().await?;
+            if block.data.is_some() {
+                return Some(block);
+            }
+        }
+    }
+}
+
+/// Polls `condition` until it gives `Some`, or fails after [`TIMEOUT`] with what
+/// `describe` says about the last state seen.
+pub async fn wait_until<T, F, Fut>(what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        match condition().await {
+            Ok(value) => return value,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::task::yield_now().await,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

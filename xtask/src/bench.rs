@@ -1,0 +1,278 @@
+//! `cargo xtask bench`: runs the divan micro-benchmarks and records their results.
+//!
+//! Results go to `benchmark-results/<date>-<commit>-micro.json` (every figure, with the
+//! machine and commit) and a `.md` summary that compares medians with the previous run.
+//! Compare medians and ratios from one machine; absolute times vary between machines.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::{Value, json};
+
+/// The crates whose `benches/` hold divan benchmarks.
+const BENCH_CRATES: &[&str] = &["tideway-protocol", "tideway-core"];
+
+pub(crate) fn run(root: &Path) -> Result<(), String> {
+    let mut results = Vec::new();
+    for krate in BENCH_CRATES {
+        eprintln!("xtask: cargo bench -p {krate}");
+        let output = Command::new("cargo")
+            .current_dir(root)
+            .args(["bench", "-p", krate, "--quiet"])
+            .output()
+            .map_err(|e| format!("cargo bench: {e}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        eprint!("{stdout}");
+        if !output.status.success() {
+            return Err(format!(
+                "cargo bench -p {krate} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        results.extend(parse_divan(&stdout));
+    }
+    if results.is_empty() {
+        return Err("no benchmark results were parsed from divan's output".to_owned());
+    }
+    let commit =
+        git(root, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "uncommitted".into());
+    let dirty = git(root, &["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+    let date = command_output("date", &["-u", "+%Y-%m-%dT%H%M%SZ"])
+        .unwrap_or_else(|| "unknown-date".into());
+    let dir = root.join("benchmark-results");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let previous = latest_previous(&dir);
+    let report = json!({
+        "kind": "micro",
+        "date": date,
+        "commit": commit,
+        "dirty": dirty,
+        "machine": machine(),
+        "results": results,
+    });
+    let stem = format!("{date}-{commit}-micro");
+    let json_path = dir.join(format!("{stem}.json"));
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&json_path, text + "\n")
+        .map_err(|e| format!("write {}: {e}", json_path.display()))?;
+    let md_path = dir.join(format!("{stem}.md"));
+    std::fs::write(&md_path, summary(&report, previous.as_ref()))
+        .map_err(|e| format!("write {}: {e}", md_path.display()))?;
+    eprintln!(
+        "xtask: wrote {} and {}",
+        json_path.display(),
+        md_path.display()
+    );
+    Ok(())
+}
+
+/// Parses divan's result table into one object per benchmark and argument.
+fn parse_divan(output: &str) -> Vec<Value> {
+    let mut results = Vec::new();
+    // Names by tree depth: the bench file, then the function, then the argument.
+    let mut path: Vec<String> = Vec::new();
+    for line in output.lines() {
+        // The tree drawing (`│  ├─ `) comes first; after it, columns are split by `│`.
+        let body_at = line
+            .char_indices()
+            .find(|&(_, c)| !(c.is_whitespace() || "├╰─│".contains(c)))
+            .map_or(line.len(), |(at, _)| at);
+        let depth = line[..body_at].chars().count() / 3;
+        let columns: Vec<&str> = line[body_at..].split('│').collect();
+        let mut words = columns[0].split_whitespace();
+        let Some(name) = words.next() else { continue };
+        let fastest: Vec<&str> = words.collect();
+        if depth == 0 && fastest.first() == Some(&"fastest") {
+            path = vec![name.to_owned()];
+            continue;
+        }
+        // Throughput rows start with a figure, not a name.
+        if name.starts_with(|c: char| c.is_ascii_digit()) && fastest.len() == 1 {
+            continue;
+        }
+        path.truncate(depth);
+        path.push(name.to_owned());
+        if fastest.len() == 2 && columns.len() >= 6 {
+            let time = |s: &str| parse_time(s.trim());
+            results.push(json!({
+                "bench": path.join("/"),
+                "fastest_ns": parse_time(&fastest.join(" ")),
+                "slowest_ns": time(columns[1]),
+                "median_ns": time(columns[2]),
+                "mean_ns": time(columns[3]),
+                "samples": columns[4].trim().parse::<u64>().ok(),
+                "iters": columns[5].trim().parse::<u64>().ok(),
+            }));
+        }
+    }
+    results
+}
+
+fn parse_time(text: &str) -> Option<f64> {
+    let (number, unit) = text.split_once(' ')?;
+    let number: f64 = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "ps" => 0.001,
+        "ns" => 1.0,
+        "µs" | "us" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        _ => return None,
+    };
+    Some(number * factor)
+}
+
+fn summary(report: &Value, previous: Option<&(PathBuf, Value)>) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Micro-benchmarks, {} (commit {})\n",
+        report["date"].as_str().unwrap_or(""),
+        report["commit"].as_str().unwrap_or("")
+    );
+    let machine = &report["machine"];
+    let _ = writeln!(
+        md,
+        "Machine: {} cores, {}, kernel {}. Medians of divan samples; compare ratios, not absolute times.\n",
+        machine["cores"],
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["kernel"].as_str().unwrap_or("?")
+    );
+    let previous_results = previous.map(|(path, value)| {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (
+            name,
+            value["results"].as_array().cloned().unwrap_or_default(),
+        )
+    });
+    match &previous_results {
+        Some((name, _)) => {
+            let _ = writeln!(
+                md,
+                "| benchmark | median | previous ({name}) | ratio |\n|---|---:|---:|---:|"
+            );
+        }
+        None => {
+            let _ = writeln!(md, "| benchmark | median |\n|---|---:|");
+        }
+    }
+    for result in report["results"].as_array().into_iter().flatten() {
+        let bench = result["bench"].as_str().unwrap_or("");
+        let median = result["median_ns"].as_f64();
+        let _ = write!(md, "| `{bench}` | {} |", human(median));
+        if let Some((_, before)) = &previous_results {
+            let old = before
+                .iter()
+                .find(|r| r["bench"].as_str() == Some(bench))
+                .and_then(|r| r["median_ns"].as_f64());
+            let ratio = match (median, old) {
+                (Some(now), Some(old)) if old > 0.0 => format!("{:.2}×", now / old),
+                _ => "new".to_owned(),
+            };
+            let _ = write!(md, " {} | {ratio} |", human(old));
+        }
+        md.push('\n');
+    }
+    md
+}
+
+fn human(ns: Option<f64>) -> String {
+    match ns {
+        None => "–".to_owned(),
+        Some(ns) if ns >= 1e6 => format!("{:.3} ms", ns / 1e6),
+        Some(ns) if ns >= 1e3 => format!("{:.3} µs", ns / 1e3),
+        Some(ns) => format!("{ns:.1} ns"),
+    }
+}
+
+/// The newest earlier micro-benchmark JSON in `dir`.
+fn latest_previous(dir: &Path) -> Option<(PathBuf, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with("-micro.json"))
+        .collect();
+    files.sort();
+    let path = files.pop()?;
+    let value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+    Some((path, value))
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned());
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "cpu": cpu,
+        "kernel": command_output("uname", &["-r"]),
+        "rustc": command_output("rustc", &["--version"]),
+    })
+}
+
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .current_dir(root)
+        .args(args)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_divan_tables() {
+        let output = "\
+fanout        fastest       │ slowest       │ median        │ mean          │ samples │ iters
+├─ drop_path                │               │               │               │         │
+│  ├─ 1       229.7 ns      │ 3.494 µs      │ 230.7 ns      │ 265.9 ns      │ 100     │ 100
+│  ╰─ 8       298.8 ns      │ 302.7 ns      │ 300.2 ns      │ 300.8 ns      │ 100     │ 800
+╰─ fan_out                  │               │               │               │         │
+   ├─ 1       720.7 ns      │ 7.019 µs      │ 785.7 ns      │ 1.24 µs       │ 30      │ 30
+   │          1.387 Mitem/s │ 142.4 Kitem/s │ 1.272 Mitem/s │ 806.3 Kitem/s │         │
+   ╰─ 10000   723.3 µs      │ 2.503 ms      │ 873.8 µs      │ 1.002 ms      │ 30      │ 30
+              13.82 Mitem/s │ 3.993 Mitem/s │ 11.44 Mitem/s │ 9.975 Mitem/s │         │
+";
+        let results = parse_divan(output);
+        let names: Vec<&str> = results
+            .iter()
+            .map(|r| r["bench"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "fanout/drop_path/1",
+                "fanout/drop_path/8",
+                "fanout/fan_out/1",
+                "fanout/fan_out/10000"
+            ]
+        );
+        assert_eq!(results[3]["median_ns"].as_f64(), Some(873_800.0));
+        assert_eq!(results[0]["slowest_ns"].as_f64(), Some(3494.0));
+        assert_eq!(results[3]["iters"].as_u64(), Some(30));
+    }
+}

@@ -1,0 +1,137 @@
+//! `cargo xtask <task>`: the project's tasks, in Rust so they run wherever cargo does.
+//!
+//! - `test`: installs missing system packages, then `cargo fmt --check`, clippy with
+//!   warnings denied, the tidy checks (layering, file docs), and every test, including the
+//!   proptest-driven fuzz targets at a larger case count.
+//! - `bench`: runs the divan micro-benchmarks and writes JSON and Markdown results to
+//!   `benchmark-results/`, compared with the previous run.
+
+mod bench;
+mod tidy;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("tidy") => tidy::check(&root()),
+        Some("bench") => bench::run(&root()),
+        _ => Err(
+            "usage: cargo xtask <test|tidy|bench>\n  test   format, lint, tidy and every test\n  tidy   only the layering and docs checks\n  bench  micro-benchmarks, results in benchmark-results/"
+                .to_owned(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// System packages the tests need: (command that must exist, Debian package giving it).
+const SYSTEM_PACKAGES: &[(&str, &str)] = &[("redis-server", "redis-server")];
+
+fn test() -> Result<(), String> {
+    let root = root();
+    ensure_packages(SYSTEM_PACKAGES)?;
+    run(&root, "cargo", &["fmt", "--all", "--check"])?;
+    run(
+        &root,
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    tidy::check(&root)?;
+    // The fuzz targets are proptest properties over arbitrary bytes; here they run many
+    // more cases than a plain `cargo test`, for a bounded time.
+    let mut command = Command::new("cargo");
+    command
+        .current_dir(&root)
+        .args(["test", "--workspace", "--quiet"])
+        .env(
+            "PROPTEST_CASES",
+            std::env::var("PROPTEST_CASES").unwrap_or_else(|_| "2000".into()),
+        );
+    status(&mut command)?;
+    eprintln!("xtask: all checks passed");
+    Ok(())
+}
+
+/// Installs missing packages with apt-get when running as root; otherwise says what to run.
+fn ensure_packages(packages: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(command, _)| !on_path(command))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if !on_path("apt-get") || !is_root {
+        return Err(format!(
+            "missing system packages: {list}\n  install them with: sudo apt-get install -y {list}"
+        ));
+    }
+    eprintln!("xtask: installing {list}");
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    let quiet_update = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .envs(env)
+        .status();
+    if !quiet_update.is_ok_and(|s| s.success()) {
+        eprintln!("xtask: apt-get update failed; trying the install anyway");
+    }
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .envs(env);
+    status(&mut install).map_err(|e| format!("{e}\n  install by hand: apt-get install -y {list}"))
+}
+
+fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
+}
+
+fn run(root: &Path, program: &str, args: &[&str]) -> Result<(), String> {
+    status(Command::new(program).current_dir(root).args(args))
+}
+
+fn status(command: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: {command:?}");
+    let status = command
+        .status()
+        .map_err(|e| format!("could not run {:?}: {e}", command.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{:?} failed: {status}", command.get_program()))
+    }
+}
