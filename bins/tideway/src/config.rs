@@ -58,6 +58,24 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDEWAY_QUEUE_CAPACITY", default_value_t = 1024)]
     pub(crate) queue_capacity: usize,
 
+    /// Most subscriber connections (SSE and WebSocket) this node holds; 0 for no limit.
+    #[arg(long, env = "TIDEWAY_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub(crate) max_connections: usize,
+
+    /// Most subscriber connections from one client IP; 0 for no limit (behind a load
+    /// balancer every client has its address).
+    #[arg(long, env = "TIDEWAY_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub(crate) max_connections_per_ip: usize,
+
+    /// Largest request line and headers (B, KiB).
+    #[arg(long, env = "TIDEWAY_MAX_HEADER_BYTES", default_value = "16KiB")]
+    pub(crate) max_header_bytes: Size,
+
+    /// How long a subscriber cut off for falling behind may leave its last bytes unread
+    /// (and a WebSocket write may wait) before the connection is closed.
+    #[arg(long, env = "TIDEWAY_WRITE_TIMEOUT", default_value = "10s")]
+    pub(crate) write_timeout: Seconds,
+
     /// Reconnection delay suggested to clients (`retry:`).
     #[arg(long, env = "TIDEWAY_RETRY", default_value = "2s")]
     pub(crate) retry: Seconds,
@@ -203,8 +221,22 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use clap::CommandFactory;
     use expect_test::expect;
+    use proptest::prelude::*;
 
     use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_durations_and_sizes_never_panic(text in "\\PC{0,30}") {
+            let _ = text.parse::<Seconds>();
+            let _ = text.parse::<Size>();
+        }
+
+        #[test]
+        fn written_sizes_parse_back(n in 0usize..1_000_000, unit in prop_oneof![Just(("B", 1usize)), Just(("KiB", 1024)), Just(("MiB", 1 << 20))]) {
+            prop_assert_eq!(format!("{n}{}", unit.0).parse::<Size>(), Ok(Size(n * unit.1)));
+        }
+    }
 
     #[test]
     fn durations_and_sizes() {
@@ -328,6 +360,32 @@ mod tests {
 
                       [env: TIDEWAY_QUEUE_CAPACITY=]
                       [default: 1024]
+
+                  --max-connections <MAX_CONNECTIONS>
+                      Most subscriber connections (SSE and WebSocket) this node holds; 0 for no limit
+
+                      [env: TIDEWAY_MAX_CONNECTIONS=]
+                      [default: 100000]
+
+                  --max-connections-per-ip <MAX_CONNECTIONS_PER_IP>
+                      Most subscriber connections from one client IP; 0 for no limit (behind a load balancer
+                      every client has its address)
+
+                      [env: TIDEWAY_MAX_CONNECTIONS_PER_IP=]
+                      [default: 0]
+
+                  --max-header-bytes <MAX_HEADER_BYTES>
+                      Largest request line and headers (B, KiB)
+
+                      [env: TIDEWAY_MAX_HEADER_BYTES=]
+                      [default: 16KiB]
+
+                  --write-timeout <WRITE_TIMEOUT>
+                      How long a subscriber cut off for falling behind may leave its last bytes unread (and a
+                      WebSocket write may wait) before the connection is closed
+
+                      [env: TIDEWAY_WRITE_TIMEOUT=]
+                      [default: 10s]
 
                   --retry <RETRY>
                       Reconnection delay suggested to clients (`retry:`)

@@ -49,6 +49,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     let core = CoreConfig {
         queue_capacity: args.queue_capacity,
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
     };
     let http = HttpConfig {
         api_keys,
@@ -59,6 +61,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         cors_origins: CorsOrigins::parse(&args.cors_origins),
         drain_timeout: args.drain_timeout.0,
         header_read_timeout: args.header_read_timeout.0,
+        max_header_bytes: args.max_header_bytes.0,
+        write_timeout: args.write_timeout.0,
     };
     let listener = TcpListener::bind(args.listen)
         .await

@@ -54,7 +54,7 @@ async fn publish(gateway: &Gateway<MemoryStore>, list: &TopicList, id: &EventId,
             data: data.clone(),
             published_at: 0,
         };
-        let _ = gateway.publish(&live, event).await;
+        let _ = gateway.publish(live, event).await;
     }
 }
 
@@ -71,6 +71,7 @@ fn fan_out(bencher: divan::Bencher, n: usize) {
                 label: None,
                 transport: Transport::Sse,
                 remote: None,
+                last_event_id: None,
             };
             subscriptions.push(gateway.subscribe(request).await.expect("subscribe"));
         }

@@ -28,6 +28,8 @@ pub enum Encoding {
     Sse,
     /// SSE whose `data:` is the JSON envelope `{"topic","id","event","data"}`.
     SseJson,
+    /// The JSON envelope alone, the text of one WebSocket frame.
+    Json,
 }
 
 /// One event on one topic, with its place in the topic's history.
@@ -41,21 +43,27 @@ pub struct TopicEvent {
     pub topic: TopicName,
     /// Its sequence number in the topic, counting from 1, assigned by the store.
     pub seq: u64,
+    /// Its place in the order the store delivers publishes, shared by every topic of one
+    /// publish and increasing from one publish to the next. Resume compares positions.
+    pub position: u64,
     /// The event.
     pub event: Arc<Event>,
     sse: OnceLock<Bytes>,
     sse_json: OnceLock<Bytes>,
+    json: OnceLock<Bytes>,
 }
 
 impl TopicEvent {
-    /// The event as the `seq`th of `topic`.
-    pub fn new(topic: TopicName, seq: u64, event: Arc<Event>) -> Self {
+    /// The event as the `seq`th of `topic`, delivered at `position`.
+    pub fn new(topic: TopicName, seq: u64, position: u64, event: Arc<Event>) -> Self {
         Self {
             topic,
             seq,
+            position,
             event,
             sse: OnceLock::new(),
             sse_json: OnceLock::new(),
+            json: OnceLock::new(),
         }
     }
 
@@ -65,16 +73,19 @@ impl TopicEvent {
             Encoding::Sse => self
                 .sse
                 .get_or_init(|| self.frame(self.event.data.as_str())),
-            Encoding::SseJson => self.sse_json.get_or_init(|| {
-                let envelope = Envelope {
-                    topic: self.topic.as_str(),
-                    id: self.event.id.as_str(),
-                    event: self.event.event_type.as_ref().map(EventType::as_str),
-                    data: self.event.data.as_str(),
-                };
-                self.frame(&envelope.to_json())
-            }),
+            Encoding::SseJson => self.sse_json.get_or_init(|| self.frame(&self.envelope())),
+            Encoding::Json => self.json.get_or_init(|| Bytes::from(self.envelope())),
         }
+    }
+
+    fn envelope(&self) -> String {
+        Envelope {
+            topic: self.topic.as_str(),
+            id: self.event.id.as_str(),
+            event: self.event.event_type.as_ref().map(EventType::as_str),
+            data: self.event.data.as_str(),
+        }
+        .to_json()
     }
 
     fn frame(&self, data: &str) -> Bytes {

@@ -1,16 +1,19 @@
 //! The gateway's operations, as the transport calls them.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering::Relaxed},
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
 };
 
 use tideway_protocol::{EventId, TopicList, TopicName};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::{
-    ConnectionId, ConnectionRecord, EndReason, Event, Inbox, NodeRecord, Page, Paged, Stats, Store,
-    StoreError, TopicEvent, TopicRecord, Transport,
+    ConnectionId, ConnectionRecord, CutSignal, EndReason, Event, Inbox, NodeRecord, Page, Paged,
+    Stats, Store, StoreError, TopicEvent, TopicRecord, Transport,
     hub::{Hub, SubscriberState},
     unix_millis,
 };
@@ -20,14 +23,29 @@ use crate::{
 pub struct CoreConfig {
     /// Events queued per connection before it counts as a slow consumer and is cut off.
     pub queue_capacity: usize,
+    /// Most subscriber connections this node holds; 0 means no limit.
+    pub max_connections: usize,
+    /// Most subscriber connections from one client IP on this node; 0 means no limit.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 1024,
+            max_connections: 100_000,
+            max_connections_per_ip: 0,
         }
     }
+}
+
+/// Which connection limit was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// The node's limit.
+    Node,
+    /// The limit for one client IP.
+    ClientIp,
 }
 
 /// Why the engine refused a request.
@@ -36,6 +54,14 @@ pub enum CoreError {
     /// The node is draining and takes no new work.
     #[error("this node is draining; connect to another node")]
     Draining,
+    /// A connection limit is reached.
+    #[error("{} connection limit of {limit} is reached", match .scope { LimitScope::Node => "this node's", LimitScope::ClientIp => "the per-client-IP" })]
+    TooManyConnections {
+        /// Which limit.
+        scope: LimitScope,
+        /// Its value.
+        limit: usize,
+    },
     /// The shared state could not be reached.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -61,7 +87,16 @@ struct Shared<S> {
     config: CoreConfig,
     stats: Arc<Stats>,
     next_connection: AtomicU64,
+    /// Set when the drain starts: new subscriptions and publishes are refused.
     draining: watch::Sender<bool>,
+    /// Set once in-flight publishes are done: open subscriptions end.
+    ending: watch::Sender<bool>,
+    /// Publishes routed live whose event has not been appended yet.
+    in_flight: AtomicUsize,
+    /// Woken when `in_flight` drops to zero.
+    publishes_done: Notify,
+    /// Open connections per client IP. A std mutex: one map operation per connect and close.
+    per_ip: Mutex<HashMap<String, usize>>,
 }
 
 /// What a new subscriber asks for.
@@ -75,15 +110,47 @@ pub struct Subscribe {
     pub transport: Transport,
     /// The peer's IP address.
     pub remote: Option<String>,
+    /// The id of the last event the client received, to resume after it.
+    pub last_event_id: Option<EventId>,
 }
 
 /// Where a publish should go, decided before its body is read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Route {
     /// No topic has a subscriber anywhere: drop the event without reading its body.
     Dropped,
-    /// These topics (a subset of those asked, in order) have subscribers.
-    Live(TopicList),
+    /// Some topics have subscribers: read the body and pass this to [`Gateway::publish`].
+    Live(Live),
+}
+
+/// A publish routed to live topics whose body is being read. A drain waits for it
+/// before it ends the subscriptions, so an event accepted for delivery is delivered.
+#[derive(Debug)]
+pub struct Live {
+    topics: TopicList,
+    _in_flight: InFlight,
+}
+
+impl Live {
+    /// The live topics, a subset of those asked, in order.
+    pub fn topics(&self) -> &TopicList {
+        &self.topics
+    }
+}
+
+/// Counts a publish in flight until dropped.
+struct InFlight(Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlight")
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        (self.0)();
+    }
 }
 
 /// What became of a publish whose body was read.
@@ -99,6 +166,13 @@ pub struct Published {
 pub enum Next {
     /// An event of one of its topics.
     Event(Arc<TopicEvent>),
+    /// The client asked to resume after an id that none of its topics' histories holds
+    /// (never seen, or expired): events between it and now may be missing. Live events
+    /// follow.
+    Gap {
+        /// The id the client sent.
+        last_event_id: EventId,
+    },
     /// The subscription is over, and why.
     End(EndReason),
 }
@@ -121,17 +195,24 @@ impl<S: Store> Gateway<S> {
                 stats,
                 next_connection: AtomicU64::new(1),
                 draining: watch::Sender::new(false),
+                ending: watch::Sender::new(false),
+                in_flight: AtomicUsize::new(0),
+                publishes_done: Notify::new(),
+                per_ip: Mutex::new(HashMap::new()),
             }),
         })
     }
 
     /// Opens a subscription: the connection joins each topic, creating those that were
-    /// not live. Dropping the [`Subscription`] closes it.
+    /// not live. With `last_event_id`, the events of its topics published after that id
+    /// and still in history come first, then live ones, each exactly once. Dropping the
+    /// [`Subscription`] closes it.
     pub async fn subscribe(&self, request: Subscribe) -> Result<Subscription<S>, CoreError> {
         if self.is_draining() {
             return Err(CoreError::Draining);
         }
         let shared = &self.shared;
+        self.admit(request.remote.as_deref())?;
         let number = shared.next_connection.fetch_add(1, Relaxed);
         let record = ConnectionRecord {
             id: ConnectionId::new(&shared.node.id, number),
@@ -153,16 +234,22 @@ impl<S: Store> Gateway<S> {
             record,
             queue,
             state,
-            draining: shared.draining.subscribe(),
+            ending: shared.ending.subscribe(),
+            replay: VecDeque::new(),
+            floor: 0,
+            gap: None,
             opened: false,
         };
         // From here on, dropping `subscription` undoes whatever part of the joins happened.
+        shared.stats.connections_opened.fetch_add(1, Relaxed);
+        subscription.opened = true;
         shared.store.add_connection(&subscription.record).await?;
         for topic in &subscription.record.topics {
             shared.store.join(topic, &subscription.record).await?;
         }
-        shared.stats.connections_opened.fetch_add(1, Relaxed);
-        subscription.opened = true;
+        if let Some(last_event_id) = request.last_event_id {
+            self.resume(&mut subscription, last_event_id).await?;
+        }
         tracing::info!(
             connection = %subscription.record.id,
             topics = %subscription.record.topics,
@@ -170,6 +257,72 @@ impl<S: Store> Gateway<S> {
             "connection opened"
         );
         Ok(subscription)
+    }
+
+    /// Fills a new subscription's replay with the events after `last_event_id`.
+    ///
+    /// The subscription's queue has been collecting live events since before this reads
+    /// the histories, so together they hold everything; events of the queue at or below
+    /// the replay's last position are skipped, so nothing comes twice.
+    async fn resume(
+        &self,
+        subscription: &mut Subscription<S>,
+        last_event_id: EventId,
+    ) -> Result<(), CoreError> {
+        let mut history = Vec::new();
+        for topic in &subscription.record.topics {
+            if let Some(events) = self.shared.store.tail(topic, usize::MAX).await? {
+                history.extend(events);
+            }
+        }
+        let cursor = history
+            .iter()
+            .filter(|e| e.event.id == last_event_id)
+            .map(|e| e.position)
+            .max();
+        let Some(cursor) = cursor else {
+            tracing::info!(connection = %subscription.record.id, last_event_id = %last_event_id, "resume: id not in history");
+            subscription.gap = Some(last_event_id);
+            return Ok(());
+        };
+        history.retain(|e| e.position > cursor);
+        // Stable: the copies of one publish keep the subscription's topic order.
+        history.sort_by_key(|e| e.position);
+        subscription.floor = history.last().map_or(cursor, |e| e.position);
+        subscription.replay = history.into();
+        Ok(())
+    }
+
+    /// Counts a new connection against the limits, or refuses it.
+    fn admit(&self, remote: Option<&str>) -> Result<(), CoreError> {
+        let config = &self.shared.config;
+        if config.max_connections > 0 && self.open_connections() >= config.max_connections as u64 {
+            return Err(CoreError::TooManyConnections {
+                scope: LimitScope::Node,
+                limit: config.max_connections,
+            });
+        }
+        let Some(remote) = remote else {
+            return Ok(());
+        };
+        let mut per_ip = self.per_ip();
+        let count = per_ip.entry(remote.to_owned()).or_default();
+        if config.max_connections_per_ip > 0 && *count >= config.max_connections_per_ip {
+            return Err(CoreError::TooManyConnections {
+                scope: LimitScope::ClientIp,
+                limit: config.max_connections_per_ip,
+            });
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    fn per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // One map operation per critical section: a poisoned lock holds a whole map.
+        self.shared
+            .per_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Decides, before the body is read, whether a publish to `topics` goes anywhere.
@@ -184,7 +337,21 @@ impl<S: Store> Gateway<S> {
             }
         }
         match TopicList::from_names(live) {
-            Some(live) => Ok(Route::Live(live)),
+            Some(topics) => {
+                self.shared.in_flight.fetch_add(1, Relaxed);
+                let shared = Arc::downgrade(&self.shared);
+                let done = move || {
+                    if let Some(shared) = shared.upgrade()
+                        && shared.in_flight.fetch_sub(1, Relaxed) == 1
+                    {
+                        shared.publishes_done.notify_waiters();
+                    }
+                };
+                Ok(Route::Live(Live {
+                    topics,
+                    _in_flight: InFlight(Arc::new(done)),
+                }))
+            }
             None => {
                 self.count_drop(topics, id);
                 Ok(Route::Dropped)
@@ -193,20 +360,17 @@ impl<S: Store> Gateway<S> {
     }
 
     /// Publishes an event whose body was read to the topics [`Gateway::route`] found live.
-    pub async fn publish(&self, topics: &TopicList, event: Event) -> Result<Published, CoreError> {
+    pub async fn publish(&self, live: Live, event: Event) -> Result<Published, CoreError> {
         let event = Arc::new(event);
-        let mut published = Vec::with_capacity(topics.len());
-        for topic in topics {
-            if let Some(delivered) = self.shared.store.append(topic, &event).await? {
-                published.push((topic.clone(), delivered.seq));
-            }
-        }
-        if published.is_empty() {
-            self.count_drop(topics, &event.id);
+        let appended = self.shared.store.append(&live.topics, &event).await?;
+        if appended.is_empty() {
+            self.count_drop(&live.topics, &event.id);
         } else {
             self.shared.stats.events_published.fetch_add(1, Relaxed);
         }
-        Ok(Published { topics: published })
+        Ok(Published {
+            topics: appended.iter().map(|e| (e.topic.clone(), e.seq)).collect(),
+        })
     }
 
     fn count_drop(&self, topics: &TopicList, id: &EventId) {
@@ -246,10 +410,31 @@ impl<S: Store> Gateway<S> {
         !self.is_draining() && self.shared.store.ready().await
     }
 
-    /// Starts draining: new subscriptions and publishes are refused, and every open
-    /// subscription ends with [`EndReason::Draining`] once its queue is empty.
-    pub fn drain(&self) {
+    /// Drains the node: refuses new subscriptions and publishes at once, waits for the
+    /// publishes already routed to be delivered, then ends every open subscription with
+    /// [`EndReason::Draining`] once its queue is empty. A caller bounds the wait with a
+    /// timeout and then calls [`Gateway::end_subscriptions`].
+    pub async fn drain(&self) {
+        let shared = &self.shared;
+        shared.draining.send_replace(true);
+        loop {
+            let done = shared.publishes_done.notified();
+            tokio::pin!(done);
+            // Registered before the check, so the last publish's wake-up is not missed.
+            done.as_mut().enable();
+            if shared.in_flight.load(Relaxed) == 0 {
+                break;
+            }
+            done.await;
+        }
+        self.end_subscriptions();
+    }
+
+    /// Ends every open subscription (after its queued events) without waiting for
+    /// publishes in flight; the second half of [`Gateway::drain`].
+    pub fn end_subscriptions(&self) {
         self.shared.draining.send_replace(true);
+        self.shared.ending.send_replace(true);
     }
 
     /// Whether [`Gateway::drain`] was called.
@@ -285,7 +470,7 @@ impl<S: Store> Gateway<S> {
         &self.shared.store
     }
 
-    async fn close(&self, number: u64, record: ConnectionRecord, opened: bool) {
+    async fn close(&self, number: u64, record: ConnectionRecord) {
         let shared = &self.shared;
         shared.hub.remove(number, &record.topics);
         for topic in &record.topics {
@@ -296,10 +481,22 @@ impl<S: Store> Gateway<S> {
         if let Err(err) = shared.store.remove_connection(&record.id).await {
             tracing::warn!(connection = %record.id, error = %err, "could not remove connection");
         }
-        if opened {
-            shared.stats.connections_closed.fetch_add(1, Relaxed);
-            let seconds = unix_millis().saturating_sub(record.connected_at) as f64 / 1000.0;
-            tracing::info!(connection = %record.id, duration_s = seconds, "connection closed");
+        let seconds = unix_millis().saturating_sub(record.connected_at) as f64 / 1000.0;
+        tracing::info!(connection = %record.id, duration_s = seconds, "connection closed");
+    }
+
+    /// Undoes the counting of [`Gateway::admit`]; runs in `Drop`, so it must not wait.
+    fn release(&self, remote: Option<&str>) {
+        self.shared.stats.connections_closed.fetch_add(1, Relaxed);
+        let Some(remote) = remote else {
+            return;
+        };
+        let mut per_ip = self.per_ip();
+        if let Some(count) = per_ip.get_mut(remote) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(remote);
+            }
         }
     }
 }
@@ -311,8 +508,15 @@ pub struct Subscription<S: Store> {
     record: ConnectionRecord,
     queue: mpsc::Receiver<Arc<TopicEvent>>,
     state: Arc<SubscriberState>,
-    draining: watch::Receiver<bool>,
-    /// Whether `subscribe` finished, so the counters count this connection.
+    ending: watch::Receiver<bool>,
+    /// Events of a resume, sent before the queue's.
+    replay: VecDeque<Arc<TopicEvent>>,
+    /// Queued events at or below this position were replayed (or precede the client's
+    /// last event) and are skipped.
+    floor: u64,
+    /// A resume that found no cursor, reported once before anything else.
+    gap: Option<EventId>,
+    /// Whether the counters and limits count this connection.
     opened: bool,
 }
 
@@ -327,28 +531,52 @@ impl<S: Store> Subscription<S> {
         &self.gateway
     }
 
+    /// A future that resolves when this subscriber is cut off for falling behind, for
+    /// transports that must then close a connection whose client stopped reading.
+    pub fn cut_signal(&self) -> CutSignal {
+        CutSignal::new(self.state.clone())
+    }
+
     /// Waits for the next event, or for the end of the subscription.
     ///
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self) -> Next {
-        tokio::select! {
-            biased;
-            event = self.queue.recv() => match event {
-                Some(event) => Next::Event(event),
-                // Every sender is gone only when the hub cut this subscriber off: the hub
-                // removes a connection otherwise only after this subscription is dropped.
-                None => {
-                    debug_assert!(self.state.was_cut());
-                    Next::End(EndReason::SlowConsumer)
-                }
-            },
-            _ = self.draining.wait_for(|&draining| draining) => Next::End(EndReason::Draining),
+        if let Some(last_event_id) = self.gap.take() {
+            return Next::Gap { last_event_id };
+        }
+        if let Some(event) = self.replay.pop_front() {
+            return Next::Event(event);
+        }
+        loop {
+            let next = tokio::select! {
+                biased;
+                event = self.queue.recv() => match event {
+                    Some(event) => Next::Event(event),
+                    // Every sender is gone only when the hub cut this subscriber off: the
+                    // hub removes a connection otherwise only after this subscription is
+                    // dropped.
+                    None => {
+                        debug_assert!(self.state.was_cut());
+                        Next::End(EndReason::SlowConsumer)
+                    }
+                },
+                _ = self.ending.wait_for(|&ending| ending) => Next::End(EndReason::Draining),
+            };
+            match next {
+                Next::Event(event) if event.position <= self.floor => continue,
+                next => return next,
+            }
         }
     }
 }
 
 impl<S: Store> Drop for Subscription<S> {
     fn drop(&mut self) {
+        self.state.close();
+        if !self.opened {
+            return;
+        }
+        self.gateway.release(self.record.remote.as_deref());
         let gateway = self.gateway.clone();
         let number = self.number;
         let record = self.record.clone();
@@ -357,7 +585,6 @@ impl<S: Store> Drop for Subscription<S> {
             // expires on its own.
             return;
         };
-        let opened = self.opened;
-        runtime.spawn(async move { gateway.close(number, record, opened).await });
+        runtime.spawn(async move { gateway.close(number, record).await });
     }
 }

@@ -8,6 +8,8 @@ use std::{
     },
 };
 
+use tokio::sync::Notify;
+
 use tideway_protocol::{TopicList, TopicName};
 use tokio::sync::mpsc;
 
@@ -52,12 +54,50 @@ struct Subscriber {
 pub(crate) struct SubscriberState {
     topics: TopicList,
     cut: AtomicBool,
+    closed: AtomicBool,
+    /// Woken when `cut` or `closed` becomes true.
+    changed: Notify,
 }
 
 impl SubscriberState {
     /// Whether the hub cut the subscriber off for falling behind.
     pub(crate) fn was_cut(&self) -> bool {
         self.cut.load(Relaxed)
+    }
+
+    /// Marks the subscription closed by its owner, waking a [`CutSignal`].
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Relaxed);
+        self.changed.notify_waiters();
+    }
+}
+
+/// Resolves when a subscriber is cut off for falling behind, so its transport can close
+/// the connection even if the client reads nothing more; or when it closes normally.
+pub struct CutSignal {
+    state: Arc<SubscriberState>,
+}
+
+impl CutSignal {
+    pub(crate) fn new(state: Arc<SubscriberState>) -> Self {
+        Self { state }
+    }
+
+    /// Waits until the subscriber is cut off (`true`) or closed (`false`).
+    pub async fn wait(self) -> bool {
+        loop {
+            let changed = self.state.changed.notified();
+            tokio::pin!(changed);
+            // Registers for the wake-up before checking, so none can be missed.
+            changed.as_mut().enable();
+            if self.state.cut.load(Relaxed) {
+                return true;
+            }
+            if self.state.closed.load(Relaxed) {
+                return false;
+            }
+            changed.await;
+        }
     }
 }
 
@@ -82,6 +122,8 @@ impl Hub {
         let state = Arc::new(SubscriberState {
             topics: topics.clone(),
             cut: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            changed: Notify::new(),
         });
         let subscriber = Subscriber {
             number,
@@ -166,6 +208,7 @@ impl Inbox {
         shared.stats.events_delivered.fetch_add(delivered, Relaxed);
         for (number, state) in behind {
             state.cut.store(true, Relaxed);
+            state.changed.notify_waiters();
             shared.stats.slow_consumers_cut.fetch_add(1, Relaxed);
             remove(&mut table, number, &state.topics);
             tracing::info!(connection = number, topic = %event.topic, "cut off: queue full (slow consumer)");

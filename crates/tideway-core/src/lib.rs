@@ -20,9 +20,9 @@ mod store;
 
 pub use event::{Encoding, Event, TopicEvent};
 pub use gateway::{
-    CoreConfig, CoreError, Gateway, Next, Published, Route, Subscribe, Subscription,
+    CoreConfig, CoreError, Gateway, LimitScope, Next, Published, Route, Subscribe, Subscription,
 };
-pub use hub::{EndReason, Inbox};
+pub use hub::{CutSignal, EndReason, Inbox};
 pub use record::{
     ConnectionId, ConnectionRecord, NodeRecord, Page, Paged, TopicRecord, Transport, unix_millis,
 };

@@ -14,13 +14,16 @@
 //! adapter keeps the objects in this process, the Redis adapter in Redis keys changed by
 //! scripts, the DO-emulation adapter in one task per object.
 //!
-//! Delivery goes through the store too: [`Store::append`] records an event in the topic's
-//! history and hands it to every node that holds a subscriber of the topic — to this node
-//! through the [`Inbox`] given to [`Store::attach`] — in the order of the topic's sequence.
+//! Delivery goes through the store too: [`Store::append`] records an event in the history
+//! of each of its topics and hands it to every node that holds a subscriber of one of
+//! them — to this node through the [`Inbox`] given to [`Store::attach`]. A publish to
+//! several topics is one message to all of their objects, ordered by the store's sequencer:
+//! it gets one *position*, larger than that of every publish delivered before it, and each
+//! node's inbox receives publishes in position order. Resume relies on that order.
 
 use std::{future::Future, sync::Arc};
 
-use tideway_protocol::TopicName;
+use tideway_protocol::{TopicList, TopicName};
 
 use crate::{
     ConnectionId, ConnectionRecord, Event, Inbox, NodeRecord, Page, Paged, TopicEvent, TopicRecord,
@@ -95,14 +98,15 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the topic has a subscriber anywhere (or is within its grace).
     fn live(&self, topic: &TopicName) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Appends an event to a live topic's history and delivers it to every node holding
-    /// a subscriber of the topic. Returns `None`, and records nothing, when the topic is
-    /// not live (its last subscriber left since [`Store::live`] was asked).
+    /// Appends an event to the history of each of `topics` that is still live, under one
+    /// new position, and delivers it to every node holding a subscriber of those topics.
+    /// Returns what was appended, one entry per topic, in the order of `topics`; a topic
+    /// whose last subscriber left since [`Store::live`] was asked is skipped.
     fn append(
         &self,
-        topic: &TopicName,
+        topics: &TopicList,
         event: &Arc<Event>,
-    ) -> impl Future<Output = Result<Option<Arc<TopicEvent>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Arc<TopicEvent>>, StoreError>> + Send;
 
     /// The topic's last `limit` events, oldest first; `None` when the topic is not live.
     fn tail(

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use tideway_core::{
-    CoreConfig, EndReason, Event, Gateway, Next, NodeRecord, Page, Route, Subscribe, Subscription,
-    Transport,
+    CoreConfig, CoreError, EndReason, Event, Gateway, LimitScope, Next, NodeRecord, Page, Route,
+    Subscribe, Subscription, Transport,
 };
 use tideway_protocol::{EventData, EventId, TopicList};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
@@ -20,7 +20,10 @@ async fn gateway(queue_capacity: usize) -> Gateway<MemoryStore> {
     Gateway::start(
         MemoryStore::new(MemoryConfig::default()),
         node,
-        CoreConfig { queue_capacity },
+        CoreConfig {
+            queue_capacity,
+            ..CoreConfig::default()
+        },
     )
     .await
     .unwrap()
@@ -31,15 +34,32 @@ fn topics(list: &str) -> TopicList {
 }
 
 async fn subscribe(gateway: &Gateway<MemoryStore>, list: &str) -> Subscription<MemoryStore> {
+    resume(gateway, list, None).await
+}
+
+async fn resume(
+    gateway: &Gateway<MemoryStore>,
+    list: &str,
+    last_event_id: Option<&str>,
+) -> Subscription<MemoryStore> {
     gateway
         .subscribe(Subscribe {
             topics: topics(list),
             label: None,
             transport: Transport::Sse,
             remote: None,
+            last_event_id: last_event_id.map(|id| EventId::parse(id.as_bytes()).unwrap()),
         })
         .await
         .unwrap()
+}
+
+/// The next event as `topic:id`.
+async fn next_delivery(subscription: &mut Subscription<MemoryStore>) -> String {
+    match subscription.next().await {
+        Next::Event(event) => format!("{}:{}", event.topic, event.event.id),
+        other => panic!("expected an event, got {other:?}"),
+    }
 }
 
 async fn publish(gateway: &Gateway<MemoryStore>, list: &str, id: &str) -> Vec<u64> {
@@ -53,14 +73,14 @@ async fn publish(gateway: &Gateway<MemoryStore>, list: &str, id: &str) -> Vec<u6
         data: EventData::parse("payload".into()).unwrap(),
         published_at: 1,
     };
-    let published = gateway.publish(&live, event).await.unwrap();
+    let published = gateway.publish(live, event).await.unwrap();
     published.topics.into_iter().map(|(_, seq)| seq).collect()
 }
 
 async fn next_id(subscription: &mut Subscription<MemoryStore>) -> String {
     match subscription.next().await {
         Next::Event(event) => event.event.id.as_str().to_owned(),
-        Next::End(reason) => panic!("ended: {reason:?}"),
+        other => panic!("expected an event, got {other:?}"),
     }
 }
 
@@ -164,7 +184,7 @@ async fn draining_ends_subscriptions_and_refuses_new_work() {
     let gateway = gateway(16).await;
     let mut subscription = subscribe(&gateway, "t").await;
     publish(&gateway, "t", "last").await;
-    gateway.drain();
+    gateway.drain().await;
     assert_eq!(
         next_id(&mut subscription).await,
         "last",
@@ -177,4 +197,144 @@ async fn draining_ends_subscriptions_and_refuses_new_work() {
     let id = EventId::parse(b"x").unwrap();
     assert!(gateway.route(&topics("t"), &id).await.is_err());
     assert!(!gateway.ready().await);
+}
+
+#[tokio::test]
+async fn resume_across_topics_gets_everything_after_the_id_once_and_in_order() {
+    let gateway = gateway(64).await;
+    let mut first = subscribe(&gateway, "a,b").await;
+    // Keeps both topics live while the client is away.
+    let _keeper = subscribe(&gateway, "a,b").await;
+    publish(&gateway, "a", "1").await;
+    publish(&gateway, "b", "2").await;
+    assert_eq!(next_delivery(&mut first).await, "a:1");
+    assert_eq!(next_delivery(&mut first).await, "b:2");
+    drop(first);
+    publish(&gateway, "a", "3").await;
+    publish(&gateway, "b", "4").await;
+    publish(&gateway, "b,a", "5").await;
+
+    let mut again = resume(&gateway, "a,b", Some("2")).await;
+    publish(&gateway, "a", "6").await;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(next_delivery(&mut again).await);
+    }
+    assert_eq!(seen, ["a:3", "b:4", "a:5", "b:5", "a:6"]);
+    publish(&gateway, "b", "7").await;
+    assert_eq!(
+        next_delivery(&mut again).await,
+        "b:7",
+        "no duplicate of 6 before 7"
+    );
+}
+
+#[tokio::test]
+async fn resume_from_the_newest_id_replays_nothing_and_skips_nothing() {
+    let gateway = gateway(64).await;
+    let _keeper = subscribe(&gateway, "t").await;
+    publish(&gateway, "t", "1").await;
+    let mut again = resume(&gateway, "t", Some("1")).await;
+    publish(&gateway, "t", "2").await;
+    assert_eq!(next_delivery(&mut again).await, "t:2");
+}
+
+#[tokio::test]
+async fn an_unknown_id_is_reported_as_a_gap_then_live_events_follow() {
+    let gateway = gateway(64).await;
+    let mut again = resume(&gateway, "t", Some("never-seen")).await;
+    match again.next().await {
+        Next::Gap { last_event_id } => assert_eq!(last_event_id.as_str(), "never-seen"),
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    publish(&gateway, "t", "live").await;
+    assert_eq!(next_delivery(&mut again).await, "t:live");
+}
+
+#[tokio::test]
+async fn connection_limits_refuse_and_free_up() {
+    let node = NodeRecord {
+        id: "n".into(),
+        hostname: "h".into(),
+        advertise_host: "127.0.0.1".into(),
+        started_at: 0,
+        connections: 0,
+    };
+    let config = CoreConfig {
+        max_connections: 3,
+        max_connections_per_ip: 2,
+        ..CoreConfig::default()
+    };
+    let gateway = Gateway::start(MemoryStore::default(), node, config)
+        .await
+        .unwrap();
+    let from = |ip: &str| Subscribe {
+        topics: topics("t"),
+        label: None,
+        transport: Transport::Sse,
+        remote: Some(ip.to_owned()),
+        last_event_id: None,
+    };
+    let a1 = gateway.subscribe(from("10.0.0.1")).await.unwrap();
+    let _a2 = gateway.subscribe(from("10.0.0.1")).await.unwrap();
+    let refused = gateway.subscribe(from("10.0.0.1")).await.err().unwrap();
+    assert!(matches!(
+        refused,
+        CoreError::TooManyConnections {
+            scope: LimitScope::ClientIp,
+            limit: 2
+        }
+    ));
+    let _b1 = gateway.subscribe(from("10.0.0.2")).await.unwrap();
+    let refused = gateway.subscribe(from("10.0.0.3")).await.err().unwrap();
+    assert!(matches!(
+        refused,
+        CoreError::TooManyConnections {
+            scope: LimitScope::Node,
+            limit: 3
+        }
+    ));
+    drop(a1);
+    let _a3 = gateway
+        .subscribe(from("10.0.0.1"))
+        .await
+        .expect("a freed slot is usable at once");
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_routed_publishes_before_ending_subscriptions() {
+    let gateway = gateway(16).await;
+    let mut subscription = subscribe(&gateway, "t").await;
+    let id = EventId::parse(b"in-flight").unwrap();
+    let Route::Live(live) = gateway.route(&topics("t"), &id).await.unwrap() else {
+        panic!("t is live");
+    };
+    let draining = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.drain().await }
+    });
+    while !gateway.is_draining() {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        gateway.route(&topics("t"), &id).await.is_err(),
+        "new publishes are refused"
+    );
+    assert!(
+        !draining.is_finished(),
+        "the drain waits for the routed publish"
+    );
+    let event = Event {
+        id,
+        event_type: None,
+        data: EventData::parse("late body".into()).unwrap(),
+        published_at: 0,
+    };
+    gateway.publish(live, event).await.unwrap();
+    draining.await.unwrap();
+    assert_eq!(next_id(&mut subscription).await, "in-flight");
+    assert!(matches!(
+        subscription.next().await,
+        Next::End(EndReason::Draining)
+    ));
 }

@@ -148,7 +148,28 @@ fn percent_decode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_queries_and_paths_never_panic(text in "\\PC{0,100}") {
+            let _ = page(&text);
+            let _ = number(&text, "limit");
+            let decoded = percent_decode(&text);
+            if !text.contains('%') {
+                prop_assert_eq!(decoded, text);
+            }
+        }
+
+        #[test]
+        fn page_sizes_stay_within_bounds(page_size in 1usize..100_000, page_number in 1usize..1000) {
+            let page = page(&format!("page={page_number}&pageSize={page_size}")).unwrap();
+            prop_assert_eq!(page.page, page_number);
+            prop_assert_eq!(page.page_size, page_size.min(MAX_PAGE_SIZE));
+        }
+    }
 
     #[test]
     fn pages_are_capped_and_checked() {

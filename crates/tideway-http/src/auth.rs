@@ -85,8 +85,23 @@ impl fmt::Debug for ApiKeys {
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
+    use proptest::prelude::*;
 
     use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_authorization_values_never_panic_or_pass(value in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let keys = ApiKeys::parse("the-one-key");
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
+                let mut headers = HeaderMap::new();
+                headers.insert(http::header::AUTHORIZATION, value.clone());
+                let passed = keys.check(&headers).is_ok();
+                let text = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
+                prop_assert_eq!(passed, text.starts_with("bearer ") && value.as_bytes()[7..].trim_ascii() == b"the-one-key");
+            }
+        }
+    }
 
     fn check(keys: &ApiKeys, authorization: Option<&str>) -> Result<(), &'static str> {
         let mut headers = HeaderMap::new();

@@ -59,6 +59,11 @@ pub struct HttpConfig {
     pub drain_timeout: Duration,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// How long a subscriber may leave written bytes unread once it is cut off (or, on
+    /// WebSocket, any single write) before its connection is closed.
+    pub write_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -72,6 +77,8 @@ impl Default for HttpConfig {
             cors_origins: CorsOrigins::Any,
             drain_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -13,6 +13,8 @@ pub(crate) struct ApiError {
     pub(crate) message: String,
     /// Methods to list in `Allow` (405 only).
     pub(crate) allow: Option<&'static str>,
+    /// Seconds to put in `Retry-After` (429 and 503).
+    pub(crate) retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             code,
             message: message.into(),
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -63,6 +66,9 @@ impl ApiError {
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, header::HeaderValue::from_static(allow));
         }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -73,6 +79,14 @@ impl From<CoreError> for ApiError {
             CoreError::Draining => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "draining", err.to_string())
             }
+            CoreError::TooManyConnections { .. } => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_connections",
+                    format!("{err}; try again later"),
+                )
+            },
             CoreError::Store(source) => {
                 tracing::warn!(error = %source, "state store error");
                 Self::new(

@@ -17,6 +17,8 @@ mod response;
 mod routes;
 mod server;
 mod stream;
+mod system;
+mod ws;
 
 pub use auth::ApiKeys;
 pub use config::{CorsOrigins, HttpConfig};

@@ -90,7 +90,7 @@ pub(crate) async fn publish<S: Store>(
     let published = app
         .gateway
         .publish(
-            &live,
+            live,
             Event {
                 id: id.clone(),
                 event_type,

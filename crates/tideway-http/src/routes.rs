@@ -1,18 +1,19 @@
-//! Which handler answers which method and path.
+//! Which handler answers which method and path, and what the subscribe routes share.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
-use tideway_core::{Gateway, Store};
-use tideway_protocol::TopicList;
+use tideway_core::{Gateway, Store, Subscribe, Transport};
+use tideway_protocol::{EventId, TopicList, query_value};
+use tokio::sync::Notify;
 
 use crate::{
     HttpConfig, admin,
     error::ApiError,
     metrics, publish,
     response::{Response, json},
-    stream,
+    stream, ws,
 };
 
 /// What every handler needs. Shared by all connections of a server.
@@ -21,25 +22,34 @@ pub(crate) struct App<S> {
     pub(crate) config: HttpConfig,
 }
 
+/// The TCP connection a request came on.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    /// Notified to close the connection at once, whatever it is doing (a subscriber that
+    /// was cut off and stopped reading).
+    pub(crate) kill: Arc<Notify>,
+    /// Held by whatever serves this connection, upgraded WebSockets included, so a drain
+    /// waits for them all.
+    pub(crate) alive: tokio::sync::mpsc::Sender<()>,
+}
+
 impl<S: Store> App<S> {
     /// Answers one request. Every error becomes the contract's JSON error here.
     pub(crate) async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> Result<Response, std::convert::Infallible> {
-        let response = match self.route(request, peer).await {
+        let response = match self.route(request, &peer).await {
             Ok(response) => response,
             Err(err) => err.into_response(),
         };
         Ok(response)
     }
 
-    async fn route(
-        &self,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Result<Response, ApiError> {
+    async fn route(&self, request: Request<Incoming>, peer: &Peer) -> Result<Response, ApiError> {
+        self.check_head_size(&request)?;
         let path = request.uri().path();
         let method = request.method();
         match path {
@@ -47,6 +57,10 @@ impl<S: Store> App<S> {
                 Method::GET => stream::subscribe(self, &request, peer).await,
                 Method::OPTIONS => Ok(stream::preflight(self, &request)),
                 _ => Err(ApiError::method_not_allowed("GET, OPTIONS")),
+            },
+            "/v1/ws" => match *method {
+                Method::GET => ws::subscribe(self, request, peer).await,
+                _ => Err(ApiError::method_not_allowed("GET")),
             },
             "/v1/publish" => match *method {
                 Method::POST => publish::publish(self, request).await,
@@ -85,8 +99,28 @@ impl<S: Store> App<S> {
         }
     }
 
-    /// The topic list of a request: every `x-sse-topic` header and every `topic` query
-    /// value, parsed as one list.
+    /// Refuses a request whose line and headers exceed `max_header_bytes`. hyper refuses
+    /// far larger heads itself (431 without a body); this gives the usual JSON error.
+    fn check_head_size(&self, request: &Request<Incoming>) -> Result<(), ApiError> {
+        let max = self.config.max_header_bytes;
+        let headers: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        let size = headers + request.uri().to_string().len();
+        if size > max {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                format!("the request line and headers are {size} bytes; at most {max} are allowed"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The topic list of a request: every `x-sse-topic` header and, when `query_too`,
+    /// every `topic` query value, parsed as one list.
     pub(crate) fn topics(
         &self,
         request: &Request<Incoming>,
@@ -105,6 +139,47 @@ impl<S: Store> App<S> {
             .chain(from_query.iter().map(|v| v.as_bytes()));
         TopicList::parse_all(values, self.config.max_topics)
             .map_err(|err| ApiError::bad_request("invalid_topic", err.to_string()))
+    }
+
+    /// What SSE and WebSocket subscribers both send: topics, an optional label
+    /// (`x-sse-id`) and an optional resume cursor (`Last-Event-ID` or `?lastEventId=`).
+    pub(crate) fn subscribe_request(
+        &self,
+        request: &Request<Incoming>,
+        peer: &Peer,
+        transport: Transport,
+    ) -> Result<Subscribe, ApiError> {
+        let topics = self.topics(request, true)?;
+        let headers = request.headers();
+        let label = match headers.get("x-sse-id") {
+            None => None,
+            Some(value) => Some(
+                EventId::parse(value.as_bytes())
+                    .map_err(|err| ApiError::bad_request("invalid_id", format!("x-sse-id: {err}")))?
+                    .as_str()
+                    .to_owned(),
+            ),
+        };
+        let query = request.uri().query().unwrap_or("");
+        let from_query = query_value(query, "lastEventId");
+        let last_event_id = match (headers.get("last-event-id"), from_query.as_deref()) {
+            (Some(value), _) => Some(value.as_bytes()),
+            (None, Some(value)) => Some(value.as_bytes()),
+            (None, None) => None,
+        };
+        let last_event_id = match last_event_id {
+            None => None,
+            Some(bytes) => Some(EventId::parse(bytes).map_err(|err| {
+                ApiError::bad_request("invalid_last_event_id", format!("Last-Event-ID: {err}"))
+            })?),
+        };
+        Ok(Subscribe {
+            topics,
+            label,
+            transport,
+            remote: Some(peer.addr.ip().to_string()),
+            last_event_id,
+        })
     }
 }
 

@@ -3,14 +3,16 @@
 use std::{future::Future, io, sync::Arc};
 
 use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tideway_core::{Gateway, Store};
 use tokio::net::TcpListener;
 
-use crate::{HttpConfig, routes::App};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::{
+    HttpConfig,
+    routes::{App, Peer},
+};
 
 /// Serves `gateway` on `listener` until `shutdown` completes, then drains.
 ///
@@ -26,15 +28,22 @@ pub async fn run<S: Store>(
 ) -> io::Result<()> {
     let drain_timeout = config.drain_timeout;
     let header_read_timeout = config.header_read_timeout;
+    // hyper's own cap on a request head sits well above ours, so heads between the two
+    // get our JSON 431 and only absurd ones get hyper's bare one.
+    let max_buf_size = (config.max_header_bytes * 2).max(8192) + 8192;
     let app = Arc::new(App {
         gateway: gateway.clone(),
         config,
     });
-    let graceful = GracefulShutdown::new();
+    // Each connection task holds a clone of `alive`; when all are dropped, `all_closed`
+    // yields `None` and the drain is complete (mini-redis's shutdown pattern).
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let (stop, stopping) = watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(max_buf_size);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -53,21 +62,61 @@ pub async fn run<S: Store>(
         // Events are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |request| app.clone().handle(request, peer));
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let kill = Arc::new(Notify::new());
+        let context = Peer {
+            addr: peer,
+            kill: kill.clone(),
+            alive: alive.clone(),
+        };
+        let service = service_fn(move |request| app.clone().handle(request, context.clone()));
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let alive = alive.clone();
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+            tokio::pin!(connection);
+            let mut stop_asked = false;
+            loop {
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(err) = ended {
+                            tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = kill.notified() => {
+                        tracing::info!(peer = %peer, "closed a connection whose subscriber stopped reading");
+                        break;
+                    }
+                    _ = stopping.wait_for(|&stop| stop), if !stop_asked => {
+                        // Finish the request in flight (a stream ends with its drain
+                        // event), then close instead of waiting for another.
+                        stop_asked = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
             }
+            drop(alive);
         });
     }
     drop(listener);
-    gateway.drain();
-    tracing::info!("draining: no longer accepting; telling streams to reconnect elsewhere");
+    let deadline = tokio::time::Instant::now() + drain_timeout;
+    tracing::info!("draining: no longer accepting; finishing publishes in flight");
+    // Connections close after their current request; streams are told to reconnect once
+    // the publishes already accepted are delivered.
+    let _ = stop.send(true);
+    drop(alive);
+    if tokio::time::timeout_at(deadline, gateway.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("publishes still in flight at the drain timeout");
+        gateway.end_subscriptions();
+    }
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
-        () = tokio::time::sleep(drain_timeout) => {
+        _ = all_closed.recv() => tracing::info!("drained"),
+        () = tokio::time::sleep_until(deadline) => {
             tracing::warn!(timeout = ?drain_timeout, "drain timed out; closing the remaining connections");
         }
     }

@@ -1,6 +1,6 @@
 //! `GET /v1/stream`: a Server-Sent Events subscription.
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, time::Duration};
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -8,14 +8,15 @@ use http::{HeaderValue, Request, StatusCode, header};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
-use tideway_core::{Encoding, EndReason, Next, Store, Subscribe, Subscription, Transport};
-use tideway_protocol::{EventId, query_value, sse::FrameBuilder};
+use tideway_core::{Encoding, Next, Store, Subscription, Transport};
+use tideway_protocol::{query_value, sse::FrameBuilder};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::{
     error::ApiError,
     response::{Response, full},
-    routes::App,
+    routes::{App, Peer},
+    system::System,
 };
 
 /// The comment line of a heartbeat.
@@ -24,9 +25,8 @@ const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 pub(crate) async fn subscribe<S: Store>(
     app: &App<S>,
     request: &Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
 ) -> Result<Response, ApiError> {
-    let topics = app.topics(request, true)?;
     let query = request.uri().query().unwrap_or("");
     let encoding = match query_value(query, "envelope").as_deref() {
         None | Some("sse") => Encoding::Sse,
@@ -38,24 +38,20 @@ pub(crate) async fn subscribe<S: Store>(
             ));
         }
     };
-    let label = match request.headers().get("x-sse-id") {
-        None => None,
-        Some(value) => Some(
-            EventId::parse(value.as_bytes())
-                .map_err(|err| ApiError::bad_request("invalid_id", format!("x-sse-id: {err}")))?
-                .as_str()
-                .to_owned(),
-        ),
-    };
-    let subscription = app
-        .gateway
-        .subscribe(Subscribe {
-            topics,
-            label,
-            transport: Transport::Sse,
-            remote: Some(peer.ip().to_string()),
-        })
-        .await?;
+    let subscribe = app.subscribe_request(request, peer, Transport::Sse)?;
+    let subscription = app.gateway.subscribe(subscribe).await?;
+
+    // A subscriber cut off for falling behind gets its farewell after what is queued;
+    // if it reads none of it within the write timeout, its connection is closed.
+    let cut = subscription.cut_signal();
+    let kill = peer.kill.clone();
+    let write_timeout = app.config.write_timeout;
+    tokio::spawn(async move {
+        if cut.wait().await {
+            tokio::time::sleep(write_timeout).await;
+            kill.notify_one();
+        }
+    });
 
     let mut hello = FrameBuilder::default();
     hello.retry(app.config.retry.as_millis() as u64);
@@ -157,9 +153,10 @@ impl<S: Store> Stream<S> {
             None => tokio::select! {
                 next = self.subscription.next() => match next {
                     Next::Event(event) => event.encoded(self.encoding).clone(),
+                    Next::Gap { last_event_id } => system_frame(&System::Gap(&last_event_id), None),
                     Next::End(reason) => {
                         self.ended = true;
-                        self.farewell(reason)
+                        system_frame(&System::End(reason), Some(self.retry_ms))
                     }
                 },
                 _ = self.heartbeat.tick() => Bytes::from_static(HEARTBEAT),
@@ -171,21 +168,16 @@ impl<S: Store> Stream<S> {
             .add_bytes_out(bytes.len());
         Some((Ok(Frame::data(bytes)), self))
     }
+}
 
-    /// The system event that ends a stream, telling the client why and when to come back.
-    fn farewell(&self, reason: EndReason) -> Bytes {
-        let (what, message) = match reason {
-            EndReason::SlowConsumer => (
-                "slow_consumer",
-                "this connection fell too far behind and was closed; reconnect with Last-Event-ID to resume",
-            ),
-            EndReason::Draining => ("drain", "this node is shutting down; reconnect to continue"),
-        };
-        let data = serde_json::json!({ "reason": what, "message": message }).to_string();
-        let mut frame = FrameBuilder::default();
-        frame.retry(self.retry_ms);
-        let _ = frame.event(&format!("tideway.{what}"));
-        frame.data(&data);
-        frame.finish()
+/// The SSE frame of a system message, with a `retry:` hint when it ends the stream.
+fn system_frame(message: &System<'_>, retry_ms: Option<u64>) -> Bytes {
+    let mut frame = FrameBuilder::default();
+    if let Some(ms) = retry_ms {
+        frame.retry(ms);
     }
+    // System event names are constants without line breaks.
+    let _ = frame.event(message.event());
+    frame.data(&message.data());
+    frame.finish()
 }

@@ -22,7 +22,26 @@ pub fn query_value<'q>(query: &'q str, key: &str) -> Option<Cow<'q, str>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_queries_never_panic(query in "\\PC{0,200}", key in "[a-zA-Z]{1,8}") {
+            let values = query_values(&query, &key);
+            prop_assert_eq!(query_value(&query, &key), values.first().cloned());
+        }
+
+        #[test]
+        fn encoded_values_come_back(value in "\\PC{0,50}") {
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("topic", &value)
+                .append_pair("other", "x")
+                .finish();
+            prop_assert_eq!(query_values(&query, "topic"), [value.as_str()]);
+        }
+    }
 
     #[test]
     fn repeated_and_encoded_values() {

@@ -17,7 +17,7 @@ use tideway_core::{
     ConnectionId, ConnectionRecord, Event, Inbox, NodeRecord, Page, Paged, Store, StoreError,
     TopicEvent, TopicRecord, unix_millis,
 };
-use tideway_protocol::TopicName;
+use tideway_protocol::{TopicList, TopicName};
 use tokio::time::Instant;
 
 /// Settings of the in-memory store. Defaults are the ones `tideway --help` prints.
@@ -60,6 +60,8 @@ struct State {
     connections: BTreeMap<u64, ConnectionRecord>,
     arrivals: HashMap<ConnectionId, u64>,
     next_arrival: u64,
+    /// The position of the last publish.
+    next_position: u64,
     topics: HashMap<TopicName, Topic>,
 }
 
@@ -262,34 +264,44 @@ impl Store for MemoryStore {
 
     async fn append(
         &self,
-        topic: &TopicName,
+        topics: &TopicList,
         event: &Arc<Event>,
-    ) -> Result<Option<Arc<TopicEvent>>, StoreError> {
+    ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
         let history = self.shared.config.history;
+        let inbox = self.shared.inbox.get();
         let mut state = self.lock();
-        let Some(entry) = self.live_topic(&mut state, topic) else {
-            return Ok(None);
-        };
-        let delivered = Arc::new(TopicEvent::new(
-            topic.clone(),
-            entry.next_seq,
-            event.clone(),
-        ));
-        entry.next_seq += 1;
-        entry.events += 1;
-        entry.last_event_at = Some(event.published_at);
-        if history > 0 {
-            if entry.history.len() == history {
-                entry.history.pop_front();
+        // One position per publish, taken under the same lock as the deliveries below,
+        // so every queue receives publishes in position order.
+        state.next_position += 1;
+        let position = state.next_position;
+        let mut appended = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let Some(entry) = self.live_topic(&mut state, topic) else {
+                continue;
+            };
+            let delivered = Arc::new(TopicEvent::new(
+                topic.clone(),
+                entry.next_seq,
+                position,
+                event.clone(),
+            ));
+            entry.next_seq += 1;
+            entry.events += 1;
+            entry.last_event_at = Some(event.published_at);
+            if history > 0 {
+                if entry.history.len() == history {
+                    entry.history.pop_front();
+                }
+                entry.history.push_back(delivered.clone());
             }
-            entry.history.push_back(delivered.clone());
+            // Delivered under the lock, so every subscriber sees the events in position
+            // order even when several publishers race.
+            if let Some(inbox) = inbox {
+                inbox.deliver(&delivered);
+            }
+            appended.push(delivered);
         }
-        // Delivered under the lock, so every subscriber sees the topic's events in
-        // sequence order even when several publishers race.
-        if let Some(inbox) = self.shared.inbox.get() {
-            inbox.deliver(&delivered);
-        }
-        Ok(Some(delivered))
+        Ok(appended)
     }
 
     async fn tail(
@@ -313,7 +325,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use tideway_core::Transport;
-    use tideway_protocol::{EventData, EventId, TopicList};
+    use tideway_protocol::{EventData, EventId};
 
     use super::*;
 
@@ -345,19 +357,16 @@ mod tests {
             topic_grace: Duration::from_secs(30),
         });
         let topic = TopicName::parse("t").unwrap();
+        let list = TopicList::parse(b"t", 8).unwrap();
         let first = connection(1, "t");
         store.join(&topic, &first).await.unwrap();
-        store.append(&topic, &event("e1")).await.unwrap();
+        store.append(&list, &event("e1")).await.unwrap();
         store.leave(&topic, &first).await.unwrap();
 
         tokio::time::advance(Duration::from_secs(29)).await;
         assert!(store.live(&topic).await.unwrap(), "still within the grace");
-        let appended = store.append(&topic, &event("e2")).await.unwrap();
-        assert_eq!(
-            appended.map(|e| e.seq),
-            Some(2),
-            "events during the grace are kept"
-        );
+        let appended = store.append(&list, &event("e2")).await.unwrap();
+        assert_eq!(appended[0].seq, 2, "events during the grace are kept");
         let second = connection(2, "t");
         store.join(&topic, &second).await.unwrap();
         let tail = store.tail(&topic, 10).await.unwrap().unwrap();
@@ -369,7 +378,7 @@ mod tests {
             !store.live(&topic).await.unwrap(),
             "gone once the grace ran out"
         );
-        assert!(store.append(&topic, &event("e3")).await.unwrap().is_none());
+        assert!(store.append(&list, &event("e3")).await.unwrap().is_empty());
         assert!(store.tail(&topic, 10).await.unwrap().is_none());
         let page = Page {
             page: 1,
@@ -385,10 +394,11 @@ mod tests {
             topic_grace: Duration::ZERO,
         });
         let topic = TopicName::parse("t").unwrap();
+        let list = TopicList::parse(b"t", 8).unwrap();
         let only = connection(1, "t");
         store.join(&topic, &only).await.unwrap();
         for id in ["a", "b", "c"] {
-            store.append(&topic, &event(id)).await.unwrap();
+            store.append(&list, &event(id)).await.unwrap();
         }
         let tail = store.tail(&topic, 10).await.unwrap().unwrap();
         assert_eq!(

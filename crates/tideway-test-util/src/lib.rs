@@ -427,3 +427,108 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A message a WebSocket subscriber received.
+#[derive(Debug)]
+pub enum WsMessage {
+    /// A text frame, parsed as JSON.
+    Text(serde_json::Value),
+    /// A close frame: code and reason.
+    Close(u16, String),
+}
+
+/// A WebSocket client over a raw `TcpStream`; it answers pings as it reads.
+pub struct Ws {
+    socket: fastwebsockets::WebSocket<TcpStream>,
+}
+
+impl TestGateway {
+    /// Opens a WebSocket at `path` with extra header lines; panics unless it upgrades.
+    pub async fn ws(&self, path: &str, headers: &[&str]) -> Ws {
+        match self.ws_handshake(path, headers).await {
+            Ok(ws) => ws,
+            Err(response) => panic!("no upgrade: {} {}", response.status, response.text()),
+        }
+    }
+
+    /// Opens a WebSocket, or returns the refusal.
+    pub async fn ws_handshake(&self, path: &str, headers: &[&str]) -> Result<Ws, Response> {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let mut text = format!(
+            "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        );
+        for header in headers {
+            text.push_str(header);
+            text.push_str("\r\n");
+        }
+        text.push_str("\r\n");
+        stream
+            .write_all(text.as_bytes())
+            .await
+            .expect("write handshake");
+        // Read the head a byte at a time so no frame bytes are taken from the socket.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let byte = tokio::time::timeout(TIMEOUT, stream.read_u8())
+                .await
+                .expect("a handshake answer within the timeout")
+                .expect("read the handshake answer");
+            head.push(byte);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if head.starts_with("HTTP/1.1 101") {
+            let mut socket =
+                fastwebsockets::WebSocket::after_handshake(stream, fastwebsockets::Role::Client);
+            socket.set_auto_pong(true);
+            socket.set_auto_close(true);
+            return Ok(Ws { socket });
+        }
+        // A refusal: re-read it as a whole response from the head we took.
+        let mut reader = HttpReader::new(stream);
+        reader.buf.extend_from_slice(head.as_bytes());
+        Err(reader.response().await)
+    }
+}
+
+impl Ws {
+    /// The next text or close frame, skipping pings and pongs; `None` when the
+    /// connection ends without a close frame.
+    pub async fn next_message(&mut self) -> Option<WsMessage> {
+        loop {
+            let frame = tokio::time::timeout(TIMEOUT, self.socket.read_frame())
+                .await
+                .expect("a WebSocket frame within the timeout")
+                .ok()?;
+            match frame.opcode {
+                fastwebsockets::OpCode::Text => {
+                    let value =
+                        serde_json::from_slice(&frame.payload).expect("text frames are JSON");
+                    return Some(WsMessage::Text(value));
+                }
+                fastwebsockets::OpCode::Close => {
+                    let payload = &frame.payload[..];
+                    let code = payload
+                        .get(..2)
+                        .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
+                    let reason =
+                        String::from_utf8_lossy(payload.get(2..).unwrap_or(&[])).into_owned();
+                    return Some(WsMessage::Close(code, reason));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next text frame as JSON; panics on anything else.
+    pub async fn next_json(&mut self) -> serde_json::Value {
+        match self.next_message().await {
+            Some(WsMessage::Text(value)) => value,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The raw socket, to stop answering pings by not reading through `Ws`.
+    pub fn into_inner(self) -> TcpStream {
+        self.socket.into_inner()
+    }
+}

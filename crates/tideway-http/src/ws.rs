@@ -1,0 +1,198 @@
+//! `GET /v1/ws`: the same subscription as SSE, over WebSocket.
+//!
+//! Each event is one text frame holding the JSON envelope `{"topic","id","event","data"}`,
+//! encoded once per event and shared by every WebSocket subscriber. The gateway pings on
+//! the heartbeat interval and closes a connection that answers nothing for two intervals.
+//! Close codes: 1001 when the node drains, 1008 when the subscriber fell too far behind,
+//! 1000 when the client closed first; before either of the first two, a `tideway.<what>`
+//! frame says why, as on SSE.
+
+use std::time::Duration;
+
+use fastwebsockets::{
+    Frame, OpCode, Payload, WebSocketError, WebSocketWrite,
+    upgrade::{UpgradeFut, is_upgrade_request, upgrade},
+};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, upgrade::Upgraded};
+use hyper_util::rt::TokioIo;
+use tideway_core::{Encoding, EndReason, Next, Store, Subscription, Transport};
+use tokio::{
+    io::WriteHalf,
+    sync::mpsc,
+    time::{Instant, MissedTickBehavior},
+};
+
+use crate::{
+    error::ApiError,
+    response::Response,
+    routes::{App, Peer},
+    system::System,
+};
+
+/// Largest message a client may send; clients have nothing to say but pongs and closes.
+const MAX_CLIENT_MESSAGE: usize = 4096;
+
+pub(crate) async fn subscribe<S: Store>(
+    app: &App<S>,
+    mut request: Request<Incoming>,
+    peer: &Peer,
+) -> Result<Response, ApiError> {
+    if !is_upgrade_request(&request) {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "GET /v1/ws needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+        ));
+    }
+    let subscribe = app.subscribe_request(&request, peer, Transport::WebSocket)?;
+    let (response, upgrade) = upgrade(&mut request).map_err(|err| {
+        ApiError::bad_request("invalid_upgrade", format!("WebSocket handshake: {err}"))
+    })?;
+    let subscription = app.gateway.subscribe(subscribe).await?;
+    let settings = Settings {
+        heartbeat: app.config.heartbeat.max(Duration::from_millis(1)),
+        write_timeout: app.config.write_timeout,
+    };
+    let alive = peer.alive.clone();
+    tokio::spawn(async move {
+        if let Err(err) = serve(upgrade, subscription, settings).await {
+            tracing::debug!(error = %err, "websocket ended with an error");
+        }
+        drop(alive);
+    });
+    Ok(response.map(|body| body.map_err(|never| match never {}).boxed_unsync()))
+}
+
+#[derive(Clone, Copy)]
+struct Settings {
+    heartbeat: Duration,
+    write_timeout: Duration,
+}
+
+/// What the reading half tells the writing half.
+enum Control {
+    /// A frame the protocol obliges us to send (a pong, the echo of a close).
+    Send(Frame<'static>),
+    /// The client sent something: it is alive.
+    Seen,
+    /// The client closed, or the connection broke.
+    Closed,
+}
+
+type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+
+async fn serve<S: Store>(
+    upgrade: UpgradeFut,
+    mut subscription: Subscription<S>,
+    settings: Settings,
+) -> Result<(), WebSocketError> {
+    let socket = upgrade.await?;
+    let (mut reader, mut writer) = socket.split(tokio::io::split);
+    reader.set_max_message_size(MAX_CLIENT_MESSAGE);
+    let (control, mut controls) = mpsc::channel::<Control>(16);
+
+    // The reading half runs on its own task: reads are not cancel-safe, so they must not
+    // sit in the `select!` below.
+    let reading = tokio::spawn(async move {
+        loop {
+            let obliged = control.clone();
+            let mut send = move |frame: Frame<'_>| {
+                let owned = Frame::new(
+                    true,
+                    frame.opcode,
+                    None,
+                    Payload::Owned(frame.payload.to_vec()),
+                );
+                let obliged = obliged.clone();
+                async move {
+                    obliged
+                        .send(Control::Send(owned))
+                        .await
+                        .map_err(|_| WebSocketError::ConnectionClosed)
+                }
+            };
+            match reader.read_frame(&mut send).await {
+                Ok(frame) if frame.opcode == OpCode::Close => break,
+                Ok(_) => {
+                    if control.send(Control::Seen).await.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = control.send(Control::Closed).await;
+    });
+
+    let start = Instant::now() + settings.heartbeat;
+    let mut ping = tokio::time::interval_at(start, settings.heartbeat);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_seen = Instant::now();
+    let result = loop {
+        tokio::select! {
+            next = subscription.next() => match next {
+                Next::Event(event) => {
+                    let bytes = event.encoded(Encoding::Json);
+                    subscription.gateway().stats().add_bytes_out(bytes.len());
+                    if let Err(err) = write(&mut writer, Frame::text(Payload::Borrowed(bytes)), settings).await {
+                        break Err(err);
+                    }
+                }
+                Next::Gap { last_event_id } => {
+                    let text = System::Gap(&last_event_id).envelope();
+                    if let Err(err) = write(&mut writer, Frame::text(Payload::Owned(text.into_bytes())), settings).await {
+                        break Err(err);
+                    }
+                }
+                Next::End(reason) => {
+                    let (code, why) = match reason {
+                        EndReason::Draining => (1001, "drain"),
+                        EndReason::SlowConsumer => (1008, "slow_consumer"),
+                    };
+                    let text = System::End(reason).envelope();
+                    let farewell = write(&mut writer, Frame::text(Payload::Owned(text.into_bytes())), settings).await;
+                    let close = write(&mut writer, Frame::close(code, why.as_bytes()), settings).await;
+                    break farewell.and(close);
+                }
+            },
+            control = controls.recv() => match control {
+                Some(Control::Send(frame)) => {
+                    let closing = frame.opcode == OpCode::Close;
+                    if let Err(err) = write(&mut writer, frame, settings).await {
+                        break Err(err);
+                    }
+                    if closing {
+                        break Ok(());
+                    }
+                }
+                Some(Control::Seen) => last_seen = Instant::now(),
+                Some(Control::Closed) | None => break Ok(()),
+            },
+            _ = ping.tick() => {
+                if last_seen.elapsed() > settings.heartbeat * 2 {
+                    tracing::info!(connection = %subscription.record().id, "websocket: no answer to pings; closing");
+                    break Ok(());
+                }
+                if let Err(err) = write(&mut writer, Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"")), settings).await {
+                    break Err(err);
+                }
+            }
+        }
+    };
+    reading.abort();
+    result
+}
+
+/// Writes one frame, giving up when the client has not taken it within the write timeout.
+async fn write(
+    writer: &mut Writer,
+    frame: Frame<'_>,
+    settings: Settings,
+) -> Result<(), WebSocketError> {
+    match tokio::time::timeout(settings.write_timeout, writer.write_frame(frame)).await {
+        Ok(result) => result,
+        Err(_) => Err(WebSocketError::ConnectionClosed),
+    }
+}
