@@ -1,8 +1,11 @@
-//! `cargo xtask bench`: runs the divan micro-benchmarks and records their results.
+//! `cargo xtask bench`: runs the divan micro-benchmarks and the whole-gateway scenarios,
+//! and records their results.
 //!
-//! Results go to `benchmark-results/<date>-<commit>-micro.json` (every figure, with the
-//! machine and commit) and a `.md` summary that compares medians with the previous run.
-//! Compare medians and ratios from one machine; absolute times vary between machines.
+//! Micro results go to `benchmark-results/<date>-<commit>-micro.json` (every figure, with
+//! the machine and commit) and a `.md` summary that compares medians with the previous
+//! run. Scenario results (a release `tideway` driven by `tideway-load` over real sockets)
+//! go to `<date>-<commit>-scenarios.json` and `.md`. Compare medians and ratios from one
+//! machine; absolute times vary between machines.
 
 use std::{
     fmt::Write as _,
@@ -16,6 +19,11 @@ use serde_json::{Value, json};
 const BENCH_CRATES: &[&str] = &["tideway-protocol", "tideway-core"];
 
 pub(crate) fn run(root: &Path) -> Result<(), String> {
+    let stem = micro(root)?;
+    scenarios(root, &stem)
+}
+
+fn micro(root: &Path) -> Result<String, String> {
     let mut results = Vec::new();
     for krate in BENCH_CRATES {
         eprintln!("xtask: cargo bench -p {krate}");
@@ -66,6 +74,199 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
         json_path.display(),
         md_path.display()
     );
+    Ok(format!("{date}-{commit}"))
+}
+
+/// Whole-gateway scenarios: (name, gateway flags, load arguments).
+const SCENARIOS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "stalled",
+        &["--write-timeout", "5s"],
+        &[
+            "stalled",
+            "--connections",
+            "1000",
+            "--events",
+            "3000",
+            "--body",
+            "1024",
+        ],
+    ),
+    ("drain", &[], &["drain", "--connections", "1000"]),
+];
+
+fn scenarios(root: &Path, stem: &str) -> Result<(), String> {
+    eprintln!("xtask: building release tideway and tideway-load");
+    let build = Command::new("cargo")
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "tideway",
+            "-p",
+            "tideway-load",
+        ])
+        .status()
+        .map_err(|e| format!("cargo build: {e}"))?;
+    if !build.success() {
+        return Err("cargo build --release failed".to_owned());
+    }
+    let bin = root.join("target/release");
+    let mut results = Vec::new();
+    for (name, flags, load) in SCENARIOS {
+        eprintln!("xtask: scenario {name}");
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let mut gateway = Command::new(bin.join("tideway"))
+            .args(["--listen", &addr, "--api-keys", "bench-key"])
+            .args(*flags)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start tideway: {e}"))?;
+        wait_listening(&addr)?;
+        let output = Command::new(bin.join("tideway-load"))
+            .args(*load)
+            .args([
+                "--addr",
+                &addr,
+                "--key",
+                "bench-key",
+                "--pid",
+                &gateway.id().to_string(),
+            ])
+            .output()
+            .map_err(|e| format!("run tideway-load: {e}"));
+        let _ = gateway.kill();
+        let _ = gateway.wait();
+        let output = output?;
+        if !output.status.success() {
+            return Err(format!(
+                "scenario {name} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let value: Value = serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("scenario {name} printed no JSON ({e})"))?;
+        eprintln!("xtask: {value}");
+        results.push(
+            json!({ "scenario": name, "gateway_flags": flags, "load_args": load, "result": value }),
+        );
+    }
+    let dir = root.join("benchmark-results");
+    let report =
+        json!({ "kind": "scenarios", "run": stem, "machine": machine(), "results": results });
+    let json_path = dir.join(format!("{stem}-scenarios.json"));
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&json_path, text + "\n")
+        .map_err(|e| format!("write {}: {e}", json_path.display()))?;
+    let md_path = dir.join(format!("{stem}-scenarios.md"));
+    std::fs::write(&md_path, scenarios_summary(&report))
+        .map_err(|e| format!("write {}: {e}", md_path.display()))?;
+    eprintln!(
+        "xtask: wrote {} and {}",
+        json_path.display(),
+        md_path.display()
+    );
+    Ok(())
+}
+
+fn scenarios_summary(report: &Value) -> String {
+    let mut md = format!(
+        "# Gateway scenarios, {}\n\n",
+        report["run"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(
+        md,
+        "A release `tideway` on loopback, driven by `tideway-load`; RSS read from `/proc`.\n"
+    );
+    for entry in report["results"].as_array().into_iter().flatten() {
+        let r = &entry["result"];
+        let kib = |v: &Value| v.as_f64().unwrap_or(0.0) / 1024.0;
+        match entry["scenario"].as_str() {
+            Some("stalled") => {
+                let _ = writeln!(md, "## stalled subscribers\n");
+                let _ = writeln!(
+                    md,
+                    "{} subscribers never read while one reads {} events of {} bytes.\n",
+                    r["stalled_connections"], r["events"], r["body_bytes"]
+                );
+                let _ = writeln!(md, "| figure | value |\n|---|---:|");
+                let _ = writeln!(
+                    md,
+                    "| events the reader got | {} (lost {}) |",
+                    r["reader_events"], r["reader_lost"]
+                );
+                let _ = writeln!(
+                    md,
+                    "| subscribers cut off as slow | {} |",
+                    r["slow_consumers_cut"]
+                );
+                let _ = writeln!(
+                    md,
+                    "| RSS per idle connection | {:.1} KiB |",
+                    kib(&r["bytes_per_idle_connection"])
+                );
+                let _ = writeln!(
+                    md,
+                    "| RSS per stalled connection (queue full, before close) | {:.1} KiB |",
+                    kib(&r["bytes_per_stalled_connection"])
+                );
+                let rss = &r["rss_kib"];
+                let _ = writeln!(
+                    md,
+                    "| RSS start / idle / stalled / after close | {} / {} / {} / {} KiB |\n",
+                    rss["start"], rss["idle"], rss["stalled"], rss["after_close"]
+                );
+            }
+            Some("drain") => {
+                let seconds = |v: &Value| v.as_f64().unwrap_or(0.0);
+                let _ = writeln!(
+                    md,
+                    "## drain\n\n{} open streams, then SIGTERM.\n",
+                    r["connections"]
+                );
+                let _ = writeln!(md, "| figure | value |\n|---|---:|");
+                let _ = writeln!(
+                    md,
+                    "| streams told `tideway.drain` | {} |",
+                    r["streams_told_to_reconnect"]
+                );
+                let _ = writeln!(
+                    md,
+                    "| until the last stream closed | {:.3} s |",
+                    seconds(&r["seconds_until_last_stream_closed"])
+                );
+                let _ = writeln!(
+                    md,
+                    "| until the process exited | {:.3} s |\n",
+                    seconds(&r["seconds_until_exit"])
+                );
+            }
+            _ => {}
+        }
+    }
+    md
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("find a free port: {e}"))
+}
+
+/// Waits until `addr` accepts connections, for up to 10 s.
+fn wait_listening(addr: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("tideway did not listen on {addr}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     Ok(())
 }
 

@@ -1,0 +1,307 @@
+//! `tideway-load`: drives a running gateway over real sockets and prints what it measured
+//! as one JSON object on stdout. `cargo xtask bench` starts the gateway and runs it.
+//!
+//! Scenarios:
+//! - `stalled`: N subscribers that never read, one that reads, E events published; the
+//!   gateway's RSS idle, while the stalled ones hold their queues, and after they are
+//!   closed; whether the reader got every event.
+//! - `drain`: N open streams, then SIGTERM: time until every stream got `tideway.drain`
+//!   and until the process exited.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+
+/// Options shared by the scenarios, from `--name value` pairs.
+struct Options {
+    addr: SocketAddr,
+    key: String,
+    pid: u32,
+    connections: usize,
+    events: usize,
+    body: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(scenario) = args.first().cloned() else {
+        bail!(
+            "usage: tideway-load <stalled|drain> --addr HOST:PORT --key KEY --pid PID [--connections N] [--events N] [--body BYTES]"
+        );
+    };
+    let value = |name: &str| -> Option<String> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let options = Options {
+        addr: value("--addr")
+            .context("--addr")?
+            .parse()
+            .context("--addr HOST:PORT")?,
+        key: value("--key").unwrap_or_default(),
+        pid: value("--pid").context("--pid")?.parse().context("--pid")?,
+        connections: value("--connections")
+            .map_or(Ok(1000), |v| v.parse())
+            .context("--connections")?,
+        events: value("--events")
+            .map_or(Ok(2000), |v| v.parse())
+            .context("--events")?,
+        body: value("--body")
+            .map_or(Ok(1024), |v| v.parse())
+            .context("--body")?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        match scenario.as_str() {
+            "stalled" => stalled(&options).await,
+            "drain" => drain(&options).await,
+            other => bail!("unknown scenario {other:?}"),
+        }
+    })?;
+    println!("{result}");
+    Ok(())
+}
+
+async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
+    let topic = "load-stalled";
+    let rss_start = rss_kib(options.pid)?;
+    let mut stalled = Vec::with_capacity(options.connections);
+    let connect_started = Instant::now();
+    for i in 0..options.connections {
+        stalled.push(open_stream(options.addr, topic, i, 4096).await?);
+    }
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+    let mut reader = open_stream(options.addr, topic, 0, 256 * 1024).await?;
+    wait_metric(
+        options.addr,
+        "tideway_connections",
+        (options.connections + 1) as u64,
+    )
+    .await?;
+    let rss_idle = rss_kib(options.pid)?;
+
+    let reading = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut text = Vec::new();
+        let mut events = 0usize;
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<usize, std::io::Error>(events);
+            }
+            text.extend_from_slice(&buf[..n]);
+            // Count complete `id:` lines; keep a possible partial line for the next read.
+            let cut = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            events += text[..cut].windows(4).filter(|w| w == b"id: ").count();
+            text.drain(..cut);
+            if events >= EVENTS_TARGET.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(events);
+            }
+        }
+    });
+    EVENTS_TARGET.store(options.events, std::sync::atomic::Ordering::Relaxed);
+
+    let mut publisher = TcpStream::connect(options.addr).await?;
+    publisher.set_nodelay(true)?;
+    let body = "x".repeat(options.body);
+    let publish_started = Instant::now();
+    for n in 0..options.events {
+        let request = format!(
+            "POST /v1/publish HTTP/1.1\r\nhost: load\r\nauthorization: Bearer {}\r\nx-sse-topic: {topic}\r\nx-sse-id: e{n}\r\ncontent-length: {}\r\n\r\n{body}",
+            options.key,
+            body.len()
+        );
+        publisher.write_all(request.as_bytes()).await?;
+        let status = read_response(&mut publisher).await?;
+        if status != 202 {
+            bail!("publish {n} answered {status}");
+        }
+    }
+    let publish_seconds = publish_started.elapsed().as_secs_f64();
+    let delivered = tokio::time::timeout(Duration::from_secs(60), reading)
+        .await
+        .context("the reader did not get every event within 60 s")???;
+    let cut = metric(options.addr, "tideway_slow_consumers_total").await?;
+    let rss_stalled = rss_kib(options.pid)?;
+    // Once the write timeout closes them, the stalled connections give their memory back.
+    wait_metric(options.addr, "tideway_connections", 0)
+        .await
+        .ok();
+    let rss_closed = rss_kib(options.pid)?;
+    drop(stalled);
+    let per = |kib: u64| (kib as f64 * 1024.0) / options.connections as f64;
+    Ok(json!({
+        "scenario": "stalled",
+        "stalled_connections": options.connections,
+        "events": options.events,
+        "body_bytes": options.body,
+        "reader_events": delivered,
+        "reader_lost": options.events.saturating_sub(delivered),
+        "slow_consumers_cut": cut,
+        "connect_seconds": connect_seconds,
+        "publish_seconds": publish_seconds,
+        "rss_kib": { "start": rss_start, "idle": rss_idle, "stalled": rss_stalled, "after_close": rss_closed },
+        "bytes_per_idle_connection": per(rss_idle.saturating_sub(rss_start)),
+        "bytes_per_stalled_connection": per(rss_stalled.saturating_sub(rss_start)),
+    }))
+}
+
+static EVENTS_TARGET: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(usize::MAX);
+
+async fn drain(options: &Options) -> anyhow::Result<serde_json::Value> {
+    let mut streams = Vec::with_capacity(options.connections);
+    for i in 0..options.connections {
+        streams.push(open_stream(options.addr, "load-drain", i, 64 * 1024).await?);
+    }
+    wait_metric(
+        options.addr,
+        "tideway_connections",
+        options.connections as u64,
+    )
+    .await?;
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &options.pid.to_string()])
+        .status()?;
+    if !status.success() {
+        bail!("kill -TERM {} failed", options.pid);
+    }
+    let mut told = 0usize;
+    let mut last_stream = 0.0f64;
+    let mut readers = Vec::new();
+    for mut stream in streams {
+        readers.push(tokio::spawn(async move {
+            let mut all = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut all)).await;
+            all.windows(13).any(|w| w == b"tideway.drain")
+        }));
+    }
+    for reader in readers {
+        if reader.await.unwrap_or(false) {
+            told += 1;
+        }
+        last_stream = started.elapsed().as_secs_f64();
+    }
+    while running(options.pid) && started.elapsed() < Duration::from_secs(60) {
+        // Polls the process table; there is no event to await for another process's exit.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(json!({
+        "scenario": "drain",
+        "connections": options.connections,
+        "streams_told_to_reconnect": told,
+        "seconds_until_last_stream_closed": last_stream,
+        "seconds_until_exit": started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// Opens an SSE stream with a receive buffer of `recv_buffer` bytes, reads its head, and
+/// returns the socket without reading further. Source addresses rotate over 127.0.0.x.
+async fn open_stream(
+    addr: SocketAddr,
+    topic: &str,
+    n: usize,
+    recv_buffer: u32,
+) -> anyhow::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(recv_buffer)?;
+    let source: std::net::IpAddr = format!("127.0.0.{}", 1 + (n / 20_000) % 250).parse()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let mut stream = socket.connect(addr).await?;
+    let request = format!("GET /v1/stream?topic={topic} HTTP/1.1\r\nhost: load\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    Ok(stream)
+}
+
+/// Reads one response with a `Content-Length` body; returns its status.
+async fn read_response(stream: &mut TcpStream) -> anyhow::Result<u16> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("status line")?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await?;
+    Ok(status)
+}
+
+/// One unlabelled-by-name value of `/metrics` (the first sample of `name`).
+async fn metric(addr: SocketAddr, name: &str) -> anyhow::Result<u64> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: load\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("metric {name} not found"))
+}
+
+/// Polls `/metrics` until `name` equals `value`, for up to 60 s.
+async fn wait_metric(addr: SocketAddr, name: &str, value: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = metric(addr, name).await?;
+        if seen == value {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{name} stayed at {seen}, expected {value}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process still runs: it exists and is not a zombie waiting to be reaped.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The resident set size of a process, in KiB, from `/proc/PID/status`.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS in /proc/PID/status")
+}
