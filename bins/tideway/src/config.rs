@@ -84,7 +84,8 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDEWAY_DRAIN_TIMEOUT", default_value = "10s")]
     pub(crate) drain_timeout: Seconds,
 
-    /// How long a client may take to send a request's headers.
+    /// How long a client may take to send a request's headers, and how long a connection
+    /// may sit idle between requests.
     #[arg(long, env = "TIDEWAY_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub(crate) header_read_timeout: Seconds,
 
@@ -400,7 +401,8 @@ mod tests {
                       [default: 10s]
 
                   --header-read-timeout <HEADER_READ_TIMEOUT>
-                      How long a client may take to send a request's headers
+                      How long a client may take to send a request's headers, and how long a connection may sit
+                      idle between requests
 
                       [env: TIDEWAY_HEADER_READ_TIMEOUT=]
                       [default: 10s]

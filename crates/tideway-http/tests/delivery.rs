@@ -304,6 +304,29 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let http = HttpConfig {
+        header_read_timeout: Duration::from_millis(200),
+        ..HttpConfig::default()
+    };
+    let gw = TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    let mut idle = TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reader = tideway_test_util::HttpReader::new(idle);
+    assert_eq!(reader.response().await.status, 200);
+    // No second request: the connection is closed rather than held open forever.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(TIMEOUT, reader.stream().read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the idle connection was closed");
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "{rest:?}"
+    );
+}
+
+#[tokio::test]
 async fn websocket_pings_and_closes_silent_clients() {
     let http = HttpConfig {
         heartbeat: Duration::from_millis(50),
