@@ -166,6 +166,18 @@ pub fn request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Strin
     text
 }
 
+/// The head of a `GET path` kept alive: `fixed` header lines (each ending in CRLF), then
+/// `headers` (each `name: value`).
+fn get_head(path: &str, fixed: &str, headers: &[&str]) -> String {
+    let mut text = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n{fixed}");
+    for header in headers {
+        text.push_str(header);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    text
+}
+
 /// A whole HTTP response.
 #[derive(Debug)]
 pub struct Response {
@@ -336,13 +348,7 @@ pub struct Sse {
 impl Sse {
     /// Sends `GET path` on `stream` and reads the response head.
     pub async fn open(mut stream: TcpStream, path: &str, headers: &[&str]) -> Self {
-        let mut text =
-            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\naccept: text/event-stream\r\n");
-        for header in headers {
-            text.push_str(header);
-            text.push_str("\r\n");
-        }
-        text.push_str("\r\n");
+        let text = get_head(path, "accept: text/event-stream\r\n", headers);
         stream
             .write_all(text.as_bytes())
             .await
@@ -454,14 +460,8 @@ impl TestGateway {
     /// Opens a WebSocket, or returns the refusal.
     pub async fn ws_handshake(&self, path: &str, headers: &[&str]) -> Result<Ws, Response> {
         let mut stream = TcpStream::connect(self.addr).await.expect("connect");
-        let mut text = format!(
-            "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        );
-        for header in headers {
-            text.push_str(header);
-            text.push_str("\r\n");
-        }
-        text.push_str("\r\n");
+        let upgrade = "connection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let text = get_head(path, upgrade, headers);
         stream
             .write_all(text.as_bytes())
             .await
