@@ -29,10 +29,18 @@ const RULES: &[(&str, &[&str], &str)] = &[
         &["hyper", "tideway-http", "fred"],
         "a store knows core and protocol, not the transport",
     ),
+    (
+        "tideway-store-redis",
+        &["hyper", "tideway-http", "tideway-store-memory"],
+        "a store knows core and protocol, not the transport or another store",
+    ),
 ];
 
 /// Crates that may name `hyper` as a direct dependency.
-const HYPER_ALLOWED: &[&str] = &["tideway-http", "tideway-test-util"];
+const HYPER_ALLOWED: &[&str] = &["tideway-http"];
+
+/// Crates that may name `fred` as a direct dependency.
+const FRED_ALLOWED: &[&str] = &["tideway-store-redis"];
 
 pub(crate) fn check(root: &Path) -> Result<(), String> {
     let mut problems = Vec::new();
@@ -45,14 +53,17 @@ pub(crate) fn check(root: &Path) -> Result<(), String> {
         }
     }
     for krate in workspace_crates(root)? {
-        if HYPER_ALLOWED.contains(&krate.as_str()) {
-            continue;
-        }
         let direct = cargo_tree_depth1(root, &krate)?;
-        if direct.iter().any(|dep| dep == "hyper") {
-            problems.push(format!(
-                "{krate} depends on hyper directly: only tideway-http knows hyper"
-            ));
+        let owners = [
+            ("hyper", HYPER_ALLOWED, "tideway-http"),
+            ("fred", FRED_ALLOWED, "tideway-store-redis"),
+        ];
+        for (name, allowed, owner) in owners {
+            if !allowed.contains(&krate.as_str()) && direct.iter().any(|dep| dep == name) {
+                problems.push(format!(
+                    "{krate} depends on {name} directly: only {owner} knows {name}"
+                ));
+            }
         }
     }
     for dir in ["crates", "bins", "xtask"] {

@@ -17,9 +17,28 @@ pub(crate) struct Args {
     #[arg(long, env = "SSE_PUBLISHER_API_KEYS", hide_env_values = true)]
     pub(crate) api_keys: Option<String>,
 
-    /// Where shared state lives: `memory` keeps it in this process (one node).
+    /// Where shared state lives: `memory` keeps it in this process (one node); `redis`
+    /// shares it with every node using the same Redis.
     #[arg(long, env = "TIDEWAY_ADAPTER", value_enum, default_value = "memory")]
     pub(crate) adapter: Adapter,
+
+    /// The Redis of `--adapter redis`.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub(crate) redis_url: String,
+
+    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
+    #[arg(long, env = "TIDEWAY_REDIS_PREFIX", default_value = "tideway:")]
+    pub(crate) redis_prefix: String,
+
+    /// How long a node counts as alive after its last heartbeat to Redis; a node that
+    /// dies leaves the shared state this long after its last heartbeat.
+    #[arg(long, env = "TIDEWAY_NODE_TTL", default_value = "5s")]
+    pub(crate) node_ttl: Seconds,
 
     /// This node's id in the cluster [default: hostname and a random suffix].
     #[arg(long, env = "TIDEWAY_NODE_ID")]
@@ -99,6 +118,8 @@ pub(crate) struct Args {
 pub(crate) enum Adapter {
     /// In this process: one node, nothing else to run.
     Memory,
+    /// In Redis, shared by every node that uses it.
+    Redis,
 }
 
 /// Log line format.
@@ -301,13 +322,34 @@ mod tests {
                       [env: SSE_PUBLISHER_API_KEYS]
 
                   --adapter <ADAPTER>
-                      Where shared state lives: `memory` keeps it in this process (one node)
+                      Where shared state lives: `memory` keeps it in this process (one node); `redis` shares it
+                      with every node using the same Redis
 
                       Possible values:
                       - memory: In this process: one node, nothing else to run
+                      - redis:  In Redis, shared by every node that uses it
 
                       [env: TIDEWAY_ADAPTER=]
                       [default: memory]
+
+                  --redis-url <REDIS_URL>
+                      The Redis of `--adapter redis`
+
+                      [env: REDIS_URL]
+                      [default: redis://127.0.0.1:6379]
+
+                  --redis-prefix <REDIS_PREFIX>
+                      Prefix of every Redis key and channel, so several clusters can share one Redis
+
+                      [env: TIDEWAY_REDIS_PREFIX=]
+                      [default: tideway:]
+
+                  --node-ttl <NODE_TTL>
+                      How long a node counts as alive after its last heartbeat to Redis; a node that dies leaves
+                      the shared state this long after its last heartbeat
+
+                      [env: TIDEWAY_NODE_TTL=]
+                      [default: 5s]
 
                   --node-id <NODE_ID>
                       This node's id in the cluster [default: hostname and a random suffix]

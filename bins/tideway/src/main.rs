@@ -6,9 +6,10 @@ mod config;
 
 use anyhow::Context;
 use clap::Parser;
-use tideway_core::{CoreConfig, Gateway, NodeRecord, unix_millis};
+use tideway_core::{CoreConfig, Gateway, NodeRecord, Store, unix_millis};
 use tideway_http::{ApiKeys, CorsOrigins, HttpConfig};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
+use tideway_store_redis::{RedisConfig, RedisStore};
 use tokio::net::TcpListener;
 
 use crate::config::{Adapter, Args, LogFormat};
@@ -74,11 +75,34 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 history: args.history,
                 topic_grace: args.topic_grace.0,
             });
-            let gateway = Gateway::start(store, node, core).await?;
-            tideway_http::run(listener, gateway, http, shutdown_signal()).await?;
+            serve_on(store, node, core, http, listener).await?;
+        }
+        Adapter::Redis => {
+            let store = RedisStore::connect(RedisConfig {
+                url: args.redis_url.clone(),
+                prefix: args.redis_prefix.clone(),
+                history: args.history,
+                topic_grace: args.topic_grace.0,
+                node_ttl: args.node_ttl.0,
+            })
+            .await
+            .with_context(|| format!("connect to Redis at {}", args.redis_url))?;
+            serve_on(store, node, core, http, listener).await?;
         }
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve_on<S: Store>(
+    store: S,
+    node: NodeRecord,
+    core: CoreConfig,
+    http: HttpConfig,
+    listener: TcpListener,
+) -> anyhow::Result<()> {
+    let gateway = Gateway::start(store, node, core).await?;
+    tideway_http::run(listener, gateway, http, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -330,12 +330,7 @@ impl<S: Store> Gateway<S> {
         if self.is_draining() {
             return Err(CoreError::Draining);
         }
-        let mut live = Vec::new();
-        for topic in topics {
-            if self.shared.store.live(topic).await? {
-                live.push(topic.clone());
-            }
-        }
+        let live = self.shared.store.live(topics).await?;
         match TopicList::from_names(live) {
             Some(topics) => {
                 self.shared.in_flight.fetch_add(1, Relaxed);

@@ -6,7 +6,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tideway_protocol::{TopicList, TopicName};
 
 /// Milliseconds since the Unix epoch, now.
@@ -17,7 +17,7 @@ pub fn unix_millis() -> u64 {
 }
 
 /// A connection's id, unique in the cluster: the node id, `/`, and a counter of the node.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ConnectionId(Arc<str>);
 
@@ -25,6 +25,11 @@ impl ConnectionId {
     /// The id of the `n`th connection of `node`.
     pub fn new(node: &str, n: u64) -> Self {
         Self(Arc::from(format!("{node}/{n}")))
+    }
+
+    /// An id as a store recorded it.
+    pub fn from_stored(id: &str) -> Self {
+        Self(Arc::from(id))
     }
 
     /// The id as text.
@@ -46,7 +51,7 @@ impl fmt::Debug for ConnectionId {
 }
 
 /// How a subscriber is connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// Server-Sent Events, `GET /v1/stream`.
@@ -56,7 +61,7 @@ pub enum Transport {
 }
 
 /// One subscriber connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionRecord {
     /// Unique in the cluster.

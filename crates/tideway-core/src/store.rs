@@ -95,8 +95,12 @@ pub trait Store: Send + Sync + 'static {
         connection: &ConnectionRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Whether the topic has a subscriber anywhere (or is within its grace).
-    fn live(&self, topic: &TopicName) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Which of `topics` have a subscriber anywhere (or are within their grace), in the
+    /// order given: one consistent read of those topic objects.
+    fn live(
+        &self,
+        topics: &TopicList,
+    ) -> impl Future<Output = Result<Vec<TopicName>, StoreError>> + Send;
 
     /// Appends an event to the history of each of `topics` that is still live, under one
     /// new position, and delivers it to every node holding a subscriber of those topics.

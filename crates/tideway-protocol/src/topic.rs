@@ -89,6 +89,22 @@ impl fmt::Debug for TopicName {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for TopicName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TopicList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let names = Vec::<TopicName>::deserialize(deserializer)?;
+        Self::from_names(names).ok_or_else(|| {
+            serde::de::Error::custom("a topic list is non-empty and has no duplicates")
+        })
+    }
+}
+
 impl Borrow<str> for TopicName {
     fn borrow(&self) -> &str {
         &self.0
@@ -338,6 +354,17 @@ mod tests {
             TopicList::parse(list.as_bytes(), 64),
             Err(TopicError::TooMany { count: 65, max: 64 })
         );
+    }
+
+    #[test]
+    fn json_round_trips_and_checks() {
+        let list = TopicList::parse(b"a,b/c", 8).unwrap();
+        let json = serde_json::to_string(&list).unwrap();
+        assert_eq!(json, r#"["a","b/c"]"#);
+        assert_eq!(serde_json::from_str::<TopicList>(&json).unwrap(), list);
+        assert!(serde_json::from_str::<TopicList>(r#"["a b"]"#).is_err());
+        assert!(serde_json::from_str::<TopicList>(r#"["a","a"]"#).is_err());
+        assert!(serde_json::from_str::<TopicList>("[]").is_err());
     }
 
     #[test]

@@ -257,9 +257,13 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn live(&self, topic: &TopicName) -> Result<bool, StoreError> {
+    async fn live(&self, topics: &TopicList) -> Result<Vec<TopicName>, StoreError> {
         let mut state = self.lock();
-        Ok(self.live_topic(&mut state, topic).is_some())
+        Ok(topics
+            .iter()
+            .filter(|topic| self.live_topic(&mut state, topic).is_some())
+            .cloned()
+            .collect())
     }
 
     async fn append(
@@ -364,7 +368,11 @@ mod tests {
         store.leave(&topic, &first).await.unwrap();
 
         tokio::time::advance(Duration::from_secs(29)).await;
-        assert!(store.live(&topic).await.unwrap(), "still within the grace");
+        assert_eq!(
+            store.live(&list).await.unwrap().len(),
+            1,
+            "still within the grace"
+        );
         let appended = store.append(&list, &event("e2")).await.unwrap();
         assert_eq!(appended[0].seq, 2, "events during the grace are kept");
         let second = connection(2, "t");
@@ -375,7 +383,7 @@ mod tests {
         store.leave(&topic, &second).await.unwrap();
         tokio::time::advance(Duration::from_secs(30)).await;
         assert!(
-            !store.live(&topic).await.unwrap(),
+            store.live(&list).await.unwrap().is_empty(),
             "gone once the grace ran out"
         );
         assert!(store.append(&list, &event("e3")).await.unwrap().is_empty());
@@ -406,7 +414,7 @@ mod tests {
             ["b", "c"]
         );
         store.leave(&topic, &only).await.unwrap();
-        assert!(!store.live(&topic).await.unwrap());
+        assert!(store.live(&list).await.unwrap().is_empty());
         assert!(store.tail(&topic, 10).await.unwrap().is_none());
     }
 }

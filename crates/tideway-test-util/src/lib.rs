@@ -5,6 +5,11 @@
 //! [`wait_until`] polls a condition until a deadline and says what it saw last.
 #![forbid(unsafe_code)]
 
+pub mod conformance;
+mod redis;
+
+pub use redis::RedisServer;
+
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use bytes::{Buf, BytesMut};
@@ -25,14 +30,29 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// The API key every test gateway accepts.
 pub const API_KEY: &str = "test-key-1";
 
-/// A gateway serving on `127.0.0.1` on a free port, with the in-memory store.
+/// A gateway serving on `127.0.0.1` on a free port, with the in-memory store. It derefs
+/// to a [`Client`] of itself.
 pub struct TestGateway {
-    /// Where it listens.
-    pub addr: SocketAddr,
+    client: Client,
     /// Its engine, for looking at state directly.
     pub gateway: Gateway<MemoryStore>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
+}
+
+impl std::ops::Deref for TestGateway {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Speaks raw HTTP to a gateway at `addr`, in-process or another process.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    /// Where the gateway listens.
+    pub addr: SocketAddr,
 }
 
 impl TestGateway {
@@ -77,13 +97,26 @@ impl TestGateway {
             },
         ));
         Self {
-            addr,
+            client: Client { addr },
             gateway,
             shutdown: Some(shutdown),
             server,
         }
     }
 
+    /// Sends the shutdown signal and waits for the drain to finish.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        tokio::time::timeout(TIMEOUT * 2, &mut self.server)
+            .await
+            .expect("drain within the timeout")
+            .expect("server task")
+    }
+}
+
+impl Client {
     /// Sends raw request bytes on a new connection and reads the whole response.
     pub async fn raw(&self, request: &[u8]) -> Response {
         let mut stream = TcpStream::connect(self.addr).await.expect("connect");
@@ -131,17 +164,6 @@ impl TestGateway {
             "the first block carries retry: {hello:?}"
         );
         sse
-    }
-
-    /// Sends the shutdown signal and waits for the drain to finish.
-    pub async fn shutdown(mut self) -> std::io::Result<()> {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        tokio::time::timeout(TIMEOUT * 2, &mut self.server)
-            .await
-            .expect("drain within the timeout")
-            .expect("server task")
     }
 }
 
@@ -448,7 +470,7 @@ pub struct Ws {
     socket: fastwebsockets::WebSocket<TcpStream>,
 }
 
-impl TestGateway {
+impl Client {
     /// Opens a WebSocket at `path` with extra header lines; panics unless it upgrades.
     pub async fn ws(&self, path: &str, headers: &[&str]) -> Ws {
         match self.ws_handshake(path, headers).await {

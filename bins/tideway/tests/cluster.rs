@@ -1,0 +1,246 @@
+//! The cluster for real: a `redis-server` and several `tideway` processes on local ports.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tideway_test_util::{API_KEY, Client, RedisServer, TIMEOUT, wait_until};
+
+/// One `tideway` process of the cluster.
+struct Node {
+    child: Child,
+    client: Client,
+}
+
+impl Node {
+    fn start(id: &str, redis: &RedisServer) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
+            .args([
+                "--listen",
+                &addr,
+                "--adapter",
+                "redis",
+                "--redis-url",
+                &redis.url(),
+            ])
+            .args([
+                "--node-id",
+                id,
+                "--node-ttl",
+                "2s",
+                "--advertise-host",
+                "127.0.0.1",
+            ])
+            .args(["--api-keys", API_KEY])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start tideway");
+        let deadline = Instant::now() + TIMEOUT;
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            client: Client {
+                addr: addr.parse().expect("an address"),
+            },
+        }
+    }
+
+    /// `kill -9`: no drain, no goodbye to Redis.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn total(client: &Client, path: &str) -> u64 {
+    client.admin(path).await.json()["total"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test]
+async fn a_publish_on_one_node_reaches_subscribers_on_the_others_exactly_once() {
+    let redis = RedisServer::start();
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| Node::start(id, &redis))
+        .collect();
+    let (n1, n2, n3) = (&nodes[0].client, &nodes[1].client, &nodes[2].client);
+    let mut on_2 = n2.subscribe("/v1/stream?topic=orders", &[]).await;
+    let mut on_3 = n3.subscribe("/v1/stream?topic=orders", &[]).await;
+    let mut ws_3 = n3.ws("/v1/ws?topic=orders", &[]).await;
+
+    for n in 0..50 {
+        let reply = n1
+            .publish("orders", &format!("o{n}"), &format!("order {n}"))
+            .await;
+        assert_eq!(reply.status, 202, "{}", reply.text());
+    }
+    n1.publish("orders", "end", "sentinel").await;
+    for sse in [&mut on_2, &mut on_3] {
+        for n in 0..50 {
+            let event = sse.next_event().await.expect("an event");
+            assert_eq!(event.id, Some(format!("o{n}")), "each once, in order");
+            assert_eq!(event.data, Some(format!("order {n}")));
+        }
+        assert_eq!(
+            sse.next_event().await.expect("the sentinel").id.as_deref(),
+            Some("end"),
+            "no duplicates"
+        );
+    }
+    for n in 0..50 {
+        assert_eq!(ws_3.next_json().await["id"], format!("o{n}"));
+    }
+
+    // Every node answers the admin API from the shared state.
+    for client in [n1, n2, n3] {
+        assert_eq!(total(client, "/v1/admin/connections").await, 3);
+        let topics = client.admin("/v1/admin/topics").await.json();
+        assert_eq!(topics["items"][0]["connections"], 3);
+        assert_eq!(topics["items"][0]["events"], 51);
+        let nodes = client.admin("/v1/admin/nodes").await.json();
+        let ids: Vec<&str> = nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 3, "{nodes}");
+        let tail = client
+            .admin("/v1/admin/topics/orders/tail?limit=1")
+            .await
+            .json();
+        assert_eq!(tail["items"][0]["id"], "end");
+    }
+    // A topic live nowhere in the cluster is dropped on any node, body unread.
+    assert_eq!(
+        n2.publish("nobody", "x", "lost").await.json()["status"],
+        "dropped"
+    );
+
+    // A client that moves to another node resumes where it left off.
+    drop(on_2);
+    n1.publish("orders", "while-away", "x").await;
+    let mut moved = n1
+        .subscribe("/v1/stream?topic=orders", &["last-event-id: end"])
+        .await;
+    assert_eq!(
+        moved.next_event().await.unwrap().id.as_deref(),
+        Some("while-away")
+    );
+}
+
+#[tokio::test]
+async fn a_killed_node_leaves_the_shared_state_within_seconds() {
+    let redis = RedisServer::start();
+    let survivor = Node::start("survivor", &redis);
+    let mut doomed = Node::start("doomed", &redis);
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(
+            doomed
+                .client
+                .subscribe("/v1/stream?topic=fragile", &[])
+                .await,
+        );
+    }
+    assert_eq!(total(&survivor.client, "/v1/admin/connections").await, 3);
+    doomed.kill();
+    // With --node-ttl 2s this takes 2-3 s; the wait gives up after TIMEOUT (10 s).
+    wait_until(
+        "the dead node's connections and topics to leave the shared state",
+        || async {
+            let connections = total(&survivor.client, "/v1/admin/connections").await;
+            let topics = total(&survivor.client, "/v1/admin/topics").await;
+            let nodes = survivor.client.admin("/v1/admin/nodes").await.json()["items"]
+                .as_array()
+                .map_or(0, Vec::len);
+            if (connections, topics, nodes) == (0, 0, 1) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{connections} connections, {topics} topics, {nodes} nodes"
+                ))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        survivor.client.publish("fragile", "x", "y").await.json()["status"],
+        "dropped"
+    );
+    drop(streams);
+}
+
+#[tokio::test]
+async fn delivery_comes_back_by_itself_after_redis_restarts() {
+    let mut redis = RedisServer::start();
+    let publisher = Node::start("p", &redis);
+    let holder = Node::start("h", &redis);
+    let mut sse = holder
+        .client
+        .subscribe("/v1/stream?topic=steady", &[])
+        .await;
+    assert_eq!(
+        publisher
+            .client
+            .publish("steady", "before", "x")
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        sse.next_event().await.unwrap().id.as_deref(),
+        Some("before")
+    );
+
+    redis.stop();
+    wait_until("/readyz to report the outage", || async {
+        match publisher.client.get("/readyz", &[]).await.status {
+            503 => Ok(()),
+            other => Err(format!("status {other}")),
+        }
+    })
+    .await;
+    let refused = publisher.client.publish("steady", "during", "x").await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (503, "store_unavailable")
+    );
+
+    redis.restart();
+    wait_until(
+        "the holder to register again and the publish to be accepted",
+        || async {
+            let reply = publisher.client.publish("steady", "after", "x").await;
+            match reply.status {
+                202 => Ok(()),
+                _ => Err(reply.text()),
+            }
+        },
+    )
+    .await;
+    assert_eq!(sse.next_event().await.unwrap().id.as_deref(), Some("after"));
+    assert_eq!(publisher.client.get("/readyz", &[]).await.status, 200);
+    assert_eq!(total(&publisher.client, "/v1/admin/connections").await, 1);
+}

@@ -1,0 +1,342 @@
+//! One conformance suite for the store trait: every store must pass each check.
+//!
+//! A store crate runs it with [`conformance_tests!`](crate::conformance_tests), giving an
+//! async function that makes a fresh, empty store from [`Settings`]. Checks go through a
+//! real [`Gateway`] where delivery matters (the inbox is the gateway's), and call the
+//! store directly for its indexes.
+
+use std::{sync::Arc, time::Duration};
+
+use tideway_core::{
+    ConnectionId, ConnectionRecord, CoreConfig, Event, Gateway, Next, NodeRecord, Page, Route,
+    Store, Subscribe, Subscription, Transport, unix_millis,
+};
+use tideway_protocol::{EventData, EventId, TopicList, TopicName};
+
+use crate::{TIMEOUT, wait_until};
+
+/// What a check asks of the store it is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Events kept per topic.
+    pub history: usize,
+    /// Grace of a topic after its last connection leaves.
+    pub topic_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            history: 100,
+            topic_grace: Duration::ZERO,
+        }
+    }
+}
+
+fn list(text: &str) -> TopicList {
+    TopicList::parse(text.as_bytes(), 64).expect("valid topics")
+}
+
+fn name(text: &str) -> TopicName {
+    TopicName::parse(text).expect("a valid topic")
+}
+
+fn node(id: &str) -> NodeRecord {
+    NodeRecord {
+        id: id.into(),
+        hostname: "conformance".into(),
+        advertise_host: "127.0.0.1".into(),
+        started_at: unix_millis(),
+        connections: 0,
+    }
+}
+
+fn record(n: u64, topics: &str) -> ConnectionRecord {
+    ConnectionRecord {
+        id: ConnectionId::new("n1", n),
+        node: "n1".into(),
+        topics: list(topics),
+        label: Some(format!("c{n}")),
+        transport: Transport::Sse,
+        remote: None,
+        connected_at: unix_millis(),
+    }
+}
+
+fn event(id: &str) -> Arc<Event> {
+    Arc::new(Event {
+        id: EventId::parse(id.as_bytes()).expect("valid id"),
+        event_type: None,
+        data: EventData::parse(format!("data of {id}\nsecond line").into()).expect("utf-8"),
+        published_at: unix_millis(),
+    })
+}
+
+const PAGE: Page = Page {
+    page: 1,
+    page_size: 100,
+};
+
+/// A topic is live from its first join to its last leave, and then gone from every index.
+pub async fn join_and_leave<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let store = gateway.store();
+    let (a, b) = (record(1, "t"), record(2, "t"));
+    for c in [&a, &b] {
+        store.add_connection(c).await.expect("add");
+        store.join(&name("t"), c).await.expect("join");
+    }
+    assert_eq!(
+        store.live(&list("t,other")).await.expect("live"),
+        [name("t")]
+    );
+    let topics = store.topics(PAGE).await.expect("topics");
+    assert_eq!((topics.total, topics.items[0].connections), (1, 2));
+    store.leave(&name("t"), &a).await.expect("leave");
+    assert_eq!(
+        store.live(&list("t")).await.expect("live").len(),
+        1,
+        "one left"
+    );
+    store.leave(&name("t"), &b).await.expect("leave");
+    store.remove_connection(&a.id).await.expect("remove");
+    store.remove_connection(&b.id).await.expect("remove");
+    assert!(store.live(&list("t")).await.expect("live").is_empty());
+    assert_eq!(store.topics(PAGE).await.expect("topics").total, 0);
+    assert_eq!(store.connections(PAGE).await.expect("connections").total, 0);
+    assert!(store.tail(&name("t"), 10).await.expect("tail").is_none());
+}
+
+/// Connections page in arrival order, with the total.
+pub async fn connections_page_in_arrival_order<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let store = gateway.store();
+    for n in 1..=5 {
+        store.add_connection(&record(n, "t")).await.expect("add");
+    }
+    let page = |page, page_size| Page { page, page_size };
+    let first = store.connections(page(1, 2)).await.expect("page 1");
+    let labels: Vec<_> = first
+        .items
+        .iter()
+        .map(|c| c.label.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        (labels, first.total),
+        (vec!["c1".to_owned(), "c2".to_owned()], 5)
+    );
+    let last = store.connections(page(3, 2)).await.expect("page 3");
+    assert_eq!(last.items.len(), 1);
+    assert_eq!(last.items[0].label.as_deref(), Some("c5"));
+    assert_eq!(last.items[0].topics, list("t"));
+    store
+        .remove_connection(&ConnectionId::new("n1", 3))
+        .await
+        .expect("remove");
+    assert_eq!(store.connections(page(1, 10)).await.expect("all").total, 4);
+    assert_eq!(store.nodes().await.expect("nodes")[0].id.as_ref(), "n1");
+}
+
+/// Appends deliver to subscribers in position order; one publish to several topics has
+/// one position; history keeps the last `history` events, oldest first.
+pub async fn append_delivers_and_keeps_history<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let mut both = subscribe(&gateway, "a,b", None).await;
+    let first = gateway
+        .store()
+        .append(&list("a,b,dead"), &event("1"))
+        .await
+        .expect("append");
+    assert_eq!(
+        first
+            .iter()
+            .map(|e| (e.topic.as_str(), e.seq))
+            .collect::<Vec<_>>(),
+        [("a", 1), ("b", 1)]
+    );
+    assert_eq!(
+        first[0].position, first[1].position,
+        "one position per publish"
+    );
+    let second = gateway
+        .store()
+        .append(&list("b"), &event("2"))
+        .await
+        .expect("append");
+    assert!(second[0].position > first[0].position);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next(&mut both).await);
+    }
+    assert_eq!(seen, ["a:1", "b:1", "b:2"]);
+    for n in 3..=120 {
+        gateway
+            .store()
+            .append(&list("a"), &event(&n.to_string()))
+            .await
+            .expect("append");
+    }
+    let tail = gateway
+        .store()
+        .tail(&name("a"), 1000)
+        .await
+        .expect("tail")
+        .expect("live");
+    assert_eq!(tail.len(), 100, "history keeps 100");
+    assert_eq!(tail.last().map(|e| e.event.id.as_str()), Some("120"));
+    assert_eq!(
+        tail.last().map(|e| e.event.data.as_str()),
+        Some("data of 120\nsecond line")
+    );
+    let short = gateway
+        .store()
+        .tail(&name("a"), 2)
+        .await
+        .expect("tail")
+        .expect("live");
+    assert_eq!(
+        short
+            .iter()
+            .map(|e| e.event.id.as_str())
+            .collect::<Vec<_>>(),
+        ["119", "120"]
+    );
+}
+
+/// Resume through the gateway: everything after the id, across topics, exactly once.
+pub async fn resume_after_an_id<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let _keeper = subscribe(&gateway, "a,b", None).await;
+    for (topics, id) in [("a", "1"), ("b", "2"), ("a", "3"), ("a,b", "4")] {
+        publish(&gateway, topics, id).await;
+    }
+    let mut again = subscribe(&gateway, "a,b", Some("2")).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next(&mut again).await);
+    }
+    assert_eq!(seen, ["a:3", "a:4", "b:4"]);
+    publish(&gateway, "b", "5").await;
+    assert_eq!(next(&mut again).await, "b:5");
+}
+
+/// A topic within its grace stays live and keeps its history; after it, it is gone.
+pub async fn grace_keeps_a_topic_for_a_while<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let store = gateway.store();
+    let c = record(1, "g");
+    store.join(&name("g"), &c).await.expect("join");
+    store
+        .append(&list("g"), &event("kept"))
+        .await
+        .expect("append");
+    store.leave(&name("g"), &c).await.expect("leave");
+    assert_eq!(
+        store.live(&list("g")).await.expect("live").len(),
+        1,
+        "live within the grace"
+    );
+    let tail = store
+        .tail(&name("g"), 10)
+        .await
+        .expect("tail")
+        .expect("still live");
+    assert_eq!(tail[0].event.id.as_str(), "kept");
+    wait_until("the grace to run out", || async {
+        match store.live(&list("g")).await {
+            Ok(live) if live.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(store.tail(&name("g"), 10).await.expect("tail").is_none());
+}
+
+async fn subscribe<S: Store>(
+    gateway: &Gateway<S>,
+    topics: &str,
+    last: Option<&str>,
+) -> Subscription<S> {
+    gateway
+        .subscribe(Subscribe {
+            topics: list(topics),
+            label: None,
+            transport: Transport::Sse,
+            remote: None,
+            last_event_id: last.map(|id| EventId::parse(id.as_bytes()).expect("valid id")),
+        })
+        .await
+        .expect("subscribe")
+}
+
+async fn publish<S: Store>(gateway: &Gateway<S>, topics: &str, id: &str) {
+    let id = EventId::parse(id.as_bytes()).expect("valid id");
+    let Route::Live(live) = gateway.route(&list(topics), &id).await.expect("route") else {
+        panic!("{topics} is live");
+    };
+    let data = EventData::parse("x".into()).expect("utf-8");
+    let event = Event {
+        id,
+        event_type: None,
+        data,
+        published_at: unix_millis(),
+    };
+    gateway.publish(live, event).await.expect("publish");
+}
+
+async fn next<S: Store>(subscription: &mut Subscription<S>) -> String {
+    match tokio::time::timeout(TIMEOUT, subscription.next())
+        .await
+        .expect("an event in time")
+    {
+        Next::Event(event) => format!("{}:{}", event.topic, event.event.id),
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Runs every conformance check as its own test. `$make` is an async fn taking
+/// [`Settings`] and returning a fresh, empty store and a guard to keep until the end.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:path) => {
+        #[tokio::test]
+        async fn conformance_join_and_leave() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::join_and_leave(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_connections_page_in_arrival_order() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::connections_page_in_arrival_order(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_append_delivers_and_keeps_history() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::append_delivers_and_keeps_history(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_resume_after_an_id() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::resume_after_an_id(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_grace_keeps_a_topic_for_a_while() {
+            let settings = $crate::conformance::Settings {
+                topic_grace: ::std::time::Duration::from_millis(300),
+                ..$crate::conformance::Settings::default()
+            };
+            let (store, _guard) = $make(settings).await;
+            $crate::conformance::grace_keeps_a_topic_for_a_while(store).await;
+        }
+    };
+}
