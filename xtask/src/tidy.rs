@@ -30,6 +30,11 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "a store knows core and protocol, not the transport",
     ),
     (
+        "tideway-store-do",
+        &["hyper", "tideway-http", "fred", "tideway-store-memory"],
+        "a store knows core and protocol, not the transport or another store",
+    ),
+    (
         "tideway-store-redis",
         &["hyper", "tideway-http", "tideway-store-memory"],
         "a store knows core and protocol, not the transport or another store",

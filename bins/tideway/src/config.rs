@@ -18,7 +18,8 @@ pub(crate) struct Args {
     pub(crate) api_keys: Option<String>,
 
     /// Where shared state lives: `memory` keeps it in this process (one node); `redis`
-    /// shares it with every node using the same Redis.
+    /// shares it with every node using the same Redis; `do` emulates Durable Objects in
+    /// this process.
     #[arg(long, env = "TIDEWAY_ADAPTER", value_enum, default_value = "memory")]
     pub(crate) adapter: Adapter,
 
@@ -120,6 +121,8 @@ pub(crate) enum Adapter {
     Memory,
     /// In Redis, shared by every node that uses it.
     Redis,
+    /// In emulated Durable Objects in this process: one node, the Cloudflare model.
+    Do,
 }
 
 /// Log line format.
@@ -323,11 +326,12 @@ mod tests {
 
                   --adapter <ADAPTER>
                       Where shared state lives: `memory` keeps it in this process (one node); `redis` shares it
-                      with every node using the same Redis
+                      with every node using the same Redis; `do` emulates Durable Objects in this process
 
                       Possible values:
                       - memory: In this process: one node, nothing else to run
                       - redis:  In Redis, shared by every node that uses it
+                      - do:     In emulated Durable Objects in this process: one node, the Cloudflare model
 
                       [env: TIDEWAY_ADAPTER=]
                       [default: memory]

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tideway_core::{CoreConfig, Gateway, NodeRecord, Store, unix_millis};
 use tideway_http::{ApiKeys, CorsOrigins, HttpConfig};
+use tideway_store_do::{DoConfig, DoStore};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
 use tideway_store_redis::{RedisConfig, RedisStore};
 use tokio::net::TcpListener;
@@ -72,6 +73,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     match args.adapter {
         Adapter::Memory => {
             let store = MemoryStore::new(MemoryConfig {
+                history: args.history,
+                topic_grace: args.topic_grace.0,
+            });
+            serve_on(store, node, core, http, listener).await?;
+        }
+        Adapter::Do => {
+            let store = DoStore::new(DoConfig {
                 history: args.history,
                 topic_grace: args.topic_grace.0,
             });

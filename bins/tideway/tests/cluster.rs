@@ -15,6 +15,21 @@ struct Node {
 
 impl Node {
     fn start(id: &str, redis: &RedisServer) -> Self {
+        let url = redis.url();
+        let args = [
+            "--adapter",
+            "redis",
+            "--redis-url",
+            &url,
+            "--node-id",
+            id,
+            "--node-ttl",
+            "2s",
+        ];
+        Self::with_args(&args)
+    }
+
+    fn with_args(args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -24,21 +39,14 @@ impl Node {
             .args([
                 "--listen",
                 &addr,
-                "--adapter",
-                "redis",
-                "--redis-url",
-                &redis.url(),
-            ])
-            .args([
-                "--node-id",
-                id,
-                "--node-ttl",
-                "2s",
                 "--advertise-host",
                 "127.0.0.1",
+                "--api-keys",
+                API_KEY,
             ])
-            .args(["--api-keys", API_KEY])
-            .env("RUST_LOG", "warn")
+            .args(args)
+            // Errors only: the outages these tests cause on purpose log warnings.
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()
             .expect("start tideway");
@@ -46,7 +54,7 @@ impl Node {
         while std::net::TcpStream::connect(&addr).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "node {id} did not listen on {addr}"
+                "tideway {args:?} did not listen on {addr}"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -243,4 +251,49 @@ async fn delivery_comes_back_by_itself_after_redis_restarts() {
     assert_eq!(sse.next_event().await.unwrap().id.as_deref(), Some("after"));
     assert_eq!(publisher.client.get("/readyz", &[]).await.status, 200);
     assert_eq!(total(&publisher.client, "/v1/admin/connections").await, 1);
+}
+
+#[tokio::test]
+async fn every_adapter_serves_the_same_contract() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let adapters: [&[&str]; 3] = [
+        &["--adapter", "memory"],
+        &["--adapter", "do"],
+        &["--adapter", "redis", "--redis-url", &url],
+    ];
+    for args in adapters {
+        let node = Node::with_args(args);
+        let client = node.client;
+        let mut sse = client.subscribe("/v1/stream?topic=a,b", &[]).await;
+        let mut ws = client.ws("/v1/ws?topic=b", &[]).await;
+        assert_eq!(
+            client.publish("a,b", "1", "one").await.status,
+            202,
+            "{args:?}"
+        );
+        assert_eq!(
+            client.publish("nobody", "2", "x").await.json()["status"],
+            "dropped"
+        );
+        let first = sse.next_event().await.expect("an event");
+        let second = sse.next_event().await.expect("an event");
+        assert_eq!(
+            (first.field("topic"), second.field("topic")),
+            (Some("a"), Some("b")),
+            "{args:?}"
+        );
+        assert_eq!(ws.next_json().await["data"], "one", "{args:?}");
+        assert_eq!(total(&client, "/v1/admin/connections").await, 2, "{args:?}");
+        assert_eq!(total(&client, "/v1/admin/topics").await, 2, "{args:?}");
+        let tail = client.admin("/v1/admin/topics/a/tail").await.json();
+        assert_eq!(tail["items"][0]["data"], "one", "{args:?}");
+        let mut resumed = client
+            .subscribe("/v1/stream?topic=a", &["last-event-id: 0"])
+            .await;
+        assert_eq!(
+            resumed.next_event().await.unwrap().event.as_deref(),
+            Some("tideway.gap")
+        );
+    }
 }

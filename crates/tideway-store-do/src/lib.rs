@@ -1,0 +1,412 @@
+//! Tideway's Durable-Object emulation store (`--adapter do`): the store trait's objects as
+//! named, single-threaded objects in this process, so the gateway logic written against
+//! them could move to Cloudflare Durable Objects unchanged.
+//!
+//! - One **topic object** per topic name (a [`Namespace`] of them): its connections, its
+//!   bounded history, its sequence, its grace. It delivers its events to the node's inbox
+//!   itself, as a Durable Object holding WebSockets would.
+//! - One **directory object**: nodes, connections in arrival order, and the index of live
+//!   topic names (a Durable Object cannot list its siblings, so the directory keeps one).
+//! - One **sequencer object**: gives each publish its position and hands it to each topic
+//!   object in turn, so every topic and every inbox sees publishes in position order.
+//!
+//! How each maps to Cloudflare is in `docs/durable-objects.md`.
+#![forbid(unsafe_code)]
+
+mod object;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use tideway_core::{
+    ConnectionId, ConnectionRecord, Event, Inbox, NodeRecord, Page, Paged, Store, StoreError,
+    TopicEvent, TopicRecord, unix_millis,
+};
+use tideway_protocol::{TopicList, TopicName};
+use tokio::time::Instant;
+
+use crate::object::{Gone, Namespace, ObjectState};
+
+/// Settings of the emulation. Defaults are the ones `tideway --help` prints.
+#[derive(Debug, Clone)]
+pub struct DoConfig {
+    /// Events kept per topic for resume and tail.
+    pub history: usize,
+    /// How long a topic whose last connection left still counts as live.
+    pub topic_grace: Duration,
+}
+
+impl Default for DoConfig {
+    fn default() -> Self {
+        Self {
+            history: 1000,
+            topic_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// The emulation store. Cloning bumps a reference count.
+#[derive(Clone)]
+pub struct DoStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: DoConfig,
+    inbox: Arc<OnceLock<Inbox>>,
+    topics: Namespace<TopicState>,
+    directory: Namespace<DirectoryState>,
+    /// The sequencer object: its one message, `append`, awaits the topic objects while
+    /// it holds the position, so publishes reach them one after another.
+    sequencer: tokio::sync::Mutex<u64>,
+}
+
+/// The directory is the one object of its namespace.
+const DIRECTORY: &str = "directory";
+
+#[derive(Default)]
+struct TopicState {
+    connections: HashSet<ConnectionId>,
+    history: VecDeque<Arc<TopicEvent>>,
+    seq: u64,
+    events: u64,
+    created_at: u64,
+    last_event_at: Option<u64>,
+    /// When the grace of a topic without connections ends.
+    orphaned_until: Option<Instant>,
+}
+
+impl TopicState {
+    fn live(&mut self) -> bool {
+        if !self.connections.is_empty() {
+            return true;
+        }
+        match self.orphaned_until {
+            Some(until) if Instant::now() < until => true,
+            _ => {
+                *self = Self::default();
+                false
+            }
+        }
+    }
+}
+
+impl ObjectState for TopicState {
+    fn is_empty(&self) -> bool {
+        self.connections.is_empty() && self.orphaned_until.is_none()
+    }
+}
+
+#[derive(Default)]
+struct DirectoryState {
+    nodes: BTreeMap<Arc<str>, NodeRecord>,
+    connections: BTreeMap<u64, ConnectionRecord>,
+    arrivals: HashMap<ConnectionId, u64>,
+    next_arrival: u64,
+    topics: BTreeSet<TopicName>,
+}
+
+impl ObjectState for DirectoryState {
+    fn is_empty(&self) -> bool {
+        // The directory lives as long as the store.
+        false
+    }
+}
+
+fn gone(_: Gone) -> StoreError {
+    StoreError::Unavailable("an object of the emulation stopped".into())
+}
+
+impl DoStore {
+    /// An empty store.
+    pub fn new(config: DoConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                inbox: Arc::new(OnceLock::new()),
+                topics: Namespace::default(),
+                directory: Namespace::default(),
+                sequencer: tokio::sync::Mutex::new(0),
+            }),
+        }
+    }
+
+    async fn directory<R: Send + 'static>(
+        &self,
+        message: impl FnOnce(&mut DirectoryState) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.shared
+            .directory
+            .call(DIRECTORY, message)
+            .await
+            .map_err(gone)
+    }
+
+    /// Tells the directory whether a topic is in its index.
+    async fn index(&self, topic: &TopicName, live: bool) -> Result<(), StoreError> {
+        let topic = topic.clone();
+        self.directory(move |d| {
+            if live {
+                d.topics.insert(topic);
+            } else {
+                d.topics.remove(&topic);
+            }
+        })
+        .await
+    }
+}
+
+impl Default for DoStore {
+    fn default() -> Self {
+        Self::new(DoConfig::default())
+    }
+}
+
+impl Store for DoStore {
+    fn attach(&self, inbox: Inbox) {
+        // The first attach wins; a second would be a programming error of the caller.
+        let _ = self.shared.inbox.set(inbox);
+    }
+
+    async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        let node = node.clone();
+        self.directory(move |d| {
+            d.nodes.insert(node.id.clone(), node);
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.directory(|d| {
+            d.nodes
+                .values()
+                .map(|node| NodeRecord {
+                    connections: d.connections.values().filter(|c| c.node == node.id).count(),
+                    ..node.clone()
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
+        let connection = connection.clone();
+        self.directory(move |d| {
+            d.next_arrival += 1;
+            d.arrivals.insert(connection.id.clone(), d.next_arrival);
+            d.connections.insert(d.next_arrival, connection);
+        })
+        .await
+    }
+
+    async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.directory(move |d| {
+            if let Some(arrival) = d.arrivals.remove(&id) {
+                d.connections.remove(&arrival);
+            }
+        })
+        .await
+    }
+
+    async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
+        self.directory(move |d| {
+            let skip = page.page.saturating_sub(1).saturating_mul(page.page_size);
+            Paged {
+                items: d
+                    .connections
+                    .values()
+                    .skip(skip)
+                    .take(page.page_size)
+                    .cloned()
+                    .collect(),
+                page: page.page,
+                page_size: page.page_size,
+                total: d.connections.len(),
+            }
+        })
+        .await
+    }
+
+    async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, StoreError> {
+        let names: Vec<TopicName> = self
+            .directory(|d| d.topics.iter().cloned().collect())
+            .await?;
+        let mut records = Vec::new();
+        let mut expired = Vec::new();
+        for name in &names {
+            let topic = name.clone();
+            let record = self
+                .shared
+                .topics
+                .call_existing(name.as_str(), move |t| {
+                    if !t.live() {
+                        return None;
+                    }
+                    Some(TopicRecord {
+                        name: topic,
+                        connections: t.connections.len(),
+                        events: t.events,
+                        created_at: t.created_at,
+                        last_event_at: t.last_event_at,
+                    })
+                })
+                .await
+                .map_err(gone)?
+                .flatten();
+            match record {
+                Some(record) => records.push(record),
+                None => expired.push(name.clone()),
+            }
+        }
+        for name in &expired {
+            self.index(name, false).await?;
+        }
+        Ok(Paged {
+            items: page.slice(&records),
+            page: page.page,
+            page_size: page.page_size,
+            total: records.len(),
+        })
+    }
+
+    async fn join(
+        &self,
+        topic: &TopicName,
+        connection: &ConnectionRecord,
+    ) -> Result<(), StoreError> {
+        let id = connection.id.clone();
+        let created = self
+            .shared
+            .topics
+            .call(topic.as_str(), move |t| {
+                let created = !t.live();
+                if created {
+                    t.created_at = unix_millis();
+                }
+                t.orphaned_until = None;
+                t.connections.insert(id);
+                created
+            })
+            .await
+            .map_err(gone)?;
+        if created {
+            self.index(topic, true).await?;
+        }
+        Ok(())
+    }
+
+    async fn leave(
+        &self,
+        topic: &TopicName,
+        connection: &ConnectionRecord,
+    ) -> Result<(), StoreError> {
+        let id = connection.id.clone();
+        let grace = self.shared.config.topic_grace;
+        let removed = self
+            .shared
+            .topics
+            .call_existing(topic.as_str(), move |t| {
+                t.connections.remove(&id);
+                if !t.connections.is_empty() {
+                    return false;
+                }
+                if grace.is_zero() {
+                    *t = TopicState::default();
+                    true
+                } else {
+                    t.orphaned_until.get_or_insert(Instant::now() + grace);
+                    false
+                }
+            })
+            .await
+            .map_err(gone)?
+            .unwrap_or(false);
+        if removed {
+            self.index(topic, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn live(&self, topics: &TopicList) -> Result<Vec<TopicName>, StoreError> {
+        let mut live = Vec::new();
+        for topic in topics {
+            let answer = self
+                .shared
+                .topics
+                .call_existing(topic.as_str(), TopicState::live)
+                .await;
+            if answer.map_err(gone)? == Some(true) {
+                live.push(topic.clone());
+            }
+        }
+        Ok(live)
+    }
+
+    async fn append(
+        &self,
+        topics: &TopicList,
+        event: &Arc<Event>,
+    ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
+        let mut position = self.shared.sequencer.lock().await;
+        *position += 1;
+        let mut appended = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let (name, event, at) = (topic.clone(), event.clone(), *position);
+            let (history, inbox) = (self.shared.config.history, self.shared.inbox.clone());
+            let delivered = self
+                .shared
+                .topics
+                .call_existing(topic.as_str(), move |t| {
+                    if !t.live() {
+                        return None;
+                    }
+                    t.seq += 1;
+                    t.events += 1;
+                    t.last_event_at = Some(event.published_at);
+                    let delivered = Arc::new(TopicEvent::new(name, t.seq, at, event));
+                    if history > 0 {
+                        if t.history.len() == history {
+                            t.history.pop_front();
+                        }
+                        t.history.push_back(delivered.clone());
+                    }
+                    if let Some(inbox) = inbox.get() {
+                        inbox.deliver(&delivered);
+                    }
+                    Some(delivered)
+                })
+                .await
+                .map_err(gone)?
+                .flatten();
+            appended.extend(delivered);
+        }
+        Ok(appended)
+    }
+
+    async fn tail(
+        &self,
+        topic: &TopicName,
+        limit: usize,
+    ) -> Result<Option<Vec<Arc<TopicEvent>>>, StoreError> {
+        let tail = self
+            .shared
+            .topics
+            .call_existing(topic.as_str(), move |t| {
+                t.live().then(|| {
+                    let skip = t.history.len().saturating_sub(limit);
+                    t.history.iter().skip(skip).cloned().collect()
+                })
+            })
+            .await
+            .map_err(gone)?;
+        Ok(tail.flatten())
+    }
+
+    async fn ready(&self) -> bool {
+        true
+    }
+}
