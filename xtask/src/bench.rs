@@ -77,12 +77,25 @@ fn micro(root: &Path) -> Result<String, String> {
     Ok(format!("{date}-{commit}"))
 }
 
-/// Whole-gateway scenarios: (name, gateway flags, load arguments).
-const SCENARIOS: &[(&str, &[&str], &[&str])] = &[
-    (
-        "stalled",
-        &["--write-timeout", "5s"],
-        &[
+/// A whole-gateway scenario: the gateways it starts and what `tideway-load` does.
+///
+/// In arguments, `{redis}` becomes the scenario's Redis URL and `{addrN}` / `{pidN}` the
+/// address and process id of gateway N.
+struct Scenario {
+    name: &'static str,
+    redis: bool,
+    gateways: &'static [&'static [&'static str]],
+    load: &'static [&'static str],
+}
+
+const REDIS: &[&str] = &["--adapter", "redis", "--redis-url", "{redis}"];
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "stalled",
+        redis: false,
+        gateways: &[&["--write-timeout", "5s"]],
+        load: &[
             "stalled",
             "--connections",
             "1000",
@@ -91,9 +104,64 @@ const SCENARIOS: &[(&str, &[&str], &[&str])] = &[
             "--body",
             "1024",
         ],
-    ),
-    ("drain", &[], &["drain", "--connections", "1000"]),
+    },
+    Scenario {
+        name: "drain",
+        redis: false,
+        gateways: &[&[]],
+        load: &["drain", "--connections", "1000"],
+    },
+    Scenario {
+        name: "latency-memory",
+        redis: false,
+        gateways: &[&[]],
+        load: &["latency", "--events", "2000", "--body", "256"],
+    },
+    Scenario {
+        name: "latency-redis-same-node",
+        redis: true,
+        gateways: &[REDIS],
+        load: &["latency", "--events", "2000", "--body", "256"],
+    },
+    Scenario {
+        name: "latency-redis-cross-node",
+        redis: true,
+        gateways: &[REDIS, REDIS],
+        load: &[
+            "latency",
+            "--events",
+            "2000",
+            "--body",
+            "256",
+            "--sub-addr",
+            "{addr1}",
+        ],
+    },
+    Scenario {
+        name: "drop-memory",
+        redis: false,
+        gateways: &[&[]],
+        load: &["drop", "--events", "20000", "--body", "1024"],
+    },
+    Scenario {
+        name: "drop-redis",
+        redis: true,
+        gateways: &[REDIS],
+        load: &["drop", "--events", "20000", "--body", "1024"],
+    },
 ];
+
+/// Kills the processes of a scenario, however it ends.
+struct Processes(Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
 
 fn scenarios(root: &Path, stem: &str) -> Result<(), String> {
     eprintln!("xtask: building release tideway and tideway-load");
@@ -115,45 +183,83 @@ fn scenarios(root: &Path, stem: &str) -> Result<(), String> {
     }
     let bin = root.join("target/release");
     let mut results = Vec::new();
-    for (name, flags, load) in SCENARIOS {
-        eprintln!("xtask: scenario {name}");
-        let port = free_port()?;
-        let addr = format!("127.0.0.1:{port}");
-        let mut gateway = Command::new(bin.join("tideway"))
-            .args(["--listen", &addr, "--api-keys", "bench-key"])
-            .args(*flags)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start tideway: {e}"))?;
-        wait_listening(&addr)?;
+    for scenario in SCENARIOS {
+        eprintln!("xtask: scenario {}", scenario.name);
+        let mut processes = Processes(Vec::new());
+        let mut vars: Vec<(String, String)> = Vec::new();
+        if scenario.redis {
+            let port = free_port()?;
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("start redis-server: {e}"))?;
+            processes.0.push(child);
+            wait_listening(&format!("127.0.0.1:{port}"))?;
+            vars.push(("{redis}".into(), format!("redis://127.0.0.1:{port}")));
+        }
+        for (n, flags) in scenario.gateways.iter().enumerate() {
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            let flags: Vec<String> = flags.iter().map(|f| substitute(f, &vars)).collect();
+            let child = Command::new(bin.join("tideway"))
+                .args([
+                    "--listen",
+                    &addr,
+                    "--api-keys",
+                    "bench-key",
+                    "--node-id",
+                    &format!("bench-{n}"),
+                ])
+                .args(&flags)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("start tideway: {e}"))?;
+            vars.push((format!("{{pid{n}}}"), child.id().to_string()));
+            processes.0.push(child);
+            wait_listening(&addr)?;
+            vars.push((format!("{{addr{n}}}"), addr));
+        }
+        let load: Vec<String> = scenario.load.iter().map(|a| substitute(a, &vars)).collect();
         let output = Command::new(bin.join("tideway-load"))
-            .args(*load)
+            .args(&load)
             .args([
                 "--addr",
-                &addr,
+                &substitute("{addr0}", &vars),
                 "--key",
                 "bench-key",
                 "--pid",
-                &gateway.id().to_string(),
+                &substitute("{pid0}", &vars),
             ])
             .output()
-            .map_err(|e| format!("run tideway-load: {e}"));
-        let _ = gateway.kill();
-        let _ = gateway.wait();
-        let output = output?;
+            .map_err(|e| format!("run tideway-load: {e}"))?;
+        drop(processes);
         if !output.status.success() {
             return Err(format!(
-                "scenario {name} failed: {}",
+                "scenario {} failed: {}",
+                scenario.name,
                 String::from_utf8_lossy(&output.stderr)
             ));
         }
         let value: Value = serde_json::from_slice(&output.stdout)
-            .map_err(|e| format!("scenario {name} printed no JSON ({e})"))?;
+            .map_err(|e| format!("scenario {} printed no JSON ({e})", scenario.name))?;
         eprintln!("xtask: {value}");
-        results.push(
-            json!({ "scenario": name, "gateway_flags": flags, "load_args": load, "result": value }),
-        );
+        results.push(json!({
+            "scenario": scenario.name,
+            "redis": scenario.redis,
+            "gateway_flags": scenario.gateways,
+            "load_args": scenario.load,
+            "result": value,
+        }));
     }
     let dir = root.join("benchmark-results");
     let report =
@@ -171,6 +277,12 @@ fn scenarios(root: &Path, stem: &str) -> Result<(), String> {
         md_path.display()
     );
     Ok(())
+}
+
+fn substitute(text: &str, vars: &[(String, String)]) -> String {
+    vars.iter().fold(text.to_owned(), |text, (name, value)| {
+        text.replace(name, value)
+    })
 }
 
 fn scenarios_summary(report: &Value) -> String {
@@ -243,6 +355,34 @@ fn scenarios_summary(report: &Value) -> String {
                     md,
                     "| until the process exited | {:.3} s |\n",
                     seconds(&r["seconds_until_exit"])
+                );
+            }
+            Some(name) if name.starts_with("latency") => {
+                let us = |v: &Value| v.as_f64().unwrap_or(0.0);
+                let l = &r["publish_to_receive_us"];
+                let _ = writeln!(
+                    md,
+                    "## {name}\n\n{} events of {} bytes, one at a time; publish→receive in µs.\n\n| p50 | p90 | p99 | max |\n|---:|---:|---:|---:|\n| {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                    r["events"],
+                    r["body_bytes"],
+                    us(&l["p50"]),
+                    us(&l["p90"]),
+                    us(&l["p99"]),
+                    us(&l["max"])
+                );
+            }
+            Some(name) if name.starts_with("drop") => {
+                let us = |v: &Value| v.as_f64().unwrap_or(0.0);
+                let l = &r["answer_us"];
+                let _ = writeln!(
+                    md,
+                    "## {name}\n\n{} publishes of {} bytes to a topic nobody follows, one at a time on one connection.\n\n| requests/s | answer p50 | p99 | dropped counted |\n|---:|---:|---:|---:|\n| {:.0} | {:.0} µs | {:.0} µs | {} |\n",
+                    r["events"],
+                    r["body_bytes"],
+                    us(&r["requests_per_second"]),
+                    us(&l["p50"]),
+                    us(&l["p99"]),
+                    r["dropped_counted"]
                 );
             }
             _ => {}

@@ -7,6 +7,11 @@
 //!   closed; whether the reader got every event.
 //! - `drain`: N open streams, then SIGTERM: time until every stream got `tideway.drain`
 //!   and until the process exited.
+//! - `latency`: one subscriber (on `--sub-addr`, default `--addr`), E publishes on
+//!   `--addr` one after another, each timed from before its request to its arrival:
+//!   p50, p90, p99 and max. With two nodes of a cluster, that is the cost of the hop.
+//! - `drop`: E publishes of `--body` bytes to a topic nobody follows, one after another
+//!   on one kept-alive connection: requests/s and the latency of each answer.
 
 use std::{
     net::SocketAddr,
@@ -23,6 +28,8 @@ use tokio::{
 /// Options shared by the scenarios, from `--name value` pairs.
 struct Options {
     addr: SocketAddr,
+    /// Where subscribers connect (`latency`); defaults to `addr`.
+    sub_addr: SocketAddr,
     key: String,
     pid: u32,
     connections: usize,
@@ -34,7 +41,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(scenario) = args.first().cloned() else {
         bail!(
-            "usage: tideway-load <stalled|drain> --addr HOST:PORT --key KEY --pid PID [--connections N] [--events N] [--body BYTES]"
+            "usage: tideway-load <stalled|drain|latency|drop> --addr HOST:PORT --key KEY --pid PID [--sub-addr HOST:PORT] [--connections N] [--events N] [--body BYTES]"
         );
     };
     let value = |name: &str| -> Option<String> {
@@ -43,11 +50,15 @@ fn main() -> anyhow::Result<()> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    let addr: SocketAddr = value("--addr")
+        .context("--addr")?
+        .parse()
+        .context("--addr HOST:PORT")?;
     let options = Options {
-        addr: value("--addr")
-            .context("--addr")?
-            .parse()
-            .context("--addr HOST:PORT")?,
+        addr,
+        sub_addr: value("--sub-addr")
+            .map_or(Ok(addr), |v| v.parse())
+            .context("--sub-addr")?,
         key: value("--key").unwrap_or_default(),
         pid: value("--pid").context("--pid")?.parse().context("--pid")?,
         connections: value("--connections")
@@ -67,6 +78,8 @@ fn main() -> anyhow::Result<()> {
         match scenario.as_str() {
             "stalled" => stalled(&options).await,
             "drain" => drain(&options).await,
+            "latency" => latency(&options).await,
+            "drop" => drop_path(&options).await,
             other => bail!("unknown scenario {other:?}"),
         }
     })?;
@@ -118,13 +131,7 @@ async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
     let body = "x".repeat(options.body);
     let publish_started = Instant::now();
     for n in 0..options.events {
-        let request = format!(
-            "POST /v1/publish HTTP/1.1\r\nhost: load\r\nauthorization: Bearer {}\r\nx-sse-topic: {topic}\r\nx-sse-id: e{n}\r\ncontent-length: {}\r\n\r\n{body}",
-            options.key,
-            body.len()
-        );
-        publisher.write_all(request.as_bytes()).await?;
-        let status = read_response(&mut publisher).await?;
+        let status = publish(&mut publisher, &options.key, topic, &format!("e{n}"), &body).await?;
         if status != 202 {
             bail!("publish {n} answered {status}");
         }
@@ -156,6 +163,106 @@ async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
         "bytes_per_idle_connection": per(rss_idle.saturating_sub(rss_start)),
         "bytes_per_stalled_connection": per(rss_stalled.saturating_sub(rss_start)),
     }))
+}
+
+async fn latency(options: &Options) -> anyhow::Result<serde_json::Value> {
+    let topic = "load-latency";
+    let mut subscriber = open_stream(options.sub_addr, topic, 0, 256 * 1024).await?;
+    wait_metric(options.sub_addr, "tideway_topics", 1).await?;
+    let mut publisher = TcpStream::connect(options.addr).await?;
+    publisher.set_nodelay(true)?;
+    let body = "x".repeat(options.body);
+    let mut samples = Vec::with_capacity(options.events);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending = Vec::new();
+    for n in 0..options.events {
+        let id = format!("id: l{n}\n");
+        let started = Instant::now();
+        publish(&mut publisher, &options.key, topic, &format!("l{n}"), &body).await?;
+        // Read the stream until this event's id line has arrived.
+        while !contains(&pending, id.as_bytes()) {
+            let read = tokio::time::timeout(Duration::from_secs(10), subscriber.read(&mut buf))
+                .await
+                .context("an event within 10 s")??;
+            if read == 0 {
+                bail!("the stream ended");
+            }
+            pending.extend_from_slice(&buf[..read]);
+        }
+        samples.push(started.elapsed().as_secs_f64() * 1e6);
+        pending.clear();
+    }
+    Ok(json!({
+        "scenario": "latency",
+        "events": options.events,
+        "body_bytes": options.body,
+        "cross_node": options.addr != options.sub_addr,
+        "publish_to_receive_us": percentiles(&mut samples),
+    }))
+}
+
+async fn drop_path(options: &Options) -> anyhow::Result<serde_json::Value> {
+    let mut publisher = TcpStream::connect(options.addr).await?;
+    publisher.set_nodelay(true)?;
+    let body = "x".repeat(options.body);
+    let mut samples = Vec::with_capacity(options.events);
+    let started = Instant::now();
+    for n in 0..options.events {
+        let sent = Instant::now();
+        let status = publish(
+            &mut publisher,
+            &options.key,
+            "load-nobody",
+            &format!("d{n}"),
+            &body,
+        )
+        .await?;
+        if status != 200 {
+            bail!("a publish to nobody answered {status}");
+        }
+        samples.push(sent.elapsed().as_secs_f64() * 1e6);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let dropped = metric(options.addr, "tideway_events_dropped_total").await?;
+    Ok(json!({
+        "scenario": "drop",
+        "events": options.events,
+        "body_bytes": options.body,
+        "requests_per_second": options.events as f64 / seconds,
+        "dropped_counted": dropped,
+        "answer_us": percentiles(&mut samples),
+    }))
+}
+
+/// Sends one publish on a kept-alive connection and reads its answer; returns the status.
+async fn publish(
+    stream: &mut TcpStream,
+    key: &str,
+    topic: &str,
+    id: &str,
+    body: &str,
+) -> anyhow::Result<u16> {
+    let request = format!(
+        "POST /v1/publish HTTP/1.1\r\nhost: load\r\nauthorization: Bearer {key}\r\nx-sse-topic: {topic}\r\nx-sse-id: {id}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    read_response(stream).await
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// p50, p90, p99 and max of `samples` (sorted in place), as JSON.
+fn percentiles(samples: &mut [f64]) -> serde_json::Value {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+    };
+    json!({ "p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": samples.last() })
 }
 
 static EVENTS_TARGET: std::sync::atomic::AtomicUsize =
