@@ -168,9 +168,16 @@ async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
 async fn latency(options: &Options) -> anyhow::Result<serde_json::Value> {
     let topic = "load-latency";
     let mut subscriber = open_stream(options.sub_addr, topic, 0, 256 * 1024).await?;
-    wait_metric(options.sub_addr, "tideway_topics", 1).await?;
     let mut publisher = TcpStream::connect(options.addr).await?;
     publisher.set_nodelay(true)?;
+    // The stream counts once the store knows its topic: until then publishes are dropped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while publish(&mut publisher, &options.key, topic, "warm-up", "x").await? != 202 {
+        if Instant::now() > deadline {
+            bail!("the subscriber's topic never became live");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let body = "x".repeat(options.body);
     let mut samples = Vec::with_capacity(options.events);
     let mut buf = vec![0u8; 64 * 1024];
@@ -178,7 +185,10 @@ async fn latency(options: &Options) -> anyhow::Result<serde_json::Value> {
     for n in 0..options.events {
         let id = format!("id: l{n}\n");
         let started = Instant::now();
-        publish(&mut publisher, &options.key, topic, &format!("l{n}"), &body).await?;
+        let status = publish(&mut publisher, &options.key, topic, &format!("l{n}"), &body).await?;
+        if status != 202 {
+            bail!("publish {n} answered {status}");
+        }
         // Read the stream until this event's id line has arrived.
         while !contains(&pending, id.as_bytes()) {
             let read = tokio::time::timeout(Duration::from_secs(10), subscriber.read(&mut buf))
@@ -334,32 +344,38 @@ async fn open_stream(
     Ok(stream)
 }
 
-/// Reads one response with a `Content-Length` body; returns its status.
+/// Reads one response with a `Content-Length` body; returns its status. Requests on a
+/// connection go one at a time, so nothing follows the body.
 async fn read_response(stream: &mut TcpStream) -> anyhow::Result<u16> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).await?;
-        head.push(byte[0]);
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]);
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .context("status line")?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return Ok(status);
+            }
+        }
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            bail!("the connection closed inside a response");
+        }
+        buf.extend_from_slice(&chunk[..read]);
     }
-    let head = String::from_utf8_lossy(&head);
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("status line")?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_owned())
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    Ok(status)
 }
 
 /// One unlabelled-by-name value of `/metrics` (the first sample of `name`).
