@@ -1,8 +1,9 @@
 //! `cargo xtask <task>`: the project's tasks, in Rust so they run wherever cargo does.
 //!
-//! - `test`: installs missing system packages, then `cargo fmt --check`, clippy with
-//!   warnings denied, the tidy checks (layering, file docs), and every test, including the
-//!   proptest-driven fuzz targets at a larger case count.
+//! - `test`: installs missing system and Python packages, then `cargo fmt --check`,
+//!   clippy with warnings denied, the tidy checks (layering, file docs), every test
+//!   (including the proptest-driven fuzz targets at a larger case count and the multi-node
+//!   tests against a real Redis), and the deployment check (`deploy_check.py`).
 //! - `bench`: runs the divan micro-benchmarks and writes JSON and Markdown results to
 //!   `benchmark-results/`, compared with the previous run.
 
@@ -43,11 +44,22 @@ fn root() -> PathBuf {
 }
 
 /// System packages the tests need: (command that must exist, Debian package giving it).
-const SYSTEM_PACKAGES: &[(&str, &str)] = &[("redis-server", "redis-server")];
+const SYSTEM_PACKAGES: &[(&str, &str)] = &[
+    ("redis-server", "redis-server"),
+    ("docker-compose", "docker-compose"),
+];
+
+/// Python packages the deployment check needs: (module to import, PyPI package).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("helm_python", "helm-python-sdk"),
+    ("kubernetes_validate", "kubernetes-validate"),
+    ("yaml", "PyYAML"),
+];
 
 fn test() -> Result<(), String> {
     let root = root();
     ensure_packages(SYSTEM_PACKAGES)?;
+    ensure_python_packages(PYTHON_PACKAGES)?;
     run(&root, "cargo", &["fmt", "--all", "--check"])?;
     run(
         &root,
@@ -74,6 +86,7 @@ fn test() -> Result<(), String> {
             std::env::var("PROPTEST_CASES").unwrap_or_else(|_| "2000".into()),
         );
     status(&mut command)?;
+    run(&root, "python3", &["xtask/deploy_check.py"])?;
     eprintln!("xtask: all checks passed");
     Ok(())
 }
@@ -113,6 +126,38 @@ fn ensure_packages(packages: &[(&str, &str)]) -> Result<(), String> {
         .args(&missing)
         .envs(env);
     status(&mut install).map_err(|e| format!("{e}\n  install by hand: apt-get install -y {list}"))
+}
+
+/// Installs missing Python packages with pip; otherwise says what to run.
+fn ensure_python_packages(packages: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(module, _)| {
+            !Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    eprintln!("xtask: installing Python packages {list}");
+    let mut install = Command::new("python3");
+    install
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(&missing);
+    status(&mut install)
+        .map_err(|e| format!("{e}\n  install by hand: python3 -m pip install {list}"))
 }
 
 fn on_path(command: &str) -> bool {

@@ -8,6 +8,10 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tideway", version, about, max_term_width = 100)]
 pub(crate) struct Args {
+    /// Without a command, `tideway` runs the gateway.
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+
     /// Address and port to listen on.
     #[arg(long, env = "TIDEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     pub(crate) listen: SocketAddr,
@@ -112,6 +116,18 @@ pub(crate) struct Args {
     /// Log format on stderr (`RUST_LOG` filters).
     #[arg(long, env = "TIDEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
+}
+
+/// What `tideway` does instead of running the gateway.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Asks the gateway listening at `--listen` for a path and exits 0 when it answers
+    /// 200 (for container health checks).
+    Probe {
+        /// The path to ask.
+        #[arg(default_value = "/healthz")]
+        path: String,
+    },
 }
 
 /// Where shared state lives.
@@ -309,7 +325,12 @@ mod tests {
         expect![[r#"
             Tideway, an event gateway: publish over HTTP, subscribe over Server-Sent Events.
 
-            Usage: tideway [OPTIONS]
+            Usage: tideway [OPTIONS] [COMMAND]
+
+            Commands:
+              probe  Asks the gateway listening at `--listen` for a path and exits 0 when it answers 200 (for
+                     container health checks)
+              help   Print this message or the help of the given subcommand(s)
 
             Options:
                   --listen <LISTEN>

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod probe;
 
 use anyhow::Context;
 use clap::Parser;
@@ -13,10 +14,15 @@ use tideway_store_memory::{MemoryConfig, MemoryStore};
 use tideway_store_redis::{RedisConfig, RedisStore};
 use tokio::net::TcpListener;
 
-use crate::config::{Adapter, Args, LogFormat};
+use crate::config::{Adapter, Args, Command, LogFormat};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Probe { path }) = &args.command {
+        let status = probe::probe(args.listen, path)?;
+        println!("{status}");
+        return Ok(());
+    }
     init_logs(args.log_format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Checks the deployment files where no Docker engine and no Kubernetes run.
+
+`cargo xtask test` runs it. It renders the Helm chart in both Redis modes with the Helm
+library (helm-python-sdk), lints it, validates every manifest against the Kubernetes
+schemas (kubernetes-validate --strict), and checks what the manifests must say; it
+validates both Compose files with `docker-compose config`; and it checks the Dockerfile's
+final stage. Images are not built and nothing is deployed: docs/deployment.md says so.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import helm_python
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHART = os.path.join(ROOT, "charts", "tideway")
+KUBE_VERSION = "1.30.0"
+failures: list[str] = []
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        failures.append(what)
+
+
+def render(values: dict) -> list[dict]:
+    chart = helm_python.Chart.load(CHART)
+    try:
+        rendered = chart.render(values, name="tw", namespace="gateways")
+    finally:
+        chart.close()
+    docs = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def validate(docs: list[dict], label: str) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as out:
+        yaml.safe_dump_all(docs, out)
+    result = subprocess.run(
+        ["kubernetes-validate", "--strict", "--quiet", "-k", KUBE_VERSION, out.name],
+        capture_output=True,
+        text=True,
+    )
+    check(result.returncode == 0, f"{label}: kubernetes-validate failed:\n{result.stdout}{result.stderr}")
+    os.unlink(out.name)
+
+
+def kinds(docs: list[dict]) -> dict[str, list[dict]]:
+    by_kind: dict[str, list[dict]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    return by_kind
+
+
+def seconds(text: str) -> int:
+    return int(text.rstrip("s"))
+
+
+def check_gateway(docs: list[dict], label: str, redis_url: str) -> None:
+    by_kind = kinds(docs)
+    deployment = by_kind["Deployment"][0]
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    check(spec["replicas"] == 3, f"{label}: 3 replicas")
+    check(env["TIDEWAY_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", f"{label}: node id from the pod name")
+    check(env["TIDEWAY_ADVERTISE_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", f"{label}: advertised host from the pod IP")
+    check(env["TIDEWAY_ADAPTER"]["value"] == "redis", f"{label}: Redis adapter")
+    check(env["REDIS_URL"]["value"] == redis_url, f"{label}: REDIS_URL is {redis_url}, got {env['REDIS_URL']}")
+    check("secretKeyRef" in env["SSE_PUBLISHER_API_KEYS"]["valueFrom"], f"{label}: API keys from a Secret")
+    check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{label}: readiness on /readyz")
+    check(container["livenessProbe"]["httpGet"]["path"] == "/healthz", f"{label}: liveness on /healthz")
+    check(
+        pod["terminationGracePeriodSeconds"] > seconds(env["TIDEWAY_DRAIN_TIMEOUT"]["value"]),
+        f"{label}: the grace period outlasts the drain",
+    )
+    check(pod["securityContext"]["runAsNonRoot"] is True, f"{label}: non-root")
+    check("requests" in container["resources"], f"{label}: resource requests")
+    check(len(by_kind.get("PodDisruptionBudget", [])) == 1, f"{label}: a PodDisruptionBudget")
+
+
+def check_chart() -> None:
+    report = helm_python.lint(CHART, {"apiKeys": {"keys": ["k"]}}, strict=True, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    check(not problems, f"helm lint: {problems}")
+
+    built_in = render({"apiKeys": {"keys": ["key-1", "key-2"]}})
+    validate(built_in, "built-in Redis")
+    check_gateway(built_in, "built-in Redis", "redis://tw-tideway-redis:6379")
+    by_kind = kinds(built_in)
+    check(len(by_kind.get("StatefulSet", [])) == 1, "built-in Redis: a Redis StatefulSet")
+    secret = by_kind.get("Secret", [{}])[0]
+    check(secret.get("stringData", {}).get("api-keys") == "key-1,key-2", "built-in Redis: the Secret joins the keys")
+    check("Ingress" not in by_kind, "built-in Redis: no Ingress unless enabled")
+
+    external = render({
+        "redis": {"enabled": False, "url": "redis://redis.example:6379"},
+        "apiKeys": {"existingSecret": "my-keys"},
+        "ingress": {"enabled": True, "tls": [{"secretName": "tls", "hosts": ["tideway.example.com"]}]},
+    })
+    validate(external, "external Redis")
+    check_gateway(external, "external Redis", "redis://redis.example:6379")
+    by_kind = kinds(external)
+    check("StatefulSet" not in by_kind, "external Redis: no StatefulSet")
+    check("Secret" not in by_kind, "external Redis: the existing Secret is used")
+    annotations = by_kind["Ingress"][0]["metadata"]["annotations"]
+    check(annotations.get("nginx.ingress.kubernetes.io/proxy-buffering") == "off", "Ingress: no buffering")
+
+    for values, why in [
+        ({"redis": {"enabled": False}, "apiKeys": {"keys": ["k"]}}, "external Redis without a URL"),
+        ({}, "no API key and no existing Secret"),
+    ]:
+        try:
+            render(values)
+            failures.append(f"the chart rendered with {why}; it must refuse")
+        except helm_python.HelmError:
+            pass
+
+
+def compose_config(name: str) -> dict:
+    result = subprocess.run(
+        ["docker-compose", "-f", os.path.join(ROOT, "compose", name), "config"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SSE_PUBLISHER_API_KEYS": "k"},
+    )
+    check(result.returncode == 0, f"{name}: docker-compose config failed:\n{result.stderr}")
+    return yaml.safe_load(result.stdout) if result.returncode == 0 else {"services": {}}
+
+
+def check_compose() -> None:
+    services = compose_config("docker-compose.yml")["services"]
+    gateways = [s for name, s in services.items() if name.startswith("gateway-")]
+    check(len(gateways) == 3, "compose: three gateways")
+    node_ids = {g["environment"]["TIDEWAY_NODE_ID"] for g in gateways}
+    check(len(node_ids) == 3, f"compose: distinct node ids, got {node_ids}")
+    check(all(g["environment"]["TIDEWAY_ADAPTER"] == "redis" for g in gateways), "compose: Redis mode")
+    check("redis" in services and "lb" in services, "compose: Redis and a load balancer")
+    nginx = open(os.path.join(ROOT, "compose", "nginx.conf")).read()
+    for setting in ["proxy_buffering off", "proxy_read_timeout 1h", "proxy_http_version 1.1"]:
+        check(setting in nginx, f"nginx.conf: {setting}")
+    single = compose_config("docker-compose.single.yml")["services"]
+    check(list(single) == ["gateway"], "compose single: one gateway")
+
+
+def check_dockerfile() -> None:
+    lines = [line.strip() for line in open(os.path.join(ROOT, "Dockerfile")) if line.strip()]
+    stages = [i for i, line in enumerate(lines) if line.upper().startswith("FROM ")]
+    final = lines[stages[-1]:]
+    check(len(stages) >= 2, "Dockerfile: multi-stage")
+    user = [line for line in final if line.upper().startswith("USER ")]
+    check(bool(user) and not user[-1].split()[1].startswith(("root", "0")), "Dockerfile: a non-root user")
+    check(any(line.upper().startswith("HEALTHCHECK ") and "probe" in line for line in final), "Dockerfile: HEALTHCHECK via tideway probe")
+    check(any(line.startswith("ENTRYPOINT [") for line in final), "Dockerfile: exec-form ENTRYPOINT, so SIGTERM reaches the gateway")
+
+
+def main() -> int:
+    check_chart()
+    check_compose()
+    check_dockerfile()
+    if failures:
+        print("deploy check failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    print("deploy check: chart (both Redis modes), compose files and Dockerfile are valid", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
