@@ -3,7 +3,9 @@
 //! - `test`: installs missing system and Python packages, then `cargo fmt --check`,
 //!   clippy with warnings denied, the tidy checks (layering, file docs), every test
 //!   (including the proptest-driven fuzz targets at a larger case count and the multi-node
-//!   tests against a real Redis), and the deployment check (`deploy_check.py`).
+//!   tests against a real Redis), the deployment check (`deploy_check.py`), and the admin
+//!   UI's checks: types, Vitest, that the embedded build is fresh and reproducible, and
+//!   its test in a real headless Chromium.
 //! - `bench`: runs the divan micro-benchmarks and writes JSON and Markdown results to
 //!   `benchmark-results/`, compared with the previous run.
 
@@ -47,6 +49,8 @@ fn root() -> PathBuf {
 const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     ("docker-compose", "docker-compose"),
+    ("chromium", "chromium"),
+    ("node", "nodejs"),
 ];
 
 /// Python packages the deployment check needs: (module to import, PyPI package).
@@ -87,6 +91,7 @@ fn test() -> Result<(), String> {
         );
     status(&mut command)?;
     run(&root, "python3", &["xtask/deploy_check.py"])?;
+    admin(&root)?;
     eprintln!("xtask: all checks passed");
     Ok(())
 }
@@ -126,6 +131,78 @@ fn ensure_packages(packages: &[(&str, &str)]) -> Result<(), String> {
         .args(&missing)
         .envs(env);
     status(&mut install).map_err(|e| format!("{e}\n  install by hand: apt-get install -y {list}"))
+}
+
+/// The admin UI: types, unit tests, that the embedded build matches the sources and
+/// rebuilds identically from package-lock.json, and the browser test against a real
+/// gateway.
+fn admin(root: &Path) -> Result<(), String> {
+    let admin = root.join("admin");
+    if !admin.join("node_modules").is_dir() {
+        run(&admin, "npm", &["ci", "--no-audit", "--no-fund"])?;
+    }
+    run(&admin, "npm", &["run", "--silent", "typecheck"])?;
+    run(&admin, "npm", &["test", "--silent"])?;
+    run(&admin, "npm", &["run", "--silent", "check-fresh"])?;
+    let rebuild = root.join("target").join("admin-rebuild");
+    let out = rebuild.to_string_lossy().into_owned();
+    run(
+        &admin,
+        "npx",
+        &[
+            "vite",
+            "build",
+            "--logLevel",
+            "warn",
+            "--outDir",
+            &out,
+            "--emptyOutDir",
+        ],
+    )?;
+    same_files(&admin.join("dist"), &rebuild)?;
+    run(root, "cargo", &["build", "--quiet", "-p", "tideway"])?;
+    let mut e2e = Command::new("node");
+    e2e.current_dir(&admin).arg("tests/e2e.mjs").env(
+        "TIDEWAY_BIN",
+        root.join("target").join("debug").join("tideway"),
+    );
+    status(&mut e2e)
+}
+
+/// Fails unless `built` holds exactly the files of `committed` (but its source hash),
+/// byte for byte.
+fn same_files(committed: &Path, built: &Path) -> Result<(), String> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, base, out);
+            } else if path.file_name().is_some_and(|n| n != ".source-hash") {
+                let name = path
+                    .strip_prefix(base)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((name, std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    walk(committed, committed, &mut a);
+    walk(built, built, &mut b);
+    a.sort();
+    b.sort();
+    if a == b {
+        eprintln!("xtask: admin/dist rebuilds identically from the sources and package-lock.json");
+        return Ok(());
+    }
+    let names =
+        |files: &[(String, Vec<u8>)]| files.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    Err(format!(
+        "admin/dist differs from a fresh build: committed {:?}, built {:?}; run `npm ci && npm run build` in admin/ and commit admin/dist",
+        names(&a),
+        names(&b)
+    ))
 }
 
 /// Installs missing Python packages with pip; otherwise says what to run.

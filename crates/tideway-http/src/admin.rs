@@ -60,6 +60,147 @@ struct TailEvent<'a> {
     published_at: u64,
 }
 
+impl<'a> TailEvent<'a> {
+    fn of(event: &'a tideway_core::TopicEvent) -> Self {
+        Self {
+            topic: event.topic.as_str(),
+            seq: event.seq,
+            id: event.event.id.as_str(),
+            event: event.event.event_type.as_ref().map(|t| t.as_str()),
+            data: event.event.data.as_str(),
+            published_at: event.event.published_at,
+        }
+    }
+}
+
+/// `?follow=1`: the tail as an SSE stream that keeps going.
+mod follow {
+    use std::{convert::Infallible, sync::Arc, time::Duration};
+
+    use bytes::Bytes;
+    use http::{HeaderValue, header};
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+    use tideway_core::{Gateway, Store, TopicEvent};
+    use tideway_protocol::{TopicName, sse::FrameBuilder};
+    use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+    use super::TailEvent;
+    use crate::{response::Response, routes::App};
+
+    /// How often the store's history is read for new events. Reading the shared state
+    /// (not this node's subscribers) keeps a follower from making a topic live, and shows
+    /// the same on every node.
+    const POLL: Duration = Duration::from_millis(250);
+
+    struct Follow<S> {
+        gateway: Gateway<S>,
+        topic: TopicName,
+        limit: usize,
+        /// The position of the last event sent; 0 before the first read.
+        last: u64,
+        first: bool,
+        live: Option<bool>,
+        ticker: Interval,
+        heartbeat: Duration,
+        quiet_since: Instant,
+        ended: bool,
+    }
+
+    pub(super) fn stream<S: Store>(app: &App<S>, topic: TopicName, limit: usize) -> Response {
+        let mut ticker = tokio::time::interval(POLL);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let state = Follow {
+            gateway: app.gateway.clone(),
+            topic,
+            limit,
+            last: 0,
+            first: true,
+            live: None,
+            ticker,
+            heartbeat: app.config.heartbeat,
+            quiet_since: Instant::now(),
+            ended: false,
+        };
+        let body = StreamBody::new(futures_util::stream::unfold(state, next)).boxed_unsync();
+        let mut response = http::Response::new(body);
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-transform"),
+        );
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        response
+    }
+
+    async fn next<S: Store>(
+        mut state: Follow<S>,
+    ) -> Option<(Result<Frame<Bytes>, Infallible>, Follow<S>)> {
+        loop {
+            if state.ended {
+                return None;
+            }
+            state.ticker.tick().await;
+            if state.gateway.is_draining() {
+                state.ended = true;
+                return Some((
+                    Ok(Frame::data(system(
+                        "tideway.drain",
+                        r#"{"reason":"drain"}"#,
+                    ))),
+                    state,
+                ));
+            }
+            let tail = match state.gateway.tail(&state.topic, 1000).await {
+                Ok(tail) => tail,
+                // The store is unreachable for now: keep following, say nothing.
+                Err(_) => continue,
+            };
+            let mut out = Vec::new();
+            let live = tail.is_some();
+            if state.live != Some(live) {
+                state.live = Some(live);
+                let data = serde_json::json!({ "live": live }).to_string();
+                out.extend_from_slice(&system("tideway.topic_state", &data));
+            }
+            let events: Vec<Arc<TopicEvent>> = tail.unwrap_or_default();
+            let fresh: Vec<&Arc<TopicEvent>> = if state.first {
+                let skip = events.len().saturating_sub(state.limit);
+                events.iter().skip(skip).collect()
+            } else {
+                events.iter().filter(|e| e.position > state.last).collect()
+            };
+            state.first = false;
+            for event in fresh {
+                state.last = state.last.max(event.position);
+                let json = serde_json::to_string(&TailEvent::of(event)).unwrap_or_default();
+                let mut frame = FrameBuilder::default();
+                let _ = frame.id(&event.position.to_string());
+                frame.data(&json);
+                out.extend_from_slice(&frame.finish());
+            }
+            if out.is_empty() && state.quiet_since.elapsed() >= state.heartbeat {
+                out.extend_from_slice(b": heartbeat\n\n");
+            }
+            if !out.is_empty() {
+                state.quiet_since = Instant::now();
+                return Some((Ok(Frame::data(Bytes::from(out))), state));
+            }
+        }
+    }
+
+    fn system(event: &str, data: &str) -> Bytes {
+        let mut frame = FrameBuilder::default();
+        let _ = frame.event(event);
+        frame.data(data);
+        frame.finish()
+    }
+}
+
 async fn tail<S: Store>(app: &App<S>, encoded: &str, query: &str) -> Result<Response, ApiError> {
     let name = percent_decode(encoded);
     let topic = TopicName::parse(&name)
@@ -67,23 +208,23 @@ async fn tail<S: Store>(app: &App<S>, encoded: &str, query: &str) -> Result<Resp
     let limit = number(query, "limit")?
         .unwrap_or(DEFAULT_TAIL)
         .clamp(1, MAX_TAIL);
+    match query_value(query, "follow").as_deref() {
+        None | Some("0") | Some("false") => {}
+        Some("1") | Some("true") => return Ok(follow::stream(app, topic, limit)),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("follow {other:?}: use 1 or true"),
+            ));
+        }
+    }
     let Some(events) = app.gateway.tail(&topic, limit).await? else {
         return Err(ApiError::not_found(
             "topic_not_found",
             format!("topic {:?} has no subscribers", topic.as_str()),
         ));
     };
-    let items: Vec<TailEvent<'_>> = events
-        .iter()
-        .map(|e| TailEvent {
-            topic: e.topic.as_str(),
-            seq: e.seq,
-            id: e.event.id.as_str(),
-            event: e.event.event_type.as_ref().map(|t| t.as_str()),
-            data: e.event.data.as_str(),
-            published_at: e.event.published_at,
-        })
-        .collect();
+    let items: Vec<TailEvent<'_>> = events.iter().map(|e| TailEvent::of(e)).collect();
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "topic": topic, "limit": limit, "items": items }),

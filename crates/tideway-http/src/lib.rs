@@ -18,6 +18,7 @@ mod routes;
 mod server;
 mod stream;
 mod system;
+mod ui;
 mod ws;
 
 pub use auth::ApiKeys;

@@ -13,7 +13,7 @@ use crate::{
     error::ApiError,
     metrics, publish,
     response::{Response, json},
-    stream, ws,
+    stream, ui, ws,
 };
 
 /// What every handler needs. Shared by all connections of a server.
@@ -90,6 +90,10 @@ impl<S: Store> App<S> {
                 }
             }
             "/metrics" => get_only(method).map(|()| metrics::render(&self.gateway)),
+            _ if path == "/admin" || path.starts_with("/admin/") => {
+                get_only(method)?;
+                ui::serve(&path["/admin".len()..])
+            }
             _ if path.starts_with("/v1/admin/") => {
                 get_only(method)?;
                 self.config.api_keys.check(request.headers())?;

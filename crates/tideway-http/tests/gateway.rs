@@ -594,3 +594,96 @@ async fn cors_for_browsers() {
         .await;
     assert_eq!(evil.header("access-control-allow-origin"), None);
 }
+
+#[tokio::test]
+async fn the_admin_ui_is_served_from_the_binary() {
+    let gw = TestGateway::start().await;
+    let redirect = gw.get("/admin", &[]).await;
+    assert_eq!(
+        (redirect.status, redirect.header("location")),
+        (308, Some("/admin/"))
+    );
+    let index = gw.get("/admin/", &[]).await;
+    assert_eq!(index.status, 200);
+    assert_eq!(
+        index.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        index.text().contains("<div id=\"root\">"),
+        "{}",
+        index.text()
+    );
+    // The app's script, named by the build, is served with a long cache life.
+    let text = index.text();
+    let script = text
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("index.html names its script");
+    let asset = gw.get(script, &[]).await;
+    assert_eq!(asset.status, 200, "{script}");
+    assert_eq!(
+        asset.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(asset.header("cache-control").unwrap().contains("immutable"));
+    // Client-side routes get the app.
+    assert!(
+        gw.get("/admin/some/view", &[])
+            .await
+            .text()
+            .contains("<div id=\"root\">")
+    );
+}
+
+#[tokio::test]
+async fn the_admin_tail_follows_new_events_live() {
+    let gw = TestGateway::start().await;
+    let _subscriber = gw.subscribe("/v1/stream?topic=watched", &[]).await;
+    gw.publish("watched", "before", "old news").await;
+    let auth = format!("authorization: Bearer {API_KEY}");
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let mut follow = tideway_test_util::Sse::open(
+        stream,
+        "/v1/admin/topics/watched/tail?follow=1&limit=10",
+        &[&auth],
+    )
+    .await;
+    assert_eq!(follow.status, 200);
+    let state = follow.next_event().await.unwrap();
+    assert_eq!(state.event.as_deref(), Some("tideway.topic_state"));
+    assert_eq!(state.data.as_deref(), Some(r#"{"live":true}"#));
+    let old = follow.next_event().await.unwrap();
+    let old: serde_json::Value = serde_json::from_str(old.data.as_deref().unwrap()).unwrap();
+    assert_eq!(old["id"], "before");
+    gw.publish("watched", "after", "fresh news").await;
+    let fresh = follow.next_event().await.unwrap();
+    let fresh: serde_json::Value = serde_json::from_str(fresh.data.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (fresh["id"].as_str(), fresh["data"].as_str()),
+        (Some("after"), Some("fresh news"))
+    );
+    // Following does not make a topic live, and needs the key.
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let mut idle =
+        tideway_test_util::Sse::open(stream, "/v1/admin/topics/quiet/tail?follow=1", &[&auth])
+            .await;
+    let state = idle.next_event().await.unwrap();
+    assert_eq!(state.data.as_deref(), Some(r#"{"live":false}"#));
+    assert_eq!(
+        gw.publish("quiet", "x", "y").await.json()["status"],
+        "dropped"
+    );
+    assert_eq!(
+        gw.get("/v1/admin/topics/quiet/tail?follow=1", &[])
+            .await
+            .status,
+        401
+    );
+    let bad = gw.admin("/v1/admin/topics/quiet/tail?follow=maybe").await;
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "invalid_parameter")
+    );
+}
