@@ -26,8 +26,16 @@ pub(crate) fn probe(listen: SocketAddr, path: &str) -> anyhow::Result<String> {
         stream,
         "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
     )?;
+    // Only the status line matters; stop reading once it is here.
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
+    let mut chunk = [0u8; 256];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..read]);
+    }
     let answer = String::from_utf8_lossy(&answer);
     let status_line = answer.lines().next().unwrap_or_default().to_owned();
     if status_line.split(' ').nth(1) == Some("200") {
@@ -61,8 +69,12 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let server = std::thread::spawn(move || {
                 let (mut stream, _) = listener.accept().unwrap();
-                let mut request = [0u8; 512];
-                let _ = stream.read(&mut request).unwrap();
+                // Read the whole request, so closing sends FIN, not a reset.
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                    request.push(byte[0]);
+                }
                 stream.write_all(answer.as_bytes()).unwrap();
             });
             assert_eq!(probe(addr, "/readyz").is_ok(), ok, "{answer:?}");
