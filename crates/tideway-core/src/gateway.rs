@@ -241,11 +241,11 @@ impl<S: Store> Gateway<S> {
             opened: false,
         };
         // From here on, dropping `subscription` undoes whatever part of the joins happened.
-        shared.stats.connections_opened.fetch_add(1, Relaxed);
+        shared.stats.opened(subscription.record.transport);
         subscription.opened = true;
-        shared.store.add_connection(&subscription.record).await?;
+        self.counted(shared.store.add_connection(&subscription.record).await)?;
         for topic in &subscription.record.topics {
-            shared.store.join(topic, &subscription.record).await?;
+            self.counted(shared.store.join(topic, &subscription.record).await)?;
         }
         if let Some(last_event_id) = request.last_event_id {
             self.resume(&mut subscription, last_event_id).await?;
@@ -271,7 +271,7 @@ impl<S: Store> Gateway<S> {
     ) -> Result<(), CoreError> {
         let mut history = Vec::new();
         for topic in &subscription.record.topics {
-            if let Some(events) = self.shared.store.tail(topic, usize::MAX).await? {
+            if let Some(events) = self.counted(self.shared.store.tail(topic, usize::MAX).await)? {
                 history.extend(events);
             }
         }
@@ -330,7 +330,7 @@ impl<S: Store> Gateway<S> {
         if self.is_draining() {
             return Err(CoreError::Draining);
         }
-        let live = self.shared.store.live(topics).await?;
+        let live = self.counted(self.shared.store.live(topics).await)?;
         match TopicList::from_names(live) {
             Some(topics) => {
                 self.shared.in_flight.fetch_add(1, Relaxed);
@@ -357,7 +357,9 @@ impl<S: Store> Gateway<S> {
     /// Publishes an event whose body was read to the topics [`Gateway::route`] found live.
     pub async fn publish(&self, live: Live, event: Event) -> Result<Published, CoreError> {
         let event = Arc::new(event);
-        let appended = self.shared.store.append(&live.topics, &event).await?;
+        let started = std::time::Instant::now();
+        let appended = self.counted(self.shared.store.append(&live.topics, &event).await)?;
+        self.shared.stats.observe_publish(started.elapsed());
         if appended.is_empty() {
             self.count_drop(&live.topics, &event.id);
         } else {
@@ -365,6 +367,14 @@ impl<S: Store> Gateway<S> {
         }
         Ok(Published {
             topics: appended.iter().map(|e| (e.topic.clone(), e.seq)).collect(),
+        })
+    }
+
+    /// Counts a failed store call for `/metrics` and turns it into the engine's error.
+    fn counted<T>(&self, result: Result<T, StoreError>) -> Result<T, CoreError> {
+        result.map_err(|err| {
+            self.shared.stats.store_errors.fetch_add(1, Relaxed);
+            CoreError::Store(err)
         })
     }
 
@@ -378,12 +388,12 @@ impl<S: Store> Gateway<S> {
 
     /// One page of the cluster's live topics.
     pub async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, CoreError> {
-        Ok(self.shared.store.topics(page).await?)
+        self.counted(self.shared.store.topics(page).await)
     }
 
     /// One page of the cluster's connections.
     pub async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, CoreError> {
-        Ok(self.shared.store.connections(page).await?)
+        self.counted(self.shared.store.connections(page).await)
     }
 
     /// A topic's last `limit` events, oldest first; `None` when the topic is not live.
@@ -392,12 +402,12 @@ impl<S: Store> Gateway<S> {
         topic: &TopicName,
         limit: usize,
     ) -> Result<Option<Vec<Arc<TopicEvent>>>, CoreError> {
-        Ok(self.shared.store.tail(topic, limit).await?)
+        self.counted(self.shared.store.tail(topic, limit).await)
     }
 
     /// The cluster's nodes.
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, CoreError> {
-        Ok(self.shared.store.nodes().await?)
+        self.counted(self.shared.store.nodes().await)
     }
 
     /// Whether the node takes work: not draining, and the store answers.
@@ -469,11 +479,11 @@ impl<S: Store> Gateway<S> {
         let shared = &self.shared;
         shared.hub.remove(number, &record.topics);
         for topic in &record.topics {
-            if let Err(err) = shared.store.leave(topic, &record).await {
+            if let Err(err) = self.counted(shared.store.leave(topic, &record).await) {
                 tracing::warn!(connection = %record.id, topic = %topic, error = %err, "could not leave topic");
             }
         }
-        if let Err(err) = shared.store.remove_connection(&record.id).await {
+        if let Err(err) = self.counted(shared.store.remove_connection(&record.id).await) {
             tracing::warn!(connection = %record.id, error = %err, "could not remove connection");
         }
         let seconds = unix_millis().saturating_sub(record.connected_at) as f64 / 1000.0;
@@ -481,8 +491,8 @@ impl<S: Store> Gateway<S> {
     }
 
     /// Undoes the counting of [`Gateway::admit`]; runs in `Drop`, so it must not wait.
-    fn release(&self, remote: Option<&str>) {
-        self.shared.stats.connections_closed.fetch_add(1, Relaxed);
+    fn release(&self, transport: Transport, remote: Option<&str>) {
+        self.shared.stats.closed(transport);
         let Some(remote) = remote else {
             return;
         };
@@ -571,7 +581,8 @@ impl<S: Store> Drop for Subscription<S> {
         if !self.opened {
             return;
         }
-        self.gateway.release(self.record.remote.as_deref());
+        self.gateway
+            .release(self.record.transport, self.record.remote.as_deref());
         let gateway = self.gateway.clone();
         let number = self.number;
         let record = self.record.clone();

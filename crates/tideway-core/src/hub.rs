@@ -210,6 +210,10 @@ impl Inbox {
             state.cut.store(true, Relaxed);
             state.changed.notify_waiters();
             shared.stats.slow_consumers_cut.fetch_add(1, Relaxed);
+            shared
+                .stats
+                .events_dropped_slow_consumer
+                .fetch_add(1, Relaxed);
             remove(&mut table, number, &state.topics);
             tracing::info!(connection = number, topic = %event.topic, "cut off: queue full (slow consumer)");
         }

@@ -26,5 +26,5 @@ pub use hub::{CutSignal, EndReason, Inbox};
 pub use record::{
     ConnectionId, ConnectionRecord, NodeRecord, Page, Paged, TopicRecord, Transport, unix_millis,
 };
-pub use stats::Stats;
+pub use stats::{Histogram, LATENCY_BUCKETS_US, Stats};
 pub use store::{Store, StoreError};

@@ -38,7 +38,7 @@ pub(crate) async fn publish<S: Store>(
     app: &App<S>,
     request: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    app.config.api_keys.check(request.headers())?;
+    app.authorize(request.headers())?;
     let topics = app.topics(&request, false)?;
     let headers = request.headers();
     let id = headers

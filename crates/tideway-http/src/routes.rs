@@ -20,6 +20,33 @@ use crate::{
 pub(crate) struct App<S> {
     pub(crate) gateway: Gateway<S>,
     pub(crate) config: HttpConfig,
+    /// Refused credentials by error code, for `/metrics`.
+    pub(crate) auth_failures: AuthFailures,
+}
+
+/// Counts of refused credentials, by the error code the client got.
+#[derive(Default)]
+pub(crate) struct AuthFailures {
+    counts: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl AuthFailures {
+    fn count(&self, code: &'static str) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry(code).or_default() += 1;
+    }
+
+    /// Each error code with its count, by code.
+    pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.iter().map(|(code, n)| (*code, *n)).collect()
+    }
 }
 
 /// The TCP connection a request came on.
@@ -89,18 +116,25 @@ impl<S: Store> App<S> {
                     ))
                 }
             }
-            "/metrics" => get_only(method).map(|()| metrics::render(&self.gateway)),
+            "/metrics" => get_only(method).map(|()| metrics::render(self)),
             _ if path == "/admin" || path.starts_with("/admin/") => {
                 get_only(method)?;
                 ui::serve(&path["/admin".len()..])
             }
             _ if path.starts_with("/v1/admin/") => {
                 get_only(method)?;
-                self.config.api_keys.check(request.headers())?;
+                self.authorize(request.headers())?;
                 admin::route(self, &request).await
             }
             _ => Err(ApiError::not_found("not_found", format!("no route {path}"))),
         }
+    }
+
+    /// Checks the request's API key, counting refusals for `/metrics`.
+    pub(crate) fn authorize(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        self.config.api_keys.check(headers).inspect_err(|err| {
+            self.auth_failures.count(err.code);
+        })
     }
 
     /// Refuses a request whose line and headers exceed `max_header_bytes`. hyper refuses

@@ -34,6 +34,7 @@ pub async fn run<S: Store>(
     let app = Arc::new(App {
         gateway: gateway.clone(),
         config,
+        auth_failures: Default::default(),
     });
     // Each connection task holds a clone of `alive`; when all are dropped, `all_closed`
     // yields `None` and the drain is complete (mini-redis's shutdown pattern).

@@ -514,6 +514,10 @@ async fn operations_routes_and_errors() {
     let _sub = gw.subscribe("/v1/stream?topic=m", &[]).await;
     gw.publish("m", "1", "x").await;
     gw.publish("none", "2", "x").await;
+    let _ws = gw.ws("/v1/ws?topic=m", &[]).await;
+    gw.get("/v1/admin/topics", &["authorization: Bearer nope"])
+        .await;
+    gw.get("/v1/admin/topics", &[]).await;
     let metrics = gw.get("/metrics", &[]).await;
     assert!(
         metrics
@@ -523,13 +527,30 @@ async fn operations_routes_and_errors() {
     );
     let text = metrics.text();
     for line in [
-        "tideway_connections{node=\"test-node\"} 1",
+        "tideway_connections{node=\"test-node\",transport=\"sse\"} 1",
+        "tideway_connections{node=\"test-node\",transport=\"websocket\"} 1",
         "tideway_events_published_total{node=\"test-node\"} 1",
-        "tideway_events_dropped_total{node=\"test-node\"} 1",
+        "tideway_events_dropped_total{node=\"test-node\",reason=\"no_subscribers\"} 1",
+        "tideway_events_dropped_total{node=\"test-node\",reason=\"slow_consumer\"} 0",
         "tideway_events_delivered_total{node=\"test-node\"} 1",
+        "tideway_auth_failures_total{node=\"test-node\",code=\"invalid_api_key\"} 1",
+        "tideway_auth_failures_total{node=\"test-node\",code=\"missing_api_key\"} 1",
+        "tideway_store_errors_total{node=\"test-node\"} 0",
+        "tideway_publish_enqueue_seconds_bucket{node=\"test-node\",le=\"+Inf\"} 1",
+        "tideway_publish_enqueue_seconds_count{node=\"test-node\"} 1",
+        "# TYPE tideway_publish_enqueue_seconds histogram",
         "# TYPE tideway_bytes_out_total counter",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    // Every sample line parses as `name{labels} number`.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').expect("a sample line");
+        assert!(
+            series.starts_with("tideway_") && series.ends_with('}'),
+            "{line}"
+        );
+        assert!(value.parse::<f64>().is_ok(), "{line}");
     }
     let missing = gw.get("/v2/nothing", &[]).await;
     assert_eq!(
