@@ -21,6 +21,11 @@ pub(crate) struct Args {
     #[arg(long, env = "SSE_PUBLISHER_API_KEYS", hide_env_values = true)]
     pub(crate) api_keys: Option<String>,
 
+    /// A JSON file of scoped API keys (see docs/security.md), reloaded when it changes;
+    /// its keys join those of --api-keys.
+    #[arg(long, env = "TIDEWAY_KEYS_FILE")]
+    pub(crate) keys_file: Option<std::path::PathBuf>,
+
     /// Where shared state lives: `memory` keeps it in this process (one node); `redis`
     /// shares it with every node using the same Redis; `do` emulates Durable Objects in
     /// this process.
@@ -344,6 +349,12 @@ mod tests {
                       and printed at start
 
                       [env: SSE_PUBLISHER_API_KEYS]
+
+                  --keys-file <KEYS_FILE>
+                      A JSON file of scoped API keys (see docs/security.md), reloaded when it changes; its keys
+                      join those of --api-keys
+
+                      [env: TIDEWAY_KEYS_FILE=]
 
                   --adapter <ADAPTER>
                       Where shared state lives: `memory` keeps it in this process (one node); `redis` shares it

@@ -3,12 +3,13 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod keys_file;
 mod probe;
 
 use anyhow::Context;
 use clap::Parser;
 use tideway_core::{CoreConfig, Gateway, NodeRecord, Store, unix_millis};
-use tideway_http::{ApiKeys, CorsOrigins, HttpConfig};
+use tideway_http::{ApiKeys, CorsOrigins, HttpConfig, KeyRing};
 use tideway_store_do::{DoConfig, DoStore};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
 use tideway_store_redis::{RedisConfig, RedisStore};
@@ -32,8 +33,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let api_keys = match args.api_keys.as_deref().map(ApiKeys::parse) {
-        Some(keys) if !keys.is_empty() => keys,
+    let from_file = match &args.keys_file {
+        Some(path) => keys_file::load(path)?,
+        None => ApiKeys::default(),
+    };
+    let plain = args
+        .api_keys
+        .as_deref()
+        .map(ApiKeys::parse)
+        .unwrap_or_default();
+    let api_keys = match plain.merged(from_file) {
+        keys if !keys.is_empty() => keys,
         _ => {
             let key = config::generate_key()?;
             // Printed once, on purpose: it is the only way to learn a generated key.
@@ -60,8 +70,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
     };
+    let ring = KeyRing::new(api_keys);
+    if let Some(path) = &args.keys_file {
+        keys_file::watch(path.clone(), args.api_keys.clone(), ring.clone());
+    }
     let http = HttpConfig {
-        api_keys,
+        api_keys: ring,
         max_topics: args.max_topics,
         max_body: args.max_body.0,
         heartbeat: args.heartbeat.0,

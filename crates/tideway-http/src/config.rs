@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::ApiKeys;
+use crate::KeyRing;
 
 /// Which origins may read subscribe routes from a browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +43,8 @@ impl CorsOrigins {
 /// Settings of the HTTP transport. Defaults are the ones `tideway --help` prints.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Keys that may publish and read the admin API.
-    pub api_keys: ApiKeys,
+    /// Keys that may publish, read the admin API or sign tokens; replaceable at run time.
+    pub api_keys: KeyRing,
     /// Most topics one request may name.
     pub max_topics: usize,
     /// Largest publish body, in bytes.
@@ -69,7 +69,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            api_keys: ApiKeys::default(),
+            api_keys: KeyRing::default(),
             max_topics: tideway_protocol::DEFAULT_MAX_TOPICS,
             max_body: 64 * 1024,
             heartbeat: Duration::from_secs(15),

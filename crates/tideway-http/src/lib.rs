@@ -21,6 +21,6 @@ mod system;
 mod ui;
 mod ws;
 
-pub use auth::ApiKeys;
+pub use auth::{ApiKey, ApiKeys, KeyRing, Rate, Scope, TopicPattern};
 pub use config::{CorsOrigins, HttpConfig};
 pub use server::run;

@@ -9,6 +9,7 @@ use tideway_core::{Event, Route, Store, unix_millis};
 use tideway_protocol::{EventData, EventId, EventType};
 
 use crate::{
+    Scope,
     error::ApiError,
     response::{Response, json},
     routes::App,
@@ -38,8 +39,10 @@ pub(crate) async fn publish<S: Store>(
     app: &App<S>,
     request: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    app.authorize(request.headers())?;
+    let key = app.authorize(request.headers(), Scope::Publish)?;
     let topics = app.topics(&request, false)?;
+    key.check_topics(&topics, "publish to")?;
+    app.rate_limits.take(&key)?;
     let headers = request.headers();
     let id = headers
         .get("x-sse-id")

@@ -9,7 +9,7 @@ use tideway_protocol::{EventId, TopicList, query_value};
 use tokio::sync::Notify;
 
 use crate::{
-    HttpConfig, admin,
+    ApiKey, HttpConfig, Scope, admin,
     error::ApiError,
     metrics, publish,
     response::{Response, json},
@@ -22,6 +22,8 @@ pub(crate) struct App<S> {
     pub(crate) config: HttpConfig,
     /// Refused credentials by error code, for `/metrics`.
     pub(crate) auth_failures: AuthFailures,
+    /// Publish rate buckets of the keys that have a rate.
+    pub(crate) rate_limits: crate::auth::RateLimits,
 }
 
 /// Counts of refused credentials, by the error code the client got.
@@ -123,18 +125,24 @@ impl<S: Store> App<S> {
             }
             _ if path.starts_with("/v1/admin/") => {
                 get_only(method)?;
-                self.authorize(request.headers())?;
+                self.authorize(request.headers(), Scope::Admin)?;
                 admin::route(self, &request).await
             }
             _ => Err(ApiError::not_found("not_found", format!("no route {path}"))),
         }
     }
 
-    /// Checks the request's API key, counting refusals for `/metrics`.
-    pub(crate) fn authorize(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
-        self.config.api_keys.check(headers).inspect_err(|err| {
-            self.auth_failures.count(err.code);
-        })
+    /// The request's API key if it may use `scope`; refusals are counted for `/metrics`.
+    pub(crate) fn authorize(
+        &self,
+        headers: &http::HeaderMap,
+        scope: Scope,
+    ) -> Result<ApiKey, ApiError> {
+        self.config
+            .api_keys
+            .current()
+            .check(headers, scope)
+            .inspect_err(|err| self.auth_failures.count(err.code))
     }
 
     /// Refuses a request whose line and headers exceed `max_header_bytes`. hyper refuses

@@ -35,6 +35,7 @@ pub async fn run<S: Store>(
         gateway: gateway.clone(),
         config,
         auth_failures: Default::default(),
+        rate_limits: Default::default(),
     });
     // Each connection task holds a clone of `alive`; when all are dropped, `all_closed`
     // yields `None` and the drain is complete (mini-redis's shutdown pattern).

@@ -708,3 +708,126 @@ async fn the_admin_tail_follows_new_events_live() {
         (400, "invalid_parameter")
     );
 }
+
+fn scoped_gateway_config() -> HttpConfig {
+    let keys = tideway_http::ApiKeys::from_json(
+        r#"{"keys": [
+            {"name": "logs-writer", "key": "logs-secret", "scopes": ["publish"], "topics": ["logs:*"]},
+            {"name": "ops", "key": "ops-secret", "scopes": ["admin"]},
+            {"name": "slow", "key": "slow-secret", "scopes": ["publish"], "publishRate": {"perSecond": 0.2, "burst": 2}}
+        ]}"#,
+    )
+    .unwrap();
+    HttpConfig {
+        api_keys: tideway_http::KeyRing::new(keys),
+        ..HttpConfig::default()
+    }
+}
+
+async fn publish_as(gw: &TestGateway, key: &str, topic: &str) -> tideway_test_util::Response {
+    let headers = [
+        format!("authorization: Bearer {key}"),
+        format!("x-sse-topic: {topic}"),
+        "x-sse-id: 1".to_owned(),
+    ];
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    gw.raw(request("POST", "/v1/publish", &headers, b"x").as_bytes())
+        .await
+}
+
+#[tokio::test]
+async fn scoped_keys_reach_only_their_scopes_and_topics() {
+    let gw = TestGateway::start_with(
+        scoped_gateway_config(),
+        MemoryConfig::default(),
+        CoreConfig::default(),
+    )
+    .await;
+    let _sub = gw.subscribe("/v1/stream?topic=logs:app,metrics", &[]).await;
+    assert_eq!(publish_as(&gw, "logs-secret", "logs:app").await.status, 202);
+    let refused = publish_as(&gw, "logs-secret", "metrics").await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (403, "topic_not_allowed")
+    );
+    assert!(
+        refused.text().contains("limited to logs:*"),
+        "{}",
+        refused.text()
+    );
+    // One forbidden topic refuses the whole publish.
+    assert_eq!(
+        publish_as(&gw, "logs-secret", "logs:app,metrics")
+            .await
+            .status,
+        403
+    );
+    let admin = gw
+        .get("/v1/admin/topics", &["authorization: Bearer logs-secret"])
+        .await;
+    assert_eq!(
+        (admin.status, admin.error_code().as_str()),
+        (403, "forbidden")
+    );
+    assert_eq!(
+        gw.get("/v1/admin/topics", &["authorization: Bearer ops-secret"])
+            .await
+            .status,
+        200
+    );
+    let publish = publish_as(&gw, "ops-secret", "metrics").await;
+    assert_eq!(
+        (publish.status, publish.error_code().as_str()),
+        (403, "forbidden")
+    );
+    // Full-access keys keep working beside scoped ones.
+    assert_eq!(publish_as(&gw, API_KEY, "metrics").await.status, 202);
+}
+
+#[tokio::test]
+async fn a_key_over_its_publish_rate_gets_429_with_retry_after() {
+    let gw = TestGateway::start_with(
+        scoped_gateway_config(),
+        MemoryConfig::default(),
+        CoreConfig::default(),
+    )
+    .await;
+    // Dropped publishes count too: the limit protects the gateway, not only subscribers.
+    assert_eq!(publish_as(&gw, "slow-secret", "anything").await.status, 200);
+    assert_eq!(publish_as(&gw, "slow-secret", "anything").await.status, 200);
+    let limited = publish_as(&gw, "slow-secret", "anything").await;
+    assert_eq!(
+        (limited.status, limited.error_code().as_str()),
+        (429, "rate_limited")
+    );
+    assert_eq!(limited.header("retry-after"), Some("5"));
+    // Other keys are not held back.
+    assert_eq!(publish_as(&gw, API_KEY, "anything").await.status, 200);
+}
+
+#[tokio::test]
+async fn keys_replaced_while_running_take_effect_at_once() {
+    let http = scoped_gateway_config();
+    let ring = http.api_keys.clone();
+    let gw = TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    assert_eq!(
+        gw.get("/v1/admin/topics", &["authorization: Bearer ops-secret"])
+            .await
+            .status,
+        200
+    );
+    ring.replace(tideway_http::ApiKeys::parse("new-key"));
+    let removed = gw
+        .get("/v1/admin/topics", &["authorization: Bearer ops-secret"])
+        .await;
+    assert_eq!(
+        (removed.status, removed.error_code().as_str()),
+        (401, "invalid_api_key")
+    );
+    assert_eq!(
+        gw.get("/v1/admin/topics", &["authorization: Bearer new-key"])
+            .await
+            .status,
+        200
+    );
+}

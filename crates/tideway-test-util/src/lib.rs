@@ -83,10 +83,11 @@ impl TestGateway {
         let gateway = Gateway::start(MemoryStore::new(memory), node, core)
             .await
             .expect("start gateway");
-        let config = HttpConfig {
-            api_keys: ApiKeys::parse(&format!("{API_KEY},test-key-2")),
-            ..http
-        };
+        // Keys the test set stay; the two test keys are always there too.
+        let keys = ApiKeys::parse(&format!("{API_KEY},test-key-2"))
+            .merged((*http.api_keys.current()).clone());
+        http.api_keys.replace(keys);
+        let config = http;
         let (shutdown, signal) = oneshot::channel::<()>();
         let server = tokio::spawn(tideway_http::run(
             listener,
