@@ -77,6 +77,7 @@ def check_gateway(docs: list[dict], label: str, redis_url: str) -> None:
     check(env["TIDEWAY_ADAPTER"]["value"] == "redis", f"{label}: Redis adapter")
     check(env["REDIS_URL"]["value"] == redis_url, f"{label}: REDIS_URL is {redis_url}, got {env['REDIS_URL']}")
     check("secretKeyRef" in env["SSE_PUBLISHER_API_KEYS"]["valueFrom"], f"{label}: API keys from a Secret")
+    check("secretKeyRef" in env["TIDEWAY_TOKEN_SECRET"]["valueFrom"], f"{label}: one token secret for every replica")
     check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{label}: readiness on /readyz")
     check(container["livenessProbe"]["httpGet"]["path"] == "/healthz", f"{label}: liveness on /healthz")
     check(
@@ -89,17 +90,18 @@ def check_gateway(docs: list[dict], label: str, redis_url: str) -> None:
 
 
 def check_chart() -> None:
-    report = helm_python.lint(CHART, {"apiKeys": {"keys": ["k"]}}, strict=True, kube_version=f"v{KUBE_VERSION}")
+    report = helm_python.lint(CHART, {"apiKeys": {"keys": ["k"], "tokenSecret": "s"}}, strict=True, kube_version=f"v{KUBE_VERSION}")
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
     check(not problems, f"helm lint: {problems}")
 
-    built_in = render({"apiKeys": {"keys": ["key-1", "key-2"]}})
+    built_in = render({"apiKeys": {"keys": ["key-1", "key-2"], "tokenSecret": "s"}})
     validate(built_in, "built-in Redis")
     check_gateway(built_in, "built-in Redis", "redis://tw-tideway-redis:6379")
     by_kind = kinds(built_in)
     check(len(by_kind.get("StatefulSet", [])) == 1, "built-in Redis: a Redis StatefulSet")
     secret = by_kind.get("Secret", [{}])[0]
     check(secret.get("stringData", {}).get("api-keys") == "key-1,key-2", "built-in Redis: the Secret joins the keys")
+    check(secret.get("stringData", {}).get("token-secret") == "s", "built-in Redis: the Secret holds the token secret")
     check("Ingress" not in by_kind, "built-in Redis: no Ingress unless enabled")
 
     external = render({
@@ -116,8 +118,9 @@ def check_chart() -> None:
     check(annotations.get("nginx.ingress.kubernetes.io/proxy-buffering") == "off", "Ingress: no buffering")
 
     for values, why in [
-        ({"redis": {"enabled": False}, "apiKeys": {"keys": ["k"]}}, "external Redis without a URL"),
+        ({"redis": {"enabled": False}, "apiKeys": {"keys": ["k"], "tokenSecret": "s"}}, "external Redis without a URL"),
         ({}, "no API key and no existing Secret"),
+        ({"apiKeys": {"keys": ["k"]}}, "no token secret"),
     ]:
         try:
             render(values)

@@ -26,6 +26,19 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDEWAY_KEYS_FILE")]
     pub(crate) keys_file: Option<std::path::PathBuf>,
 
+    /// The HS256 secret of subscriber tokens; every node of a cluster needs the same one
+    /// [default: random, for this process only].
+    #[arg(long, env = "TIDEWAY_TOKEN_SECRET", hide_env_values = true)]
+    pub(crate) token_secret: Option<String>,
+
+    /// Topics starting with this prefix need a subscriber token.
+    #[arg(long, env = "TIDEWAY_PRIVATE_PREFIX", default_value = "private:")]
+    pub(crate) private_prefix: String,
+
+    /// Longest lifetime a subscriber token may be given.
+    #[arg(long, env = "TIDEWAY_TOKEN_MAX_TTL", default_value = "24h")]
+    pub(crate) token_max_ttl: Seconds,
+
     /// Where shared state lives: `memory` keeps it in this process (one node); `redis`
     /// shares it with every node using the same Redis; `do` emulates Durable Objects in
     /// this process.
@@ -95,6 +108,10 @@ pub(crate) struct Args {
     /// balancer every client has its address).
     #[arg(long, env = "TIDEWAY_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub(crate) max_connections_per_ip: usize,
+
+    /// Most subscriber connections of one token subject; 0 for no limit.
+    #[arg(long, env = "TIDEWAY_MAX_CONNECTIONS_PER_SUBJECT", default_value_t = 0)]
+    pub(crate) max_connections_per_subject: usize,
 
     /// Largest request line and headers (B, KiB).
     #[arg(long, env = "TIDEWAY_MAX_HEADER_BYTES", default_value = "16KiB")]
@@ -356,6 +373,24 @@ mod tests {
 
                       [env: TIDEWAY_KEYS_FILE=]
 
+                  --token-secret <TOKEN_SECRET>
+                      The HS256 secret of subscriber tokens; every node of a cluster needs the same one
+                      [default: random, for this process only]
+
+                      [env: TIDEWAY_TOKEN_SECRET]
+
+                  --private-prefix <PRIVATE_PREFIX>
+                      Topics starting with this prefix need a subscriber token
+
+                      [env: TIDEWAY_PRIVATE_PREFIX=]
+                      [default: private:]
+
+                  --token-max-ttl <TOKEN_MAX_TTL>
+                      Longest lifetime a subscriber token may be given
+
+                      [env: TIDEWAY_TOKEN_MAX_TTL=]
+                      [default: 24h]
+
                   --adapter <ADAPTER>
                       Where shared state lives: `memory` keeps it in this process (one node); `redis` shares it
                       with every node using the same Redis; `do` emulates Durable Objects in this process
@@ -451,6 +486,12 @@ mod tests {
                       every client has its address)
 
                       [env: TIDEWAY_MAX_CONNECTIONS_PER_IP=]
+                      [default: 0]
+
+                  --max-connections-per-subject <MAX_CONNECTIONS_PER_SUBJECT>
+                      Most subscriber connections of one token subject; 0 for no limit
+
+                      [env: TIDEWAY_MAX_CONNECTIONS_PER_SUBJECT=]
                       [default: 0]
 
                   --max-header-bytes <MAX_HEADER_BYTES>

@@ -9,7 +9,7 @@ mod probe;
 use anyhow::Context;
 use clap::Parser;
 use tideway_core::{CoreConfig, Gateway, NodeRecord, Store, unix_millis};
-use tideway_http::{ApiKeys, CorsOrigins, HttpConfig, KeyRing};
+use tideway_http::{ApiKeys, CorsOrigins, HttpConfig, KeyRing, TokenConfig};
 use tideway_store_do::{DoConfig, DoStore};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
 use tideway_store_redis::{RedisConfig, RedisStore};
@@ -69,6 +69,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         queue_capacity: args.queue_capacity,
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
+        max_connections_per_subject: args.max_connections_per_subject,
+    };
+    let token_secret = match &args.token_secret {
+        Some(secret) if !secret.is_empty() => secret.as_bytes().to_vec(),
+        _ => {
+            tracing::warn!(
+                "no --token-secret: subscriber tokens are signed with a random secret of this process, so other nodes and restarts refuse them; set TIDEWAY_TOKEN_SECRET in a cluster"
+            );
+            config::generate_key()?.into_bytes()
+        }
     };
     let ring = KeyRing::new(api_keys);
     if let Some(path) = &args.keys_file {
@@ -85,6 +95,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         header_read_timeout: args.header_read_timeout.0,
         max_header_bytes: args.max_header_bytes.0,
         write_timeout: args.write_timeout.0,
+        tokens: TokenConfig {
+            secret: token_secret,
+            private_prefix: args.private_prefix.clone(),
+            max_ttl: args.token_max_ttl.0,
+            ..TokenConfig::default()
+        },
     };
     let listener = TcpListener::bind(args.listen)
         .await

@@ -25,6 +25,8 @@ impl Node {
             id,
             "--node-ttl",
             "2s",
+            "--token-secret",
+            "cluster-token-secret",
         ];
         Self::with_args(&args)
     }
@@ -296,4 +298,58 @@ async fn every_adapter_serves_the_same_contract() {
             Some("tideway.gap")
         );
     }
+}
+
+#[tokio::test]
+async fn revoking_a_token_on_one_node_ends_its_subscriptions_on_another() {
+    let redis = RedisServer::start();
+    let n1 = Node::start("r1", &redis);
+    let n2 = Node::start("r2", &redis);
+    let auth = format!("authorization: Bearer {API_KEY}");
+    let body = br#"{"subject": "alice", "topics": ["private:alice:*"], "ttlSeconds": 600}"#;
+    let signed = n1
+        .client
+        .raw(tideway_test_util::request("POST", "/v1/tokens", &[&auth], body).as_bytes())
+        .await;
+    assert_eq!(signed.status, 201, "{}", signed.text());
+    let token = signed.json()["token"].as_str().unwrap().to_owned();
+    let bearer = format!("authorization: Bearer {token}");
+    // Signed on node 1, accepted on node 2: the nodes share the token secret.
+    let mut sse = n2
+        .client
+        .subscribe("/v1/stream?topic=private:alice:inbox", &[&bearer])
+        .await;
+    assert_eq!(
+        n1.client
+            .publish("private:alice:inbox", "a1", "hi alice")
+            .await
+            .status,
+        202
+    );
+    assert_eq!(sse.next_event().await.unwrap().id.as_deref(), Some("a1"));
+
+    let revoke = format!(r#"{{"token": "{token}"}}"#);
+    let revoked = n1
+        .client
+        .raw(
+            tideway_test_util::request("POST", "/v1/tokens/revoke", &[&auth], revoke.as_bytes())
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    let end = sse.next_event().await.expect("the revocation");
+    assert_eq!(end.event.as_deref(), Some("tideway.revoked"));
+    assert!(end.data.unwrap().contains("token_revoked"));
+    assert!(
+        sse.next_block().await.is_none(),
+        "the stream ends on node 2"
+    );
+    let again = n2
+        .client
+        .get("/v1/stream?topic=private:alice:inbox", &[&bearer])
+        .await;
+    assert_eq!(
+        (again.status, again.error_code().as_str()),
+        (401, "token_revoked")
+    );
 }

@@ -72,6 +72,7 @@ fn fan_out(bencher: divan::Bencher, n: usize) {
                 transport: Transport::Sse,
                 remote: None,
                 last_event_id: None,
+                grant: None,
             };
             subscriptions.push(gateway.subscribe(request).await.expect("subscribe"));
         }

@@ -12,8 +12,8 @@ use tideway_protocol::{EventId, TopicList, TopicName};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::{
-    ConnectionId, ConnectionRecord, CutSignal, EndReason, Event, Inbox, NodeRecord, Page, Paged,
-    Stats, Store, StoreError, TopicEvent, TopicRecord, Transport,
+    ConnectionId, ConnectionRecord, CutSignal, EndReason, Event, Grant, Inbox, NodeRecord, Page,
+    Paged, Revocation, Stats, Store, StoreError, TopicEvent, TopicRecord, Transport,
     hub::{Hub, SubscriberState},
     unix_millis,
 };
@@ -27,6 +27,8 @@ pub struct CoreConfig {
     pub max_connections: usize,
     /// Most subscriber connections from one client IP on this node; 0 means no limit.
     pub max_connections_per_ip: usize,
+    /// Most subscriber connections of one token subject on this node; 0 means no limit.
+    pub max_connections_per_subject: usize,
 }
 
 impl Default for CoreConfig {
@@ -35,6 +37,7 @@ impl Default for CoreConfig {
             queue_capacity: 1024,
             max_connections: 100_000,
             max_connections_per_ip: 0,
+            max_connections_per_subject: 0,
         }
     }
 }
@@ -46,6 +49,8 @@ pub enum LimitScope {
     Node,
     /// The limit for one client IP.
     ClientIp,
+    /// The limit for one token subject.
+    Subject,
 }
 
 /// Why the engine refused a request.
@@ -55,7 +60,7 @@ pub enum CoreError {
     #[error("this node is draining; connect to another node")]
     Draining,
     /// A connection limit is reached.
-    #[error("{} connection limit of {limit} is reached", match .scope { LimitScope::Node => "this node's", LimitScope::ClientIp => "the per-client-IP" })]
+    #[error("{} connection limit of {limit} is reached", match .scope { LimitScope::Node => "this node's", LimitScope::ClientIp => "the per-client-IP", LimitScope::Subject => "the per-subject" })]
     TooManyConnections {
         /// Which limit.
         scope: LimitScope,
@@ -95,7 +100,8 @@ struct Shared<S> {
     in_flight: AtomicUsize,
     /// Woken when `in_flight` drops to zero.
     publishes_done: Notify,
-    /// Open connections per client IP. A std mutex: one map operation per connect and close.
+    /// Open connections per client IP (`ip:…`) and per token subject (`sub:…`). A std
+    /// mutex: one map operation per connect and close.
     per_ip: Mutex<HashMap<String, usize>>,
 }
 
@@ -112,6 +118,8 @@ pub struct Subscribe {
     pub remote: Option<String>,
     /// The id of the last event the client received, to resume after it.
     pub last_event_id: Option<EventId>,
+    /// What token granted the subscription, if one did (private topics).
+    pub grant: Option<Grant>,
 }
 
 /// Where a publish should go, decided before its body is read.
@@ -212,7 +220,8 @@ impl<S: Store> Gateway<S> {
             return Err(CoreError::Draining);
         }
         let shared = &self.shared;
-        self.admit(request.remote.as_deref())?;
+        let counted = Counted::of(&request);
+        self.admit(&counted)?;
         let number = shared.next_connection.fetch_add(1, Relaxed);
         let record = ConnectionRecord {
             id: ConnectionId::new(&shared.node.id, number),
@@ -228,10 +237,15 @@ impl<S: Store> Gateway<S> {
         let (queue, state) = shared
             .hub
             .add(number, &record.topics, shared.config.queue_capacity);
+        if let Some(grant) = &request.grant {
+            shared.hub.grant(number, grant.clone(), state.clone());
+        }
         let mut subscription = Subscription {
             gateway: self.clone(),
             number,
             record,
+            counted,
+            expires_at: request.grant.as_ref().map(|g| g.expires_at),
             queue,
             state,
             ending: shared.ending.subscribe(),
@@ -294,7 +308,7 @@ impl<S: Store> Gateway<S> {
     }
 
     /// Counts a new connection against the limits, or refuses it.
-    fn admit(&self, remote: Option<&str>) -> Result<(), CoreError> {
+    fn admit(&self, counted: &Counted) -> Result<(), CoreError> {
         let config = &self.shared.config;
         if config.max_connections > 0 && self.open_connections() >= config.max_connections as u64 {
             return Err(CoreError::TooManyConnections {
@@ -302,18 +316,30 @@ impl<S: Store> Gateway<S> {
                 limit: config.max_connections,
             });
         }
-        let Some(remote) = remote else {
-            return Ok(());
-        };
-        let mut per_ip = self.per_ip();
-        let count = per_ip.entry(remote.to_owned()).or_default();
-        if config.max_connections_per_ip > 0 && *count >= config.max_connections_per_ip {
-            return Err(CoreError::TooManyConnections {
-                scope: LimitScope::ClientIp,
-                limit: config.max_connections_per_ip,
-            });
+        let mut per = self.per_ip();
+        let limits = [
+            (
+                &counted.ip,
+                config.max_connections_per_ip,
+                LimitScope::ClientIp,
+            ),
+            (
+                &counted.subject,
+                config.max_connections_per_subject,
+                LimitScope::Subject,
+            ),
+        ];
+        for (name, limit, scope) in limits {
+            if let Some(name) = name
+                && limit > 0
+                && per.get(name).copied().unwrap_or(0) >= limit
+            {
+                return Err(CoreError::TooManyConnections { scope, limit });
+            }
         }
-        *count += 1;
+        for name in counted.names() {
+            *per.entry(name.to_owned()).or_default() += 1;
+        }
         Ok(())
     }
 
@@ -491,18 +517,55 @@ impl<S: Store> Gateway<S> {
     }
 
     /// Undoes the counting of [`Gateway::admit`]; runs in `Drop`, so it must not wait.
-    fn release(&self, transport: Transport, remote: Option<&str>) {
+    fn release(&self, transport: Transport, counted: &Counted) {
         self.shared.stats.closed(transport);
-        let Some(remote) = remote else {
-            return;
-        };
-        let mut per_ip = self.per_ip();
-        if let Some(count) = per_ip.get_mut(remote) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(remote);
+        let mut per = self.per_ip();
+        for name in counted.names() {
+            if let Some(count) = per.get_mut(name) {
+                *count -= 1;
+                if *count == 0 {
+                    per.remove(name);
+                }
             }
         }
+    }
+
+    /// Revokes token `id` everywhere until `until`: it is refused from now on, and every
+    /// node ends the subscriptions it granted.
+    pub async fn revoke_token(&self, id: &str, until: u64) -> Result<(), CoreError> {
+        self.counted(self.shared.store.revoke_token(id, until).await)
+    }
+
+    /// Whether token `id` was revoked.
+    pub async fn token_revoked(&self, id: &str) -> Result<bool, CoreError> {
+        self.counted(self.shared.store.token_revoked(id).await)
+    }
+
+    /// Ends this node's subscriptions granted by tokens of keys `in_force` no longer
+    /// accepts (removed, expired, or without the right to sign); returns how many.
+    pub fn revoke_keys(&self, in_force: impl Fn(&str) -> bool) -> usize {
+        self.shared
+            .hub
+            .revoke(|grant| !in_force(&grant.key), Revocation::KeyRevoked)
+    }
+}
+
+/// The names a connection counts against: `ip:<address>` and `sub:<subject>`.
+struct Counted {
+    ip: Option<String>,
+    subject: Option<String>,
+}
+
+impl Counted {
+    fn of(request: &Subscribe) -> Self {
+        Self {
+            ip: request.remote.as_ref().map(|ip| format!("ip:{ip}")),
+            subject: request.grant.as_ref().map(|g| format!("sub:{}", g.subject)),
+        }
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.ip.iter().chain(&self.subject).map(String::as_str)
     }
 }
 
@@ -511,6 +574,9 @@ pub struct Subscription<S: Store> {
     gateway: Gateway<S>,
     number: u64,
     record: ConnectionRecord,
+    counted: Counted,
+    /// When the granting token expires, in milliseconds since the Unix epoch.
+    expires_at: Option<u64>,
     queue: mpsc::Receiver<Arc<TopicEvent>>,
     state: Arc<SubscriberState>,
     ending: watch::Receiver<bool>,
@@ -552,9 +618,21 @@ impl<S: Store> Subscription<S> {
         if let Some(event) = self.replay.pop_front() {
             return Next::Event(event);
         }
+        let expiry = async {
+            match self.expires_at {
+                Some(at) => {
+                    let left = at.saturating_sub(unix_millis());
+                    tokio::time::sleep(std::time::Duration::from_millis(left)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
         loop {
             let next = tokio::select! {
                 biased;
+                why = self.state.revoked() => Next::End(EndReason::Revoked(why)),
+                () = &mut expiry => Next::End(EndReason::Revoked(Revocation::TokenExpired)),
                 event = self.queue.recv() => match event {
                     Some(event) => Next::Event(event),
                     // Every sender is gone only when the hub cut this subscriber off: the
@@ -581,8 +659,7 @@ impl<S: Store> Drop for Subscription<S> {
         if !self.opened {
             return;
         }
-        self.gateway
-            .release(self.record.transport, self.record.remote.as_deref());
+        self.gateway.release(self.record.transport, &self.counted);
         let gateway = self.gateway.clone();
         let number = self.number;
         let record = self.record.clone();

@@ -23,6 +23,33 @@ pub enum EndReason {
     SlowConsumer,
     /// The node is draining: the subscriber should reconnect to another node.
     Draining,
+    /// The token that granted the subscription no longer does.
+    Revoked(Revocation),
+}
+
+/// Why a token's subscriptions were ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The token reached its expiry.
+    TokenExpired,
+    /// The token was revoked.
+    TokenRevoked,
+    /// The key that signed the token was removed, expired or lost its right to sign.
+    KeyRevoked,
+}
+
+/// What a subscriber token granted a subscription: kept so the subscription can be ended
+/// when the token or its key stops being valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The token's id (`jti`).
+    pub token_id: String,
+    /// The name of the key that signed it.
+    pub key: String,
+    /// Who the token was issued to (`sub`).
+    pub subject: String,
+    /// When it expires, in milliseconds since the Unix epoch.
+    pub expires_at: u64,
 }
 
 /// The local topic table. Cloning bumps a reference count.
@@ -38,6 +65,8 @@ struct Shared {
     /// `try_send` per subscriber, and none of them awaits, so tokio's mutex would only
     /// cost more.
     table: Mutex<HashMap<TopicName, Vec<Subscriber>>>,
+    /// Subscriptions granted by a token, by connection number.
+    grants: Mutex<HashMap<u64, (Grant, Arc<SubscriberState>)>>,
     stats: Arc<Stats>,
 }
 
@@ -55,6 +84,8 @@ pub(crate) struct SubscriberState {
     topics: TopicList,
     cut: AtomicBool,
     closed: AtomicBool,
+    /// Set when the grant of the subscription was revoked.
+    revoked: Mutex<Option<Revocation>>,
     /// Woken when `cut` or `closed` becomes true.
     changed: Notify,
 }
@@ -69,6 +100,27 @@ impl SubscriberState {
     pub(crate) fn close(&self) {
         self.closed.store(true, Relaxed);
         self.changed.notify_waiters();
+    }
+
+    fn revoke(&self, why: Revocation) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(why);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the subscription's grant is revoked.
+    pub(crate) async fn revoked(&self) -> Revocation {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(why) = *self.revoked.lock().unwrap_or_else(PoisonError::into_inner) {
+                return why;
+            }
+            changed.await;
+        }
     }
 }
 
@@ -106,6 +158,7 @@ impl Hub {
         Self {
             shared: Arc::new(Shared {
                 table: Mutex::new(HashMap::new()),
+                grants: Mutex::new(HashMap::new()),
                 stats,
             }),
         }
@@ -123,6 +176,7 @@ impl Hub {
             topics: topics.clone(),
             cut: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            revoked: Mutex::new(None),
             changed: Notify::new(),
         });
         let subscriber = Subscriber {
@@ -143,6 +197,34 @@ impl Hub {
     /// Removes connection `number` from `topics`; a topic left empty leaves the table.
     pub(crate) fn remove(&self, number: u64, topics: &TopicList) {
         remove(&mut self.lock(), number, topics);
+        self.grants().remove(&number);
+    }
+
+    /// Remembers what token granted connection `number`.
+    pub(crate) fn grant(&self, number: u64, grant: Grant, state: Arc<SubscriberState>) {
+        self.grants().insert(number, (grant, state));
+    }
+
+    /// Ends every subscription whose grant `revoked` picks, telling it `why`; returns how
+    /// many.
+    pub(crate) fn revoke(&self, revoked: impl Fn(&Grant) -> bool, why: Revocation) -> usize {
+        let grants = self.grants();
+        let mut count = 0;
+        for (grant, state) in grants.values() {
+            if revoked(grant) {
+                state.revoke(why);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    fn grants(&self) -> MutexGuard<'_, HashMap<u64, (Grant, Arc<SubscriberState>)>> {
+        // One map operation per critical section; a poisoned lock holds a whole map.
+        self.shared
+            .grants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How many topics have a subscriber on this node.
@@ -180,6 +262,17 @@ pub struct Inbox {
 impl Inbox {
     pub(crate) fn new(hub: Hub) -> Self {
         Self { hub }
+    }
+
+    /// Ends this node's subscriptions granted by token `token_id`; the store calls it on
+    /// every node when a token is revoked.
+    pub fn revoke_token(&self, token_id: &str) {
+        let ended = self
+            .hub
+            .revoke(|g| g.token_id == token_id, Revocation::TokenRevoked);
+        if ended > 0 {
+            tracing::info!(token = token_id, subscriptions = ended, "token revoked");
+        }
     }
 
     /// Queues `event` to every local subscriber of its topic, without waiting.

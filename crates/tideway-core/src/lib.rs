@@ -22,7 +22,7 @@ pub use event::{Encoding, Event, TopicEvent};
 pub use gateway::{
     CoreConfig, CoreError, Gateway, LimitScope, Next, Published, Route, Subscribe, Subscription,
 };
-pub use hub::{CutSignal, EndReason, Inbox};
+pub use hub::{CutSignal, EndReason, Grant, Inbox, Revocation};
 pub use record::{
     ConnectionId, ConnectionRecord, NodeRecord, Page, Paged, TopicRecord, Transport, unix_millis,
 };

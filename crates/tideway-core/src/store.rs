@@ -7,7 +7,8 @@
 //! - one **topic object** per topic name (`join`, `leave`, `live`, `append`, `tail`): its
 //!   connections, the nodes they are on, and its bounded history;
 //! - one **directory object** (`register_node`, `nodes`, `add_connection`,
-//!   `remove_connection`, `connections`, `topics`): the cluster's nodes and connections.
+//!   `remove_connection`, `connections`, `topics`, `revoke_token`, `token_revoked`): the
+//!   cluster's nodes and connections, and revoked tokens.
 //!
 //! Every method is one message to one object and is atomic with respect to other messages
 //! to that object; a read after a write to the same object sees the write. The in-memory
@@ -118,6 +119,18 @@ pub trait Store: Send + Sync + 'static {
         topic: &TopicName,
         limit: usize,
     ) -> impl Future<Output = Result<Option<Vec<Arc<TopicEvent>>>, StoreError>> + Send;
+
+    /// Revokes token `id` until `until` (its expiry, in milliseconds since the Unix
+    /// epoch): records it so it is refused from now on, and has every node end the
+    /// subscriptions it granted (through [`Inbox::revoke_token`]).
+    fn revoke_token(
+        &self,
+        id: &str,
+        until: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether token `id` was revoked (and has not expired since).
+    fn token_revoked(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Whether the store's backend answers now.
     fn ready(&self) -> impl Future<Output = bool> + Send;

@@ -49,6 +49,7 @@ async fn resume(
             transport: Transport::Sse,
             remote: None,
             last_event_id: last_event_id.map(|id| EventId::parse(id.as_bytes()).unwrap()),
+            grant: None,
         })
         .await
         .unwrap()
@@ -274,6 +275,7 @@ async fn connection_limits_refuse_and_free_up() {
         transport: Transport::Sse,
         remote: Some(ip.to_owned()),
         last_event_id: None,
+        grant: None,
     };
     let a1 = gateway.subscribe(from("10.0.0.1")).await.unwrap();
     let _a2 = gateway.subscribe(from("10.0.0.1")).await.unwrap();

@@ -66,6 +66,15 @@ impl TopicPattern {
         })
     }
 
+    /// Whether every topic `other` matches, this one matches too.
+    pub fn covers(&self, other: &TopicPattern) -> bool {
+        if self.wildcard {
+            other.prefix.starts_with(&self.prefix)
+        } else {
+            !other.wildcard && other.prefix == self.prefix
+        }
+    }
+
     /// Whether `topic` matches.
     pub fn matches(&self, topic: &str) -> bool {
         if self.wildcard {
@@ -123,6 +132,16 @@ impl ApiKey {
             rate: None,
             expires_at: None,
         }
+    }
+
+    /// Whether the key has `scope`.
+    pub fn may(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    /// Whether every topic `pattern` matches is one the key may reach.
+    pub fn covers(&self, pattern: &TopicPattern) -> bool {
+        self.topics.is_empty() || self.topics.iter().any(|mine| mine.covers(pattern))
     }
 
     /// Whether the key may reach `topic`.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::KeyRing;
+use crate::{KeyRing, TokenConfig};
 
 /// Which origins may read subscribe routes from a browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +64,8 @@ pub struct HttpConfig {
     /// How long a subscriber may leave written bytes unread once it is cut off (or, on
     /// WebSocket, any single write) before its connection is closed.
     pub write_timeout: Duration,
+    /// Subscriber tokens and private topics.
+    pub tokens: TokenConfig,
 }
 
 impl Default for HttpConfig {
@@ -79,6 +81,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             write_timeout: Duration::from_secs(10),
+            tokens: TokenConfig::default(),
         }
     }
 }

@@ -18,9 +18,11 @@ mod routes;
 mod server;
 mod stream;
 mod system;
+mod tokens;
 mod ui;
 mod ws;
 
 pub use auth::{ApiKey, ApiKeys, KeyRing, Rate, Scope, TopicPattern};
 pub use config::{CorsOrigins, HttpConfig};
 pub use server::run;
+pub use tokens::TokenConfig;

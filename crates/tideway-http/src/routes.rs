@@ -13,7 +13,7 @@ use crate::{
     error::ApiError,
     metrics, publish,
     response::{Response, json},
-    stream, ui, ws,
+    stream, tokens, ui, ws,
 };
 
 /// What every handler needs. Shared by all connections of a server.
@@ -33,7 +33,7 @@ pub(crate) struct AuthFailures {
 }
 
 impl AuthFailures {
-    fn count(&self, code: &'static str) {
+    pub(crate) fn count(&self, code: &'static str) {
         let mut counts = self
             .counts
             .lock()
@@ -90,6 +90,14 @@ impl<S: Store> App<S> {
             "/v1/ws" => match *method {
                 Method::GET => ws::subscribe(self, request, peer).await,
                 _ => Err(ApiError::method_not_allowed("GET")),
+            },
+            "/v1/tokens" => match *method {
+                Method::POST => tokens::sign(self, request).await,
+                _ => Err(ApiError::method_not_allowed("POST")),
+            },
+            "/v1/tokens/revoke" => match *method {
+                Method::POST => tokens::revoke(self, request).await,
+                _ => Err(ApiError::method_not_allowed("POST")),
             },
             "/v1/publish" => match *method {
                 Method::POST => publish::publish(self, request).await,
@@ -189,13 +197,17 @@ impl<S: Store> App<S> {
 
     /// What SSE and WebSocket subscribers both send: topics, an optional label
     /// (`x-sse-id`) and an optional resume cursor (`Last-Event-ID` or `?lastEventId=`).
-    pub(crate) fn subscribe_request(
+    pub(crate) async fn subscribe_request(
         &self,
         request: &Request<Incoming>,
         peer: &Peer,
         transport: Transport,
     ) -> Result<Subscribe, ApiError> {
         let topics = self.topics(request, true)?;
+        let query = request.uri().query().unwrap_or("");
+        let grant = tokens::grant(self, request.headers(), query, &topics)
+            .await
+            .inspect_err(|err| self.auth_failures.count(err.code))?;
         let headers = request.headers();
         let label = match headers.get("x-sse-id") {
             None => None,
@@ -206,7 +218,6 @@ impl<S: Store> App<S> {
                     .to_owned(),
             ),
         };
-        let query = request.uri().query().unwrap_or("");
         let from_query = query_value(query, "lastEventId");
         let last_event_id = match (headers.get("last-event-id"), from_query.as_deref()) {
             (Some(value), _) => Some(value.as_bytes()),
@@ -225,6 +236,7 @@ impl<S: Store> App<S> {
             transport,
             remote: Some(peer.addr.ip().to_string()),
             last_event_id,
+            grant,
         })
     }
 }

@@ -37,6 +37,25 @@ pub async fn run<S: Store>(
         auth_failures: Default::default(),
         rate_limits: Default::default(),
     });
+    // Subscriptions granted by tokens end once the signing key is no longer in force on
+    // this node (removed from the keys file, expired, or without the sign scope).
+    let keys = app.config.api_keys.clone();
+    let watched = gateway.clone();
+    let key_watch = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            ticker.tick().await;
+            let current = keys.current();
+            let ended = watched.revoke_keys(|name| {
+                current
+                    .named(name)
+                    .is_some_and(|k| k.may(crate::Scope::Sign))
+            });
+            if ended > 0 {
+                tracing::info!(subscriptions = ended, "ended subscriptions of revoked keys");
+            }
+        }
+    });
     // Each connection task holds a clone of `alive`; when all are dropped, `all_closed`
     // yields `None` and the drain is complete (mini-redis's shutdown pattern).
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
@@ -116,6 +135,7 @@ pub async fn run<S: Store>(
         tracing::warn!("publishes still in flight at the drain timeout");
         gateway.end_subscriptions();
     }
+    key_watch.abort();
     tokio::select! {
         _ = all_closed.recv() => tracing::info!("drained"),
         () = tokio::time::sleep_until(deadline) => {

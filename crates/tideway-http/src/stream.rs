@@ -38,7 +38,7 @@ pub(crate) async fn subscribe<S: Store>(
             ));
         }
     };
-    let subscribe = app.subscribe_request(request, peer, Transport::Sse)?;
+    let subscribe = app.subscribe_request(request, peer, Transport::Sse).await?;
     let subscription = app.gateway.subscribe(subscribe).await?;
 
     // A subscriber cut off for falling behind gets its farewell after what is queued;

@@ -1,6 +1,6 @@
 //! The gateway's own messages to subscribers: `tideway.<what>` events with JSON data.
 
-use tideway_core::EndReason;
+use tideway_core::{EndReason, Revocation};
 use tideway_protocol::EventId;
 
 /// One message of the gateway's own.
@@ -18,6 +18,7 @@ impl System<'_> {
             System::Gap(_) => "tideway.gap",
             System::End(EndReason::SlowConsumer) => "tideway.slow_consumer",
             System::End(EndReason::Draining) => "tideway.drain",
+            System::End(EndReason::Revoked(_)) => "tideway.revoked",
         }
     }
 
@@ -37,6 +38,22 @@ impl System<'_> {
                 "reason": "drain",
                 "message": "this node is shutting down; reconnect with Last-Event-ID to continue on another node",
             }),
+            System::End(EndReason::Revoked(why)) => {
+                let (reason, message) = match why {
+                    Revocation::TokenExpired => (
+                        "token_expired",
+                        "the subscriber token expired; get a new one and reconnect with Last-Event-ID",
+                    ),
+                    Revocation::TokenRevoked => {
+                        ("token_revoked", "the subscriber token was revoked")
+                    }
+                    Revocation::KeyRevoked => (
+                        "key_revoked",
+                        "the key that signed the subscriber token was revoked",
+                    ),
+                };
+                serde_json::json!({ "reason": reason, "message": message })
+            }
         };
         value.to_string()
     }

@@ -46,7 +46,9 @@ pub(crate) async fn subscribe<S: Store>(
             "GET /v1/ws needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
         ));
     }
-    let subscribe = app.subscribe_request(&request, peer, Transport::WebSocket)?;
+    let subscribe = app
+        .subscribe_request(&request, peer, Transport::WebSocket)
+        .await?;
     let (response, upgrade) = upgrade(&mut request).map_err(|err| {
         ApiError::bad_request("invalid_upgrade", format!("WebSocket handshake: {err}"))
     })?;
@@ -150,6 +152,7 @@ async fn serve<S: Store>(
                     let (code, why) = match reason {
                         EndReason::Draining => (1001, "drain"),
                         EndReason::SlowConsumer => (1008, "slow_consumer"),
+                        EndReason::Revoked(_) => (1008, "revoked"),
                     };
                     let text = System::End(reason).envelope();
                     let farewell = write(&mut writer, Frame::text(Payload::Owned(text.into_bytes())), settings).await;

@@ -107,6 +107,8 @@ struct DirectoryState {
     arrivals: HashMap<ConnectionId, u64>,
     next_arrival: u64,
     topics: BTreeSet<TopicName>,
+    /// Revoked token ids, with when they expire anyway (ms since the epoch).
+    revoked: HashMap<String, u64>,
 }
 
 impl ObjectState for DirectoryState {
@@ -404,6 +406,30 @@ impl Store for DoStore {
             .await
             .map_err(gone)?;
         Ok(tail.flatten())
+    }
+
+    async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {
+        let token = id.to_owned();
+        self.directory(move |d| {
+            let now = unix_millis();
+            d.revoked.retain(|_, until| *until > now);
+            d.revoked.insert(token, until);
+        })
+        .await?;
+        if let Some(inbox) = self.shared.inbox.get() {
+            inbox.revoke_token(id);
+        }
+        Ok(())
+    }
+
+    async fn token_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        let token = id.to_owned();
+        self.directory(move |d| {
+            d.revoked
+                .get(&token)
+                .is_some_and(|until| *until > unix_millis())
+        })
+        .await
     }
 
     async fn ready(&self) -> bool {

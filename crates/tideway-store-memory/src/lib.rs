@@ -62,6 +62,8 @@ struct State {
     next_arrival: u64,
     /// The position of the last publish.
     next_position: u64,
+    /// Revoked token ids, with when they expire anyway (ms since the epoch).
+    revoked: HashMap<String, u64>,
     topics: HashMap<TopicName, Topic>,
 }
 
@@ -319,6 +321,28 @@ impl Store for MemoryStore {
             entry.history.iter().skip(skip).cloned().collect()
         });
         Ok(tail)
+    }
+
+    async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {
+        {
+            let mut state = self.lock();
+            let now = unix_millis();
+            state.revoked.retain(|_, until| *until > now);
+            state.revoked.insert(id.to_owned(), until);
+        }
+        if let Some(inbox) = self.shared.inbox.get() {
+            inbox.revoke_token(id);
+        }
+        Ok(())
+    }
+
+    async fn token_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        let now = unix_millis();
+        Ok(self
+            .lock()
+            .revoked
+            .get(id)
+            .is_some_and(|until| *until > now))
     }
 
     async fn ready(&self) -> bool {

@@ -193,10 +193,13 @@ impl RedisStore {
     async fn resync(&self, node: &NodeRecord) -> Result<(), StoreError> {
         // Listen first: once the node's topics are registered again, events are routed
         // to its channel at once, and a channel nobody listens to drops them.
-        let channel = format!("{}node:{}:events", self.prefix(), node.id);
+        let channels = vec![
+            format!("{}node:{}:events", self.prefix(), node.id),
+            format!("{}revocations", self.prefix()),
+        ];
         self.shared
             .subscriber
-            .subscribe(channel)
+            .subscribe(channels)
             .await
             .map_err(unavailable)?;
         let now = unix_millis().to_string();
@@ -268,9 +271,13 @@ fn spawn_tasks(store: &RedisStore) {
                 Ok(message) => {
                     let Some(shared) = weak.upgrade() else { return };
                     let store = RedisStore { shared };
-                    match message.value.as_bytes() {
-                        Some(payload) => store.deliver(payload),
-                        None => tracing::warn!("a message from Redis had no bytes"),
+                    let revocation = message.channel.ends_with("revocations");
+                    match (message.value.as_bytes(), store.shared.inbox.get()) {
+                        (Some(id), Some(inbox)) if revocation => {
+                            inbox.revoke_token(&String::from_utf8_lossy(id));
+                        }
+                        (Some(payload), _) => store.deliver(payload),
+                        (None, _) => tracing::warn!("a message from Redis had no bytes"),
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
@@ -599,6 +606,22 @@ impl Store for RedisStore {
             })
             .collect(),
         ))
+    }
+
+    async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {
+        let ttl = until.saturating_sub(unix_millis()).to_string();
+        let args = vec![self.prefix().to_owned(), id.to_owned(), ttl];
+        self.run(&self.shared.scripts.revoke, args)
+            .await
+            .map(|_| ())
+    }
+
+    async fn token_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        let key = format!("{}revoked:{id}", self.prefix());
+        let exists: i64 = fred::interfaces::KeysInterface::exists(&self.shared.client, key)
+            .await
+            .map_err(unavailable)?;
+        Ok(exists == 1)
     }
 
     async fn ready(&self) -> bool {

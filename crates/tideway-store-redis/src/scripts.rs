@@ -224,6 +224,15 @@ end
 return #dead
 "#;
 
+/// ARGV: prefix, token id, milliseconds until it expires anyway. Records the revocation
+/// and tells every node on the revocations channel.
+const REVOKE: &str = r#"
+local id, ttl = ARGV[2], tonumber(ARGV[3])
+if ttl > 0 then redis.call('SET', p .. 'revoked:' .. id, 1, 'PX', ttl) end
+redis.call('PUBLISH', p .. 'revocations', id)
+return 1
+"#;
+
 /// Every script, each with the prelude.
 pub(crate) struct Scripts {
     pub(crate) join: fred::types::scripts::Script,
@@ -238,6 +247,7 @@ pub(crate) struct Scripts {
     pub(crate) heartbeat: fred::types::scripts::Script,
     pub(crate) nodes: fred::types::scripts::Script,
     pub(crate) reap: fred::types::scripts::Script,
+    pub(crate) revoke: fred::types::scripts::Script,
 }
 
 impl Default for Scripts {
@@ -257,6 +267,7 @@ impl Default for Scripts {
             heartbeat: script(HEARTBEAT),
             nodes: script(NODES),
             reap: script(REAP),
+            revoke: script(REVOKE),
         }
     }
 }

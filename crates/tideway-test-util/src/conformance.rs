@@ -8,8 +8,8 @@
 use std::{sync::Arc, time::Duration};
 
 use tideway_core::{
-    ConnectionId, ConnectionRecord, CoreConfig, Event, Gateway, Next, NodeRecord, Page, Route,
-    Store, Subscribe, Subscription, Transport, unix_millis,
+    ConnectionId, ConnectionRecord, CoreConfig, EndReason, Event, Gateway, Grant, Next, NodeRecord,
+    Page, Revocation, Route, Store, Subscribe, Subscription, Transport, unix_millis,
 };
 use tideway_protocol::{EventData, EventId, TopicList, TopicName};
 
@@ -262,6 +262,49 @@ pub async fn grace_keeps_a_topic_for_a_while<S: Store>(store: S) {
     assert!(store.tail(&name("g"), 10).await.expect("tail").is_none());
 }
 
+/// A revoked token is refused from then on, and the subscriptions it granted end.
+pub async fn revocation_reaches_every_subscription<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let grant = Grant {
+        token_id: "token-1".into(),
+        key: "signer".into(),
+        subject: "alice".into(),
+        expires_at: unix_millis() + 60_000,
+    };
+    let request = Subscribe {
+        topics: list("private:a"),
+        label: None,
+        transport: Transport::Sse,
+        remote: None,
+        last_event_id: None,
+        grant: Some(grant),
+    };
+    let mut granted = gateway.subscribe(request).await.expect("subscribe");
+    let mut other = subscribe(&gateway, "private:a", None).await;
+    assert!(!gateway.token_revoked("token-1").await.expect("read"));
+    gateway
+        .revoke_token("token-1", unix_millis() + 60_000)
+        .await
+        .expect("revoke");
+    assert!(gateway.token_revoked("token-1").await.expect("read"));
+    assert!(!gateway.token_revoked("token-2").await.expect("read"));
+    match tokio::time::timeout(TIMEOUT, granted.next())
+        .await
+        .expect("in time")
+    {
+        Next::End(EndReason::Revoked(Revocation::TokenRevoked)) => {}
+        other => panic!("expected the revocation, got {other:?}"),
+    }
+    publish(&gateway, "private:a", "still").await;
+    assert_eq!(
+        next(&mut other).await,
+        "private:a:still",
+        "other subscriptions go on"
+    );
+}
+
 async fn subscribe<S: Store>(
     gateway: &Gateway<S>,
     topics: &str,
@@ -274,6 +317,7 @@ async fn subscribe<S: Store>(
             transport: Transport::Sse,
             remote: None,
             last_event_id: last.map(|id| EventId::parse(id.as_bytes()).expect("valid id")),
+            grant: None,
         })
         .await
         .expect("subscribe")
@@ -328,6 +372,11 @@ macro_rules! conformance_tests {
         async fn conformance_resume_after_an_id() {
             let (store, _guard) = $make($crate::conformance::Settings::default()).await;
             $crate::conformance::resume_after_an_id(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_revocation_reaches_every_subscription() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::revocation_reaches_every_subscription(store).await;
         }
         #[tokio::test]
         async fn conformance_grace_keeps_a_topic_for_a_while() {

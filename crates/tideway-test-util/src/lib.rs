@@ -310,9 +310,19 @@ impl HttpReader {
     /// Reads a whole response: head and body (by length, by chunks, or to the end).
     pub async fn response(&mut self) -> Response {
         let (status, headers) = self.head().await;
+        let body = self.body(&headers).await;
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Reads the body that follows a head with these headers.
+    pub async fn body(&mut self, headers: &[(String, String)]) -> Vec<u8> {
         let chunked =
-            find_header(&headers, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
-        let length = find_header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+            find_header(headers, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
+        let length = find_header(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
         let mut body = Vec::new();
         if chunked {
             while let Some(chunk) = self.chunk().await {
@@ -327,11 +337,7 @@ impl HttpReader {
             while self.fill().await {}
             body = self.buf.split().to_vec();
         }
-        Response {
-            status,
-            headers,
-            body,
-        }
+        body
     }
 
     /// The next chunk of a chunked body; `None` after the last one.
@@ -392,12 +398,8 @@ impl Sse {
         if self.status == 200 {
             return String::new();
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = self.reader.chunk().await {
-            body.extend_from_slice(&chunk);
-        }
-        body.extend_from_slice(&self.reader.buf);
-        String::from_utf8_lossy(&body).into_owned()
+        let headers = self.headers.clone();
+        String::from_utf8_lossy(&self.reader.body(&headers).await).into_owned()
     }
 
     /// A response header.

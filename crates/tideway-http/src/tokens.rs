@@ -1,0 +1,330 @@
+//! Subscriber tokens for private topics: `POST /v1/tokens` signs them (HS256 JWTs),
+//! `POST /v1/tokens/revoke` revokes them, and subscribe routes check them.
+
+use std::time::Duration;
+
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tideway_core::{Grant, Store, unix_millis};
+use tideway_protocol::{TopicList, query_value};
+
+use crate::{
+    Scope, TopicPattern,
+    auth::bearer,
+    error::ApiError,
+    response::{Response, json},
+    routes::App,
+};
+
+/// Settings of subscriber tokens. Defaults are the ones `tideway --help` prints.
+#[derive(Clone)]
+pub struct TokenConfig {
+    /// The HS256 secret every node of a cluster shares; empty disables tokens (private
+    /// topics then admit nobody).
+    pub secret: Vec<u8>,
+    /// The audience tokens are issued for and must name (`aud`).
+    pub audience: String,
+    /// Topics starting with this prefix need a token.
+    pub private_prefix: String,
+    /// Lifetime of a token when the request names none.
+    pub default_ttl: Duration,
+    /// Longest lifetime a token may ask for.
+    pub max_ttl: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            secret: Vec::new(),
+            audience: "tideway".to_owned(),
+            private_prefix: "private:".to_owned(),
+            default_ttl: Duration::from_secs(15 * 60),
+            max_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("TokenConfig")
+            .field("audience", &self.audience)
+            .field("private_prefix", &self.private_prefix)
+            .field("default_ttl", &self.default_ttl)
+            .field("max_ttl", &self.max_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token's claims.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    /// Who it is for.
+    sub: String,
+    aud: String,
+    /// Seconds since the Unix epoch.
+    exp: u64,
+    iat: u64,
+    /// Its id, for revocation.
+    jti: String,
+    /// The topic patterns it grants.
+    topics: Vec<String>,
+    /// The name of the key that signed it.
+    kid: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SignRequest {
+    subject: String,
+    topics: Vec<String>,
+    ttl_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    token: String,
+}
+
+fn no_tokens() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "tokens_disabled",
+        "this gateway has no token secret (--token-secret), so it signs and accepts no tokens",
+    )
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let body = Limited::new(request.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|err| {
+            ApiError::bad_request("invalid_body", format!("could not read the body: {err}"))
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|err| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("the body is not the JSON this route takes: {err}"),
+        )
+    })
+}
+
+/// `POST /v1/tokens`: a key with the `sign` scope gets a token for topics within its own.
+pub(crate) async fn sign<S: Store>(
+    app: &App<S>,
+    request: Request<Incoming>,
+) -> Result<Response, ApiError> {
+    let key = app.authorize(request.headers(), Scope::Sign)?;
+    let config = &app.config.tokens;
+    if config.secret.is_empty() {
+        return Err(no_tokens());
+    }
+    let wanted: SignRequest = read_json(request).await?;
+    if wanted.subject.is_empty() || wanted.subject.len() > 128 {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "subject: 1 to 128 bytes",
+        ));
+    }
+    if wanted.topics.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "topics: grant at least one topic or pattern",
+        ));
+    }
+    for text in &wanted.topics {
+        let pattern =
+            TopicPattern::parse(text).map_err(|e| ApiError::bad_request("invalid_topic", e))?;
+        if !key.covers(&pattern) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "topic_not_allowed",
+                format!(
+                    "key {:?} may not grant {text:?}: it reaches only its own topics",
+                    key.name
+                ),
+            ));
+        }
+    }
+    let ttl = wanted
+        .ttl_seconds
+        .map_or(config.default_ttl, Duration::from_secs);
+    if ttl.is_zero() || ttl > config.max_ttl {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("ttlSeconds: between 1 and {}", config.max_ttl.as_secs()),
+        ));
+    }
+    let now = unix_millis() / 1000;
+    let claims = Claims {
+        sub: wanted.subject,
+        aud: config.audience.clone(),
+        exp: now + ttl.as_secs(),
+        iat: now,
+        jti: token_id(),
+        topics: wanted.topics,
+        kid: key.name.clone(),
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&config.secret),
+    )
+    .map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "token_failed",
+            err.to_string(),
+        )
+    })?;
+    tracing::info!(key = %key.name, subject = %claims.sub, token = %claims.jti, "token signed");
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "token": token, "id": claims.jti, "expiresAt": claims.exp * 1000 }),
+    ))
+}
+
+/// `POST /v1/tokens/revoke` with `{"token": "…"}`: refused from now on, and every
+/// subscription it granted, on every node, ends with `tideway.revoked`.
+pub(crate) async fn revoke<S: Store>(
+    app: &App<S>,
+    request: Request<Incoming>,
+) -> Result<Response, ApiError> {
+    app.authorize(request.headers(), Scope::Sign)?;
+    let config = &app.config.tokens;
+    if config.secret.is_empty() {
+        return Err(no_tokens());
+    }
+    let wanted: RevokeRequest = read_json(request).await?;
+    let claims = decode(config, &wanted.token, false)?;
+    app.gateway
+        .revoke_token(&claims.jti, claims.exp * 1000)
+        .await?;
+    tracing::info!(token = %claims.jti, "token revoked");
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "revoked": claims.jti }),
+    ))
+}
+
+/// The grant for a subscription to `topics`: `None` when none is private; otherwise the
+/// checked token (from `Authorization: Bearer` or `?token=`) must grant every private one.
+pub(crate) async fn grant<S: Store>(
+    app: &App<S>,
+    headers: &HeaderMap,
+    query: &str,
+    topics: &TopicList,
+) -> Result<Option<Grant>, ApiError> {
+    let config = &app.config.tokens;
+    let private: Vec<&str> = topics
+        .iter()
+        .map(|t| t.as_str())
+        .filter(|t| t.starts_with(&config.private_prefix))
+        .collect();
+    let Some(first) = private.first() else {
+        return Ok(None);
+    };
+    let from_query = query_value(query, "token");
+    let token = match (bearer(headers)?, from_query.as_deref()) {
+        (Some(token), _) => String::from_utf8_lossy(token).into_owned(),
+        (None, Some(token)) => token.to_owned(),
+        (None, None) => {
+            return Err(ApiError::unauthorized(
+                "missing_token",
+                format!(
+                    "topic {first:?} is private: send a subscriber token as `Authorization: Bearer <token>` or `?token=`"
+                ),
+            ));
+        }
+    };
+    if config.secret.is_empty() {
+        return Err(no_tokens());
+    }
+    let claims = decode(config, &token, true)?;
+    let in_force = app
+        .config
+        .api_keys
+        .current()
+        .named(&claims.kid)
+        .is_some_and(|k| k.may(Scope::Sign));
+    if !in_force || app.gateway.token_revoked(&claims.jti).await? {
+        return Err(ApiError::unauthorized(
+            "token_revoked",
+            "this token was revoked, or the key that signed it was",
+        ));
+    }
+    let patterns: Vec<TopicPattern> = claims
+        .topics
+        .iter()
+        .filter_map(|p| TopicPattern::parse(p).ok())
+        .collect();
+    if let Some(topic) = private
+        .iter()
+        .find(|t| !patterns.iter().any(|p| p.matches(t)))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "topic_not_granted",
+            format!(
+                "the token does not grant topic {topic:?}; it grants {}",
+                claims.topics.join(", ")
+            ),
+        ));
+    }
+    Ok(Some(Grant {
+        token_id: claims.jti,
+        key: claims.kid,
+        subject: claims.sub,
+        expires_at: claims.exp * 1000,
+    }))
+}
+
+fn decode(config: &TokenConfig, token: &str, check_expiry: bool) -> Result<Claims, ApiError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[&config.audience]);
+    validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+    validation.leeway = 0;
+    validation.validate_exp = check_expiry;
+    jsonwebtoken::decode::<Claims>(
+        token,
+        &DecodingKey::from_secret(&config.secret),
+        &validation,
+    )
+    .map(|data| data.claims)
+    .map_err(|err| match err.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::unauthorized(
+            "token_expired",
+            "the subscriber token has expired; ask for a new one",
+        ),
+        _ => {
+            tracing::warn!(error = %err, "auth failure: invalid subscriber token");
+            ApiError::unauthorized(
+                "invalid_token",
+                format!("the subscriber token is not valid: {err}"),
+            )
+        }
+    })
+}
+
+/// 128 random bits as hex, from the standard library's per-process random keys mixed
+/// with the clock: unique, not secret (the signature protects the token).
+fn token_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let mut a = state.build_hasher();
+    a.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let mut b = state.build_hasher();
+    b.write_u64(a.finish());
+    format!("{:016x}{:016x}", a.finish(), b.finish())
+}
