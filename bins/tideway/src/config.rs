@@ -92,6 +92,15 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDEWAY_CORS_ORIGINS", default_value = "*")]
     pub(crate) cors_origins: String,
 
+    /// Origins allowed to publish and sign tokens from a browser: `*`, a list, or empty
+    /// for none.
+    #[arg(long, env = "TIDEWAY_PUBLISH_CORS_ORIGINS", default_value = "")]
+    pub(crate) publish_cors_origins: String,
+
+    /// Origins allowed to call the admin API from a browser (the admin UI needs none).
+    #[arg(long, env = "TIDEWAY_ADMIN_CORS_ORIGINS", default_value = "")]
+    pub(crate) admin_cors_origins: String,
+
     /// Most topics one request may name.
     #[arg(long, env = "TIDEWAY_MAX_TOPICS", default_value_t = 64)]
     pub(crate) max_topics: usize,
@@ -462,6 +471,18 @@ mod tests {
 
                       [env: TIDEWAY_CORS_ORIGINS=]
                       [default: *]
+
+                  --publish-cors-origins <PUBLISH_CORS_ORIGINS>
+                      Origins allowed to publish and sign tokens from a browser: `*`, a list, or empty for none
+
+                      [env: TIDEWAY_PUBLISH_CORS_ORIGINS=]
+                      [default: ""]
+
+                  --admin-cors-origins <ADMIN_CORS_ORIGINS>
+                      Origins allowed to call the admin API from a browser (the admin UI needs none)
+
+                      [env: TIDEWAY_ADMIN_CORS_ORIGINS=]
+                      [default: ""]
 
                   --max-topics <MAX_TOPICS>
                       Most topics one request may name

@@ -9,7 +9,7 @@ mod probe;
 use anyhow::Context;
 use clap::Parser;
 use tideway_core::{CoreConfig, Gateway, NodeRecord, Store, unix_millis};
-use tideway_http::{ApiKeys, CorsOrigins, HttpConfig, KeyRing, TokenConfig};
+use tideway_http::{ApiKeys, Cors, CorsOrigins, HttpConfig, KeyRing, TokenConfig};
 use tideway_store_do::{DoConfig, DoStore};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
 use tideway_store_redis::{RedisConfig, RedisStore};
@@ -90,7 +90,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_body: args.max_body.0,
         heartbeat: args.heartbeat.0,
         retry: args.retry.0,
-        cors_origins: CorsOrigins::parse(&args.cors_origins),
+        cors: Cors {
+            subscribe: CorsOrigins::parse(&args.cors_origins),
+            publish: CorsOrigins::parse(&args.publish_cors_origins),
+            admin: CorsOrigins::parse(&args.admin_cors_origins),
+        },
         drain_timeout: args.drain_timeout.0,
         header_read_timeout: args.header_read_timeout.0,
         max_header_bytes: args.max_header_bytes.0,

@@ -40,6 +40,27 @@ impl CorsOrigins {
     }
 }
 
+/// Which origins may call each group of routes from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// `/v1/stream` and `/v1/ws`; any origin by default.
+    pub subscribe: CorsOrigins,
+    /// `/v1/publish` and `/v1/tokens*`; none by default (publishers are servers).
+    pub publish: CorsOrigins,
+    /// `/v1/admin/*`; none by default (the admin UI is served from the gateway itself).
+    pub admin: CorsOrigins,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Self {
+            subscribe: CorsOrigins::Any,
+            publish: CorsOrigins::List(Vec::new()),
+            admin: CorsOrigins::List(Vec::new()),
+        }
+    }
+}
+
 /// Settings of the HTTP transport. Defaults are the ones `tideway --help` prints.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -53,8 +74,8 @@ pub struct HttpConfig {
     pub heartbeat: Duration,
     /// The reconnection delay suggested to clients in `retry:`.
     pub retry: Duration,
-    /// Origins allowed on subscribe routes.
-    pub cors_origins: CorsOrigins,
+    /// Origins allowed to call each group of routes from a browser.
+    pub cors: Cors,
     /// How long a drain waits for streams and in-flight requests before giving up.
     pub drain_timeout: Duration,
     /// How long a client may take to send a request's headers.
@@ -76,7 +97,7 @@ impl Default for HttpConfig {
             max_body: 64 * 1024,
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(2),
-            cors_origins: CorsOrigins::Any,
+            cors: Cors::default(),
             drain_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,

@@ -10,6 +10,7 @@
 mod admin;
 mod auth;
 mod config;
+mod cors;
 mod error;
 mod metrics;
 mod publish;
@@ -23,6 +24,6 @@ mod ui;
 mod ws;
 
 pub use auth::{ApiKey, ApiKeys, KeyRing, Rate, Scope, TopicPattern};
-pub use config::{CorsOrigins, HttpConfig};
+pub use config::{Cors, CorsOrigins, HttpConfig};
 pub use server::run;
 pub use tokens::TokenConfig;

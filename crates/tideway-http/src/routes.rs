@@ -9,7 +9,7 @@ use tideway_protocol::{EventId, TopicList, query_value};
 use tokio::sync::Notify;
 
 use crate::{
-    ApiKey, HttpConfig, Scope, admin,
+    ApiKey, HttpConfig, Scope, admin, cors,
     error::ApiError,
     metrics, publish,
     response::{Response, json},
@@ -78,18 +78,46 @@ impl<S: Store> App<S> {
     }
 
     async fn route(&self, request: Request<Incoming>, peer: &Peer) -> Result<Response, ApiError> {
+        let cors = &self.config.cors;
+        let origins = match request.uri().path() {
+            "/v1/stream" | "/v1/ws" => Some((&cors.subscribe, "GET, OPTIONS")),
+            "/v1/publish" | "/v1/tokens" | "/v1/tokens/revoke" => {
+                Some((&cors.publish, "POST, OPTIONS"))
+            }
+            path if path.starts_with("/v1/admin/") => Some((&cors.admin, "GET, OPTIONS")),
+            _ => None,
+        };
+        if let Some((origins, methods)) = origins {
+            if request.method() == Method::OPTIONS {
+                return Ok(cors::preflight(origins, request.headers(), methods));
+            }
+            let headers = request.headers().clone();
+            let mut response = match self.route_inner(request, peer).await {
+                Ok(response) => response,
+                Err(err) => err.into_response(),
+            };
+            cors::allow(origins, &headers, &mut response);
+            return Ok(response);
+        }
+        self.route_inner(request, peer).await
+    }
+
+    async fn route_inner(
+        &self,
+        request: Request<Incoming>,
+        peer: &Peer,
+    ) -> Result<Response, ApiError> {
         self.check_head_size(&request)?;
         let path = request.uri().path();
         let method = request.method();
         match path {
             "/v1/stream" => match *method {
                 Method::GET => stream::subscribe(self, &request, peer).await,
-                Method::OPTIONS => Ok(stream::preflight(self, &request)),
                 _ => Err(ApiError::method_not_allowed("GET, OPTIONS")),
             },
             "/v1/ws" => match *method {
                 Method::GET => ws::subscribe(self, request, peer).await,
-                _ => Err(ApiError::method_not_allowed("GET")),
+                _ => Err(ApiError::method_not_allowed("GET, OPTIONS")),
             },
             "/v1/tokens" => match *method {
                 Method::POST => tokens::sign(self, request).await,

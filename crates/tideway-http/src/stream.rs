@@ -4,7 +4,7 @@ use std::{convert::Infallible, time::Duration};
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::{HeaderValue, Request, StatusCode, header};
+use http::{HeaderValue, Request, header};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
@@ -14,7 +14,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::{
     error::ApiError,
-    response::{Response, full},
+    response::Response,
     routes::{App, Peer},
     system::System,
 };
@@ -85,51 +85,7 @@ pub(crate) async fn subscribe<S: Store>(
     );
     // Tells nginx and similar proxies not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    cors(app, request, &mut response);
     Ok(response)
-}
-
-/// Answers a CORS preflight of a subscribe route.
-pub(crate) fn preflight<S: Store>(app: &App<S>, request: &Request<Incoming>) -> Response {
-    let mut response = full(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
-    if cors(app, request, &mut response) {
-        let headers = response.headers_mut();
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, OPTIONS"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("x-sse-topic, x-sse-id, last-event-id, cache-control"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
-    }
-    response
-}
-
-/// Adds `Access-Control-Allow-Origin` when the request's origin is allowed.
-fn cors<S: Store>(app: &App<S>, request: &Request<Incoming>, response: &mut Response) -> bool {
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok());
-    let Some(allowed) = app.config.cors_origins.allow(origin) else {
-        return false;
-    };
-    let headers = response.headers_mut();
-    if allowed != "*" {
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    match HeaderValue::from_str(&allowed) {
-        Ok(value) => {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-            true
-        }
-        Err(_) => false,
-    }
 }
 
 /// The state of one SSE response body.

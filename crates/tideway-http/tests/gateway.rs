@@ -599,7 +599,11 @@ async fn cors_for_browsers() {
     assert_eq!(sse.header("access-control-allow-origin"), Some("*"));
 
     let http = HttpConfig {
-        cors_origins: CorsOrigins::parse("https://good.example"),
+        cors: tideway_http::Cors {
+            subscribe: CorsOrigins::parse("https://good.example"),
+            publish: CorsOrigins::parse("https://publisher.example"),
+            admin: CorsOrigins::parse(""),
+        },
         ..HttpConfig::default()
     };
     let gw = TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;

@@ -1,0 +1,56 @@
+//! CORS: which origins may call each group of routes from a browser, and the answers to
+//! their preflights.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use crate::{
+    CorsOrigins,
+    response::{Response, full},
+};
+
+/// The request headers a browser may send.
+const ALLOW_HEADERS: &str =
+    "authorization, content-type, x-sse-topic, x-sse-id, x-sse-event, last-event-id, cache-control";
+
+/// Adds `Access-Control-Allow-Origin` when the request's origin is allowed; says whether.
+pub(crate) fn allow(origins: &CorsOrigins, request: &HeaderMap, response: &mut Response) -> bool {
+    let origin = request.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    let Some(allowed) = origins.allow(origin) else {
+        return false;
+    };
+    let Ok(value) = HeaderValue::from_str(&allowed) else {
+        return false;
+    };
+    let headers = response.headers_mut();
+    if allowed != "*" {
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    true
+}
+
+/// Answers a preflight: 204, with the allowed methods and headers when the origin may.
+pub(crate) fn preflight(
+    origins: &CorsOrigins,
+    request: &HeaderMap,
+    methods: &'static str,
+) -> Response {
+    let mut response = full(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
+    if allow(origins, request, &mut response) {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(methods),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOW_HEADERS),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    }
+    response
+}
