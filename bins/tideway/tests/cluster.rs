@@ -353,3 +353,97 @@ async fn revoking_a_token_on_one_node_ends_its_subscriptions_on_another() {
         (401, "token_revoked")
     );
 }
+
+#[tokio::test]
+async fn tenants_stay_apart_across_nodes() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("tideway-tenants-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.json");
+    std::fs::write(
+        &keys,
+        r#"{"keys": [
+            {"name": "acme", "key": "acme-secret", "tenant": "acme"},
+            {"name": "globex", "key": "globex-secret", "tenant": "globex"}
+        ]}"#,
+    )
+    .unwrap();
+    let url = redis.url();
+    let keys = keys.to_string_lossy().into_owned();
+    let node = |id: &'static str| {
+        Node::with_args(&[
+            "--adapter",
+            "redis",
+            "--redis-url",
+            &url,
+            "--node-id",
+            id,
+            "--keys-file",
+            &keys,
+        ])
+    };
+    let (n1, n2) = (node("t1"), node("t2"));
+    let mut acme = n2
+        .client
+        .subscribe("/v1/stream?topic=orders&tenant=acme", &[])
+        .await;
+    let mut globex = n2
+        .client
+        .subscribe("/v1/stream?topic=orders&tenant=globex", &[])
+        .await;
+    let publish = |key: &str, id: &str| {
+        let headers = [
+            format!("authorization: Bearer {key}"),
+            "x-sse-topic: orders".to_owned(),
+            format!("x-sse-id: {id}"),
+        ];
+        tideway_test_util::request(
+            "POST",
+            "/v1/publish",
+            &headers.iter().map(String::as_str).collect::<Vec<_>>(),
+            b"x",
+        )
+    };
+    assert_eq!(
+        n1.client
+            .raw(publish("acme-secret", "acme-1").as_bytes())
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        n1.client
+            .raw(publish("globex-secret", "globex-1").as_bytes())
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        acme.next_event().await.unwrap().id.as_deref(),
+        Some("acme-1")
+    );
+    assert_eq!(
+        globex.next_event().await.unwrap().id.as_deref(),
+        Some("globex-1")
+    );
+    for (client, key) in [(&n1.client, "acme-secret"), (&n2.client, "globex-secret")] {
+        let auth = format!("authorization: Bearer {key}");
+        let topics = client.get("/v1/admin/topics", &[&auth]).await.json();
+        assert_eq!(
+            (
+                topics["total"].as_u64(),
+                topics["items"][0]["name"].as_str()
+            ),
+            (Some(1), Some("orders"))
+        );
+        let connections = client.get("/v1/admin/connections", &[&auth]).await.json();
+        assert_eq!(connections["total"], 1, "{key}: {connections}");
+    }
+    assert_eq!(
+        total(&n1.client, "/v1/admin/connections").await,
+        2,
+        "the operator sees both"
+    );
+    drop((acme, globex));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -80,7 +80,7 @@ impl TopicEvent {
 
     fn envelope(&self) -> String {
         Envelope {
-            topic: self.topic.as_str(),
+            topic: self.topic.public_name(),
             id: self.event.id.as_str(),
             event: self.event.event_type.as_ref().map(EventType::as_str),
             data: self.event.data.as_str(),
@@ -90,14 +90,16 @@ impl TopicEvent {
 
     fn frame(&self, data: &str) -> Bytes {
         let event = &self.event;
-        let mut frame = FrameBuilder::with_capacity(data.len() + 64 + self.topic.as_str().len());
+        let topic = self.topic.public_name();
+        let mut frame = FrameBuilder::with_capacity(data.len() + 64 + topic.len());
         // Ids, types and topic names are validated types that hold no CR, LF or NUL, so
         // the builder's checks pass; were they ever to fail the field is left out.
         let _ = frame.id(event.id.as_str());
         if let Some(event_type) = &event.event_type {
             let _ = frame.event(event_type.as_str());
         }
-        let _ = frame.field("topic", self.topic.as_str());
+        // Clients see their topic's name; a tenant's namespace stays the gateway's business.
+        let _ = frame.field("topic", topic);
         frame.data(data);
         frame.finish()
     }

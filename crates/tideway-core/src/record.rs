@@ -7,7 +7,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tideway_protocol::{TopicList, TopicName};
+use tideway_protocol::{Tenant, TopicList, TopicName};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn unix_millis() -> u64 {
@@ -112,16 +112,36 @@ pub struct NodeRecord {
     pub connections: usize,
 }
 
-/// A request for one page of a list: 1-based `page`, `page_size` items per page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A request for one page of a list: 1-based `page`, `page_size` items per page, of one
+/// tenant's items or of all.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     /// 1-based page number.
     pub page: usize,
     /// Items per page, at least 1.
     pub page_size: usize,
+    /// Only this tenant's topics and connections; `None` lists every one.
+    pub tenant: Option<Tenant>,
 }
 
 impl Page {
+    /// Whether `topic` is listed on pages of this tenant.
+    pub fn lists(&self, topic: &TopicName) -> bool {
+        self.tenant
+            .as_ref()
+            .is_none_or(|tenant| topic.tenant() == Some(tenant.as_str()))
+    }
+
+    /// Whether `connection` is listed on pages of this tenant (by its first topic: a
+    /// connection's topics all belong to one tenant).
+    pub fn lists_connection(&self, connection: &ConnectionRecord) -> bool {
+        connection
+            .topics
+            .names()
+            .first()
+            .is_some_and(|t| self.lists(t))
+    }
+
     /// The items of `all` (already in their listing order) on this page.
     pub fn slice<T: Clone>(&self, all: &[T]) -> Vec<T> {
         let start = self
@@ -155,7 +175,14 @@ mod tests {
     #[test]
     fn pages_cut_the_list() {
         let all: Vec<u32> = (0..10).collect();
-        let page = |page, page_size| Page { page, page_size }.slice(&all);
+        let page = |page, page_size| {
+            Page {
+                page,
+                page_size,
+                tenant: None,
+            }
+            .slice(&all)
+        };
         assert_eq!(page(1, 4), [0, 1, 2, 3]);
         assert_eq!(page(3, 4), [8, 9]);
         assert_eq!(page(4, 4), Vec::<u32>::new());

@@ -149,6 +149,7 @@ async fn a_stalled_subscriber_is_cut_off_while_others_keep_up() {
         .topics(Page {
             page: 1,
             page_size: 10,
+            tenant: None,
         })
         .await
         .unwrap();
@@ -165,15 +166,17 @@ async fn closing_leaves_every_index() {
     let page = Page {
         page: 1,
         page_size: 10,
+        tenant: None,
     };
     for _ in 0..1000 {
-        if gateway.topics(page).await.unwrap().total == 0 && gateway.open_connections() == 0 {
+        if gateway.topics(page.clone()).await.unwrap().total == 0 && gateway.open_connections() == 0
+        {
             break;
         }
         tokio::task::yield_now().await;
     }
-    assert_eq!(gateway.topics(page).await.unwrap().total, 0);
-    assert_eq!(gateway.connections(page).await.unwrap().total, 0);
+    assert_eq!(gateway.topics(page.clone()).await.unwrap().total, 0);
+    assert_eq!(gateway.connections(page.clone()).await.unwrap().total, 0);
     assert_eq!(gateway.local_topics(), 0);
     assert_eq!(gateway.open_connections(), 0);
     assert!(publish(&gateway, "x", "late").await.is_empty());

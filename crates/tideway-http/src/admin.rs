@@ -4,9 +4,10 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 use tideway_core::{Page, Store};
-use tideway_protocol::{TopicName, query_value};
+use tideway_protocol::{Tenant, TopicList, TopicName, query_value};
 
 use crate::{
+    ApiKey,
     error::ApiError,
     response::{Response, json},
     routes::App,
@@ -20,19 +21,39 @@ const MAX_PAGE_SIZE: usize = 500;
 const DEFAULT_TAIL: usize = 100;
 const MAX_TAIL: usize = 1000;
 
+/// Serves the admin API to `key`: a tenant's key sees only its tenant's topics and
+/// connections, named as its clients know them.
 pub(crate) async fn route<S: Store>(
     app: &App<S>,
     request: &Request<Incoming>,
+    key: &ApiKey,
 ) -> Result<Response, ApiError> {
     let path = request.uri().path();
     let query = request.uri().query().unwrap_or("");
     let gateway = &app.gateway;
+    let tenant = key.tenant.clone();
     match path {
-        "/v1/admin/topics" => Ok(json(StatusCode::OK, &gateway.topics(page(query)?).await?)),
-        "/v1/admin/connections" => Ok(json(
-            StatusCode::OK,
-            &gateway.connections(page(query)?).await?,
-        )),
+        "/v1/admin/topics" => {
+            let mut topics = gateway.topics(page(query, tenant.clone())?).await?;
+            if tenant.is_some() {
+                for topic in &mut topics.items {
+                    topic.name = public(&topic.name);
+                }
+            }
+            Ok(json(StatusCode::OK, &topics))
+        }
+        "/v1/admin/connections" => {
+            let mut connections = gateway.connections(page(query, tenant.clone())?).await?;
+            if tenant.is_some() {
+                for connection in &mut connections.items {
+                    let names = connection.topics.iter().map(public).collect();
+                    if let Some(topics) = TopicList::from_names(names) {
+                        connection.topics = topics;
+                    }
+                }
+            }
+            Ok(json(StatusCode::OK, &connections))
+        }
         "/v1/admin/nodes" => {
             let items = gateway.nodes().await?;
             Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
@@ -44,9 +65,14 @@ pub(crate) async fn route<S: Store>(
             else {
                 return Err(ApiError::not_found("not_found", format!("no route {path}")));
             };
-            tail(app, name, query).await
+            tail(app, name, query, tenant.as_ref()).await
         }
     }
+}
+
+/// A topic as its tenant's clients name it.
+fn public(topic: &TopicName) -> TopicName {
+    TopicName::parse(topic.public_name()).unwrap_or_else(|_| topic.clone())
 }
 
 #[derive(Serialize)]
@@ -63,7 +89,7 @@ struct TailEvent<'a> {
 impl<'a> TailEvent<'a> {
     fn of(event: &'a tideway_core::TopicEvent) -> Self {
         Self {
-            topic: event.topic.as_str(),
+            topic: event.topic.public_name(),
             seq: event.seq,
             id: event.event.id.as_str(),
             event: event.event.event_type.as_ref().map(|t| t.as_str()),
@@ -201,10 +227,19 @@ mod follow {
     }
 }
 
-async fn tail<S: Store>(app: &App<S>, encoded: &str, query: &str) -> Result<Response, ApiError> {
+async fn tail<S: Store>(
+    app: &App<S>,
+    encoded: &str,
+    query: &str,
+    tenant: Option<&Tenant>,
+) -> Result<Response, ApiError> {
     let name = percent_decode(encoded);
     let topic = TopicName::parse(&name)
         .map_err(|err| ApiError::bad_request("invalid_topic", err.to_string()))?;
+    let topic = match tenant {
+        Some(tenant) => topic.in_tenant(tenant),
+        None => topic,
+    };
     let limit = number(query, "limit")?
         .unwrap_or(DEFAULT_TAIL)
         .clamp(1, MAX_TAIL);
@@ -221,18 +256,19 @@ async fn tail<S: Store>(app: &App<S>, encoded: &str, query: &str) -> Result<Resp
     let Some(events) = app.gateway.tail(&topic, limit).await? else {
         return Err(ApiError::not_found(
             "topic_not_found",
-            format!("topic {:?} has no subscribers", topic.as_str()),
+            format!("topic {:?} has no subscribers", topic.public_name()),
         ));
     };
     let items: Vec<TailEvent<'_>> = events.iter().map(|e| TailEvent::of(e)).collect();
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "topic": topic, "limit": limit, "items": items }),
+        &serde_json::json!({ "topic": topic.public_name(), "limit": limit, "items": items }),
     ))
 }
 
-/// `page` (1-based, default 1) and `pageSize` (default 100, at most 500).
-fn page(query: &str) -> Result<Page, ApiError> {
+/// `page` (1-based, default 1) and `pageSize` (default 100, at most 500), of `tenant`'s
+/// items (or all).
+fn page(query: &str, tenant: Option<Tenant>) -> Result<Page, ApiError> {
     let page = number(query, "page")?.unwrap_or(1);
     if page == 0 {
         return Err(ApiError::bad_request(
@@ -250,6 +286,7 @@ fn page(query: &str) -> Result<Page, ApiError> {
     Ok(Page {
         page,
         page_size: page_size.min(MAX_PAGE_SIZE),
+        tenant,
     })
 }
 
@@ -296,7 +333,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_queries_and_paths_never_panic(text in "\\PC{0,100}") {
-            let _ = page(&text);
+            let _ = page(&text, None);
             let _ = number(&text, "limit");
             let decoded = percent_decode(&text);
             if !text.contains('%') {
@@ -306,7 +343,7 @@ mod tests {
 
         #[test]
         fn page_sizes_stay_within_bounds(page_size in 1usize..100_000, page_number in 1usize..1000) {
-            let page = page(&format!("page={page_number}&pageSize={page_size}")).unwrap();
+            let page = page(&format!("page={page_number}&pageSize={page_size}"), None).unwrap();
             prop_assert_eq!(page.page, page_number);
             prop_assert_eq!(page.page_size, page_size.min(MAX_PAGE_SIZE));
         }
@@ -315,24 +352,29 @@ mod tests {
     #[test]
     fn pages_are_capped_and_checked() {
         assert_eq!(
-            page("").unwrap(),
+            page("", None).unwrap(),
             Page {
                 page: 1,
-                page_size: 100
+                page_size: 100,
+                tenant: None
             }
         );
         assert_eq!(
-            page("page=3&pageSize=10000").unwrap(),
+            page("page=3&pageSize=10000", None).unwrap(),
             Page {
                 page: 3,
-                page_size: 500
+                page_size: 500,
+                tenant: None
             }
         );
-        assert_eq!(page("page=0").unwrap_err().code, "invalid_parameter");
-        assert_eq!(page("pageSize=0").unwrap_err().code, "invalid_parameter");
-        assert_eq!(page("page=-1").unwrap_err().code, "invalid_parameter");
+        assert_eq!(page("page=0", None).unwrap_err().code, "invalid_parameter");
         assert_eq!(
-            page("pageSize=ten").unwrap_err().message,
+            page("pageSize=0", None).unwrap_err().code,
+            "invalid_parameter"
+        );
+        assert_eq!(page("page=-1", None).unwrap_err().code, "invalid_parameter");
+        assert_eq!(
+            page("pageSize=ten", None).unwrap_err().message,
             "pageSize \"ten\": expected a whole number"
         );
     }

@@ -13,7 +13,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tideway_core::unix_millis;
-use tideway_protocol::{TopicList, TopicName};
+use tideway_protocol::{Tenant, TopicList, TopicName};
 
 use crate::error::ApiError;
 
@@ -119,6 +119,8 @@ pub struct ApiKey {
     pub rate: Option<Rate>,
     /// When it stops being accepted, in milliseconds since the Unix epoch.
     pub expires_at: Option<u64>,
+    /// The tenant whose namespace the key works in, if any.
+    pub tenant: Option<Tenant>,
 }
 
 impl ApiKey {
@@ -131,6 +133,7 @@ impl ApiKey {
             topics: Vec::new(),
             rate: None,
             expires_at: None,
+            tenant: None,
         }
     }
 
@@ -200,6 +203,7 @@ struct KeyEntry {
     topics: Vec<String>,
     publish_rate: Option<Rate>,
     expires_at: Option<u64>,
+    tenant: Option<String>,
 }
 
 fn all_scopes() -> Vec<Scope> {
@@ -251,7 +255,14 @@ impl ApiKeys {
                 .map(|p| TopicPattern::parse(p))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("keys file: key {name:?}: {e}"))?;
+            let tenant = entry
+                .tenant
+                .as_deref()
+                .map(Tenant::parse)
+                .transpose()
+                .map_err(|e| format!("keys file: key {name:?}: {e}"))?;
             keys.push(ApiKey {
+                tenant,
                 name,
                 secret: entry.key.trim().as_bytes().to_vec(),
                 scopes: entry.scopes,

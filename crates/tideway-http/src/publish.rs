@@ -43,6 +43,11 @@ pub(crate) async fn publish<S: Store>(
     let topics = app.topics(&request, false)?;
     key.check_topics(&topics, "publish to")?;
     app.rate_limits.take(&key)?;
+    // A tenant's key publishes into its tenant's namespace, and only there.
+    let topics = match &key.tenant {
+        Some(tenant) => topics.in_tenant(tenant),
+        None => topics,
+    };
     let headers = request.headers();
     let id = headers
         .get("x-sse-id")
@@ -113,7 +118,7 @@ pub(crate) async fn publish<S: Store>(
             .topics
             .iter()
             .map(|(topic, seq)| Delivered {
-                topic: topic.as_str(),
+                topic: topic.public_name(),
                 seq: *seq,
             })
             .collect(),

@@ -161,8 +161,8 @@ impl<S: Store> App<S> {
             }
             _ if path.starts_with("/v1/admin/") => {
                 get_only(method)?;
-                self.authorize(request.headers(), Scope::Admin)?;
-                admin::route(self, &request).await
+                let key = self.authorize(request.headers(), Scope::Admin)?;
+                admin::route(self, &request, &key).await
             }
             _ => Err(ApiError::not_found("not_found", format!("no route {path}"))),
         }
@@ -233,9 +233,14 @@ impl<S: Store> App<S> {
     ) -> Result<Subscribe, ApiError> {
         let topics = self.topics(request, true)?;
         let query = request.uri().query().unwrap_or("");
-        let grant = tokens::grant(self, request.headers(), query, &topics)
+        let access = tokens::access(self, request.headers(), query, &topics)
             .await
             .inspect_err(|err| self.auth_failures.count(err.code))?;
+        // A tenant's subscribers reach its namespace, and only it.
+        let topics = match &access.tenant {
+            Some(tenant) => topics.in_tenant(tenant),
+            None => topics,
+        };
         let headers = request.headers();
         let label = match headers.get("x-sse-id") {
             None => None,
@@ -264,7 +269,7 @@ impl<S: Store> App<S> {
             transport,
             remote: Some(peer.addr.ip().to_string()),
             last_event_id,
-            grant,
+            grant: access.grant,
         })
     }
 }

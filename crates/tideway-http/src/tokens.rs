@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tideway_core::{Grant, Store, unix_millis};
-use tideway_protocol::{TopicList, query_value};
+use tideway_protocol::{Tenant, TopicList, query_value};
 
 use crate::{
     Scope, TopicPattern,
@@ -74,6 +74,9 @@ struct Claims {
     topics: Vec<String>,
     /// The name of the key that signed it.
     kid: String,
+    /// The tenant of that key, whose namespace the token's topics are in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +174,7 @@ pub(crate) async fn sign<S: Store>(
         jti: token_id(),
         topics: wanted.topics,
         kid: key.name.clone(),
+        tenant: key.tenant.as_ref().map(|t| t.as_str().to_owned()),
     };
     let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -214,34 +218,55 @@ pub(crate) async fn revoke<S: Store>(
     ))
 }
 
-/// The grant for a subscription to `topics`: `None` when none is private; otherwise the
-/// checked token (from `Authorization: Bearer` or `?token=`) must grant every private one.
-pub(crate) async fn grant<S: Store>(
+/// What a subscriber's credentials give: the grant of its token (if it needs or sends
+/// one) and the tenant whose namespace its topics are in.
+pub(crate) struct Access {
+    pub(crate) grant: Option<Grant>,
+    pub(crate) tenant: Option<Tenant>,
+}
+
+/// The access of a subscription to `topics`. A token (from `Authorization: Bearer` or
+/// `?token=`) is needed for private topics and must grant each of them; it also sets the
+/// tenant. Without one, `?tenant=` (or `x-sse-tenant`) picks a tenant's public topics.
+pub(crate) async fn access<S: Store>(
     app: &App<S>,
     headers: &HeaderMap,
     query: &str,
     topics: &TopicList,
-) -> Result<Option<Grant>, ApiError> {
+) -> Result<Access, ApiError> {
     let config = &app.config.tokens;
+    let named_tenant = match (headers.get("x-sse-tenant"), query_value(query, "tenant")) {
+        (Some(value), _) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        (None, Some(value)) => Some(value.into_owned()),
+        (None, None) => None,
+    };
+    let named_tenant = named_tenant
+        .as_deref()
+        .map(Tenant::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_tenant", e))?;
     let private: Vec<&str> = topics
         .iter()
         .map(|t| t.as_str())
         .filter(|t| t.starts_with(&config.private_prefix))
         .collect();
-    let Some(first) = private.first() else {
-        return Ok(None);
-    };
     let from_query = query_value(query, "token");
     let token = match (bearer(headers)?, from_query.as_deref()) {
         (Some(token), _) => String::from_utf8_lossy(token).into_owned(),
         (None, Some(token)) => token.to_owned(),
         (None, None) => {
-            return Err(ApiError::unauthorized(
-                "missing_token",
-                format!(
-                    "topic {first:?} is private: send a subscriber token as `Authorization: Bearer <token>` or `?token=`"
-                ),
-            ));
+            if let Some(first) = private.first() {
+                return Err(ApiError::unauthorized(
+                    "missing_token",
+                    format!(
+                        "topic {first:?} is private: send a subscriber token as `Authorization: Bearer <token>` or `?token=`"
+                    ),
+                ));
+            }
+            return Ok(Access {
+                grant: None,
+                tenant: named_tenant,
+            });
         }
     };
     if config.secret.is_empty() {
@@ -278,12 +303,28 @@ pub(crate) async fn grant<S: Store>(
             ),
         ));
     }
-    Ok(Some(Grant {
-        token_id: claims.jti,
-        key: claims.kid,
-        subject: claims.sub,
-        expires_at: claims.exp * 1000,
-    }))
+    let tenant = claims
+        .tenant
+        .as_deref()
+        .map(Tenant::parse)
+        .transpose()
+        .map_err(|e| ApiError::unauthorized("invalid_token", e))?;
+    if named_tenant.is_some() && named_tenant != tenant {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tenant_not_granted",
+            "the token is for another tenant than the one asked for",
+        ));
+    }
+    Ok(Access {
+        grant: Some(Grant {
+            token_id: claims.jti,
+            key: claims.kid,
+            subject: claims.sub,
+            expires_at: claims.exp * 1000,
+        }),
+        tenant,
+    })
 }
 
 fn decode(config: &TokenConfig, token: &str, check_expiry: bool) -> Result<Claims, ApiError> {

@@ -77,6 +77,88 @@ fn is_topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/' | '@')
 }
 
+/// Separates a tenant from its topic in the gateway's own names. Topic names cannot hold
+/// it, so no publisher can reach into a tenant by naming a topic.
+pub const TENANT_SEPARATOR: char = '~';
+
+/// A tenant: 1–32 bytes of `a-z 0-9 -`. A tenant's topics are its own namespace.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Tenant(Arc<str>);
+
+impl Tenant {
+    /// Checks `name` against the tenant rules.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(Self(Arc::from(name)))
+        } else {
+            Err(format!("tenant {name:?}: 1 to 32 bytes of a-z 0-9 -"))
+        }
+    }
+
+    /// The tenant as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl TopicName {
+    /// This topic inside `tenant`'s namespace: `tenant~name`.
+    pub fn in_tenant(&self, tenant: &Tenant) -> Self {
+        Self(Arc::from(format!("{tenant}{TENANT_SEPARATOR}{self}")))
+    }
+
+    /// The tenant of a namespaced name, if any.
+    pub fn tenant(&self) -> Option<&str> {
+        self.0
+            .split_once(TENANT_SEPARATOR)
+            .map(|(tenant, _)| tenant)
+    }
+
+    /// The name as its tenant's clients know it: without the tenant.
+    pub fn public_name(&self) -> &str {
+        self.0
+            .split_once(TENANT_SEPARATOR)
+            .map_or(&self.0, |(_, name)| name)
+    }
+
+    /// A name as a store recorded it: a topic name, possibly namespaced by a tenant.
+    pub fn from_stored(stored: &str) -> Option<Self> {
+        match stored.split_once(TENANT_SEPARATOR) {
+            None => Self::parse(stored).ok(),
+            Some((tenant, name)) => Some(
+                Self::parse(name)
+                    .ok()?
+                    .in_tenant(&Tenant::parse(tenant).ok()?),
+            ),
+        }
+    }
+}
+
+impl TopicList {
+    /// Every topic inside `tenant`'s namespace.
+    pub fn in_tenant(&self, tenant: &Tenant) -> Self {
+        Self(self.0.iter().map(|t| t.in_tenant(tenant)).collect())
+    }
+}
+
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -92,7 +174,8 @@ impl fmt::Debug for TopicName {
 impl<'de> serde::Deserialize<'de> for TopicName {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
+        Self::from_stored(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a topic name")))
     }
 }
 
@@ -353,6 +436,29 @@ mod tests {
         assert_eq!(
             TopicList::parse(list.as_bytes(), 64),
             Err(TopicError::TooMany { count: 65, max: 64 })
+        );
+    }
+
+    #[test]
+    fn tenants_namespace_names_no_publisher_can_write() {
+        let acme = Tenant::parse("acme").unwrap();
+        let news = TopicName::parse("news").unwrap();
+        let inside = news.in_tenant(&acme);
+        assert_eq!(
+            (inside.as_str(), inside.public_name(), inside.tenant()),
+            ("acme~news", "news", Some("acme"))
+        );
+        assert_eq!((news.public_name(), news.tenant()), ("news", None));
+        assert!(
+            TopicName::parse("acme~news").is_err(),
+            "a publisher cannot name it"
+        );
+        assert_eq!(TopicName::from_stored("acme~news"), Some(inside));
+        assert_eq!(TopicName::from_stored("Acme~news"), None);
+        assert!(
+            Tenant::parse("Acme").is_err()
+                && Tenant::parse("").is_err()
+                && Tenant::parse(&"a".repeat(33)).is_err()
         );
     }
 

@@ -172,18 +172,18 @@ impl Store for MemoryStore {
     async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
         let state = self.lock();
         let skip = page.page.saturating_sub(1).saturating_mul(page.page_size);
-        let items = state
-            .connections
-            .values()
-            .skip(skip)
-            .take(page.page_size)
-            .cloned()
-            .collect();
+        let listed = || {
+            state
+                .connections
+                .values()
+                .filter(|c| page.lists_connection(c))
+        };
+        let items = listed().skip(skip).take(page.page_size).cloned().collect();
         Ok(Paged {
             items,
             page: page.page,
             page_size: page.page_size,
-            total: state.connections.len(),
+            total: listed().count(),
         })
     }
 
@@ -191,7 +191,7 @@ impl Store for MemoryStore {
         let grace = self.shared.config.topic_grace;
         let mut state = self.lock();
         state.topics.retain(|_, topic| !topic.expired(grace));
-        let mut names: Vec<&TopicName> = state.topics.keys().collect();
+        let mut names: Vec<&TopicName> = state.topics.keys().filter(|n| page.lists(n)).collect();
         names.sort_unstable();
         let items = page
             .slice(&names)
@@ -415,6 +415,7 @@ mod tests {
         let page = Page {
             page: 1,
             page_size: 10,
+            tenant: None,
         };
         assert_eq!(store.topics(page).await.unwrap().total, 0);
     }

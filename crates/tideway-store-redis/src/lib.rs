@@ -338,7 +338,7 @@ fn parse_delivery(payload: &[u8]) -> Option<Delivery> {
     let routes = lines
         .map(|line| {
             let (topic, seq) = line.split_once(' ')?;
-            Some((TopicName::parse(topic).ok()?, seq.parse().ok()?))
+            Some((TopicName::from_stored(topic)?, seq.parse().ok()?))
         })
         .collect::<Option<Vec<_>>>()?;
     Some(Delivery {
@@ -381,7 +381,17 @@ fn number(value: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-fn range(page: Page) -> (String, String) {
+/// The tenant of a connection's topics ('' for none): they all belong to one.
+fn tenant_of(connection: &ConnectionRecord) -> &str {
+    connection
+        .topics
+        .names()
+        .first()
+        .and_then(|t| t.tenant())
+        .unwrap_or("")
+}
+
+fn range(page: &Page) -> (String, String) {
     let start = page.page.saturating_sub(1).saturating_mul(page.page_size);
     let stop = start.saturating_add(page.page_size).saturating_sub(1);
     (start.to_string(), stop.min(i64::MAX as usize).to_string())
@@ -437,6 +447,7 @@ impl Store for RedisStore {
             connection.id.to_string(),
             connection.node.to_string(),
             json,
+            tenant_of(connection).to_owned(),
         ];
         self.run(&self.shared.scripts.add_connection, args)
             .await
@@ -444,11 +455,13 @@ impl Store for RedisStore {
     }
 
     async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
-        self.mirror().remove(id);
+        let removed = self.mirror().remove(id);
+        let tenant = removed.as_ref().map_or("", tenant_of).to_owned();
         let args = vec![
             self.prefix().to_owned(),
             id.to_string(),
             self.node_id().to_owned(),
+            tenant,
         ];
         self.run(&self.shared.scripts.remove_connection, args)
             .await
@@ -456,11 +469,12 @@ impl Store for RedisStore {
     }
 
     async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
-        let (start, stop) = range(page);
+        let (start, stop) = range(&page);
+        let tenant = page.tenant.as_ref().map_or("", |t| t.as_str()).to_owned();
         let mut flat = values(
             self.run(
                 &self.shared.scripts.connections,
-                vec![self.prefix().to_owned(), start, stop],
+                vec![self.prefix().to_owned(), start, stop, tenant],
             )
             .await?,
         )
@@ -478,12 +492,13 @@ impl Store for RedisStore {
     }
 
     async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, StoreError> {
-        let (start, stop) = range(page);
+        let (start, stop) = range(&page);
+        let tenant = page.tenant.as_ref().map_or("", |t| t.as_str()).to_owned();
         let now = unix_millis().to_string();
         let flat = values(
             self.run(
                 &self.shared.scripts.topics,
-                vec![self.prefix().to_owned(), now, start, stop],
+                vec![self.prefix().to_owned(), now, start, stop, tenant],
             )
             .await?,
         );
@@ -494,7 +509,7 @@ impl Store for RedisStore {
             .chunks_exact(5)
             .filter_map(|t| {
                 Some(TopicRecord {
-                    name: TopicName::parse(&text(&t[0])).ok()?,
+                    name: TopicName::from_stored(&text(&t[0]))?,
                     connections: number(&t[1]) as usize,
                     events: number(&t[2]),
                     created_at: number(&t[3]),
@@ -570,7 +585,7 @@ impl Store for RedisStore {
             .unwrap_or_default()
             .chunks_exact(2)
             .filter_map(|pair| {
-                let topic = TopicName::parse(&text(&pair[0])).ok()?;
+                let topic = TopicName::from_stored(&text(&pair[0]))?;
                 Some(Arc::new(TopicEvent::new(
                     topic,
                     number(&pair[1]),

@@ -116,41 +116,55 @@ end
 return out
 "#;
 
-/// ARGV: prefix, id, node, record JSON.
+/// ARGV: prefix, id, node, record JSON, tenant ('' for none).
 const ADD_CONNECTION: &str = r#"
-local id, node = ARGV[2], ARGV[3]
+local id, node, tenant = ARGV[2], ARGV[3], ARGV[5]
 local arrival = redis.call('INCR', p .. 'arrivals')
 redis.call('SET', p .. 'conn:' .. id, ARGV[4])
 redis.call('ZADD', p .. 'conns', arrival, id)
+if tenant ~= '' then redis.call('ZADD', p .. 'tenant:' .. tenant .. ':conns', arrival, id) end
 redis.call('SADD', p .. 'node:' .. node .. ':conns', id)
 return 1
 "#;
 
-/// ARGV: prefix, id, node.
+/// ARGV: prefix, id, node, tenant ('' for none).
 const REMOVE_CONNECTION: &str = r#"
-local id, node = ARGV[2], ARGV[3]
+local id, node, tenant = ARGV[2], ARGV[3], ARGV[4]
 redis.call('DEL', p .. 'conn:' .. id)
 redis.call('ZREM', p .. 'conns', id)
+if tenant ~= '' then redis.call('ZREM', p .. 'tenant:' .. tenant .. ':conns', id) end
 redis.call('SREM', p .. 'node:' .. node .. ':conns', id)
 return 1
 "#;
 
-/// ARGV: prefix, start, stop. Returns the total, then each record's JSON.
+/// ARGV: prefix, start, stop, tenant ('' for all). Returns the total, then each record's
+/// JSON.
 const CONNECTIONS: &str = r#"
-local out = {redis.call('ZCARD', p .. 'conns')}
-for _, id in ipairs(redis.call('ZRANGE', p .. 'conns', ARGV[2], ARGV[3])) do
+local index = p .. 'conns'
+if ARGV[4] ~= '' then index = p .. 'tenant:' .. ARGV[4] .. ':conns' end
+local out = {redis.call('ZCARD', index)}
+for _, id in ipairs(redis.call('ZRANGE', index, ARGV[2], ARGV[3])) do
   local record = redis.call('GET', p .. 'conn:' .. id)
   if record then out[#out + 1] = record end
 end
 return out
 "#;
 
-/// ARGV: prefix, now, start, stop. Returns the total, then per topic: name, connections,
-/// events, createdAt, lastEventAt ('' when none).
+/// ARGV: prefix, now, start, stop, tenant ('' for all). Returns the total, then per topic:
+/// name, connections, events, createdAt, lastEventAt ('' when none). A tenant's topics
+/// are `tenant~name`, a range of the sorted set (`~` is 0x7E, so 0x7F ends it).
 const TOPICS: &str = r#"
-local now = tonumber(ARGV[2])
-local out = {redis.call('ZCARD', p .. 'topics')}
-for _, topic in ipairs(redis.call('ZRANGE', p .. 'topics', ARGV[3], ARGV[4])) do
+local now, start, stop, tenant = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local names, out
+if tenant == '' then
+  out = {redis.call('ZCARD', p .. 'topics')}
+  names = redis.call('ZRANGE', p .. 'topics', start, stop)
+else
+  local low, high = '[' .. tenant .. '~', '(' .. tenant .. string.char(127)
+  out = {redis.call('ZLEXCOUNT', p .. 'topics', low, high)}
+  names = redis.call('ZRANGEBYLEX', p .. 'topics', low, high, 'LIMIT', start, stop - start + 1)
+end
+for _, topic in ipairs(names) do
   local connections = 0
   for _, n in ipairs(redis.call('HVALS', key(topic, 'nodes'))) do
     connections = connections + tonumber(n)
@@ -208,6 +222,12 @@ for _, node in ipairs(dead) do
   end
   local conns = p .. 'node:' .. node .. ':conns'
   for _, id in ipairs(redis.call('SMEMBERS', conns)) do
+    local record = redis.call('GET', p .. 'conn:' .. id)
+    if record then
+      local first = cjson.decode(record).topics[1] or ''
+      local tenant = string.match(first, '^([^~]+)~')
+      if tenant then redis.call('ZREM', p .. 'tenant:' .. tenant .. ':conns', id) end
+    end
     redis.call('DEL', p .. 'conn:' .. id)
     redis.call('ZREM', p .. 'conns', id)
   end

@@ -75,6 +75,7 @@ fn event(id: &str) -> Arc<Event> {
 const PAGE: Page = Page {
     page: 1,
     page_size: 100,
+    tenant: None,
 };
 
 /// A topic is live from its first join to its last leave, and then gone from every index.
@@ -118,7 +119,11 @@ pub async fn connections_page_in_arrival_order<S: Store>(store: S) {
     for n in 1..=5 {
         store.add_connection(&record(n, "t")).await.expect("add");
     }
-    let page = |page, page_size| Page { page, page_size };
+    let page = |page, page_size| Page {
+        page,
+        page_size,
+        tenant: None,
+    };
     let first = store.connections(page(1, 2)).await.expect("page 1");
     let labels: Vec<_> = first
         .items
