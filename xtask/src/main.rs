@@ -6,10 +6,13 @@
 //!   tests against a real Redis), the deployment check (`deploy_check.py`), and the admin
 //!   UI's checks: types, Vitest, that the embedded build is fresh and reproducible, and
 //!   its test in a real headless Chromium.
-//! - `bench`: runs the divan micro-benchmarks and writes JSON and Markdown results to
-//!   `benchmark-results/`, compared with the previous run.
+//! - `bench`: runs the divan micro-benchmarks and the gateway scenarios, and writes JSON
+//!   and Markdown results to `benchmark-results/`.
+//! - `e2e`: runs every example's publisher against every example's subscriber through
+//!   real gateways (one node, and three nodes with Redis); results in `test-results/`.
 
 mod bench;
+mod e2e;
 mod tidy;
 
 use std::{
@@ -23,8 +26,9 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("tidy") => tidy::check(&root()),
         Some("bench") => bench::run(&root()),
+        Some("e2e") => e2e::run(&root()),
         _ => Err(
-            "usage: cargo xtask <test|tidy|bench>\n  test   format, lint, tidy and every test\n  tidy   only the layering and docs checks\n  bench  micro-benchmarks, results in benchmark-results/"
+            "usage: cargo xtask <test|tidy|bench|e2e>\n  test   format, lint, tidy, every test and the e2e run\n  tidy   only the layering and docs checks\n  bench  benchmarks, results in benchmark-results/\n  e2e    the examples against real gateways, results in test-results/"
                 .to_owned(),
         ),
     };
@@ -92,6 +96,7 @@ fn test() -> Result<(), String> {
     status(&mut command)?;
     run(&root, "python3", &["xtask/deploy_check.py"])?;
     admin(&root)?;
+    e2e::run(&root)?;
     eprintln!("xtask: all checks passed");
     Ok(())
 }
@@ -242,7 +247,7 @@ fn on_path(command: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
 }
 
-fn run(root: &Path, program: &str, args: &[&str]) -> Result<(), String> {
+pub(crate) fn run(root: &Path, program: &str, args: &[&str]) -> Result<(), String> {
     status(Command::new(program).current_dir(root).args(args))
 }
 

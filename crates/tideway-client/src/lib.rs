@@ -1,0 +1,168 @@
+//! A Rust client for Tideway.
+//!
+//! [`Client::publish`] sends one event and tells whether it was accepted or dropped (no
+//! topic had a subscriber). [`Client::subscribe`] opens a Server-Sent Events stream and
+//! keeps it open: when the connection drops, or stays silent past the heartbeat timeout,
+//! it reconnects with backoff and resumes after the last event it saw (`Last-Event-ID`), so
+//! the caller sees each event once.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), tideway_client::ClientError> {
+//! let client = tideway_client::Client::new("http://127.0.0.1:8080", Some("my-key"))?;
+//! let mut news = client.subscribe(&["news"]).await?;
+//! client.publish(&["news"], "evt-1", None, "hello").await?;
+//! while let Some(message) = news.next().await? {
+//!     println!("{message:?}");
+//! }
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod publish;
+mod subscribe;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub use publish::Published;
+pub use subscribe::{Message, Subscription, SubscriptionOptions};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The base URL is not `http://host:port`.
+    #[error("the gateway URL {0:?} is not http://host[:port]")]
+    BadUrl(String),
+    /// The gateway could not be reached.
+    #[error("could not reach the gateway")]
+    Connect(#[source] std::io::Error),
+    /// The HTTP exchange failed.
+    #[error("the HTTP exchange with the gateway failed")]
+    Http(#[source] hyper::Error),
+    /// The gateway answered with an error.
+    #[error("the gateway answered {status} {code}: {message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The error code of the JSON error body.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from the gateway: {0}")]
+    Protocol(String),
+}
+
+/// A gateway to publish to and subscribe from. Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct Client {
+    host: String,
+    authority: String,
+    api_key: Option<String>,
+}
+
+impl Client {
+    /// A client of the gateway at `base` (`http://host:port`), with the API key publishers
+    /// need (subscribers need none).
+    pub fn new(base: &str, api_key: Option<&str>) -> Result<Self, ClientError> {
+        let uri: Uri = base
+            .parse()
+            .map_err(|_| ClientError::BadUrl(base.to_owned()))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(ClientError::BadUrl(base.to_owned()));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(Self {
+            host: format!("{host}:{port}"),
+            authority: uri.authority().map_or(host.to_owned(), |a| a.to_string()),
+            api_key: api_key.map(str::to_owned),
+        })
+    }
+
+    /// Sends one request on a new connection; returns the status and the whole body.
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<(u16, Bytes), ClientError> {
+        let response = self.open(request).await?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(ClientError::Http)?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// Sends one request on a new connection and hands back the response as it starts.
+    async fn open(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        let stream = TcpStream::connect(&self.host)
+            .await
+            .map_err(ClientError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(ClientError::Http)?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection to the gateway ended");
+            }
+        });
+        sender
+            .send_request(request)
+            .await
+            .map_err(ClientError::Http)
+    }
+}
+
+/// The error of an answer that is not a success, from its JSON body.
+fn api_error(status: u16, body: &[u8]) -> ClientError {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    ClientError::Api {
+        status,
+        code: value["error"]["code"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_owned(),
+        message: value["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| std::str::from_utf8(body).unwrap_or(""))
+            .to_owned(),
+    }
+}
+
+/// Doubles `delay` up to `max`.
+fn backoff(delay: Duration, max: Duration) -> Duration {
+    (delay * 2).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(Client::new("http://127.0.0.1:8080", None).is_ok());
+        assert!(Client::new("http://localhost", None).is_ok());
+        for bad in ["127.0.0.1:8080", "https://example.com", "not a url"] {
+            assert!(
+                matches!(Client::new(bad, None), Err(ClientError::BadUrl(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            backoff(Duration::from_secs(8), Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
+    }
+}

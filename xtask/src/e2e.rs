@@ -1,0 +1,318 @@
+//! `cargo xtask e2e`: the examples against real gateways.
+//!
+//! Builds the gateway and the examples, starts a gateway for real (one node on its
+//! in-memory store; then three nodes sharing a real redis-server), and runs every
+//! example's subscriber against every example's publisher, checking that each event
+//! arrives intact: id, event type, multi-line data, non-ASCII text. Results go to
+//! `test-results/<date>-<commit>-e2e.json` and `.md`.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+const KEY: &str = "e2e-key";
+
+/// The events every publisher sends: (id, data, event type).
+const EVENTS: &[(&str, &str, Option<&str>)] = &[
+    ("e1", "hello", None),
+    ("e2", "line one\nline two\n\nline four", Some("update")),
+    ("e3", "ünïcödé — 日本語 ✓", None),
+];
+
+/// One language's examples. Every example takes the same arguments:
+/// `publisher TOPIC ID DATA [EVENT]` (prints `accepted` or `dropped`) and
+/// `subscriber TOPICS COUNT` (says `subscribed` on stderr once its stream is open, then
+/// prints each event as a JSON line `{"topic","id","event","data"}`).
+struct Language {
+    name: &'static str,
+    /// The publisher's program and the arguments before the common ones.
+    publisher: Vec<String>,
+    /// The subscriber's program and the arguments before the common ones.
+    subscriber: Vec<String>,
+}
+
+impl Language {
+    fn command(program: &[String]) -> Command {
+        let mut command = Command::new(&program[0]);
+        command.args(&program[1..]);
+        command
+    }
+}
+
+fn languages(root: &Path) -> Vec<Language> {
+    let bin = root.join("target").join("debug");
+    let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
+    vec![Language {
+        name: "rust",
+        publisher: vec![path("publisher")],
+        subscriber: vec![path("subscriber")],
+    }]
+}
+
+/// Kills what it holds, however the run ends.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub(crate) fn run(root: &Path) -> Result<(), String> {
+    crate::run(
+        root,
+        "cargo",
+        &["build", "--quiet", "-p", "tideway", "-p", "tideway-example"],
+    )?;
+    let languages = languages(root);
+    let mut results = Vec::new();
+
+    // One node.
+    let mut processes = Processes(Vec::new());
+    let single = start_gateway(root, &mut processes, &[])?;
+    for sub in &languages {
+        for publ in &languages {
+            results.push(pair("single-node", sub, publ, &single, &single));
+        }
+    }
+    drop(processes);
+
+    // Three nodes and Redis: subscribe on node 2, publish on node 1.
+    let mut processes = Processes(Vec::new());
+    let port = free_port()?;
+    let redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start redis-server: {e}"))?;
+    processes.0.push(redis);
+    wait_listening(&format!("127.0.0.1:{port}"))?;
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut nodes = Vec::new();
+    for n in 1..=3 {
+        let id = format!("e2e-{n}");
+        nodes.push(start_gateway(
+            root,
+            &mut processes,
+            &["--adapter", "redis", "--redis-url", &url, "--node-id", &id],
+        )?);
+    }
+    for sub in &languages {
+        for publ in &languages {
+            results.push(pair("three-nodes-redis", sub, publ, &nodes[1], &nodes[0]));
+        }
+    }
+    drop(processes);
+
+    let passed = results.iter().all(|r| r["passed"] == true);
+    write_results(root, &results)?;
+    if passed {
+        eprintln!("xtask: e2e passed ({} runs)", results.len());
+        Ok(())
+    } else {
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| r["passed"] != true)
+            .map(|r| {
+                format!(
+                    "{} {}→{}: {}",
+                    r["setup"], r["publisher"], r["subscriber"], r["error"]
+                )
+            })
+            .collect();
+        Err(format!("e2e failed:\n  {}", failed.join("\n  ")))
+    }
+}
+
+fn start_gateway(root: &Path, processes: &mut Processes, flags: &[&str]) -> Result<String, String> {
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let child = Command::new(root.join("target").join("debug").join("tideway"))
+        .args(["--listen", &addr, "--api-keys", KEY])
+        .args(flags)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start tideway: {e}"))?;
+    processes.0.push(child);
+    wait_listening(&addr)?;
+    Ok(format!("http://{addr}"))
+}
+
+/// Runs one subscriber against one publisher and says what arrived.
+fn pair(setup: &str, sub: &Language, publ: &Language, sub_url: &str, pub_url: &str) -> Value {
+    let topic = format!("e2e-{setup}-{}-{}", publ.name, sub.name);
+    let started = Instant::now();
+    let outcome = exchange(sub, publ, sub_url, pub_url, &topic);
+    let (passed, error, received) = match outcome {
+        Ok(received) => (true, Value::Null, received),
+        Err((error, received)) => (false, Value::String(error), received),
+    };
+    json!({
+        "setup": setup,
+        "publisher": publ.name,
+        "subscriber": sub.name,
+        "topic": topic,
+        "passed": passed,
+        "error": error,
+        "received": received,
+        "seconds": started.elapsed().as_secs_f64(),
+    })
+}
+
+fn exchange(
+    sub: &Language,
+    publ: &Language,
+    sub_url: &str,
+    pub_url: &str,
+    topic: &str,
+) -> Result<Vec<Value>, (String, Vec<Value>)> {
+    let fail = |e: String| (e, Vec::new());
+    let mut child = Language::command(&sub.subscriber)
+        .args([topic.to_owned(), EVENTS.len().to_string()])
+        .env("TIDEWAY_URL", sub_url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("start the {} subscriber: {e}", sub.name)))?;
+    let mut guard = Processes(Vec::new());
+    // The subscriber says on stderr when its stream is open.
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| fail("no stderr".into()))?;
+    let (ready, is_ready) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("subscribed") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail("no stdout".into()))?;
+    guard.0.push(child);
+    is_ready
+        .recv_timeout(Duration::from_secs(20))
+        .map_err(|_| fail(format!("the {} subscriber did not connect", sub.name)))?;
+    for (id, data, event) in EVENTS {
+        let output = Language::command(&publ.publisher)
+            .args([topic, id, data])
+            .args(event)
+            .env("TIDEWAY_URL", pub_url)
+            .env("TIDEWAY_API_KEY", KEY)
+            .output()
+            .map_err(|e| fail(format!("run the {} publisher: {e}", publ.name)))?;
+        let said = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !output.status.success() || said != "accepted" {
+            return Err(fail(format!(
+                "the {} publisher said {said:?} ({}): {}",
+                publ.name,
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+    }
+    let (lines, got) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stdout).read_to_string(&mut text);
+        let _ = lines.send(text);
+    });
+    let text = got.recv_timeout(Duration::from_secs(20)).map_err(|_| {
+        fail(format!(
+            "the {} subscriber did not get every event in time",
+            sub.name
+        ))
+    })?;
+    let received: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let expected: Vec<Value> = EVENTS
+        .iter()
+        .map(|(id, data, event)| json!({ "topic": topic, "id": id, "event": event, "data": data }))
+        .collect();
+    if received == expected {
+        Ok(received)
+    } else {
+        Err((
+            format!(
+                "received {} events, not the {} sent intact",
+                received.len(),
+                expected.len()
+            ),
+            received,
+        ))
+    }
+}
+
+fn write_results(root: &Path, results: &[Value]) -> Result<(), String> {
+    let commit = crate::bench::git(root, &["rev-parse", "--short", "HEAD"])
+        .unwrap_or_else(|| "uncommitted".into());
+    let date = crate::bench::command_output("date", &["-u", "+%Y-%m-%dT%H%M%SZ"])
+        .unwrap_or_else(|| "unknown-date".into());
+    let dir: PathBuf = root.join("test-results");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let stem = format!("{date}-{commit}-e2e");
+    let report = json!({ "kind": "e2e", "date": date, "commit": commit, "events": EVENTS.len(), "results": results });
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join(format!("{stem}.json")), text + "\n").map_err(|e| e.to_string())?;
+    let mut md = format!(
+        "# End-to-end run, {date} (commit {commit})\n\nEach publisher sends {} events (plain, multi-line with an event type, non-ASCII) to each subscriber.\n\n| setup | publisher | subscriber | result |\n|---|---|---|---|\n",
+        EVENTS.len()
+    );
+    for r in results {
+        let verdict = if r["passed"] == true {
+            "pass".to_owned()
+        } else {
+            format!("FAIL: {}", r["error"].as_str().unwrap_or(""))
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {verdict} |\n",
+            r["setup"].as_str().unwrap_or(""),
+            r["publisher"].as_str().unwrap_or(""),
+            r["subscriber"].as_str().unwrap_or("")
+        ));
+    }
+    std::fs::write(dir.join(format!("{stem}.md")), md).map_err(|e| e.to_string())?;
+    eprintln!("xtask: wrote test-results/{stem}.json and .md");
+    Ok(())
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("find a free port: {e}"))
+}
+
+fn wait_listening(addr: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("nothing listens on {addr}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
