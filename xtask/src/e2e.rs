@@ -41,6 +41,9 @@ impl Language {
     fn command(program: &[String]) -> Command {
         let mut command = Command::new(&program[0]);
         command.args(&program[1..]);
+        // The Python examples import their client package from beside them.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        command.env("PYTHONPATH", root.join("examples").join("python"));
         command
     }
 }
@@ -48,11 +51,25 @@ impl Language {
 fn languages(root: &Path) -> Vec<Language> {
     let bin = root.join("target").join("debug");
     let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
-    vec![Language {
-        name: "rust",
-        publisher: vec![path("publisher")],
-        subscriber: vec![path("subscriber")],
-    }]
+    let script = |name: &str| {
+        root.join("examples")
+            .join("python")
+            .join(name)
+            .to_string_lossy()
+            .into_owned()
+    };
+    vec![
+        Language {
+            name: "rust",
+            publisher: vec![path("publisher")],
+            subscriber: vec![path("subscriber")],
+        },
+        Language {
+            name: "python",
+            publisher: vec!["python3".into(), script("publisher.py")],
+            subscriber: vec!["python3".into(), script("subscriber.py")],
+        },
+    ]
 }
 
 /// Kills what it holds, however the run ends.

@@ -62,6 +62,10 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("helm_python", "helm-python-sdk"),
     ("kubernetes_validate", "kubernetes-validate"),
     ("yaml", "PyYAML"),
+    ("httpx", "httpx"),
+    ("pytest", "pytest"),
+    ("ruff", "ruff"),
+    ("mypy", "mypy"),
 ];
 
 fn test() -> Result<(), String> {
@@ -96,6 +100,7 @@ fn test() -> Result<(), String> {
     status(&mut command)?;
     run(&root, "python3", &["xtask/deploy_check.py"])?;
     admin(&root)?;
+    python(&root)?;
     e2e::run(&root)?;
     eprintln!("xtask: all checks passed");
     Ok(())
@@ -172,6 +177,18 @@ fn admin(root: &Path) -> Result<(), String> {
         root.join("target").join("debug").join("tideway"),
     );
     status(&mut e2e)
+}
+
+/// The Python client and examples: formatted, linted, typed strictly, unit-tested.
+fn python(root: &Path) -> Result<(), String> {
+    let dir = root.join("examples").join("python");
+    run(&dir, "python3", &["-m", "ruff", "format", "--check", "."])?;
+    run(&dir, "python3", &["-m", "ruff", "check", "."])?;
+    let files = ["tideway_client", "publisher.py", "subscriber.py", "tests"];
+    let mut mypy = vec!["-m", "mypy", "--strict"];
+    mypy.extend(files);
+    run(&dir, "python3", &mypy)?;
+    run(&dir, "python3", &["-m", "pytest", "-q", "tests"])
 }
 
 /// Fails unless `built` holds exactly the files of `committed` (but its source hash),
