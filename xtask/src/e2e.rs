@@ -65,6 +65,19 @@ fn languages(root: &Path) -> Vec<Language> {
             subscriber: vec![path("subscriber")],
         },
         Language {
+            name: "go",
+            publisher: vec![
+                root.join("target/go/publisher")
+                    .to_string_lossy()
+                    .into_owned(),
+            ],
+            subscriber: vec![
+                root.join("target/go/subscriber")
+                    .to_string_lossy()
+                    .into_owned(),
+            ],
+        },
+        Language {
             name: "python",
             publisher: vec!["python3".into(), script("publisher.py")],
             subscriber: vec!["python3".into(), script("subscriber.py")],

@@ -55,6 +55,7 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("docker-compose", "docker-compose"),
     ("chromium", "chromium"),
     ("node", "nodejs"),
+    ("go", "golang-go"),
 ];
 
 /// Python packages the deployment check needs: (module to import, PyPI package).
@@ -101,6 +102,7 @@ fn test() -> Result<(), String> {
     run(&root, "python3", &["xtask/deploy_check.py"])?;
     admin(&root)?;
     python(&root)?;
+    golang(&root)?;
     e2e::run(&root)?;
     eprintln!("xtask: all checks passed");
     Ok(())
@@ -177,6 +179,33 @@ fn admin(root: &Path) -> Result<(), String> {
         root.join("target").join("debug").join("tideway"),
     );
     status(&mut e2e)
+}
+
+/// Runs `go` in `examples/go` with the standard library only: no module proxy.
+pub(crate) fn go(root: &Path, args: &[&str]) -> Result<(), String> {
+    let mut command = Command::new("go");
+    command
+        .current_dir(root.join("examples").join("go"))
+        .args(args)
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local");
+    status(&mut command)
+}
+
+/// The Go client and examples: gofmt'ed, vetted, tested.
+fn golang(root: &Path) -> Result<(), String> {
+    let output = Command::new("gofmt")
+        .args(["-l", "."])
+        .current_dir(root.join("examples").join("go"))
+        .output()
+        .map_err(|e| format!("gofmt: {e}"))?;
+    let unformatted = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !unformatted.is_empty() {
+        return Err(format!("gofmt would change: {unformatted}"));
+    }
+    go(root, &["vet", "./..."])?;
+    go(root, &["test", "./..."])
 }
 
 /// The Python client and examples: formatted, linted, typed strictly, unit-tested.

@@ -1,0 +1,3 @@
+module tideway.dev/examples
+
+go 1.19
