@@ -78,6 +78,21 @@ fn languages(root: &Path) -> Vec<Language> {
             ],
         },
         Language {
+            name: "typescript",
+            publisher: vec![
+                "node".into(),
+                root.join("examples/typescript/dist/publisher.js")
+                    .to_string_lossy()
+                    .into_owned(),
+            ],
+            subscriber: vec![
+                "node".into(),
+                root.join("examples/typescript/dist/subscriber.js")
+                    .to_string_lossy()
+                    .into_owned(),
+            ],
+        },
+        Language {
             name: "python",
             publisher: vec!["python3".into(), script("publisher.py")],
             subscriber: vec!["python3".into(), script("subscriber.py")],

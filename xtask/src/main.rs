@@ -103,6 +103,12 @@ fn test() -> Result<(), String> {
     admin(&root)?;
     python(&root)?;
     golang(&root)?;
+    typescript_build(&root)?;
+    run(
+        &root.join("examples").join("typescript"),
+        "npx",
+        &["vitest", "run"],
+    )?;
     e2e::run(&root)?;
     eprintln!("xtask: all checks passed");
     Ok(())
@@ -191,6 +197,16 @@ pub(crate) fn go(root: &Path, args: &[&str]) -> Result<(), String> {
         .env("GOFLAGS", "-mod=mod")
         .env("GOTOOLCHAIN", "local");
     status(&mut command)
+}
+
+/// Installs the TypeScript client's packages from its lock file when missing, and builds
+/// it (type-checking it strictly) into `dist/`.
+pub(crate) fn typescript_build(root: &Path) -> Result<(), String> {
+    let dir = root.join("examples").join("typescript");
+    if !dir.join("node_modules").is_dir() {
+        run(&dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
+    }
+    run(&dir, "npx", &["tsc", "-p", "."])
 }
 
 /// The Go client and examples: gofmt'ed, vetted, tested.
