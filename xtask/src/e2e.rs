@@ -116,8 +116,23 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
     crate::run(
         root,
         "cargo",
-        &["build", "--quiet", "-p", "tideway", "-p", "tideway-example"],
+        &[
+            "build",
+            "--quiet",
+            "-p",
+            "tideway",
+            "-p",
+            "tideway-example",
+            "-p",
+            "tideway-embed-example",
+        ],
     )?;
+    // `go build -o DIR/` with several commands needs DIR to exist.
+    let go_bin = root.join("target").join("go");
+    std::fs::create_dir_all(&go_bin).map_err(|e| format!("create {}: {e}", go_bin.display()))?;
+    let out = format!("{}/", go_bin.display());
+    crate::go(root, &["build", "-o", &out, "./cmd/..."])?;
+    crate::typescript_build(root)?;
     let languages = languages(root);
     let mut results = Vec::new();
 
@@ -166,6 +181,8 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
         }
     }
     drop(processes);
+
+    results.push(embedded(root, &languages[0]));
 
     let passed = results.iter().all(|r| r["passed"] == true);
     write_results(root, &results)?;
@@ -309,6 +326,91 @@ fn exchange(
             received,
         ))
     }
+}
+
+/// The embedding example: its own `POST /orders` publishes into the engine it embeds, and
+/// a subscriber of its Tideway routes receives the order.
+fn embedded(root: &Path, sub: &Language) -> Value {
+    let started = Instant::now();
+    let outcome = (|| -> Result<Vec<Value>, String> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let mut processes = Processes(Vec::new());
+        let child = Command::new(
+            root.join("target")
+                .join("debug")
+                .join("tideway-embed-example"),
+        )
+        .env("EMBED_LISTEN", &addr)
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start the embedding example: {e}"))?;
+        processes.0.push(child);
+        wait_listening(&addr)?;
+        let mut subscriber = Language::command(&sub.subscriber)
+            .args(["orders", "1"])
+            .env("TIDEWAY_URL", format!("http://{addr}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start the subscriber: {e}"))?;
+        let stderr = subscriber.stderr.take().ok_or("no stderr")?;
+        let stdout = subscriber.stdout.take().ok_or("no stdout")?;
+        processes.0.push(subscriber);
+        let (ready, is_ready) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("subscribed") {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        is_ready
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(|_| "the subscriber did not connect".to_owned())?;
+        let order = "2 × espresso\nto go";
+        let mut stream = std::net::TcpStream::connect(&addr).map_err(|e| e.to_string())?;
+        let request = format!(
+            "POST /orders HTTP/1.1\r\nhost: shop\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{order}",
+            order.len()
+        );
+        std::io::Write::write_all(&mut stream, request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).map_err(|e| e.to_string())?;
+        if !answer.contains("\"announced\":true") {
+            return Err(format!("the shop answered {answer:?}"));
+        }
+        let (lines, got) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = lines.send(line);
+        });
+        let line = got
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(|_| "the subscriber got no order in time".to_owned())?;
+        let received: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line:?}"))?;
+        let expected =
+            json!({ "topic": "orders", "id": "order-1", "event": "order.created", "data": order });
+        if received == expected {
+            Ok(vec![received])
+        } else {
+            Err(format!("received {received}, expected {expected}"))
+        }
+    })();
+    let (passed, error, received) = match outcome {
+        Ok(received) => (true, Value::Null, received),
+        Err(error) => (false, Value::String(error), Vec::new()),
+    };
+    json!({
+        "setup": "embedded-in-a-hyper-service",
+        "publisher": "embed (in process)",
+        "subscriber": sub.name,
+        "topic": "orders",
+        "passed": passed,
+        "error": error,
+        "received": received,
+        "seconds": started.elapsed().as_secs_f64(),
+    })
 }
 
 fn write_results(root: &Path, results: &[Value]) -> Result<(), String> {

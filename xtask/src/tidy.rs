@@ -42,7 +42,7 @@ const RULES: &[(&str, &[&str], &str)] = &[
 ];
 
 /// Crates that may name `hyper` as a direct dependency.
-const HYPER_ALLOWED: &[&str] = &["tideway-http", "tideway-client"];
+const HYPER_ALLOWED: &[&str] = &["tideway-http", "tideway-client", "tideway-embed-example"];
 
 /// Crates that may name `fred` as a direct dependency.
 const FRED_ALLOWED: &[&str] = &["tideway-store-redis"];

@@ -25,5 +25,6 @@ mod ws;
 
 pub use auth::{ApiKey, ApiKeys, KeyRing, Rate, Scope, TopicPattern};
 pub use config::{Cors, CorsOrigins, HttpConfig};
-pub use server::run;
+pub use response::Body;
+pub use server::{Tideway, run};
 pub use tokens::TokenConfig;

@@ -7,7 +7,7 @@ use http::{StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
 /// Every route answers with this body: a full buffer, or an SSE stream.
-pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A response of this crate.
 pub(crate) type Response = http::Response<Body>;

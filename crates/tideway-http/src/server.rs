@@ -31,31 +31,8 @@ pub async fn run<S: Store>(
     // hyper's own cap on a request head sits well above ours, so heads between the two
     // get our JSON 431 and only absurd ones get hyper's bare one.
     let max_buf_size = (config.max_header_bytes * 2).max(8192) + 8192;
-    let app = Arc::new(App {
-        gateway: gateway.clone(),
-        config,
-        auth_failures: Default::default(),
-        rate_limits: Default::default(),
-    });
-    // Subscriptions granted by tokens end once the signing key is no longer in force on
-    // this node (removed from the keys file, expired, or without the sign scope).
-    let keys = app.config.api_keys.clone();
-    let watched = gateway.clone();
-    let key_watch = tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            ticker.tick().await;
-            let current = keys.current();
-            let ended = watched.revoke_keys(|name| {
-                current
-                    .named(name)
-                    .is_some_and(|k| k.may(crate::Scope::Sign))
-            });
-            if ended > 0 {
-                tracing::info!(subscriptions = ended, "ended subscriptions of revoked keys");
-            }
-        }
-    });
+    let tideway = Tideway::new(gateway.clone(), config);
+    let app = tideway.app.clone();
     // Each connection task holds a clone of `alive`; when all are dropped, `all_closed`
     // yields `None` and the drain is complete (mini-redis's shutdown pattern).
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
@@ -135,7 +112,7 @@ pub async fn run<S: Store>(
         tracing::warn!("publishes still in flight at the drain timeout");
         gateway.end_subscriptions();
     }
-    key_watch.abort();
+    drop(tideway);
     tokio::select! {
         _ = all_closed.recv() => tracing::info!("drained"),
         () = tokio::time::sleep_until(deadline) => {
@@ -143,4 +120,83 @@ pub async fn run<S: Store>(
         }
     }
     Ok(())
+}
+
+/// Tideway's routes as a handler, for a service that serves them beside its own (see
+/// `examples/rust/embed`). [`run`] uses it too. Cloning is cheap.
+///
+/// An embedding service gives each request to [`Tideway::handle`] and serves the answer;
+/// its connections need hyper's `with_upgrades()` for `/v1/ws`. What [`run`] adds on top —
+/// the accept loop, closing the connection of a subscriber cut off for falling behind, and
+/// the drain on shutdown — is the embedder's to do.
+#[derive(Clone)]
+pub struct Tideway<S> {
+    app: Arc<App<S>>,
+    /// Ends the subscriptions of revoked keys; stops when the last clone is dropped.
+    _key_watch: Arc<KeyWatch>,
+}
+
+struct KeyWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for KeyWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<S: Store> Tideway<S> {
+    /// The routes of `gateway` with `config`. Call it inside a tokio runtime: it starts
+    /// the task that ends subscriptions whose signing key is no longer in force.
+    pub fn new(gateway: Gateway<S>, config: HttpConfig) -> Self {
+        let keys = config.api_keys.clone();
+        let watched = gateway.clone();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                ticker.tick().await;
+                let current = keys.current();
+                let ended = watched.revoke_keys(|name| {
+                    current
+                        .named(name)
+                        .is_some_and(|k| k.may(crate::Scope::Sign))
+                });
+                if ended > 0 {
+                    tracing::info!(subscriptions = ended, "ended subscriptions of revoked keys");
+                }
+            }
+        });
+        Self {
+            app: Arc::new(App {
+                gateway,
+                config,
+                auth_failures: Default::default(),
+                rate_limits: Default::default(),
+            }),
+            _key_watch: Arc::new(KeyWatch(task)),
+        }
+    }
+
+    /// Answers one request for a Tideway route (`/v1/...`, `/admin`, `/healthz`,
+    /// `/readyz`, `/metrics`) from the client at `peer`; other paths get the JSON 404.
+    pub async fn handle(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> http::Response<crate::response::Body> {
+        let (alive, _) = mpsc::channel(1);
+        let context = Peer {
+            addr: peer,
+            kill: Arc::new(Notify::new()),
+            alive,
+        };
+        match self.app.clone().handle(request, context).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The engine the routes serve, to publish from the embedding service's own handlers.
+    pub fn gateway(&self) -> &Gateway<S> {
+        &self.app.gateway
+    }
 }
