@@ -15,6 +15,8 @@ use std::{
 
 use serde_json::{Value, json};
 
+use crate::procs::{Processes, free_port, start_redis, wait_listening};
+
 /// The crates whose `benches/` hold divan benchmarks.
 const BENCH_CRATES: &[&str] = &["tideway-protocol", "tideway-core"];
 
@@ -151,18 +153,6 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-/// Kills the processes of a scenario, however it ends.
-struct Processes(Vec<std::process::Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn scenarios(root: &Path, stem: &str) -> Result<(), String> {
     eprintln!("xtask: building release tideway and tideway-load");
     let build = Command::new("cargo")
@@ -188,24 +178,7 @@ fn scenarios(root: &Path, stem: &str) -> Result<(), String> {
         let mut processes = Processes(Vec::new());
         let mut vars: Vec<(String, String)> = Vec::new();
         if scenario.redis {
-            let port = free_port()?;
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .map_err(|e| format!("start redis-server: {e}"))?;
-            processes.0.push(child);
-            wait_listening(&format!("127.0.0.1:{port}"))?;
-            vars.push(("{redis}".into(), format!("redis://127.0.0.1:{port}")));
+            vars.push(("{redis}".into(), start_redis(&mut processes)?));
         }
         for (n, flags) in scenario.gateways.iter().enumerate() {
             let addr = format!("127.0.0.1:{}", free_port()?);
@@ -389,25 +362,6 @@ fn scenarios_summary(report: &Value) -> String {
         }
     }
     md
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("find a free port: {e}"))
-}
-
-/// Waits until `addr` accepts connections, for up to 10 s.
-fn wait_listening(addr: &str) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if std::time::Instant::now() > deadline {
-            return Err(format!("tideway did not listen on {addr}"));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// Parses divan's result table into one object per benchmark and argument.

@@ -9,12 +9,14 @@
 use std::{
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
+
+use crate::procs::{Processes, free_port, start_redis, wait_listening};
 
 const KEY: &str = "e2e-key";
 
@@ -100,18 +102,6 @@ fn languages(root: &Path) -> Vec<Language> {
     ]
 }
 
-/// Kills what it holds, however the run ends.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 pub(crate) fn run(root: &Path) -> Result<(), String> {
     crate::run(
         root,
@@ -148,24 +138,7 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
 
     // Three nodes and Redis: subscribe on node 2, publish on node 1.
     let mut processes = Processes(Vec::new());
-    let port = free_port()?;
-    let redis = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("start redis-server: {e}"))?;
-    processes.0.push(redis);
-    wait_listening(&format!("127.0.0.1:{port}"))?;
-    let url = format!("redis://127.0.0.1:{port}");
+    let url = start_redis(&mut processes)?;
     let mut nodes = Vec::new();
     for n in 1..=3 {
         let id = format!("e2e-{n}");
@@ -443,23 +416,5 @@ fn write_results(root: &Path, results: &[Value]) -> Result<(), String> {
     }
     std::fs::write(dir.join(format!("{stem}.md")), md).map_err(|e| e.to_string())?;
     eprintln!("xtask: wrote test-results/{stem}.json and .md");
-    Ok(())
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("find a free port: {e}"))
-}
-
-fn wait_listening(addr: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("nothing listens on {addr}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     Ok(())
 }

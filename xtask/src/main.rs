@@ -13,6 +13,7 @@
 
 mod bench;
 mod e2e;
+mod procs;
 mod tidy;
 
 use std::{

@@ -104,7 +104,6 @@ mod follow {
     use std::{convert::Infallible, sync::Arc, time::Duration};
 
     use bytes::Bytes;
-    use http::{HeaderValue, header};
     use http_body::Frame;
     use http_body_util::{BodyExt, StreamBody};
     use tideway_core::{Gateway, Store, TopicEvent};
@@ -112,7 +111,10 @@ mod follow {
     use tokio::time::{Instant, Interval, MissedTickBehavior};
 
     use super::TailEvent;
-    use crate::{response::Response, routes::App};
+    use crate::{
+        response::{Response, event_stream},
+        routes::App,
+    };
 
     /// How often the store's history is read for new events. Reading the shared state
     /// (not this node's subscribers) keeps a follower from making a topic live, and shows
@@ -149,18 +151,7 @@ mod follow {
             ended: false,
         };
         let body = StreamBody::new(futures_util::stream::unfold(state, next)).boxed_unsync();
-        let mut response = http::Response::new(body);
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache, no-transform"),
-        );
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-        response
+        event_stream(body)
     }
 
     async fn next<S: Store>(

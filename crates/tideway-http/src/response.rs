@@ -34,3 +34,20 @@ pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Respons
     let body = serde_json::to_vec(value).unwrap_or_default();
     full(status, "application/json", body)
 }
+
+/// A Server-Sent Events response around `body`: the content type, no caching, and no
+/// buffering by proxies that honour `X-Accel-Buffering` (nginx).
+pub(crate) fn event_stream(body: Body) -> Response {
+    let mut response = http::Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache, no-transform"),
+    );
+    headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    response
+}

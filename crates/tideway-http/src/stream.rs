@@ -4,7 +4,7 @@ use std::{convert::Infallible, time::Duration};
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::{HeaderValue, Request, header};
+use http::Request;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
@@ -14,7 +14,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::{
     error::ApiError,
-    response::Response,
+    response::{Response, event_stream},
     routes::{App, Peer},
     system::System,
 };
@@ -72,20 +72,7 @@ pub(crate) async fn subscribe<S: Store>(
         ended: false,
     };
     let body = StreamBody::new(stream::unfold(state, Stream::next_frame)).boxed_unsync();
-
-    let mut response = http::Response::new(body);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    // Tells nginx and similar proxies not to buffer the stream.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(event_stream(body))
 }
 
 /// The state of one SSE response body.
