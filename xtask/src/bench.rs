@@ -108,6 +108,12 @@ const SCENARIOS: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "fanout-2000",
+        redis: false,
+        gateways: &[&[]],
+        load: &["fanout", "--connections", "2000", "--body", "256"],
+    },
+    Scenario {
         name: "drain",
         redis: false,
         gateways: &[&[]],
@@ -343,6 +349,33 @@ fn scenarios_summary(report: &Value) -> String {
                     us(&l["p99"]),
                     us(&l["max"])
                 );
+            }
+            Some("fanout-2000") => {
+                let _ = writeln!(
+                    md,
+                    "## fan-out\n\n{} SSE subscribers of one topic, {}-byte events at rising offered rates (2 s each) until p99 passes 50 ms. Gateway and load generator share the machine's cores.\n",
+                    r["subscribers"], r["body_bytes"]
+                );
+                let _ = writeln!(
+                    md,
+                    "| offered events/s | delivered events/s | p50 | p99 | max | lost | duplicated |\n|---:|---:|---:|---:|---:|---:|---:|"
+                );
+                for step in r["steps"].as_array().into_iter().flatten() {
+                    let l = &step["publish_to_receive_us"];
+                    let ms = |v: &Value| v.as_f64().unwrap_or(0.0) / 1000.0;
+                    let _ = writeln!(
+                        md,
+                        "| {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} |",
+                        step["offered_events_per_second"],
+                        step["delivered_events_per_second"].as_f64().unwrap_or(0.0),
+                        ms(&l["p50"]),
+                        ms(&l["p99"]),
+                        ms(&l["max"]),
+                        step["lost"],
+                        step["duplicated"]
+                    );
+                }
+                md.push('\n');
             }
             Some(name) if name.starts_with("drop") => {
                 let us = |v: &Value| v.as_f64().unwrap_or(0.0);

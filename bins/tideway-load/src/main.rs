@@ -12,6 +12,9 @@
 //!   p50, p90, p99 and max. With two nodes of a cluster, that is the cost of the hop.
 //! - `drop`: E publishes of `--body` bytes to a topic nobody follows, one after another
 //!   on one kept-alive connection: requests/s and the latency of each answer.
+//! - `fanout`: N subscribers of one topic read everything while events of `--body` bytes
+//!   are published at rising rates (two seconds per step) until p99 publish→receive
+//!   passes 50 ms: per step, delivered events/s, latency percentiles, lost and duplicated.
 
 use std::{
     net::SocketAddr,
@@ -80,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             "drain" => drain(&options).await,
             "latency" => latency(&options).await,
             "drop" => drop_path(&options).await,
+            "fanout" => fanout(&options).await,
             other => bail!("unknown scenario {other:?}"),
         }
     })?;
@@ -242,6 +246,131 @@ async fn drop_path(options: &Options) -> anyhow::Result<serde_json::Value> {
         "dropped_counted": dropped,
         "answer_us": percentiles(&mut samples),
     }))
+}
+
+async fn fanout(options: &Options) -> anyhow::Result<serde_json::Value> {
+    use std::sync::{Arc, Mutex};
+    let topic = "load-fanout";
+    let started_at = Instant::now();
+    // Each subscriber records (sequence, latency in µs) of what it reads.
+    let records: Arc<Mutex<Vec<(u32, u32, u32)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut readers = Vec::with_capacity(options.connections);
+    for i in 0..options.connections {
+        let mut stream = open_stream(options.addr, topic, i, 256 * 1024).await?;
+        let records = records.clone();
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut text = Vec::new();
+            let mut mine = Vec::new();
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let now = started_at.elapsed().as_micros() as u64;
+                text.extend_from_slice(&buf[..n]);
+                let cut = text.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                for line in text[..cut].split(|&b| b == b'\n') {
+                    // data: <seq> <sent µs> <padding>
+                    if let Some(rest) = line.strip_prefix(b"data: ") {
+                        let mut fields = rest.split(|&b| b == b' ');
+                        let seq = fields
+                            .next()
+                            .and_then(|f| std::str::from_utf8(f).ok()?.parse::<u32>().ok());
+                        let sent = fields
+                            .next()
+                            .and_then(|f| std::str::from_utf8(f).ok()?.parse::<u64>().ok());
+                        if let (Some(seq), Some(sent)) = (seq, sent) {
+                            mine.push((
+                                i as u32,
+                                seq,
+                                now.saturating_sub(sent).min(u32::MAX as u64) as u32,
+                            ));
+                        }
+                    }
+                }
+                text.drain(..cut);
+                if !mine.is_empty() {
+                    records
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .append(&mut mine);
+                }
+            }
+            records
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .append(&mut mine);
+        }));
+    }
+    wait_metric(
+        options.addr,
+        "tideway_connections",
+        options.connections as u64,
+    )
+    .await
+    .ok();
+    let mut publisher = TcpStream::connect(options.addr).await?;
+    publisher.set_nodelay(true)?;
+    let padding = "x".repeat(options.body.saturating_sub(24));
+    let mut steps = Vec::new();
+    let mut seq: u32 = 0;
+    for rate in [25u32, 50, 100, 200, 400, 800, 1600] {
+        let first = seq;
+        let step_started = Instant::now();
+        let events = rate * 2;
+        for n in 0..events {
+            let due = step_started + Duration::from_secs_f64(f64::from(n) / f64::from(rate));
+            tokio::time::sleep_until(due.into()).await;
+            let body = format!("{seq} {} {padding}", started_at.elapsed().as_micros());
+            publish(
+                &mut publisher,
+                &options.key,
+                topic,
+                &format!("f{seq}"),
+                &body,
+            )
+            .await?;
+            seq += 1;
+        }
+        let window = step_started.elapsed().as_secs_f64();
+        // Give the last events time to arrive before reading this step's figures.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let taken: Vec<(u32, u32, u32)> = std::mem::take(
+            &mut *records
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut latencies: Vec<f64> = Vec::with_capacity(taken.len());
+        let mut seen = std::collections::HashSet::with_capacity(taken.len());
+        let mut duplicated = 0usize;
+        for (reader, s, us) in &taken {
+            if *s >= first && *s < seq {
+                if !seen.insert((*reader, *s)) {
+                    duplicated += 1;
+                }
+                latencies.push(f64::from(*us));
+            }
+        }
+        let expected = options.connections * events as usize;
+        let p = percentiles(&mut latencies);
+        let p99 = p["p99"].as_f64().unwrap_or(f64::MAX);
+        steps.push(json!({
+            "offered_events_per_second": rate,
+            "delivered_events_per_second": seen.len() as f64 / window,
+            "publish_to_receive_us": p,
+            "lost": expected.saturating_sub(seen.len()),
+            "duplicated": duplicated,
+        }));
+        if p99 > 50_000.0 || seen.len() < expected {
+            break;
+        }
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    Ok(
+        json!({ "scenario": "fanout", "subscribers": options.connections, "body_bytes": options.body, "steps": steps }),
+    )
 }
 
 /// Sends one publish on a kept-alive connection and reads its answer; returns the status.
