@@ -114,6 +114,12 @@ const SCENARIOS: &[Scenario] = &[
         load: &["fanout", "--connections", "2000", "--body", "256"],
     },
     Scenario {
+        name: "fanout-10000",
+        redis: false,
+        gateways: &[&[]],
+        load: &["fanout", "--connections", "10000", "--body", "256"],
+    },
+    Scenario {
         name: "drain",
         redis: false,
         gateways: &[&[]],
@@ -350,10 +356,10 @@ fn scenarios_summary(report: &Value) -> String {
                     us(&l["max"])
                 );
             }
-            Some("fanout-2000") => {
+            Some("fanout-2000" | "fanout-10000") => {
                 let _ = writeln!(
                     md,
-                    "## fan-out\n\n{} SSE subscribers of one topic, {}-byte events at rising offered rates (2 s each) until p99 passes 50 ms. Gateway and load generator share the machine's cores.\n",
+                    "## fan-out\n\n{} SSE subscribers of one topic, {}-byte events from four publishers at rising offered rates (2 s each) until p99 passes 250 ms; the knee is the last step with p99 ≤ 50 ms. Gateway and load generator share the machine's cores.\n",
                     r["subscribers"], r["body_bytes"]
                 );
                 let _ = writeln!(
