@@ -1,11 +1,8 @@
 //! The cluster for real: a `redis-server` and several `tideway` processes on local ports.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::{Child, Command, Stdio};
 
-use tideway_test_util::{API_KEY, Client, RedisServer, TIMEOUT, wait_until};
+use tideway_test_util::{API_KEY, Client, RedisServer, wait_until};
 
 /// One `tideway` process of the cluster.
 struct Node {
@@ -32,10 +29,7 @@ impl Node {
     }
 
     fn with_args(args: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = tideway_test_util::free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
             .args([
@@ -52,14 +46,7 @@ impl Node {
             .stdout(Stdio::null())
             .spawn()
             .expect("start tideway");
-        let deadline = Instant::now() + TIMEOUT;
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tideway {args:?} did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        tideway_test_util::wait_listening(&addr);
         Self {
             child,
             client: Client {

@@ -1,11 +1,8 @@
 //! The keys file of a running `tideway`: loaded at start, reloaded when it changes.
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::{Command, Stdio};
 
-use tideway_test_util::{Client, TIMEOUT, wait_until};
+use tideway_test_util::{Client, wait_until};
 
 #[tokio::test]
 async fn the_keys_file_is_reloaded_when_it_changes() {
@@ -15,10 +12,7 @@ async fn the_keys_file_is_reloaded_when_it_changes() {
     let write = |json: &str| std::fs::write(&file, json).unwrap();
     write(r#"{"keys": [{"name": "ops", "key": "first-secret", "scopes": ["admin"]}]}"#);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = tideway_test_util::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tideway"))
         .args(["--listen", &addr, "--keys-file", file.to_str().unwrap()])
@@ -27,11 +21,7 @@ async fn the_keys_file_is_reloaded_when_it_changes() {
         .stdout(Stdio::null())
         .spawn()
         .expect("start tideway");
-    let deadline = Instant::now() + TIMEOUT;
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "tideway did not listen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    tideway_test_util::wait_listening(&addr);
     let client = Client {
         addr: addr.parse().unwrap(),
     };

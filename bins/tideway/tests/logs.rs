@@ -4,17 +4,13 @@
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
-    time::{Duration, Instant},
 };
 
-use tideway_test_util::{Client, TIMEOUT};
+use tideway_test_util::Client;
 
 #[tokio::test]
 async fn json_logs_name_connections_drops_and_auth_failures_without_secrets() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = tideway_test_util::free_port();
     let addr = format!("127.0.0.1:{port}");
     let secret = "very-secret-key-123";
     let mut child = Command::new(env!("CARGO_BIN_EXE_tideway"))
@@ -33,11 +29,7 @@ async fn json_logs_name_connections_drops_and_auth_failures_without_secrets() {
         .stdout(Stdio::null())
         .spawn()
         .expect("start tideway");
-    let deadline = Instant::now() + TIMEOUT;
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "tideway did not listen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    tideway_test_util::wait_listening(&addr);
     let client = Client {
         addr: addr.parse().unwrap(),
     };

@@ -439,6 +439,27 @@ impl Sse {
     }
 }
 
+/// A port on 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Blocks until something listens on `addr` (a process just started), or fails after
+/// [`TIMEOUT`]. Polls: another process's start offers no event to await.
+pub fn wait_listening(addr: &str) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Polls `condition` until it gives `Some`, or fails after [`TIMEOUT`] with what
 /// `describe` says about the last state seen.
 pub async fn wait_until<T, F, Fut>(what: &str, mut condition: F) -> T
