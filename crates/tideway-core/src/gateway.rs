@@ -618,6 +618,25 @@ impl<S: Store> Subscription<S> {
         if let Some(event) = self.replay.pop_front() {
             return Next::Event(event);
         }
+        loop {
+            // The fast path, taken for every event a busy subscriber reads: no future, no
+            // waiter registered, just the same checks in the order the select below has.
+            if let Some(why) = self.state.revocation() {
+                return Next::End(EndReason::Revoked(why));
+            }
+            if self.expires_at.is_some_and(|at| at <= unix_millis()) {
+                return Next::End(EndReason::Revoked(Revocation::TokenExpired));
+            }
+            match self.queue.try_recv() {
+                Ok(event) if event.position <= self.floor => continue,
+                Ok(event) => return Next::Event(event),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                // The hub dropped its senders: it cut this subscriber off.
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Next::End(EndReason::SlowConsumer);
+                }
+            }
+        }
         let expiry = async {
             match self.expires_at {
                 Some(at) => {

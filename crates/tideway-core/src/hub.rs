@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU8, Ordering::Relaxed},
     },
 };
 
@@ -36,6 +36,25 @@ pub enum Revocation {
     TokenRevoked,
     /// The key that signed the token was removed, expired or lost its right to sign.
     KeyRevoked,
+}
+
+impl Revocation {
+    fn code(self) -> u8 {
+        match self {
+            Revocation::TokenExpired => 1,
+            Revocation::TokenRevoked => 2,
+            Revocation::KeyRevoked => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Revocation::TokenExpired),
+            2 => Some(Revocation::TokenRevoked),
+            3 => Some(Revocation::KeyRevoked),
+            _ => None,
+        }
+    }
 }
 
 /// What a subscriber token granted a subscription: kept so the subscription can be ended
@@ -84,8 +103,9 @@ pub(crate) struct SubscriberState {
     topics: TopicList,
     cut: AtomicBool,
     closed: AtomicBool,
-    /// Set when the grant of the subscription was revoked.
-    revoked: Mutex<Option<Revocation>>,
+    /// Why the grant of the subscription was revoked: 0 while it stands, else
+    /// [`Revocation::code`]. An atomic: the subscription reads it before every event.
+    revoked: AtomicU8,
     /// Woken when `cut` or `closed` becomes true.
     changed: Notify,
 }
@@ -103,11 +123,16 @@ impl SubscriberState {
     }
 
     fn revoke(&self, why: Revocation) {
-        self.revoked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(why);
+        // The first reason stays.
+        let _ = self
+            .revoked
+            .compare_exchange(0, why.code(), Relaxed, Relaxed);
         self.changed.notify_waiters();
+    }
+
+    /// Why the grant was revoked, if it was.
+    pub(crate) fn revocation(&self) -> Option<Revocation> {
+        Revocation::from_code(self.revoked.load(Relaxed))
     }
 
     /// Waits until the subscription's grant is revoked.
@@ -116,7 +141,7 @@ impl SubscriberState {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(why) = *self.revoked.lock().unwrap_or_else(PoisonError::into_inner) {
+            if let Some(why) = self.revocation() {
                 return why;
             }
             changed.await;
@@ -176,7 +201,7 @@ impl Hub {
             topics: topics.clone(),
             cut: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            revoked: Mutex::new(None),
+            revoked: AtomicU8::new(0),
             changed: Notify::new(),
         });
         let subscriber = Subscriber {
