@@ -110,6 +110,7 @@ async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
     .await?;
     let rss_idle = rss_kib(options.pid)?;
 
+    let target = options.events;
     let reading = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         let mut text = Vec::new();
@@ -124,12 +125,11 @@ async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
             let cut = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             events += text[..cut].windows(4).filter(|w| w == b"id: ").count();
             text.drain(..cut);
-            if events >= EVENTS_TARGET.load(std::sync::atomic::Ordering::Relaxed) {
+            if events >= target {
                 return Ok(events);
             }
         }
     });
-    EVENTS_TARGET.store(options.events, std::sync::atomic::Ordering::Relaxed);
 
     let mut publisher = TcpStream::connect(options.addr).await?;
     publisher.set_nodelay(true)?;
@@ -418,9 +418,6 @@ fn percentiles(samples: &mut [f64]) -> serde_json::Value {
     };
     json!({ "p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": samples.last() })
 }
-
-static EVENTS_TARGET: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(usize::MAX);
 
 async fn drain(options: &Options) -> anyhow::Result<serde_json::Value> {
     let mut streams = Vec::with_capacity(options.connections);

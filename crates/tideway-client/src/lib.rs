@@ -92,13 +92,7 @@ impl Client {
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<(u16, Bytes), ClientError> {
         let response = self.open(request).await?;
         let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(ClientError::Http)?
-            .to_bytes();
-        Ok((status, body))
+        Ok((status, whole_body(response).await?))
     }
 
     /// Sends one request on a new connection and hands back the response as it starts.
@@ -123,6 +117,16 @@ impl Client {
             .await
             .map_err(ClientError::Http)
     }
+}
+
+/// The whole body of `response`.
+async fn whole_body(response: http::Response<hyper::body::Incoming>) -> Result<Bytes, ClientError> {
+    Ok(response
+        .into_body()
+        .collect()
+        .await
+        .map_err(ClientError::Http)?
+        .to_bytes())
 }
 
 /// The error of an answer that is not a success, from its JSON body.

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tideway_protocol::sse::{ParseError, parse_block};
 
-use crate::{Client, ClientError, api_error, backoff};
+use crate::{Client, ClientError, api_error, backoff, whole_body};
 
 /// How a subscription behaves; `Default` suits most uses.
 #[derive(Debug, Clone)]
@@ -241,13 +241,7 @@ impl Subscription {
         let response = self.client.open(request).await?;
         let status = response.status().as_u16();
         if status != 200 {
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(ClientError::Http)?
-                .to_bytes();
-            return Err(api_error(status, &body));
+            return Err(api_error(status, &whole_body(response).await?));
         }
         self.buffer.clear();
         self.body = Some(response.into_body());

@@ -13,9 +13,18 @@ use crate::{
 const ALLOW_HEADERS: &str =
     "authorization, content-type, x-sse-topic, x-sse-id, x-sse-event, last-event-id, cache-control";
 
-/// Adds `Access-Control-Allow-Origin` when the request's origin is allowed; says whether.
-pub(crate) fn allow(origins: &CorsOrigins, request: &HeaderMap, response: &mut Response) -> bool {
-    let origin = request.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+/// The `Origin` a request came with, if any: all [`allow`] needs of it.
+pub(crate) fn origin(request: &HeaderMap) -> Option<HeaderValue> {
+    request.get(header::ORIGIN).cloned()
+}
+
+/// Adds `Access-Control-Allow-Origin` when the request's `origin` is allowed; says whether.
+pub(crate) fn allow(
+    origins: &CorsOrigins,
+    origin: Option<&HeaderValue>,
+    response: &mut Response,
+) -> bool {
+    let origin = origin.and_then(|o| o.to_str().ok());
     let Some(allowed) = origins.allow(origin) else {
         return false;
     };
@@ -37,7 +46,7 @@ pub(crate) fn preflight(
     methods: &'static str,
 ) -> Response {
     let mut response = full(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
-    if allow(origins, request, &mut response) {
+    if allow(origins, request.get(header::ORIGIN), &mut response) {
         let headers = response.headers_mut();
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,

@@ -91,12 +91,13 @@ impl<S: Store> App<S> {
             if request.method() == Method::OPTIONS {
                 return Ok(cors::preflight(origins, request.headers(), methods));
             }
-            let headers = request.headers().clone();
+            // Only the Origin is needed once the request is handed on; no header map copy.
+            let origin = cors::origin(request.headers());
             let mut response = match self.route_inner(request, peer).await {
                 Ok(response) => response,
                 Err(err) => err.into_response(),
             };
-            cors::allow(origins, &headers, &mut response);
+            cors::allow(origins, origin.as_ref(), &mut response);
             return Ok(response);
         }
         self.route_inner(request, peer).await
