@@ -106,9 +106,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             ..TokenConfig::default()
         },
     };
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listen on {}", args.listen))?;
+    let listener = listen(args.listen).with_context(|| format!("listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, adapter = ?args.adapter, "tideway listening");
     match args.adapter {
         Adapter::Memory => {
@@ -188,4 +186,21 @@ fn init_logs(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// How many connections the kernel may hold for us before we accept them; the kernel caps
+/// it at `net.core.somaxconn`. tokio's `bind` asks for 128, which a burst of reconnecting
+/// subscribers overflows: the dropped SYNs are retried a whole second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's `bind` does: a restarted gateway can listen while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
