@@ -35,6 +35,13 @@ struct Delivered<'a> {
     seq: u64,
 }
 
+/// Whether the client holds its body back until told `100 Continue`.
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 pub(crate) async fn publish<S: Store>(
     app: &App<S>,
     request: Request<Incoming>,
@@ -66,7 +73,18 @@ pub(crate) async fn publish<S: Store>(
     let live = match app.gateway.route(&topics, &id).await? {
         // The body is never polled, so hyper never sends `100 Continue` and a client
         // that asked for it never sends the body at all.
-        Route::Dropped => return Ok(dropped(&id)),
+        // The connection then cannot carry another request (the unsent body would come
+        // first), so hyper closes it; say so, as RFC 9110 §10.1.1 asks.
+        Route::Dropped => {
+            let mut answer = dropped(&id);
+            if expects_continue(headers) {
+                answer.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            return Ok(answer);
+        }
         Route::Live(live) => live,
     };
 

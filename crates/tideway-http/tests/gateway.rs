@@ -226,6 +226,9 @@ async fn a_publish_to_a_topic_nobody_follows_is_dropped_without_reading_the_body
         reply.json(),
         serde_json::json!({"status": "dropped", "id": "e1", "reason": "no_subscribers", "topics": []})
     );
+    // The unsent body would come before any next request, so the connection closes,
+    // and the answer says so.
+    assert_eq!(reply.header("connection"), Some("close"));
     // A body larger than the limit is not even looked at on this path.
     assert_eq!(gw.gateway.stats().events_dropped_no_subscribers(), 1);
     assert_eq!(gw.gateway.stats().events_published(), 0);
