@@ -2,19 +2,23 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    future::Future as _,
+    pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
+    task::{Context, Poll},
 };
 
 use tideway_protocol::{EventId, TopicList, TopicName};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::{
-    ConnectionId, ConnectionRecord, CutSignal, EndReason, Event, Grant, Inbox, NodeRecord, Page,
-    Paged, Revocation, Stats, Store, StoreError, TopicEvent, TopicRecord, Transport,
+    ConnectionId, ConnectionRecord, EndReason, Event, Grant, Inbox, NodeRecord, Page, Paged,
+    Revocation, Stats, Store, StoreError, TopicEvent, TopicRecord, Transport,
     hub::{Hub, SubscriberState},
+    queue::QueueReceiver,
     unix_millis,
 };
 
@@ -249,6 +253,7 @@ impl<S: Store> Gateway<S> {
             queue,
             state,
             ending: shared.ending.subscribe(),
+            expiry: None,
             replay: VecDeque::new(),
             floor: 0,
             gap: None,
@@ -466,6 +471,8 @@ impl<S: Store> Gateway<S> {
     pub fn end_subscriptions(&self) {
         self.shared.draining.send_replace(true);
         self.shared.ending.send_replace(true);
+        // Each subscription reads the flag when woken, after its queued events.
+        self.shared.hub.wake_all();
     }
 
     /// Whether [`Gateway::drain`] was called.
@@ -577,9 +584,11 @@ pub struct Subscription<S: Store> {
     counted: Counted,
     /// When the granting token expires, in milliseconds since the Unix epoch.
     expires_at: Option<u64>,
-    queue: mpsc::Receiver<Arc<TopicEvent>>,
+    queue: QueueReceiver,
     state: Arc<SubscriberState>,
     ending: watch::Receiver<bool>,
+    /// The timer of the grant's expiry, set once the subscription first waits.
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Events of a resume, sent before the queue's.
     replay: VecDeque<Arc<TopicEvent>>,
     /// Queued events at or below this position were replayed (or precede the client's
@@ -602,73 +611,75 @@ impl<S: Store> Subscription<S> {
         &self.gateway
     }
 
-    /// A future that resolves when this subscriber is cut off for falling behind, for
-    /// transports that must then close a connection whose client stopped reading.
-    pub fn cut_signal(&self) -> CutSignal {
-        CutSignal::new(self.state.clone())
+    /// Runs `f` once if the hub cuts this subscriber off for falling behind (at once if it
+    /// already has), for transports that must then close a connection whose client
+    /// stopped reading. Not run if the subscription ends any other way. `f` runs on the
+    /// publishing path: it should only hand work off (spawn a task, notify).
+    ///
+    /// A callback rather than a future to await: a waiting task per subscriber would
+    /// cost every idle connection its memory, while only a cut one needs anything done.
+    pub fn on_cut(&self, f: impl FnOnce() + Send + 'static) {
+        self.state.set_on_cut(Box::new(f));
     }
 
     /// Waits for the next event, or for the end of the subscription.
     ///
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self) -> Next {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next event or the end of the subscription, if either is there; otherwise
+    /// `cx` is woken when one is. Holds no future between calls, so a transport can keep
+    /// a subscription in its own state and poll it (an idle subscriber costs its state,
+    /// not a parked future's).
+    ///
+    /// Order: a resume's gap and replay, then revocation, expiry, queued events, and the
+    /// drain once the queue is empty.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
         if let Some(last_event_id) = self.gap.take() {
-            return Next::Gap { last_event_id };
+            return Poll::Ready(Next::Gap { last_event_id });
         }
         if let Some(event) = self.replay.pop_front() {
-            return Next::Event(event);
+            return Poll::Ready(Next::Event(event));
         }
         loop {
-            // The fast path, taken for every event a busy subscriber reads: no future, no
-            // waiter registered, just the same checks in the order the select below has.
             if let Some(why) = self.state.revocation() {
-                return Next::End(EndReason::Revoked(why));
+                return Poll::Ready(Next::End(EndReason::Revoked(why)));
             }
             if self.expires_at.is_some_and(|at| at <= unix_millis()) {
-                return Next::End(EndReason::Revoked(Revocation::TokenExpired));
+                return Poll::Ready(Next::End(EndReason::Revoked(Revocation::TokenExpired)));
             }
-            match self.queue.try_recv() {
-                Ok(event) if event.position <= self.floor => continue,
-                Ok(event) => return Next::Event(event),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                // The hub dropped its senders: it cut this subscriber off.
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return Next::End(EndReason::SlowConsumer);
+            match self.queue.poll_recv(cx) {
+                Poll::Ready(Some(event)) if event.position <= self.floor => continue,
+                Poll::Ready(Some(event)) => return Poll::Ready(Next::Event(event)),
+                // Every sender is gone only when the hub cut this subscriber off: the hub
+                // removes a connection otherwise only after this subscription is dropped.
+                Poll::Ready(None) => {
+                    debug_assert!(self.state.was_cut());
+                    return Poll::Ready(Next::End(EndReason::SlowConsumer));
                 }
+                Poll::Pending => break,
             }
         }
-        let expiry = async {
-            match self.expires_at {
-                Some(at) => {
-                    let left = at.saturating_sub(unix_millis());
-                    tokio::time::sleep(std::time::Duration::from_millis(left)).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(expiry);
-        loop {
-            let next = tokio::select! {
-                biased;
-                why = self.state.revoked() => Next::End(EndReason::Revoked(why)),
-                () = &mut expiry => Next::End(EndReason::Revoked(Revocation::TokenExpired)),
-                event = self.queue.recv() => match event {
-                    Some(event) => Next::Event(event),
-                    // Every sender is gone only when the hub cut this subscriber off: the
-                    // hub removes a connection otherwise only after this subscription is
-                    // dropped.
-                    None => {
-                        debug_assert!(self.state.was_cut());
-                        Next::End(EndReason::SlowConsumer)
-                    }
-                },
-                _ = self.ending.wait_for(|&ending| ending) => Next::End(EndReason::Draining),
-            };
-            match next {
-                Next::Event(event) if event.position <= self.floor => continue,
-                next => return next,
+        // The queue holds the waker now, and a revocation or a drain wakes it after
+        // setting its flag: checking the flags again cannot miss one.
+        if let Some(why) = self.state.revocation() {
+            return Poll::Ready(Next::End(EndReason::Revoked(why)));
+        }
+        if *self.ending.borrow() {
+            return Poll::Ready(Next::End(EndReason::Draining));
+        }
+        if let Some(at) = self.expires_at {
+            let expiry = self.expiry.get_or_insert_with(|| {
+                let left = at.saturating_sub(unix_millis());
+                Box::pin(tokio::time::sleep(std::time::Duration::from_millis(left)))
+            });
+            if expiry.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Next::End(EndReason::Revoked(Revocation::TokenExpired)));
             }
         }
+        Poll::Pending
     }
 }
 

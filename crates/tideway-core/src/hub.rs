@@ -8,12 +8,12 @@ use std::{
     },
 };
 
-use tokio::sync::Notify;
-
 use tideway_protocol::{TopicList, TopicName};
-use tokio::sync::mpsc;
 
-use crate::{Stats, TopicEvent};
+use crate::{
+    Stats, TopicEvent,
+    queue::{QueueReceiver, QueueSender, QueueWaker, TrySendError, queue},
+};
 
 /// Why a subscription ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,21 +93,34 @@ struct Shared {
 #[derive(Clone)]
 struct Subscriber {
     number: u64,
-    queue: mpsc::Sender<Arc<TopicEvent>>,
+    queue: QueueSender,
     state: Arc<SubscriberState>,
 }
 
+/// What to do when a subscriber is cut off for falling behind.
+type OnCut = Box<dyn FnOnce() + Send>;
+
 /// What the hub and the connection's reader share.
-#[derive(Debug)]
 pub(crate) struct SubscriberState {
     topics: TopicList,
     cut: AtomicBool,
-    closed: AtomicBool,
     /// Why the grant of the subscription was revoked: 0 while it stands, else
     /// [`Revocation::code`]. An atomic: the subscription reads it before every event.
     revoked: AtomicU8,
-    /// Woken when `cut` or `closed` becomes true.
-    changed: Notify,
+    /// Wakes the reader when its grant is revoked or the node drains.
+    reader: QueueWaker,
+    /// Called once if the subscriber is cut off (see `Subscription::on_cut`).
+    on_cut: Mutex<Option<OnCut>>,
+}
+
+impl std::fmt::Debug for SubscriberState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberState")
+            .field("topics", &self.topics)
+            .field("cut", &self.cut)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SubscriberState {
@@ -116,10 +129,36 @@ impl SubscriberState {
         self.cut.load(Relaxed)
     }
 
-    /// Marks the subscription closed by its owner, waking a [`CutSignal`].
+    fn on_cut(&self) -> MutexGuard<'_, Option<OnCut>> {
+        // Holds one option: a poisoned lock holds it whole.
+        self.on_cut.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` when the subscriber is cut off, or now if it already was.
+    pub(crate) fn set_on_cut(&self, f: OnCut) {
+        let mut slot = self.on_cut();
+        // Checked under the lock the hub takes to find `f` after setting the flag: one of
+        // the two runs it.
+        if self.was_cut() {
+            drop(slot);
+            f();
+        } else {
+            *slot = Some(f);
+        }
+    }
+
+    /// Marks the subscriber cut off and runs what was asked for then.
+    fn cut(&self) {
+        self.cut.store(true, Relaxed);
+        let f = self.on_cut().take();
+        if let Some(f) = f {
+            f();
+        }
+    }
+
+    /// Forgets what to do on a cut: the subscription ended otherwise.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Relaxed);
-        self.changed.notify_waiters();
+        self.on_cut().take();
     }
 
     fn revoke(&self, why: Revocation) {
@@ -127,54 +166,12 @@ impl SubscriberState {
         let _ = self
             .revoked
             .compare_exchange(0, why.code(), Relaxed, Relaxed);
-        self.changed.notify_waiters();
+        self.reader.wake();
     }
 
     /// Why the grant was revoked, if it was.
     pub(crate) fn revocation(&self) -> Option<Revocation> {
         Revocation::from_code(self.revoked.load(Relaxed))
-    }
-
-    /// Waits until the subscription's grant is revoked.
-    pub(crate) async fn revoked(&self) -> Revocation {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(why) = self.revocation() {
-                return why;
-            }
-            changed.await;
-        }
-    }
-}
-
-/// Resolves when a subscriber is cut off for falling behind, so its transport can close
-/// the connection even if the client reads nothing more; or when it closes normally.
-pub struct CutSignal {
-    state: Arc<SubscriberState>,
-}
-
-impl CutSignal {
-    pub(crate) fn new(state: Arc<SubscriberState>) -> Self {
-        Self { state }
-    }
-
-    /// Waits until the subscriber is cut off (`true`) or closed (`false`).
-    pub async fn wait(self) -> bool {
-        loop {
-            let changed = self.state.changed.notified();
-            tokio::pin!(changed);
-            // Registers for the wake-up before checking, so none can be missed.
-            changed.as_mut().enable();
-            if self.state.cut.load(Relaxed) {
-                return true;
-            }
-            if self.state.closed.load(Relaxed) {
-                return false;
-            }
-            changed.await;
-        }
     }
 }
 
@@ -195,14 +192,14 @@ impl Hub {
         number: u64,
         topics: &TopicList,
         capacity: usize,
-    ) -> (mpsc::Receiver<Arc<TopicEvent>>, Arc<SubscriberState>) {
-        let (queue, receiver) = mpsc::channel(capacity.max(1));
+    ) -> (QueueReceiver, Arc<SubscriberState>) {
+        let (queue, receiver) = queue(capacity);
         let state = Arc::new(SubscriberState {
             topics: topics.clone(),
             cut: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
             revoked: AtomicU8::new(0),
-            changed: Notify::new(),
+            reader: queue.waker(),
+            on_cut: Mutex::new(None),
         });
         let subscriber = Subscriber {
             number,
@@ -250,6 +247,14 @@ impl Hub {
             .grants
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every subscriber's reader, to look again at the gateway's state (a drain).
+    pub(crate) fn wake_all(&self) {
+        let table = self.lock();
+        for subscriber in table.values().flatten() {
+            subscriber.state.reader.wake();
+        }
     }
 
     /// How many topics have a subscriber on this node.
@@ -316,17 +321,16 @@ impl Inbox {
         for subscriber in subscribers {
             match subscriber.queue.try_send(event.clone()) {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(TrySendError::Full) => {
                     behind.push((subscriber.number, subscriber.state.clone()));
                 }
                 // The reader is gone; its connection is being closed and will leave.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(TrySendError::Closed) => {}
             }
         }
         shared.stats.events_delivered.fetch_add(delivered, Relaxed);
         for (number, state) in behind {
-            state.cut.store(true, Relaxed);
-            state.changed.notify_waiters();
+            state.cut();
             shared.stats.slow_consumers_cut.fetch_add(1, Relaxed);
             shared
                 .stats

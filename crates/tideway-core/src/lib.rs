@@ -14,6 +14,7 @@
 mod event;
 mod gateway;
 mod hub;
+mod queue;
 mod record;
 mod stats;
 mod store;
@@ -22,7 +23,7 @@ pub use event::{Encoding, Event, TopicEvent};
 pub use gateway::{
     CoreConfig, CoreError, Gateway, LimitScope, Next, Published, Route, Subscribe, Subscription,
 };
-pub use hub::{CutSignal, EndReason, Grant, Inbox, Revocation};
+pub use hub::{EndReason, Grant, Inbox, Revocation};
 pub use record::{
     ConnectionId, ConnectionRecord, NodeRecord, Page, Paged, TopicRecord, Transport, unix_millis,
 };

@@ -11,6 +11,7 @@ mod admin;
 mod auth;
 mod config;
 mod cors;
+mod direct;
 mod error;
 mod metrics;
 mod publish;

@@ -169,6 +169,19 @@ impl<S: Store> App<S> {
         }
     }
 
+    /// Answers a `GET /v1/stream` read outside hyper (see `direct`) as `route` would:
+    /// CORS, the head-size check, then the subscription.
+    pub(crate) async fn subscribe_direct(&self, request: Request<()>, peer: &Peer) -> Response {
+        let origin = cors::origin(request.headers());
+        let answer = match self.check_head_size(&request) {
+            Ok(()) => stream::subscribe(self, &request, peer).await,
+            Err(err) => Err(err),
+        };
+        let mut response = answer.unwrap_or_else(ApiError::into_response);
+        cors::allow(&self.config.cors.subscribe, origin.as_ref(), &mut response);
+        response
+    }
+
     /// The request's API key if it may use `scope`; refusals are counted for `/metrics`.
     pub(crate) fn authorize(
         &self,
@@ -184,7 +197,7 @@ impl<S: Store> App<S> {
 
     /// Refuses a request whose line and headers exceed `max_header_bytes`. hyper refuses
     /// far larger heads itself (431 without a body); this gives the usual JSON error.
-    fn check_head_size(&self, request: &Request<Incoming>) -> Result<(), ApiError> {
+    pub(crate) fn check_head_size<B>(&self, request: &Request<B>) -> Result<(), ApiError> {
         let max = self.config.max_header_bytes;
         let headers: usize = request
             .headers()
@@ -204,9 +217,9 @@ impl<S: Store> App<S> {
 
     /// The topic list of a request: every `x-sse-topic` header and, when `query_too`,
     /// every `topic` query value, parsed as one list.
-    pub(crate) fn topics(
+    pub(crate) fn topics<B>(
         &self,
-        request: &Request<Incoming>,
+        request: &Request<B>,
         query_too: bool,
     ) -> Result<TopicList, ApiError> {
         let query = request.uri().query().unwrap_or("");
@@ -226,9 +239,9 @@ impl<S: Store> App<S> {
 
     /// What SSE and WebSocket subscribers both send: topics, an optional label
     /// (`x-sse-id`) and an optional resume cursor (`Last-Event-ID` or `?lastEventId=`).
-    pub(crate) async fn subscribe_request(
+    pub(crate) async fn subscribe_request<B>(
         &self,
-        request: &Request<Incoming>,
+        request: &Request<B>,
         peer: &Peer,
         transport: Transport,
     ) -> Result<Subscribe, ApiError> {

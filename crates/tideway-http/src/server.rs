@@ -42,6 +42,7 @@ pub async fn run<S: Store>(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .max_buf_size(max_buf_size);
+    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -66,33 +67,33 @@ pub async fn run<S: Store>(
             kill: kill.clone(),
             alive: alive.clone(),
         };
-        let service = service_fn(move |request| app.clone().handle(request, context.clone()));
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+        let builder = builder.clone();
         let alive = alive.clone();
-        let mut stopping = stopping.clone();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            let mut stop_asked = false;
-            loop {
-                tokio::select! {
-                    ended = connection.as_mut() => {
-                        if let Err(err) = ended {
-                            tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    () = kill.notified() => {
-                        tracing::info!(peer = %peer, "closed a connection whose subscriber stopped reading");
-                        break;
-                    }
-                    _ = stopping.wait_for(|&stop| stop), if !stop_asked => {
-                        // Finish the request in flight (a stream ends with its drain
-                        // event), then close instead of waiting for another.
-                        stop_asked = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
+            let mut stream = stream;
+            // Each step's future is boxed: the task holds only the one in progress, so an
+            // idle subscriber's task does not keep room for the timer of its first read,
+            // the subscribe's store calls, or hyper's connection.
+            // The first request's head within the header timeout, as hyper would ask.
+            let first = Box::pin(tokio::time::timeout(
+                header_read_timeout,
+                crate::direct::take_subscribe(&mut stream),
+            ))
+            .await;
+            match first {
+                Ok(Ok(Some(request))) => {
+                    let response = Box::pin(app.subscribe_direct(request, &context)).await;
+                    Box::pin(crate::direct::serve(stream, response, &context)).await;
+                }
+                Ok(Ok(None)) => {
+                    Box::pin(serve_hyper(&builder, stream, app, context, stopping)).await;
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(peer = %peer, error = %err, "connection failed before its first request");
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer, "no request head within the header timeout")
                 }
             }
             drop(alive);
@@ -120,6 +121,45 @@ pub async fn run<S: Store>(
         }
     }
     Ok(())
+}
+
+/// Serves a connection with hyper until it ends, is killed (a subscriber cut off that
+/// stopped reading) or, once the server stops, finishes its request in flight.
+async fn serve_hyper<S: Store>(
+    builder: &hyper::server::conn::http1::Builder,
+    stream: tokio::net::TcpStream,
+    app: Arc<App<S>>,
+    context: Peer,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let peer = context.addr;
+    let kill = context.kill.clone();
+    let service = service_fn(move |request| app.clone().handle(request, context.clone()));
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let mut stop_asked = false;
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(err) = ended {
+                    tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                }
+                break;
+            }
+            () = kill.notified() => {
+                tracing::info!(peer = %peer, "closed a connection whose subscriber stopped reading");
+                break;
+            }
+            _ = stopping.wait_for(|&stop| stop), if !stop_asked => {
+                // Finish the request in flight (a stream ends with its drain event), then
+                // close instead of waiting for another.
+                stop_asked = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// Tideway's routes as a handler, for a service that serves them beside its own (see

@@ -1,13 +1,16 @@
 //! `GET /v1/stream`: a Server-Sent Events subscription.
 
-use std::{convert::Infallible, time::Duration};
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
-use futures_util::stream;
 use http::Request;
 use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use tideway_core::{Encoding, Next, Store, Subscription, Transport};
 use tideway_protocol::{query_value, sse::FrameBuilder};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -22,9 +25,9 @@ use crate::{
 /// The comment line of a heartbeat.
 const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
-pub(crate) async fn subscribe<S: Store>(
+pub(crate) async fn subscribe<S: Store, B>(
     app: &App<S>,
-    request: &Request<Incoming>,
+    request: &Request<B>,
     peer: &Peer,
 ) -> Result<Response, ApiError> {
     let query = request.uri().query().unwrap_or("");
@@ -43,14 +46,17 @@ pub(crate) async fn subscribe<S: Store>(
 
     // A subscriber cut off for falling behind gets its farewell after what is queued;
     // if it reads none of it within the write timeout, its connection is closed.
-    let cut = subscription.cut_signal();
     let kill = peer.kill.clone();
     let write_timeout = app.config.write_timeout;
-    tokio::spawn(async move {
-        if cut.wait().await {
+    subscription.on_cut(move || {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            kill.notify_one();
+            return;
+        };
+        runtime.spawn(async move {
             tokio::time::sleep(write_timeout).await;
             kill.notify_one();
-        }
+        });
     });
 
     let mut hello = FrameBuilder::default();
@@ -63,7 +69,7 @@ pub(crate) async fn subscribe<S: Store>(
         heartbeat.max(Duration::from_millis(1)),
     );
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let state = Stream {
+    let body = SseBody {
         subscription,
         encoding,
         heartbeat: ticker,
@@ -71,12 +77,12 @@ pub(crate) async fn subscribe<S: Store>(
         hello: Some(hello.finish()),
         ended: false,
     };
-    let body = StreamBody::new(stream::unfold(state, Stream::next_frame)).boxed_unsync();
-    Ok(event_stream(body))
+    Ok(event_stream(body.boxed_unsync()))
 }
 
-/// The state of one SSE response body.
-struct Stream<S: Store> {
+/// The body of one SSE response: the subscription itself, polled in place. No future is
+/// parked between frames, so an idle stream costs this struct and nothing more.
+struct SseBody<S: Store> {
     subscription: Subscription<S>,
     encoding: Encoding,
     heartbeat: Interval,
@@ -86,30 +92,44 @@ struct Stream<S: Store> {
     ended: bool,
 }
 
-impl<S: Store> Stream<S> {
-    async fn next_frame(mut self) -> Option<(Result<Frame<Bytes>, Infallible>, Self)> {
-        if self.ended {
-            return None;
+impl<S: Store> http_body::Body for SseBody<S> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
         }
-        let bytes = match self.hello.take() {
+        let bytes = match this.hello.take() {
             Some(hello) => hello,
-            None => tokio::select! {
-                next = self.subscription.next() => match next {
-                    Next::Event(event) => event.encoded(self.encoding).clone(),
-                    Next::Gap { last_event_id } => system_frame(&System::Gap(&last_event_id), None),
-                    Next::End(reason) => {
-                        self.ended = true;
-                        system_frame(&System::End(reason), Some(self.retry_ms))
-                    }
+            None => match this.subscription.poll_next(cx) {
+                Poll::Ready(Next::Event(event)) => event.encoded(this.encoding).clone(),
+                Poll::Ready(Next::Gap { last_event_id }) => {
+                    system_frame(&System::Gap(&last_event_id), None)
+                }
+                Poll::Ready(Next::End(reason)) => {
+                    this.ended = true;
+                    system_frame(&System::End(reason), Some(this.retry_ms))
+                }
+                Poll::Pending => match this.heartbeat.poll_tick(cx) {
+                    Poll::Ready(_) => Bytes::from_static(HEARTBEAT),
+                    Poll::Pending => return Poll::Pending,
                 },
-                _ = self.heartbeat.tick() => Bytes::from_static(HEARTBEAT),
             },
         };
-        self.subscription
+        this.subscription
             .gateway()
             .stats()
             .add_bytes_out(bytes.len());
-        Some((Ok(Frame::data(bytes)), self))
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
     }
 }
 
