@@ -13,13 +13,14 @@ use fastwebsockets::{
     Frame, OpCode, Payload, WebSocketError, WebSocketWrite,
     upgrade::{UpgradeFut, is_upgrade_request, upgrade},
 };
+use futures_util::FutureExt as _;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, upgrade::Upgraded};
 use hyper_util::rt::TokioIo;
 use tideway_core::{Encoding, EndReason, Next, Store, Subscription, Transport};
 use tokio::{
-    io::WriteHalf,
+    io::{BufWriter, WriteHalf},
     sync::mpsc,
     time::{Instant, MissedTickBehavior},
 };
@@ -83,7 +84,11 @@ enum Control {
     Closed,
 }
 
-type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+type Writer = WebSocketWrite<BufWriter<WriteHalf<TokioIo<Upgraded>>>>;
+
+/// The write buffer of a WebSocket connection: a batch of events larger than this goes
+/// out in several writes.
+const WRITE_BUFFER: usize = 8 * 1024;
 
 async fn serve<S: Store>(
     upgrade: UpgradeFut,
@@ -91,7 +96,12 @@ async fn serve<S: Store>(
     settings: Settings,
 ) -> Result<(), WebSocketError> {
     let socket = upgrade.await?;
-    let (mut reader, mut writer) = socket.split(tokio::io::split);
+    // Frames go through a buffer and out with one flush per batch: when several events
+    // are ready, they share a write (and a TCP segment) instead of taking one each.
+    let (mut reader, mut writer) = socket.split(|io| {
+        let (read, write) = tokio::io::split(io);
+        (read, BufWriter::with_capacity(WRITE_BUFFER, write))
+    });
     reader.set_max_message_size(MAX_CLIENT_MESSAGE);
     let (control, mut controls) = mpsc::channel::<Control>(16);
 
@@ -134,32 +144,29 @@ async fn serve<S: Store>(
     let mut last_seen = Instant::now();
     let result = loop {
         tokio::select! {
-            next = subscription.next() => match next {
-                Next::Event(event) => {
-                    let bytes = event.encoded(Encoding::Json);
-                    subscription.gateway().stats().add_bytes_out(bytes.len());
-                    if let Err(err) = write(&mut writer, Frame::text(Payload::Borrowed(bytes)), settings).await {
-                        break Err(err);
+            next = subscription.next() => {
+                // This event and those already queued behind it, then one flush.
+                let mut next = Some(next);
+                let mut ended = None;
+                let mut written = Ok(());
+                while let Some(item) = next.take() {
+                    match frames(&mut writer, item, &subscription, settings).await {
+                        Ok(true) => ended = Some(Ok(())),
+                        Ok(false) => next = subscription.next().now_or_never(),
+                        Err(err) => written = Err(err),
                     }
                 }
-                Next::Gap { last_event_id } => {
-                    let text = System::Gap(&last_event_id).envelope();
-                    if let Err(err) = write(&mut writer, Frame::text(Payload::Owned(text.into_bytes())), settings).await {
-                        break Err(err);
-                    }
+                let flushed = match written {
+                    Ok(()) => flush(&mut writer, settings).await,
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = flushed {
+                    break Err(err);
                 }
-                Next::End(reason) => {
-                    let (code, why) = match reason {
-                        EndReason::Draining => (1001, "drain"),
-                        EndReason::SlowConsumer => (1008, "slow_consumer"),
-                        EndReason::Revoked(_) => (1008, "revoked"),
-                    };
-                    let text = System::End(reason).envelope();
-                    let farewell = write(&mut writer, Frame::text(Payload::Owned(text.into_bytes())), settings).await;
-                    let close = write(&mut writer, Frame::close(code, why.as_bytes()), settings).await;
-                    break farewell.and(close);
+                if let Some(end) = ended {
+                    break end;
                 }
-            },
+            }
             control = controls.recv() => match control {
                 Some(Control::Send(frame)) => {
                     let closing = frame.opcode == OpCode::Close;
@@ -188,8 +195,53 @@ async fn serve<S: Store>(
     result
 }
 
-/// Writes one frame, giving up when the client has not taken it within the write timeout.
-async fn write(
+/// Buffers the frames of `next`; says whether they end the connection (a farewell and
+/// the close frame).
+async fn frames<S: Store>(
+    writer: &mut Writer,
+    next: Next,
+    subscription: &Subscription<S>,
+    settings: Settings,
+) -> Result<bool, WebSocketError> {
+    match next {
+        Next::Event(event) => {
+            let bytes = event.encoded(Encoding::Json);
+            subscription.gateway().stats().add_bytes_out(bytes.len());
+            buffer(writer, Frame::text(Payload::Borrowed(bytes)), settings).await?;
+            Ok(false)
+        }
+        Next::Gap { last_event_id } => {
+            let text = System::Gap(&last_event_id).envelope();
+            buffer(
+                writer,
+                Frame::text(Payload::Owned(text.into_bytes())),
+                settings,
+            )
+            .await?;
+            Ok(false)
+        }
+        Next::End(reason) => {
+            let (code, why) = match reason {
+                EndReason::Draining => (1001, "drain"),
+                EndReason::SlowConsumer => (1008, "slow_consumer"),
+                EndReason::Revoked(_) => (1008, "revoked"),
+            };
+            let text = System::End(reason).envelope();
+            buffer(
+                writer,
+                Frame::text(Payload::Owned(text.into_bytes())),
+                settings,
+            )
+            .await?;
+            buffer(writer, Frame::close(code, why.as_bytes()), settings).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Puts one frame in the write buffer (writing out what is buffered when it is full),
+/// giving up when the client has not taken it within the write timeout.
+async fn buffer(
     writer: &mut Writer,
     frame: Frame<'_>,
     settings: Settings,
@@ -198,4 +250,22 @@ async fn write(
         Ok(result) => result,
         Err(_) => Err(WebSocketError::ConnectionClosed),
     }
+}
+
+/// Writes out what is buffered, within the write timeout.
+async fn flush(writer: &mut Writer, settings: Settings) -> Result<(), WebSocketError> {
+    match tokio::time::timeout(settings.write_timeout, writer.flush()).await {
+        Ok(result) => result,
+        Err(_) => Err(WebSocketError::ConnectionClosed),
+    }
+}
+
+/// Writes one frame now.
+async fn write(
+    writer: &mut Writer,
+    frame: Frame<'_>,
+    settings: Settings,
+) -> Result<(), WebSocketError> {
+    buffer(writer, frame, settings).await?;
+    flush(writer, settings).await
 }
