@@ -15,15 +15,14 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::procs::{Processes, free_port, start_redis, wait_listening};
+use crate::{
+    nchan,
+    procs::{Processes, free_port, start_redis, wait_listening},
+    report,
+};
 
 /// The crates whose `benches/` hold divan benchmarks.
 const BENCH_CRATES: &[&str] = &["tideway-protocol", "tideway-core"];
-
-pub(crate) fn run(root: &Path) -> Result<(), String> {
-    let stem = micro(root)?;
-    scenarios(root, &stem)
-}
 
 fn micro(root: &Path) -> Result<String, String> {
     let mut results = Vec::new();
@@ -47,11 +46,9 @@ fn micro(root: &Path) -> Result<String, String> {
     if results.is_empty() {
         return Err("no benchmark results were parsed from divan's output".to_owned());
     }
-    let commit =
-        git(root, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "uncommitted".into());
+    let stem = run_stem(root);
+    let (date, commit) = stem.rsplit_once('-').unwrap_or((stem.as_str(), ""));
     let dirty = git(root, &["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
-    let date = command_output("date", &["-u", "+%Y-%m-%dT%H%M%SZ"])
-        .unwrap_or_else(|| "unknown-date".into());
     let dir = root.join("benchmark-results");
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let previous = latest_previous(&dir);
@@ -79,12 +76,22 @@ fn micro(root: &Path) -> Result<String, String> {
     Ok(format!("{date}-{commit}"))
 }
 
-/// A whole-gateway scenario: the gateways it starts and what `tideway-load` does.
+/// What serves a scenario.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// Release `tideway` processes, one per entry of `gateways`.
+    Tideway,
+    /// nginx with Nchan (see `nchan`), for the side-by-side figures.
+    Nchan,
+}
+
+/// A whole-gateway scenario: the servers it starts and what `tideway-load` does.
 ///
 /// In arguments, `{redis}` becomes the scenario's Redis URL and `{addrN}` / `{pidN}` the
 /// address and process id of gateway N.
 struct Scenario {
     name: &'static str,
+    server: Server,
     redis: bool,
     gateways: &'static [&'static [&'static str]],
     load: &'static [&'static str],
@@ -92,10 +99,65 @@ struct Scenario {
 
 const REDIS: &[&str] = &["--adapter", "redis", "--redis-url", "{redis}"];
 
+/// Idle connections: as many as the open-file cap of 20,000 per process leaves room for
+/// in both the server and the load generator.
+const IDLE: &[&str] = &["connections", "--connections", "19800"];
+const FANOUT_2000: &[&str] = &["fanout", "--connections", "2000", "--body", "256"];
+const FANOUT_10000: &[&str] = &["fanout", "--connections", "10000", "--body", "256"];
+const UNICAST_2000: &[&str] = &[
+    "unicast",
+    "--connections",
+    "2000",
+    "--body",
+    "256",
+    "--publishers",
+    "8",
+];
+const UNICAST_10000: &[&str] = &[
+    "unicast",
+    "--connections",
+    "10000",
+    "--body",
+    "256",
+    "--publishers",
+    "8",
+];
+const DROP: &[&str] = &[
+    "drop",
+    "--events",
+    "40000",
+    "--body",
+    "1024",
+    "--concurrency",
+    "8",
+];
+const LATENCY: &[&str] = &["latency", "--events", "2000", "--body", "256"];
+
+const fn tideway(name: &'static str, load: &'static [&'static str]) -> Scenario {
+    Scenario {
+        name,
+        server: Server::Tideway,
+        redis: false,
+        gateways: &[&[]],
+        load,
+    }
+}
+
+const fn nchan(name: &'static str, load: &'static [&'static str]) -> Scenario {
+    Scenario {
+        name,
+        server: Server::Nchan,
+        redis: false,
+        gateways: &[],
+        load,
+    }
+}
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "stalled",
         redis: false,
+        server: Server::Tideway,
         gateways: &[&["--write-timeout", "5s"]],
         load: &[
             "stalled",
@@ -107,40 +169,63 @@ const SCENARIOS: &[Scenario] = &[
             "1024",
         ],
     },
+    tideway("connections", IDLE),
+    nchan("connections-nchan", IDLE),
+    tideway("fanout-2000", FANOUT_2000),
+    tideway(
+        "fanout-2000-ws",
+        &[
+            "fanout",
+            "--connections",
+            "2000",
+            "--body",
+            "256",
+            "--transport",
+            "ws",
+        ],
+    ),
+    nchan("fanout-2000-nchan", FANOUT_2000),
+    tideway("fanout-10000", FANOUT_10000),
+    tideway(
+        "fanout-10000-ws",
+        &[
+            "fanout",
+            "--connections",
+            "10000",
+            "--body",
+            "256",
+            "--transport",
+            "ws",
+        ],
+    ),
+    nchan("fanout-10000-nchan", FANOUT_10000),
+    tideway("unicast-2000", UNICAST_2000),
+    nchan("unicast-2000-nchan", UNICAST_2000),
+    tideway("unicast-10000", UNICAST_10000),
+    nchan("unicast-10000-nchan", UNICAST_10000),
+    tideway("drop-memory", DROP),
+    nchan("drop-nchan", DROP),
     Scenario {
-        name: "fanout-2000",
-        redis: false,
-        gateways: &[&[]],
-        load: &["fanout", "--connections", "2000", "--body", "256"],
+        name: "drop-redis",
+        redis: true,
+        server: Server::Tideway,
+        gateways: &[REDIS],
+        load: DROP,
     },
-    Scenario {
-        name: "fanout-10000",
-        redis: false,
-        gateways: &[&[]],
-        load: &["fanout", "--connections", "10000", "--body", "256"],
-    },
-    Scenario {
-        name: "drain",
-        redis: false,
-        gateways: &[&[]],
-        load: &["drain", "--connections", "1000"],
-    },
-    Scenario {
-        name: "latency-memory",
-        redis: false,
-        gateways: &[&[]],
-        load: &["latency", "--events", "2000", "--body", "256"],
-    },
+    tideway("drain", &["drain", "--connections", "1000"]),
+    tideway("latency-memory", LATENCY),
     Scenario {
         name: "latency-redis-same-node",
         redis: true,
+        server: Server::Tideway,
         gateways: &[REDIS],
-        load: &["latency", "--events", "2000", "--body", "256"],
+        load: LATENCY,
     },
     Scenario {
         name: "latency-redis-cross-node",
         redis: true,
-        gateways: &[REDIS, REDIS],
+        server: Server::Tideway,
+        gateways: &[REDIS, REDIS, REDIS],
         load: &[
             "latency",
             "--events",
@@ -152,20 +237,49 @@ const SCENARIOS: &[Scenario] = &[
         ],
     },
     Scenario {
-        name: "drop-memory",
-        redis: false,
-        gateways: &[&[]],
-        load: &["drop", "--events", "20000", "--body", "1024"],
-    },
-    Scenario {
-        name: "drop-redis",
+        name: "cluster-fanout-2000",
         redis: true,
-        gateways: &[REDIS],
-        load: &["drop", "--events", "20000", "--body", "1024"],
+        server: Server::Tideway,
+        gateways: &[REDIS, REDIS, REDIS],
+        load: &[
+            "fanout",
+            "--connections",
+            "2000",
+            "--body",
+            "256",
+            "--sub-addr",
+            "{addr1},{addr2}",
+        ],
     },
 ];
 
-fn scenarios(root: &Path, stem: &str) -> Result<(), String> {
+/// `cargo xtask bench [--no-micro] [SCENARIO-PREFIX...]`: with prefixes, only the
+/// scenarios whose names start with one of them run.
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
+    let micro_too = !args.iter().any(|a| a == "--no-micro");
+    let only: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let stem = if micro_too {
+        micro(root)?
+    } else {
+        run_stem(root)
+    };
+    scenarios(root, &stem, &only)
+}
+
+/// `<date>-<commit>` of a run.
+fn run_stem(root: &Path) -> String {
+    let commit =
+        git(root, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "uncommitted".into());
+    let date = command_output("date", &["-u", "+%Y-%m-%dT%H%M%SZ"])
+        .unwrap_or_else(|| "unknown-date".into());
+    format!("{date}-{commit}")
+}
+
+fn scenarios(root: &Path, stem: &str, only: &[&str]) -> Result<(), String> {
     eprintln!("xtask: building release tideway and tideway-load");
     let build = Command::new("cargo")
         .current_dir(root)
@@ -184,78 +298,71 @@ fn scenarios(root: &Path, stem: &str) -> Result<(), String> {
         return Err("cargo build --release failed".to_owned());
     }
     let bin = root.join("target/release");
+    let wanted = |s: &Scenario| only.is_empty() || only.iter().any(|p| s.name.starts_with(p));
+    let nchan_ready = if SCENARIOS
+        .iter()
+        .any(|s| wanted(s) && s.server == Server::Nchan)
+    {
+        nchan::available()
+    } else {
+        Ok(())
+    };
     let mut results = Vec::new();
-    for scenario in SCENARIOS {
+    for scenario in SCENARIOS.iter().filter(|s| wanted(s)) {
         eprintln!("xtask: scenario {}", scenario.name);
-        let mut processes = Processes(Vec::new());
-        let mut vars: Vec<(String, String)> = Vec::new();
-        if scenario.redis {
-            vars.push(("{redis}".into(), start_redis(&mut processes)?));
-        }
-        for (n, flags) in scenario.gateways.iter().enumerate() {
-            let addr = format!("127.0.0.1:{}", free_port()?);
-            let flags: Vec<String> = flags.iter().map(|f| substitute(f, &vars)).collect();
-            let child = Command::new(bin.join("tideway"))
-                .args([
-                    "--listen",
-                    &addr,
-                    "--api-keys",
-                    "bench-key",
-                    "--node-id",
-                    &format!("bench-{n}"),
-                ])
-                .args(&flags)
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .map_err(|e| format!("start tideway: {e}"))?;
-            vars.push((format!("{{pid{n}}}"), child.id().to_string()));
-            processes.0.push(child);
-            wait_listening(&addr)?;
-            vars.push((format!("{{addr{n}}}"), addr));
-        }
-        let load: Vec<String> = scenario.load.iter().map(|a| substitute(a, &vars)).collect();
-        let output = Command::new(bin.join("tideway-load"))
-            .args(&load)
-            .args([
-                "--addr",
-                &substitute("{addr0}", &vars),
-                "--key",
-                "bench-key",
-                "--pid",
-                &substitute("{pid0}", &vars),
-            ])
-            .output()
-            .map_err(|e| format!("run tideway-load: {e}"))?;
-        drop(processes);
-        if !output.status.success() {
-            return Err(format!(
-                "scenario {} failed: {}",
-                scenario.name,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        let value: Value = serde_json::from_slice(&output.stdout)
-            .map_err(|e| format!("scenario {} printed no JSON ({e})", scenario.name))?;
-        eprintln!("xtask: {value}");
-        results.push(json!({
+        let outcome = match (scenario.server, &nchan_ready) {
+            (Server::Nchan, Err(why)) => Err(why.clone()),
+            _ => run_scenario(root, &bin, scenario),
+        };
+        let mut entry = json!({
             "scenario": scenario.name,
+            "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan => "nchan" },
             "redis": scenario.redis,
             "gateway_flags": scenario.gateways,
             "load_args": scenario.load,
-            "result": value,
-        }));
+        });
+        match outcome {
+            Ok(value) => {
+                eprintln!("xtask: {value}");
+                entry["result"] = value;
+            }
+            Err(err) => {
+                // One scenario that fails does not lose the others' figures.
+                eprintln!("xtask: scenario {} failed: {err}", scenario.name);
+                entry["error"] = Value::String(err);
+            }
+        }
+        results.push(entry);
     }
     let dir = root.join("benchmark-results");
-    let report =
-        json!({ "kind": "scenarios", "run": stem, "machine": machine(), "results": results });
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let previous = report::previous_scenarios(&dir);
+    let mut report = json!({
+        "kind": "scenarios",
+        "run": stem,
+        "machine": machine(),
+        "results": results,
+    });
+    report["headline"] = report::headline(&report);
     let json_path = dir.join(format!("{stem}-scenarios.json"));
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(&json_path, text + "\n")
         .map_err(|e| format!("write {}: {e}", json_path.display()))?;
+    let plots = report::plots(&report);
+    for (name, svg) in &plots {
+        let path = dir.join(format!("{stem}-{name}.svg"));
+        std::fs::write(&path, svg).map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    let plot_names: Vec<String> = plots
+        .iter()
+        .map(|(name, _)| format!("{stem}-{name}.svg"))
+        .collect();
     let md_path = dir.join(format!("{stem}-scenarios.md"));
-    std::fs::write(&md_path, scenarios_summary(&report))
-        .map_err(|e| format!("write {}: {e}", md_path.display()))?;
+    std::fs::write(
+        &md_path,
+        report::summary(&report, previous.as_ref(), &plot_names),
+    )
+    .map_err(|e| format!("write {}: {e}", md_path.display()))?;
     eprintln!(
         "xtask: wrote {} and {}",
         json_path.display(),
@@ -264,143 +371,83 @@ fn scenarios(root: &Path, stem: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Starts what `scenario` needs, runs `tideway-load` against it and returns its JSON.
+fn run_scenario(root: &Path, bin: &Path, scenario: &Scenario) -> Result<Value, String> {
+    let mut processes = Processes(Vec::new());
+    let mut vars: Vec<(String, String)> = Vec::new();
+    if scenario.redis {
+        vars.push(("{redis}".into(), start_redis(&mut processes)?));
+    }
+    let mut target = Vec::new();
+    let mut _nchan = None;
+    match scenario.server {
+        Server::Tideway => {
+            for (n, flags) in scenario.gateways.iter().enumerate() {
+                let addr = format!("127.0.0.1:{}", free_port()?);
+                let flags: Vec<String> = flags.iter().map(|f| substitute(f, &vars)).collect();
+                let child = Command::new(bin.join("tideway"))
+                    .args([
+                        "--listen",
+                        &addr,
+                        "--api-keys",
+                        "bench-key",
+                        "--node-id",
+                        &format!("bench-{n}"),
+                    ])
+                    .args(&flags)
+                    .env("RUST_LOG", "warn")
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|e| format!("start tideway: {e}"))?;
+                vars.push((format!("{{pid{n}}}"), child.id().to_string()));
+                processes.0.push(child);
+                wait_listening(&addr)?;
+                vars.push((format!("{{addr{n}}}"), addr));
+            }
+            target.extend(["--key", "bench-key"].map(String::from));
+            target.extend([
+                "--addr".into(),
+                substitute("{addr0}", &vars),
+                "--pid".into(),
+                substitute("{pid0}", &vars),
+            ]);
+        }
+        Server::Nchan => {
+            let server = nchan::start(root)?;
+            let pids: Vec<String> = server.pids.iter().map(u32::to_string).collect();
+            target.extend([
+                "--target".into(),
+                "nchan".into(),
+                "--addr".into(),
+                server.addr.clone(),
+                "--pid".into(),
+                pids.join(","),
+            ]);
+            _nchan = Some(server);
+        }
+    }
+    let load: Vec<String> = scenario.load.iter().map(|a| substitute(a, &vars)).collect();
+    let output = Command::new(bin.join("tideway-load"))
+        .args(&load)
+        .args(&target)
+        .env("RUST_BACKTRACE", "0")
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("run tideway-load: {e}"))?;
+    drop(processes);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(last.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("scenario {} printed no JSON ({e})", scenario.name))
+}
+
 fn substitute(text: &str, vars: &[(String, String)]) -> String {
     vars.iter().fold(text.to_owned(), |text, (name, value)| {
         text.replace(name, value)
     })
-}
-
-fn scenarios_summary(report: &Value) -> String {
-    let mut md = format!(
-        "# Gateway scenarios, {}\n\n",
-        report["run"].as_str().unwrap_or("")
-    );
-    let _ = writeln!(
-        md,
-        "A release `tideway` on loopback, driven by `tideway-load`; RSS read from `/proc`.\n"
-    );
-    for entry in report["results"].as_array().into_iter().flatten() {
-        let r = &entry["result"];
-        let kib = |v: &Value| v.as_f64().unwrap_or(0.0) / 1024.0;
-        match entry["scenario"].as_str() {
-            Some("stalled") => {
-                let _ = writeln!(md, "## stalled subscribers\n");
-                let _ = writeln!(
-                    md,
-                    "{} subscribers never read while one reads {} events of {} bytes.\n",
-                    r["stalled_connections"], r["events"], r["body_bytes"]
-                );
-                let _ = writeln!(md, "| figure | value |\n|---|---:|");
-                let _ = writeln!(
-                    md,
-                    "| events the reader got | {} (lost {}) |",
-                    r["reader_events"], r["reader_lost"]
-                );
-                let _ = writeln!(
-                    md,
-                    "| subscribers cut off as slow | {} |",
-                    r["slow_consumers_cut"]
-                );
-                let _ = writeln!(
-                    md,
-                    "| RSS per idle connection | {:.1} KiB |",
-                    kib(&r["bytes_per_idle_connection"])
-                );
-                let _ = writeln!(
-                    md,
-                    "| RSS per stalled connection (queue full, before close) | {:.1} KiB |",
-                    kib(&r["bytes_per_stalled_connection"])
-                );
-                let rss = &r["rss_kib"];
-                let _ = writeln!(
-                    md,
-                    "| RSS start / idle / stalled / after close | {} / {} / {} / {} KiB |\n",
-                    rss["start"], rss["idle"], rss["stalled"], rss["after_close"]
-                );
-            }
-            Some("drain") => {
-                let seconds = |v: &Value| v.as_f64().unwrap_or(0.0);
-                let _ = writeln!(
-                    md,
-                    "## drain\n\n{} open streams, then SIGTERM.\n",
-                    r["connections"]
-                );
-                let _ = writeln!(md, "| figure | value |\n|---|---:|");
-                let _ = writeln!(
-                    md,
-                    "| streams told `tideway.drain` | {} |",
-                    r["streams_told_to_reconnect"]
-                );
-                let _ = writeln!(
-                    md,
-                    "| until the last stream closed | {:.3} s |",
-                    seconds(&r["seconds_until_last_stream_closed"])
-                );
-                let _ = writeln!(
-                    md,
-                    "| until the process exited | {:.3} s |\n",
-                    seconds(&r["seconds_until_exit"])
-                );
-            }
-            Some(name) if name.starts_with("latency") => {
-                let us = |v: &Value| v.as_f64().unwrap_or(0.0);
-                let l = &r["publish_to_receive_us"];
-                let _ = writeln!(
-                    md,
-                    "## {name}\n\n{} events of {} bytes, one at a time; publish→receive in µs.\n\n| p50 | p90 | p99 | max |\n|---:|---:|---:|---:|\n| {:.0} | {:.0} | {:.0} | {:.0} |\n",
-                    r["events"],
-                    r["body_bytes"],
-                    us(&l["p50"]),
-                    us(&l["p90"]),
-                    us(&l["p99"]),
-                    us(&l["max"])
-                );
-            }
-            Some("fanout-2000" | "fanout-10000") => {
-                let _ = writeln!(
-                    md,
-                    "## fan-out\n\n{} SSE subscribers of one topic, {}-byte events from four publishers at rising offered rates (2 s each) until p99 passes 250 ms; the knee is the last step with p99 ≤ 50 ms. Gateway and load generator share the machine's cores.\n",
-                    r["subscribers"], r["body_bytes"]
-                );
-                let _ = writeln!(
-                    md,
-                    "| offered events/s | delivered events/s | p50 | p99 | max | lost | duplicated |\n|---:|---:|---:|---:|---:|---:|---:|"
-                );
-                for step in r["steps"].as_array().into_iter().flatten() {
-                    let l = &step["publish_to_receive_us"];
-                    let ms = |v: &Value| v.as_f64().unwrap_or(0.0) / 1000.0;
-                    let _ = writeln!(
-                        md,
-                        "| {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} |",
-                        step["offered_events_per_second"],
-                        step["delivered_events_per_second"].as_f64().unwrap_or(0.0),
-                        ms(&l["p50"]),
-                        ms(&l["p99"]),
-                        ms(&l["max"]),
-                        step["lost"],
-                        step["duplicated"]
-                    );
-                }
-                md.push('\n');
-            }
-            Some(name) if name.starts_with("drop") => {
-                let us = |v: &Value| v.as_f64().unwrap_or(0.0);
-                let l = &r["answer_us"];
-                let _ = writeln!(
-                    md,
-                    "## {name}\n\n{} publishes of {} bytes to a topic nobody follows, one at a time on one connection.\n\n| requests/s | answer p50 | p99 | dropped counted |\n|---:|---:|---:|---:|\n| {:.0} | {:.0} µs | {:.0} µs | {} |\n",
-                    r["events"],
-                    r["body_bytes"],
-                    us(&r["requests_per_second"]),
-                    us(&l["p50"]),
-                    us(&l["p99"]),
-                    r["dropped_counted"]
-                );
-            }
-            _ => {}
-        }
-    }
-    md
 }
 
 /// Parses divan's result table into one object per benchmark and argument.

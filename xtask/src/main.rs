@@ -6,14 +6,18 @@
 //!   tests against a real Redis), the deployment check (`deploy_check.py`), and the admin
 //!   UI's checks: types, Vitest, that the embedded build is fresh and reproducible, and
 //!   its test in a real headless Chromium.
-//! - `bench`: runs the divan micro-benchmarks and the gateway scenarios, and writes JSON
-//!   and Markdown results to `benchmark-results/`.
+//! - `bench`: runs the divan micro-benchmarks and the gateway scenarios (Tideway, and
+//!   Nchan beside it), and writes JSON, Markdown and SVG plots to `benchmark-results/`.
+//!   `cargo xtask bench --no-micro fanout drop` runs only the scenarios named so.
 //! - `e2e`: runs every example's publisher against every example's subscriber through
 //!   real gateways (one node, and three nodes with Redis); results in `test-results/`.
 
 mod bench;
 mod e2e;
+mod nchan;
 mod procs;
+mod report;
+mod svg;
 mod tidy;
 
 use std::{
@@ -26,10 +30,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("tidy") => tidy::check(&root()),
-        Some("bench") => bench::run(&root()),
+        Some("bench") => bench::run(&root(), &args[1..]),
         Some("e2e") => e2e::run(&root()),
         _ => Err(
-            "usage: cargo xtask <test|tidy|bench|e2e>\n  test   format, lint, tidy, every test and the e2e run\n  tidy   only the layering and docs checks\n  bench  benchmarks, results in benchmark-results/\n  e2e    the examples against real gateways, results in test-results/"
+            "usage: cargo xtask <test|tidy|bench|e2e>\n  test   format, lint, tidy, every test and the e2e run\n  tidy   only the layering and docs checks\n  bench  benchmarks, results in benchmark-results/ ([--no-micro] [SCENARIO-PREFIX...])\n  e2e    the examples against real gateways, results in test-results/"
                 .to_owned(),
         ),
     };

@@ -1,5 +1,7 @@
-//! `tideway-load`: drives a running gateway over real sockets and prints what it measured
-//! as one JSON object on stdout. `cargo xtask bench` starts the gateway and runs it.
+//! `tideway-load`: drives a running server over real sockets and prints what it measured
+//! as one JSON object on stdout (progress goes to stderr). `cargo xtask bench` starts the
+//! servers and runs it; the server is Tideway or, for the side-by-side runs, Nchan
+//! (`--target nchan`).
 //!
 //! Scenarios:
 //! - `stalled`: N subscribers that never read, one that reads, E events published; the
@@ -7,15 +9,25 @@
 //!   closed; whether the reader got every event.
 //! - `drain`: N open streams, then SIGTERM: time until every stream got `tideway.drain`
 //!   and until the process exited.
-//! - `latency`: one subscriber (on `--sub-addr`, default `--addr`), E publishes on
-//!   `--addr` one after another, each timed from before its request to its arrival:
+//! - `latency`: one subscriber (on the first `--sub-addr`, default `--addr`), E publishes
+//!   on `--addr` one after another, each timed from before its request to its arrival:
 //!   p50, p90, p99 and max. With two nodes of a cluster, that is the cost of the hop.
-//! - `drop`: E publishes of `--body` bytes to a topic nobody follows, one after another
-//!   on one kept-alive connection: requests/s and the latency of each answer.
-//! - `fanout`: N subscribers of one topic read everything while events of `--body` bytes
-//!   are published at rising rates (two seconds per step) until p99 publish→receive
-//!   passes 250 ms (the 50 ms knee and a little beyond it): per step, delivered events/s,
-//!   latency percentiles, lost and duplicated.
+//! - `drop`: publishes of `--body` bytes to a topic nobody follows and to one a reader
+//!   follows, from `--concurrency` kept-alive connections; and (Tideway) with `Expect:
+//!   100-continue` and no body sent (see `droppath`).
+//! - `fanout`, `unicast`: N subscribers (SSE, or WebSocket with `--transport ws`) read
+//!   everything while `--publishers` connections publish at rising offered rates until p99
+//!   publish→receive passes five times `--knee-ms` (see `steps`).
+//! - `connections`: N idle SSE subscribers; connect rate and memory against connections.
+//!
+//! Memory and CPU time are read from `/proc` for every process in `--pid` (a comma list:
+//! nginx is a master and its workers).
+
+mod connections;
+mod droppath;
+mod procfs;
+mod steps;
+mod wire;
 
 use std::{
     net::SocketAddr,
@@ -24,29 +36,35 @@ use std::{
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpSocket, TcpStream},
-};
+use tokio::{io::AsyncReadExt, net::TcpStream};
+
+use crate::wire::{Target, Transport};
 
 /// Options shared by the scenarios, from `--name value` pairs.
-struct Options {
+pub(crate) struct Options {
+    target: Target,
+    transport: Transport,
     addr: SocketAddr,
-    /// Where subscribers connect (`latency`); defaults to `addr`.
-    sub_addr: SocketAddr,
+    /// Where subscribers connect, in turn; defaults to `addr`.
+    sub_addrs: Vec<SocketAddr>,
     key: String,
-    pid: u32,
+    /// The server's processes.
+    pids: Vec<u32>,
     connections: usize,
     events: usize,
     body: usize,
+    publishers: usize,
+    concurrency: usize,
+    knee_ms: f64,
+    rates: Option<Vec<u32>>,
 }
+
+const USAGE: &str = "usage: tideway-load <stalled|drain|latency|drop|fanout|unicast|connections> --addr HOST:PORT --pid PID[,PID...] [--key KEY] [--target tideway|nchan] [--transport sse|ws] [--sub-addr HOST:PORT[,...]] [--connections N] [--events N] [--body BYTES] [--publishers N] [--concurrency N] [--knee-ms MS] [--rates R,R,...]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(scenario) = args.first().cloned() else {
-        bail!(
-            "usage: tideway-load <stalled|drain|latency|drop> --addr HOST:PORT --key KEY --pid PID [--sub-addr HOST:PORT] [--connections N] [--events N] [--body BYTES]"
-        );
+        bail!(USAGE);
     };
     let value = |name: &str| -> Option<String> {
         args.iter()
@@ -54,38 +72,88 @@ fn main() -> anyhow::Result<()> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    fn number<T: std::str::FromStr>(v: Option<String>, name: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        v.map_or(Ok(default), |v| v.parse())
+            .with_context(|| format!("{name}: {USAGE}"))
+    }
+    fn list<T: std::str::FromStr>(v: &str, name: &str) -> anyhow::Result<Vec<T>>
+    where
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        v.split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<T>()
+                    .with_context(|| format!("{name}: {USAGE}"))
+            })
+            .collect()
+    }
     let addr: SocketAddr = value("--addr")
-        .context("--addr")?
+        .context(USAGE)?
         .parse()
         .context("--addr HOST:PORT")?;
-    let options = Options {
-        addr,
-        sub_addr: value("--sub-addr")
-            .map_or(Ok(addr), |v| v.parse())
-            .context("--sub-addr")?,
-        key: value("--key").unwrap_or_default(),
-        pid: value("--pid").context("--pid")?.parse().context("--pid")?,
-        connections: value("--connections")
-            .map_or(Ok(1000), |v| v.parse())
-            .context("--connections")?,
-        events: value("--events")
-            .map_or(Ok(2000), |v| v.parse())
-            .context("--events")?,
-        body: value("--body")
-            .map_or(Ok(1024), |v| v.parse())
-            .context("--body")?,
+    let shape = match scenario.as_str() {
+        "unicast" => Some(steps::Shape::Unicast),
+        "fanout" => Some(steps::Shape::FanOut),
+        _ => None,
     };
+    let options = Options {
+        target: match value("--target").as_deref() {
+            None | Some("tideway") => Target::Tideway,
+            Some("nchan") => Target::Nchan,
+            Some(other) => bail!("--target {other:?}: tideway or nchan"),
+        },
+        transport: match value("--transport").as_deref() {
+            None | Some("sse") => Transport::Sse,
+            Some("ws") => Transport::WebSocket,
+            Some(other) => bail!("--transport {other:?}: sse or ws"),
+        },
+        addr,
+        sub_addrs: match value("--sub-addr") {
+            Some(v) => list(&v, "--sub-addr")?,
+            None => vec![addr],
+        },
+        key: value("--key").unwrap_or_default(),
+        pids: list(&value("--pid").context(USAGE)?, "--pid")?,
+        connections: number(value("--connections"), "--connections", 1000)?,
+        events: number(value("--events"), "--events", 2000)?,
+        body: number(value("--body"), "--body", 1024)?,
+        publishers: number(value("--publishers"), "--publishers", 4)?,
+        concurrency: number(value("--concurrency"), "--concurrency", 8)?,
+        knee_ms: number(
+            value("--knee-ms"),
+            "--knee-ms",
+            if shape == Some(steps::Shape::Unicast) {
+                2.0
+            } else {
+                50.0
+            },
+        )?,
+        rates: value("--rates").map(|v| list(&v, "--rates")).transpose()?,
+    };
+    if options.target == Target::Nchan
+        && !matches!(
+            scenario.as_str(),
+            "fanout" | "unicast" | "drop" | "connections"
+        )
+    {
+        bail!("scenario {scenario} runs against Tideway only");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        match scenario.as_str() {
-            "stalled" => stalled(&options).await,
-            "drain" => drain(&options).await,
-            "latency" => latency(&options).await,
-            "drop" => drop_path(&options).await,
-            "fanout" => fanout(&options).await,
-            other => bail!("unknown scenario {other:?}"),
+        match (scenario.as_str(), shape) {
+            (_, Some(shape)) => steps::run(&options, shape).await,
+            ("stalled", _) => stalled(&options).await,
+            ("drain", _) => drain(&options).await,
+            ("latency", _) => latency(&options).await,
+            ("drop", _) => droppath::run(&options).await,
+            ("connections", _) => connections::run(&options).await,
+            (other, _) => bail!("unknown scenario {other:?}"),
         }
     })?;
     println!("{result}");
@@ -94,7 +162,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
     let topic = "load-stalled";
-    let rss_start = rss_kib(options.pid)?;
+    let rss_start = rss_kib(&options.pids)?;
     let mut stalled = Vec::with_capacity(options.connections);
     let connect_started = Instant::now();
     for i in 0..options.connections {
@@ -108,7 +176,7 @@ async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
         (options.connections + 1) as u64,
     )
     .await?;
-    let rss_idle = rss_kib(options.pid)?;
+    let rss_idle = rss_kib(&options.pids)?;
 
     let target = options.events;
     let reading = tokio::spawn(async move {
@@ -145,13 +213,13 @@ async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
     let delivered = tokio::time::timeout(Duration::from_secs(60), reading)
         .await
         .context("the reader did not get every event within 60 s")???;
-    let cut = metric(options.addr, "tideway_slow_consumers_total").await?;
-    let rss_stalled = rss_kib(options.pid)?;
+    let cut = wire::metric(options.addr, "tideway_slow_consumers_total").await?;
+    let rss_stalled = rss_kib(&options.pids)?;
     // Once the write timeout closes them, the stalled connections give their memory back.
     wait_metric(options.addr, "tideway_connections", 0)
         .await
         .ok();
-    let rss_closed = rss_kib(options.pid)?;
+    let rss_closed = rss_kib(&options.pids)?;
     drop(stalled);
     let per = |kib: u64| (kib as f64 * 1024.0) / options.connections as f64;
     Ok(json!({
@@ -172,7 +240,7 @@ async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
 
 async fn latency(options: &Options) -> anyhow::Result<serde_json::Value> {
     let topic = "load-latency";
-    let mut subscriber = open_stream(options.sub_addr, topic, 0, 256 * 1024).await?;
+    let mut subscriber = open_stream(options.sub_addrs[0], topic, 0, 256 * 1024).await?;
     let mut publisher = TcpStream::connect(options.addr).await?;
     publisher.set_nodelay(true)?;
     // The stream counts once the store knows its topic: until then publishes are dropped.
@@ -211,212 +279,9 @@ async fn latency(options: &Options) -> anyhow::Result<serde_json::Value> {
         "scenario": "latency",
         "events": options.events,
         "body_bytes": options.body,
-        "cross_node": options.addr != options.sub_addr,
+        "cross_node": options.addr != options.sub_addrs[0],
         "publish_to_receive_us": percentiles(&mut samples),
     }))
-}
-
-async fn drop_path(options: &Options) -> anyhow::Result<serde_json::Value> {
-    let mut publisher = TcpStream::connect(options.addr).await?;
-    publisher.set_nodelay(true)?;
-    let body = "x".repeat(options.body);
-    let mut samples = Vec::with_capacity(options.events);
-    let started = Instant::now();
-    for n in 0..options.events {
-        let sent = Instant::now();
-        let status = publish(
-            &mut publisher,
-            &options.key,
-            "load-nobody",
-            &format!("d{n}"),
-            &body,
-        )
-        .await?;
-        if status != 200 {
-            bail!("a publish to nobody answered {status}");
-        }
-        samples.push(sent.elapsed().as_secs_f64() * 1e6);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let dropped = metric(options.addr, "tideway_events_dropped_total").await?;
-    Ok(json!({
-        "scenario": "drop",
-        "events": options.events,
-        "body_bytes": options.body,
-        "requests_per_second": options.events as f64 / seconds,
-        "dropped_counted": dropped,
-        "answer_us": percentiles(&mut samples),
-    }))
-}
-
-async fn fanout(options: &Options) -> anyhow::Result<serde_json::Value> {
-    use std::sync::{Arc, Mutex};
-    let topic = "load-fanout";
-    let started_at = Instant::now();
-    // Each subscriber records (sequence, latency in µs) of what it reads.
-    let records: Arc<Mutex<Vec<(u32, u32, u32)>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut readers = Vec::with_capacity(options.connections);
-    for i in 0..options.connections {
-        let mut stream = open_stream(options.addr, topic, i, 256 * 1024).await?;
-        let records = records.clone();
-        readers.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut text = Vec::new();
-            let mut mine = Vec::new();
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                let now = started_at.elapsed().as_micros() as u64;
-                text.extend_from_slice(&buf[..n]);
-                let cut = text.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-                for line in text[..cut].split(|&b| b == b'\n') {
-                    // data: <seq> <sent µs> <padding>
-                    if let Some(rest) = line.strip_prefix(b"data: ") {
-                        let mut fields = rest.split(|&b| b == b' ');
-                        let seq = fields
-                            .next()
-                            .and_then(|f| std::str::from_utf8(f).ok()?.parse::<u32>().ok());
-                        let sent = fields
-                            .next()
-                            .and_then(|f| std::str::from_utf8(f).ok()?.parse::<u64>().ok());
-                        if let (Some(seq), Some(sent)) = (seq, sent) {
-                            mine.push((
-                                i as u32,
-                                seq,
-                                now.saturating_sub(sent).min(u32::MAX as u64) as u32,
-                            ));
-                        }
-                    }
-                }
-                text.drain(..cut);
-                if !mine.is_empty() {
-                    records
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .append(&mut mine);
-                }
-            }
-            records
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .append(&mut mine);
-        }));
-    }
-    wait_metric(
-        options.addr,
-        "tideway_connections",
-        options.connections as u64,
-    )
-    .await
-    .ok();
-    // Several publishers on their own connections, so the publishing side does not
-    // saturate before the gateway does.
-    const PUBLISHERS: u32 = 4;
-    let mut publishers = Vec::new();
-    for _ in 0..PUBLISHERS {
-        let publisher = TcpStream::connect(options.addr).await?;
-        publisher.set_nodelay(true)?;
-        publishers.push(publisher);
-    }
-    let padding = "x".repeat(options.body.saturating_sub(24));
-    let mut steps = Vec::new();
-    let mut seq: u32 = 0;
-    for rate in [5u32, 10, 25, 50, 100, 200, 400, 800, 1600, 3200] {
-        let first = seq;
-        let step_started = Instant::now();
-        let events = rate * 2;
-        let mut sending = Vec::new();
-        for (p, mut publisher) in publishers.drain(..).enumerate() {
-            let (key, padding) = (options.key.clone(), padding.clone());
-            sending.push(tokio::spawn(async move {
-                // Publisher p sends events p, p + P, p + 2P, ... at its share of the rate.
-                for n in (p as u32..events).step_by(PUBLISHERS as usize) {
-                    let due =
-                        step_started + Duration::from_secs_f64(f64::from(n) / f64::from(rate));
-                    tokio::time::sleep_until(due.into()).await;
-                    let number = first + n;
-                    let body = format!("{number} {} {padding}", started_at.elapsed().as_micros());
-                    publish(&mut publisher, &key, topic, &format!("f{number}"), &body).await?;
-                }
-                Ok::<TcpStream, anyhow::Error>(publisher)
-            }));
-        }
-        for task in sending {
-            publishers.push(task.await??);
-        }
-        seq += events;
-        let window = step_started.elapsed().as_secs_f64();
-        // Give the last events time to arrive before reading this step's figures.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let taken: Vec<(u32, u32, u32)> = std::mem::take(
-            &mut *records
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        let mut latencies: Vec<f64> = Vec::with_capacity(taken.len());
-        let mut seen = std::collections::HashSet::with_capacity(taken.len());
-        let mut duplicated = 0usize;
-        for (reader, s, us) in &taken {
-            if *s >= first && *s < seq {
-                if !seen.insert((*reader, *s)) {
-                    duplicated += 1;
-                }
-                latencies.push(f64::from(*us));
-            }
-        }
-        let expected = options.connections * events as usize;
-        let p = percentiles(&mut latencies);
-        let p99 = p["p99"].as_f64().unwrap_or(f64::MAX);
-        steps.push(json!({
-            "offered_events_per_second": rate,
-            "delivered_events_per_second": seen.len() as f64 / window,
-            "publish_to_receive_us": p,
-            "lost": expected.saturating_sub(seen.len()),
-            "duplicated": duplicated,
-        }));
-        // Past the 50 ms knee the curve goes on a little, to show how latency grows.
-        if p99 > 250_000.0 || seen.len() < expected {
-            break;
-        }
-    }
-    for reader in readers {
-        reader.abort();
-    }
-    Ok(
-        json!({ "scenario": "fanout", "subscribers": options.connections, "body_bytes": options.body, "steps": steps }),
-    )
-}
-
-/// Sends one publish on a kept-alive connection and reads its answer; returns the status.
-async fn publish(
-    stream: &mut TcpStream,
-    key: &str,
-    topic: &str,
-    id: &str,
-    body: &str,
-) -> anyhow::Result<u16> {
-    let request = format!(
-        "POST /v1/publish HTTP/1.1\r\nhost: load\r\nauthorization: Bearer {key}\r\nx-sse-topic: {topic}\r\nx-sse-id: {id}\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    read_response(stream).await
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// p50, p90, p99 and max of `samples` (sorted in place), as JSON.
-fn percentiles(samples: &mut [f64]) -> serde_json::Value {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        samples
-            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
-            .copied()
-    };
-    json!({ "p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": samples.last() })
 }
 
 async fn drain(options: &Options) -> anyhow::Result<serde_json::Value> {
@@ -432,10 +297,10 @@ async fn drain(options: &Options) -> anyhow::Result<serde_json::Value> {
     .await?;
     let started = Instant::now();
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &options.pid.to_string()])
+        .args(["-TERM", &options.pids[0].to_string()])
         .status()?;
     if !status.success() {
-        bail!("kill -TERM {} failed", options.pid);
+        bail!("kill -TERM {} failed", options.pids[0]);
     }
     let mut told = 0usize;
     let mut last_stream = 0.0f64;
@@ -454,7 +319,7 @@ async fn drain(options: &Options) -> anyhow::Result<serde_json::Value> {
         }
         last_stream = started.elapsed().as_secs_f64();
     }
-    while running(options.pid) && started.elapsed() < Duration::from_secs(60) {
+    while procfs::running(options.pids[0]) && started.elapsed() < Duration::from_secs(60) {
         // Polls the process table; there is no event to await for another process's exit.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -467,78 +332,48 @@ async fn drain(options: &Options) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-/// Opens an SSE stream with a receive buffer of `recv_buffer` bytes, reads its head, and
-/// returns the socket without reading further. Source addresses rotate over 127.0.0.x.
+/// Opens a Tideway SSE stream and sends its request; the answer is left unread.
 async fn open_stream(
     addr: SocketAddr,
     topic: &str,
     n: usize,
     recv_buffer: u32,
 ) -> anyhow::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.set_recv_buffer_size(recv_buffer)?;
-    let source: std::net::IpAddr = format!("127.0.0.{}", 1 + (n / 20_000) % 250).parse()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    let mut stream = socket.connect(addr).await?;
-    let request = format!("GET /v1/stream?topic={topic} HTTP/1.1\r\nhost: load\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    Ok(stream)
+    wire::subscribe(Target::Tideway, Transport::Sse, addr, topic, n, recv_buffer).await
 }
 
-/// Reads one response with a `Content-Length` body; returns its status. Requests on a
-/// connection go one at a time, so nothing follows the body.
-async fn read_response(stream: &mut TcpStream) -> anyhow::Result<u16> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]);
-            let status = head
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .context("status line")?;
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_owned())
-                })
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                return Ok(status);
-            }
-        }
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            bail!("the connection closed inside a response");
-        }
-        buf.extend_from_slice(&chunk[..read]);
-    }
+async fn publish(
+    stream: &mut TcpStream,
+    key: &str,
+    topic: &str,
+    id: &str,
+    body: &str,
+) -> anyhow::Result<u16> {
+    Ok(wire::publish(Target::Tideway, stream, key, topic, id, body)
+        .await?
+        .status)
 }
 
-/// One unlabelled-by-name value of `/metrics` (the first sample of `name`).
-async fn metric(addr: SocketAddr, name: &str) -> anyhow::Result<u64> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: load\r\nconnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("metric {name} not found"))
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Polls `/metrics` until `name` equals `value`, for up to 60 s.
+/// p50, p90, p99 and max of `samples` (sorted in place), as JSON.
+fn percentiles(samples: &mut [f64]) -> serde_json::Value {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+    };
+    json!({ "p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": samples.last() })
+}
+
+/// Polls Tideway's `/metrics` until `name` equals `value`, for up to 60 s.
 async fn wait_metric(addr: SocketAddr, name: &str, value: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let seen = metric(addr, name).await?;
+        let seen = wire::metric(addr, name).await?;
         if seen == value {
             return Ok(());
         }
@@ -549,23 +384,6 @@ async fn wait_metric(addr: SocketAddr, name: &str, value: u64) -> anyhow::Result
     }
 }
 
-/// Whether a process still runs: it exists and is not a zombie waiting to be reaped.
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-/// The resident set size of a process, in KiB, from `/proc/PID/status`.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS in /proc/PID/status")
+fn rss_kib(pids: &[u32]) -> anyhow::Result<u64> {
+    Ok(procfs::memory(pids)?.rss_kib)
 }

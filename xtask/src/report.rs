@@ -1,0 +1,771 @@
+//! What `cargo xtask bench` writes about the scenarios: the headline figures (kept in the
+//! JSON so the next run can compare), the targets of the performance issue met or missed
+//! and by how much, Tideway/Nchan ratios, per-scenario tables and the SVG plots.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use serde_json::{Value, json};
+
+use crate::svg::{Chart, Series, line_chart};
+
+/// The result of scenario `name`, when it ran and did not fail.
+fn result<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["results"]
+        .as_array()?
+        .iter()
+        .find(|e| e["scenario"].as_str() == Some(name))
+        .map(|e| &e["result"])
+        .filter(|r| !r.is_null())
+}
+
+/// Delivered events/s at a stepped scenario's knee; 0 when no step stayed under it.
+fn knee(report: &Value, name: &str) -> Option<f64> {
+    let r = result(report, name)?;
+    Some(
+        r["knee"]["delivered_events_per_second"]
+            .as_f64()
+            .unwrap_or(0.0),
+    )
+}
+
+fn at(report: &Value, name: &str, path: &[&str]) -> Option<f64> {
+    let mut v = result(report, name)?;
+    for key in path {
+        v = &v[*key];
+    }
+    v.as_f64()
+}
+
+/// The figures a run is judged by, each with its unit and which way is better.
+pub(crate) fn headline(report: &Value) -> Value {
+    let mut figures = Vec::new();
+    let mut add = |name: String, value: Option<f64>, unit: &str, higher_is_better: bool| {
+        if let Some(value) = value {
+            figures.push(json!({ "name": name, "value": value, "unit": unit, "higher_is_better": higher_is_better }));
+        }
+    };
+    for entry in report["results"].as_array().into_iter().flatten() {
+        let name = entry["scenario"].as_str().unwrap_or("");
+        let r = &entry["result"];
+        match r["scenario"].as_str() {
+            Some("fanout" | "unicast") => {
+                add(
+                    format!("{name}: delivered events/s at the knee"),
+                    knee(report, name),
+                    "events/s",
+                    true,
+                );
+            }
+            Some("connections") => {
+                add(
+                    format!("{name}: memory per idle connection"),
+                    r["bytes_per_connection_pss"].as_f64(),
+                    "bytes",
+                    false,
+                );
+                add(
+                    format!("{name}: seconds to connect 10,000"),
+                    r["seconds_to_connect_first_10000"].as_f64(),
+                    "s",
+                    false,
+                );
+            }
+            Some("drop") => {
+                add(
+                    format!("{name}: publishes to nobody/s"),
+                    r["to_nobody"]["requests_per_second"].as_f64(),
+                    "requests/s",
+                    true,
+                );
+                add(
+                    format!("{name}: delivered publishes/s"),
+                    r["delivered"]["requests_per_second"].as_f64(),
+                    "requests/s",
+                    true,
+                );
+            }
+            Some("latency") => {
+                add(
+                    format!("{name}: p50 publish→receive"),
+                    r["publish_to_receive_us"]["p50"].as_f64(),
+                    "µs",
+                    false,
+                );
+                add(
+                    format!("{name}: p99 publish→receive"),
+                    r["publish_to_receive_us"]["p99"].as_f64(),
+                    "µs",
+                    false,
+                );
+            }
+            Some("stalled") => add(
+                format!("{name}: RSS per stalled connection"),
+                r["bytes_per_stalled_connection"].as_f64(),
+                "bytes",
+                false,
+            ),
+            Some("drain") => add(
+                format!("{name}: seconds until the last stream closed"),
+                r["seconds_until_last_stream_closed"].as_f64(),
+                "s",
+                false,
+            ),
+            _ => {}
+        }
+    }
+    Value::Array(figures)
+}
+
+/// The newest scenario results in `dir` (before this run writes its own).
+pub(crate) fn previous_scenarios(dir: &Path) -> Option<(PathBuf, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with("-scenarios.json"))
+        .collect();
+    files.sort();
+    let path = files.pop()?;
+    let value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+    Some((path, value))
+}
+
+/// One target of the performance issue, judged.
+struct Judged {
+    target: &'static str,
+    measured: String,
+    met: Option<bool>,
+    distance: String,
+}
+
+fn ratio_target(
+    target: &'static str,
+    ours: Option<f64>,
+    theirs: Option<f64>,
+    at_least: f64,
+    what: &str,
+) -> Judged {
+    match (ours, theirs) {
+        (Some(ours), Some(theirs)) if theirs > 0.0 => {
+            let ratio = ours / theirs;
+            Judged {
+                target,
+                measured: format!("{} vs {} {what}: {ratio:.2}×", si(ours), si(theirs)),
+                met: Some(ratio >= at_least),
+                distance: if ratio >= at_least {
+                    format!("goal {at_least}×")
+                } else {
+                    format!(
+                        "goal {at_least}×: short by {:.2}×",
+                        at_least / ratio.max(1e-9)
+                    )
+                },
+            }
+        }
+        _ => Judged {
+            target,
+            measured: "not measured (a scenario failed or was skipped)".into(),
+            met: None,
+            distance: String::new(),
+        },
+    }
+}
+
+fn judge(report: &Value) -> Vec<Judged> {
+    let mut judged = Vec::new();
+    for size in ["10000", "2000"] {
+        judged.push(ratio_target(
+            if size == "10000" {
+                "fan-out, 10,000 SSE subscribers: ≥ 4× Nchan at p99 ≤ 50 ms"
+            } else {
+                "fan-out, 2,000 SSE subscribers: ≥ 4× Nchan at p99 ≤ 50 ms"
+            },
+            knee(report, &format!("fanout-{size}")),
+            knee(report, &format!("fanout-{size}-nchan")),
+            4.0,
+            "events/s",
+        ));
+    }
+    for size in ["2000", "10000"] {
+        judged.push(ratio_target(
+            if size == "2000" {
+                "unicast, 2,000 topics: ≥ 1.5× Nchan at p99 ≤ 2 ms"
+            } else {
+                "unicast, 10,000 topics: ≥ 1.5× Nchan at p99 ≤ 2 ms"
+            },
+            knee(report, &format!("unicast-{size}")),
+            knee(report, &format!("unicast-{size}-nchan")),
+            1.5,
+            "events/s",
+        ));
+    }
+    judged.push(ratio_target(
+        "drop path: ≥ 1.3× Nchan's requests/s",
+        at(report, "drop-memory", &["to_nobody", "requests_per_second"]),
+        at(report, "drop-nchan", &["to_nobody", "requests_per_second"]),
+        1.3,
+        "requests/s",
+    ));
+    judged.push(ratio_target(
+        "drop path: ≥ 2× Tideway's own delivered publishes/s",
+        at(report, "drop-memory", &["to_nobody", "requests_per_second"]),
+        at(report, "drop-memory", &["delivered", "requests_per_second"]),
+        2.0,
+        "requests/s",
+    ));
+    judged.push(match result(report, "drop-memory") {
+        Some(r) => {
+            let e = &r["expect_continue"];
+            let continues = e["continues_received"].as_u64().unwrap_or(u64::MAX);
+            let body = e["body_bytes_sent"].as_u64().unwrap_or(u64::MAX);
+            let answered = e["statuses"]["200"].as_u64().unwrap_or(0);
+            Judged {
+                target: "drop path: zero body bytes read",
+                measured: format!(
+                    "{answered} of {} answered 200 with `Expect: 100-continue`; `100 Continue` sent {continues} times; body bytes on the socket {body}",
+                    e["requests"]
+                ),
+                met: Some(
+                    continues == 0 && body == 0 && Some(answered) == e["requests"].as_u64(),
+                ),
+                distance: String::new(),
+            }
+        }
+        None => Judged {
+            target: "drop path: zero body bytes read",
+            measured: "not measured".into(),
+            met: None,
+            distance: String::new(),
+        },
+    });
+    let per_connection = at(report, "connections", &["bytes_per_connection_pss"]);
+    let connections = at(report, "connections", &["connections"]).unwrap_or(0.0);
+    judged.push(Judged {
+        target: "idle connections: < 4 KiB per SSE subscriber",
+        measured: per_connection.map_or("not measured".into(), |b| {
+            format!(
+                "{:.1} KiB at {connections:.0} connections (Nchan {})",
+                b / 1024.0,
+                at(report, "connections-nchan", &["bytes_per_connection_pss"])
+                    .map_or("–".into(), |n| format!("{:.1} KiB", n / 1024.0))
+            )
+        }),
+        met: per_connection.map(|b| b < 4096.0),
+        distance: per_connection
+            .filter(|b| *b >= 4096.0)
+            .map_or(String::new(), |b| format!("{:.1}× the goal", b / 4096.0)),
+    });
+    let connect = at(report, "connections", &["seconds_to_connect_first_10000"]);
+    judged.push(Judged {
+        target: "idle connections: 10,000 connected in < 1 s",
+        measured: connect.map_or("not measured".into(), |s| {
+            format!(
+                "{s:.2} s (Nchan {})",
+                at(
+                    report,
+                    "connections-nchan",
+                    &["seconds_to_connect_first_10000"]
+                )
+                .map_or("–".into(), |n| format!("{n:.2} s"))
+            )
+        }),
+        met: connect.map(|s| s < 1.0),
+        distance: connect
+            .filter(|s| *s >= 1.0)
+            .map_or(String::new(), |s| format!("{s:.1}× the goal")),
+    });
+    for size in ["2000", "10000"] {
+        judged.push(ratio_target(
+            if size == "2000" {
+                "WebSocket fan-out within 20% of SSE, 2,000 subscribers"
+            } else {
+                "WebSocket fan-out within 20% of SSE, 10,000 subscribers"
+            },
+            knee(report, &format!("fanout-{size}-ws")),
+            knee(report, &format!("fanout-{size}")),
+            0.8,
+            "events/s (WS vs SSE)",
+        ));
+    }
+    let single = at(report, "latency-memory", &["publish_to_receive_us", "p50"]);
+    let redis = at(
+        report,
+        "latency-redis-same-node",
+        &["publish_to_receive_us", "p50"],
+    );
+    let cross = at(
+        report,
+        "latency-redis-cross-node",
+        &["publish_to_receive_us", "p50"],
+    );
+    judged.push(match (single, redis, cross) {
+        (Some(single), Some(redis), Some(cross)) => Judged {
+            target: "cluster hop: < 2 ms added to p50",
+            measured: format!(
+                "p50 one node in memory {single:.0} µs, through Redis {redis:.0} µs, across nodes {cross:.0} µs: +{:.0} µs over one node",
+                cross - single
+            ),
+            met: Some(cross - single < 2000.0),
+            distance: String::new(),
+        },
+        _ => Judged {
+            target: "cluster hop: < 2 ms added to p50",
+            measured: "not measured".into(),
+            met: None,
+            distance: String::new(),
+        },
+    });
+    // Inside each stepped scenario's range (steps up to its knee) nothing may be lost,
+    // duplicated or cut; past the knee the gateway is overloaded on purpose, and what it
+    // sheds there is reported beside.
+    let (mut lost, mut duplicated, mut cut, mut failed) = (0u64, 0u64, 0u64, Vec::new());
+    let (mut lost_over, mut cut_over) = (0u64, 0u64);
+    for entry in report["results"].as_array().into_iter().flatten() {
+        if entry["server"].as_str() != Some("tideway") {
+            continue;
+        }
+        if entry.get("error").is_some() {
+            failed.push(entry["scenario"].as_str().unwrap_or("?").to_owned());
+        }
+        let r = &entry["result"];
+        let threshold_us = r["knee_ms"].as_f64().unwrap_or(0.0) * 1000.0;
+        for step in r["steps"].as_array().into_iter().flatten() {
+            let p99 = step["publish_to_receive_us"]["p99"]
+                .as_f64()
+                .unwrap_or(f64::MAX);
+            let (step_lost, step_cut) = (
+                step["lost"].as_u64().unwrap_or(0),
+                step["slow_consumers_cut"].as_u64().unwrap_or(0),
+            );
+            if p99 <= threshold_us {
+                lost += step_lost;
+                cut += step_cut;
+            } else {
+                lost_over += step_lost;
+                cut_over += step_cut;
+            }
+            duplicated += step["duplicated"].as_u64().unwrap_or(0);
+        }
+        lost += r["reader_lost"].as_u64().unwrap_or(0);
+    }
+    judged.push(Judged {
+        target: "zero crashes, streams cut, lost or duplicated events",
+        measured: format!(
+            "up to each knee: lost {lost}, duplicated {duplicated}, cut {cut}; failed scenarios: {}. Past the knees (overload): lost {lost_over}, cut {cut_over} (the stalled scenario cuts on purpose and is not counted)",
+            if failed.is_empty() { "none".to_owned() } else { failed.join(", ") }
+        ),
+        met: Some(lost == 0 && duplicated == 0 && cut == 0 && failed.is_empty()),
+        distance: String::new(),
+    });
+    judged
+}
+
+/// The SVG plots: p99 against offered rate per delivery scenario, memory against
+/// connections.
+pub(crate) fn plots(report: &Value) -> Vec<(String, String)> {
+    let mut plots = Vec::new();
+    let stepped = [
+        ("fanout-2000", "fan-out to 2,000 SSE subscribers", 50.0),
+        ("fanout-10000", "fan-out to 10,000 SSE subscribers", 50.0),
+        ("unicast-2000", "unicast, 2,000 topics", 2.0),
+        ("unicast-10000", "unicast, 10,000 topics", 2.0),
+    ];
+    for (base, title, threshold) in stepped {
+        let series: Vec<Series> = [
+            (base.to_owned(), "Tideway SSE"),
+            (format!("{base}-ws"), "Tideway WebSocket"),
+            (format!("{base}-nchan"), "Nchan SSE"),
+        ]
+        .into_iter()
+        .filter_map(|(name, label)| {
+            let r = result(report, &name)?;
+            let points = r["steps"]
+                .as_array()?
+                .iter()
+                .filter_map(|s| {
+                    Some((
+                        s["offered_events_per_second"].as_f64()?,
+                        s["publish_to_receive_us"]["p99"].as_f64()? / 1000.0,
+                    ))
+                })
+                .collect();
+            Some(Series {
+                name: label.to_owned(),
+                points,
+            })
+        })
+        .collect();
+        if series.is_empty() {
+            continue;
+        }
+        let label = format!("{threshold} ms knee");
+        plots.push((
+            format!("{base}-p99"),
+            line_chart(
+                &Chart {
+                    title: &format!("{title}: p99 publish→receive"),
+                    x_label: "offered events/s (log scale)",
+                    y_label: "p99 publish→receive, ms",
+                    log_x: true,
+                    threshold: Some((threshold, &label)),
+                },
+                &series,
+            ),
+        ));
+    }
+    let series: Vec<Series> = [("connections", "Tideway"), ("connections-nchan", "Nchan")]
+        .into_iter()
+        .filter_map(|(name, label)| {
+            let r = result(report, name)?;
+            let points = r["samples"]
+                .as_array()?
+                .iter()
+                .filter_map(|s| {
+                    Some((
+                        s["connections"].as_f64()?,
+                        s["memory"]["pss_kib"].as_f64()? / 1024.0,
+                    ))
+                })
+                .collect();
+            Some(Series {
+                name: label.to_owned(),
+                points,
+            })
+        })
+        .collect();
+    if !series.is_empty() {
+        plots.push((
+            "connections-memory".to_owned(),
+            line_chart(
+                &Chart {
+                    title: "memory against idle SSE connections",
+                    x_label: "open connections",
+                    y_label: "server memory (PSS), MiB",
+                    log_x: false,
+                    threshold: None,
+                },
+                &series,
+            ),
+        ));
+    }
+    plots
+}
+
+pub(crate) fn summary(
+    report: &Value,
+    previous: Option<&(PathBuf, Value)>,
+    plots: &[String],
+) -> String {
+    let mut md = format!(
+        "# Gateway scenarios, {}\n\n",
+        report["run"].as_str().unwrap_or("")
+    );
+    let machine = &report["machine"];
+    let _ = writeln!(
+        md,
+        "A release `tideway` (and nginx with Nchan beside it) on loopback, driven by `tideway-load`; server and load generator share the machine: {} cores, {}, kernel {}. One run; compare ratios, not absolute figures. Memory is PSS summed over the server's processes, read from `/proc`.\n",
+        machine["cores"],
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["kernel"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        md,
+        "## Targets\n\n| target | measured | met | distance |\n|---|---|:-:|---|"
+    );
+    for j in judge(report) {
+        let met = match j.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {met} | {} |",
+            j.target, j.measured, j.distance
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nWhy a missed target is missed, from profiles: `docs/performance.md`.\n"
+    );
+    let _ = writeln!(md, "## Against the previous run\n");
+    let old: Vec<Value> = previous
+        .and_then(|(_, v)| v["headline"].as_array().cloned())
+        .unwrap_or_default();
+    match previous {
+        Some((path, _)) => {
+            let _ = writeln!(
+                md,
+                "Previous: `{}`. Ratio now/previous; ↑ better, ↓ worse (more than 10%).\n\n| figure | now | previous | ratio |\n|---|---:|---:|---:|",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            );
+        }
+        None => {
+            let _ = writeln!(md, "| figure | now |\n|---|---:|");
+        }
+    }
+    for figure in report["headline"].as_array().into_iter().flatten() {
+        let name = figure["name"].as_str().unwrap_or("");
+        let now = figure["value"].as_f64().unwrap_or(0.0);
+        let unit = figure["unit"].as_str().unwrap_or("");
+        if previous.is_none() {
+            let _ = writeln!(md, "| {name} | {} {unit} |", si(now));
+            continue;
+        }
+        let before = old
+            .iter()
+            .find(|f| f["name"].as_str() == Some(name))
+            .and_then(|f| f["value"].as_f64());
+        let (before_text, ratio) = match before {
+            Some(b) if b > 0.0 => {
+                let r = now / b;
+                let higher = figure["higher_is_better"].as_bool().unwrap_or(true);
+                let mark = if (higher && r > 1.1) || (!higher && r < 0.9) {
+                    " ↑"
+                } else if (higher && r < 0.9) || (!higher && r > 1.1) {
+                    " ↓"
+                } else {
+                    ""
+                };
+                (format!("{} {unit}", si(b)), format!("{r:.2}×{mark}"))
+            }
+            _ => ("–".to_owned(), "new".to_owned()),
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {} {unit} | {before_text} | {ratio} |",
+            si(now)
+        );
+    }
+    md.push('\n');
+    if !plots.is_empty() {
+        let _ = writeln!(md, "## Plots\n");
+        for plot in plots {
+            let _ = writeln!(md, "![{plot}]({plot})\n");
+        }
+    }
+    details(report, &mut md);
+    md
+}
+
+/// One section per scenario with its own figures.
+fn details(report: &Value, md: &mut String) {
+    let _ = writeln!(md, "## Scenarios\n");
+    for entry in report["results"].as_array().into_iter().flatten() {
+        let name = entry["scenario"].as_str().unwrap_or("");
+        let _ = writeln!(md, "### {name}\n");
+        if let Some(error) = entry["error"].as_str() {
+            let _ = writeln!(md, "Did not run to the end:\n\n```\n{error}\n```\n");
+            continue;
+        }
+        let r = &entry["result"];
+        let us = |v: &Value| v.as_f64().unwrap_or(0.0);
+        let kib = |v: &Value| v.as_f64().unwrap_or(0.0) / 1024.0;
+        match r["scenario"].as_str() {
+            Some("stalled") => {
+                let _ = writeln!(
+                    md,
+                    "{} subscribers never read while one reads {} events of {} bytes. The reader got {} (lost {}); {} subscribers cut off as slow; RSS per idle connection {:.1} KiB, per stalled connection (queue full, before the write timeout closes it) {:.1} KiB.\n",
+                    r["stalled_connections"],
+                    r["events"],
+                    r["body_bytes"],
+                    r["reader_events"],
+                    r["reader_lost"],
+                    r["slow_consumers_cut"],
+                    kib(&r["bytes_per_idle_connection"]),
+                    kib(&r["bytes_per_stalled_connection"])
+                );
+            }
+            Some("drain") => {
+                let _ = writeln!(
+                    md,
+                    "{} open streams, then SIGTERM: {} told `tideway.drain`; the last stream closed after {:.3} s, the process exited after {:.3} s.\n",
+                    r["connections"],
+                    r["streams_told_to_reconnect"],
+                    us(&r["seconds_until_last_stream_closed"]),
+                    us(&r["seconds_until_exit"])
+                );
+            }
+            Some("latency") => {
+                let l = &r["publish_to_receive_us"];
+                let _ = writeln!(
+                    md,
+                    "{} events of {} bytes, one at a time; publish→receive in µs.\n\n| p50 | p90 | p99 | max |\n|---:|---:|---:|---:|\n| {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                    r["events"],
+                    r["body_bytes"],
+                    us(&l["p50"]),
+                    us(&l["p90"]),
+                    us(&l["p99"]),
+                    us(&l["max"])
+                );
+            }
+            Some("connections") => {
+                let _ = writeln!(
+                    md,
+                    "{} idle SSE subscribers: {:.0} connects/s, the first 10,000 in {:.2} s; {:.1} KiB (PSS) per connection.\n\n| connections | PSS MiB |\n|---:|---:|",
+                    r["connections"],
+                    us(&r["connects_per_second"]),
+                    us(&r["seconds_to_connect_first_10000"]),
+                    kib(&r["bytes_per_connection_pss"])
+                );
+                for s in r["samples"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {:.1} |",
+                        s["connections"],
+                        us(&s["memory"]["pss_kib"]) / 1024.0
+                    );
+                }
+                md.push('\n');
+            }
+            Some("drop") => {
+                let row = |label: &str, v: &Value| {
+                    format!(
+                        "| {label} | {} | {:.0} | {} | {} |\n",
+                        v["requests"],
+                        us(&v["requests_per_second"]),
+                        v["continues_received"],
+                        v["body_bytes_sent"]
+                    )
+                };
+                let _ = write!(
+                    md,
+                    "Publishes of {} bytes from {} kept-alive connections.\n\n| publishes | requests | requests/s | `100 Continue` received | body bytes sent |\n|---|---:|---:|---:|---:|\n{}{}",
+                    r["body_bytes"],
+                    r["concurrency"],
+                    row("to a topic nobody follows", &r["to_nobody"]),
+                    row("to a topic one reader follows", &r["delivered"])
+                );
+                if !r["expect_continue"].is_null() {
+                    md.push_str(&row(
+                        "to nobody, `Expect: 100-continue`, body held back",
+                        &r["expect_continue"],
+                    ));
+                }
+                md.push('\n');
+            }
+            Some("fanout" | "unicast") => {
+                let _ = writeln!(
+                    md,
+                    "{} {} subscribers ({}), {}-byte events from {} publishers at rising offered rates (2 s each); the knee is the last step with p99 ≤ {} ms. Connected in {:.2} s.\n",
+                    r["subscribers"],
+                    r["target"].as_str().unwrap_or(""),
+                    r["transport"].as_str().unwrap_or(""),
+                    r["body_bytes"],
+                    r["publishers"],
+                    r["knee_ms"],
+                    us(&r["connect_seconds"])
+                );
+                let _ = writeln!(
+                    md,
+                    "| offered/s | delivered/s | p50 | p90 | p99 | max | lost | dup | server CPU µs/delivery |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                );
+                for step in r["steps"].as_array().into_iter().flatten() {
+                    let l = &step["publish_to_receive_us"];
+                    let ms = |v: &Value| format!("{:.2} ms", us(v) / 1000.0);
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                        step["offered_events_per_second"],
+                        si(us(&step["delivered_events_per_second"])),
+                        ms(&l["p50"]),
+                        ms(&l["p90"]),
+                        ms(&l["p99"]),
+                        ms(&l["max"]),
+                        step["lost"],
+                        step["duplicated"],
+                        us(&step["server_cpu_us_per_delivery"])
+                    );
+                }
+                md.push('\n');
+            }
+            _ => {}
+        }
+    }
+}
+
+/// 1,234 → "1.23k", 2,500,000 → "2.50M".
+fn si(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stepped(knee_delivered: Option<f64>) -> Value {
+        json!({
+            "scenario": "fanout",
+            "knee": knee_delivered.map(|d| json!({ "delivered_events_per_second": d })),
+            "steps": [{ "offered_events_per_second": 5, "publish_to_receive_us": { "p99": 900 }, "lost": 0, "duplicated": 0 }],
+        })
+    }
+
+    #[test]
+    fn targets_are_judged_from_the_figures() {
+        let report = json!({ "results": [
+            { "scenario": "fanout-10000", "server": "tideway", "result": stepped(Some(500_000.0)) },
+            { "scenario": "fanout-10000-nchan", "server": "nchan", "result": stepped(Some(100_000.0)) },
+            { "scenario": "fanout-2000", "server": "tideway", "result": stepped(None) },
+            { "scenario": "fanout-2000-nchan", "server": "nchan", "result": stepped(Some(100_000.0)) },
+            { "scenario": "connections", "server": "tideway", "result": {
+                "scenario": "connections", "connections": 100, "bytes_per_connection_pss": 8192.0,
+                "seconds_to_connect_first_10000": 0.5 } },
+            { "scenario": "unicast-2000", "server": "tideway", "error": "boom" },
+        ]});
+        let judged = judge(&report);
+        let find = |prefix: &str| {
+            judged
+                .iter()
+                .find(|j| j.target.starts_with(prefix))
+                .unwrap()
+        };
+        let big = find("fan-out, 10,000");
+        assert_eq!(big.met, Some(true), "{}", big.measured);
+        assert!(big.measured.contains("5.00×"));
+        // No step under the knee is a ratio of zero, a miss.
+        assert_eq!(find("fan-out, 2,000").met, Some(false));
+        assert_eq!(find("unicast, 2,000").met, None);
+        let idle = find("idle connections: < 4 KiB");
+        assert_eq!(idle.met, Some(false));
+        assert_eq!(idle.distance, "2.0× the goal");
+        assert_eq!(find("idle connections: 10,000").met, Some(true));
+        // A failed Tideway scenario fails the no-crash target.
+        let zero = find("zero crashes");
+        assert_eq!(zero.met, Some(false));
+        assert!(zero.measured.contains("unicast-2000"));
+    }
+
+    #[test]
+    fn the_summary_compares_with_the_previous_run() {
+        let mut report = json!({ "run": "now", "machine": {}, "results": [
+            { "scenario": "fanout-2000", "server": "tideway", "result": stepped(Some(300_000.0)) },
+        ]});
+        report["headline"] = headline(&report);
+        let mut before = report.clone();
+        before["headline"][0]["value"] = json!(200_000.0);
+        let md = summary(
+            &report,
+            Some(&(PathBuf::from("old-scenarios.json"), before)),
+            &["x.svg".into()],
+        );
+        assert!(md.contains("| fanout-2000: delivered events/s at the knee | 300.0k events/s | 200.0k events/s | 1.50× ↑ |"), "{md}");
+        assert!(md.contains("![x.svg](x.svg)"));
+        let plots = plots(&report);
+        assert_eq!(plots.len(), 1);
+        assert_eq!(plots[0].0, "fanout-2000-p99");
+    }
+}
