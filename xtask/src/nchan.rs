@@ -51,8 +51,8 @@ pub(crate) fn available() -> Result<(), String> {
     }
 }
 
-/// Starts nginx with two workers (one per core here, as `worker_processes auto` would),
-/// Nchan's publisher at `/pub/<channel>`, its subscriber at `/sub/<channel>` and its
+/// Starts nginx with two workers (one per core here, as `worker_processes auto` would;
+/// `reuseport` spreads connections evenly over them), Nchan's publisher at `/pub/<channel>`, its subscriber at `/sub/<channel>` and its
 /// counters at `/nchan_status`.
 pub(crate) fn start(root: &Path) -> Result<Nchan, String> {
     let port = free_port()?;
@@ -77,7 +77,7 @@ http {{
   scgi_temp_path {p}/scgi;
   nchan_max_reserved_memory 512M;
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
+    listen 127.0.0.1:{port} backlog=4096 reuseport;
     location ~ ^/pub/(.+)$ {{ nchan_publisher; nchan_channel_id $1; nchan_message_buffer_length 16; nchan_message_timeout 30s; }}
     location ~ ^/sub/(.+)$ {{ nchan_subscriber; nchan_channel_id $1; nchan_subscriber_first_message newest; }}
     location = /nchan_status {{ nchan_stub_status; }}

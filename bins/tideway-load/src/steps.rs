@@ -200,7 +200,12 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
             "server_cpu_us_per_delivery": if seen.is_empty() { 0.0 } else { cpu * 1e6 / seen.len() as f64 },
         });
         eprintln!("tideway-load: {step}");
-        if p99 <= knee_us && lost == 0 && duplicated == 0 {
+        // The knee: the step that delivered most with p99 within the threshold and
+        // nothing lost (past capacity, delivered can fall while latency holds).
+        let best = knee.as_ref().map_or(-1.0, |k| {
+            k["delivered_events_per_second"].as_f64().unwrap_or(0.0)
+        });
+        if p99 <= knee_us && lost == 0 && duplicated == 0 && delivered > best {
             knee = Some(step.clone());
         }
         steps.push(step);
