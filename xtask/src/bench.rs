@@ -253,21 +253,32 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-/// `cargo xtask bench [--no-micro] [SCENARIO-PREFIX...]`: with prefixes, only the
-/// scenarios whose names start with one of them run.
+/// `cargo xtask bench [--no-micro] [--repeat N] [SCENARIO-PREFIX...]`: with prefixes,
+/// only the scenarios whose names start with one of them run; each runs N times (1 by
+/// default) and the summary judges medians.
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let micro_too = !args.iter().any(|a| a == "--no-micro");
+    let repeat_at = args.iter().position(|a| a == "--repeat");
+    let repeat = match repeat_at {
+        Some(at) => args
+            .get(at + 1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .ok_or("--repeat needs a count of 1 or more")?,
+        None => 1,
+    };
     let only: Vec<&str> = args
         .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with("--") && repeat_at.is_none_or(|at| *i != at + 1))
+        .map(|(_, a)| a.as_str())
         .collect();
     let stem = if micro_too {
         micro(root)?
     } else {
         run_stem(root)
     };
-    scenarios(root, &stem, &only)
+    scenarios(root, &stem, &only, repeat)
 }
 
 /// `<date>-<commit>` of a run.
@@ -279,7 +290,7 @@ fn run_stem(root: &Path) -> String {
     format!("{date}-{commit}")
 }
 
-fn scenarios(root: &Path, stem: &str, only: &[&str]) -> Result<(), String> {
+fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<(), String> {
     eprintln!("xtask: building release tideway and tideway-load");
     let build = Command::new("cargo")
         .current_dir(root)
@@ -309,30 +320,37 @@ fn scenarios(root: &Path, stem: &str, only: &[&str]) -> Result<(), String> {
     };
     let mut results = Vec::new();
     for scenario in SCENARIOS.iter().filter(|s| wanted(s)) {
-        eprintln!("xtask: scenario {}", scenario.name);
-        let outcome = match (scenario.server, &nchan_ready) {
-            (Server::Nchan, Err(why)) => Err(why.clone()),
-            _ => run_scenario(root, &bin, scenario),
-        };
-        let mut entry = json!({
-            "scenario": scenario.name,
-            "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan => "nchan" },
-            "redis": scenario.redis,
-            "gateway_flags": scenario.gateways,
-            "load_args": scenario.load,
-        });
-        match outcome {
-            Ok(value) => {
-                eprintln!("xtask: {value}");
-                entry["result"] = value;
+        for run in 0..repeat {
+            eprintln!(
+                "xtask: scenario {} (run {}/{repeat})",
+                scenario.name,
+                run + 1
+            );
+            let outcome = match (scenario.server, &nchan_ready) {
+                (Server::Nchan, Err(why)) => Err(why.clone()),
+                _ => run_scenario(root, &bin, scenario),
+            };
+            let mut entry = json!({
+                "scenario": scenario.name,
+                "run": run + 1,
+                "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan => "nchan" },
+                "redis": scenario.redis,
+                "gateway_flags": scenario.gateways,
+                "load_args": scenario.load,
+            });
+            match outcome {
+                Ok(value) => {
+                    eprintln!("xtask: {value}");
+                    entry["result"] = value;
+                }
+                Err(err) => {
+                    // One scenario that fails does not lose the others' figures.
+                    eprintln!("xtask: scenario {} failed: {err}", scenario.name);
+                    entry["error"] = Value::String(err);
+                }
             }
-            Err(err) => {
-                // One scenario that fails does not lose the others' figures.
-                eprintln!("xtask: scenario {} failed: {err}", scenario.name);
-                entry["error"] = Value::String(err);
-            }
+            results.push(entry);
         }
-        results.push(entry);
     }
     let dir = root.join("benchmark-results");
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
@@ -340,6 +358,7 @@ fn scenarios(root: &Path, stem: &str, only: &[&str]) -> Result<(), String> {
     let mut report = json!({
         "kind": "scenarios",
         "run": stem,
+        "repeat": repeat,
         "machine": machine(),
         "results": results,
     });

@@ -11,32 +11,53 @@ use serde_json::{Value, json};
 
 use crate::svg::{Chart, Series, line_chart};
 
-/// The result of scenario `name`, when it ran and did not fail.
-fn result<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+/// Every finished run of scenario `name` (one per `--repeat`).
+fn runs<'a>(report: &'a Value, name: &str) -> Vec<&'a Value> {
     report["results"]
-        .as_array()?
-        .iter()
-        .find(|e| e["scenario"].as_str() == Some(name))
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["scenario"].as_str() == Some(name))
         .map(|e| &e["result"])
         .filter(|r| !r.is_null())
+        .collect()
 }
 
-/// Delivered events/s at a stepped scenario's knee; 0 when no step stayed under it.
+/// The first finished run of scenario `name`: its steps for the plots and the fallback
+/// comparisons. Figures use [`knee`] and [`at`], the medians over every run.
+fn result<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    runs(report, name).into_iter().next()
+}
+
+/// The median of `values` (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
+/// Delivered events/s at a stepped scenario's knee (0 when no step stayed under it),
+/// the median over its runs.
 fn knee(report: &Value, name: &str) -> Option<f64> {
-    let r = result(report, name)?;
-    Some(
-        r["knee"]["delivered_events_per_second"]
-            .as_f64()
-            .unwrap_or(0.0),
+    median(
+        runs(report, name)
+            .into_iter()
+            .map(|r| {
+                r["knee"]["delivered_events_per_second"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+            })
+            .collect(),
     )
 }
 
+/// The figure at `path` of scenario `name`, the median over its runs.
 fn at(report: &Value, name: &str, path: &[&str]) -> Option<f64> {
-    let mut v = result(report, name)?;
-    for key in path {
-        v = &v[*key];
-    }
-    v.as_f64()
+    median(
+        runs(report, name)
+            .into_iter()
+            .filter_map(|r| path.iter().fold(r, |v, key| &v[*key]).as_f64())
+            .collect(),
+    )
 }
 
 /// The figures a run is judged by, each with its unit and which way is better.
@@ -47,9 +68,17 @@ pub(crate) fn headline(report: &Value) -> Value {
             figures.push(json!({ "name": name, "value": value, "unit": unit, "higher_is_better": higher_is_better }));
         }
     };
+    let mut seen = std::collections::HashSet::new();
     for entry in report["results"].as_array().into_iter().flatten() {
         let name = entry["scenario"].as_str().unwrap_or("");
-        let r = &entry["result"];
+        // One line per scenario, whatever the repeats: medians over its runs.
+        let Some(r) = result(report, name) else {
+            continue;
+        };
+        if !seen.insert(name) {
+            continue;
+        }
+        let at = |path: &[&str]| at(report, name, path);
         match r["scenario"].as_str() {
             Some("fanout" | "unicast") => {
                 add(
@@ -62,13 +91,13 @@ pub(crate) fn headline(report: &Value) -> Value {
             Some("connections") => {
                 add(
                     format!("{name}: memory per idle connection"),
-                    r["bytes_per_connection_pss"].as_f64(),
+                    at(&["bytes_per_connection_pss"]),
                     "bytes",
                     false,
                 );
                 add(
                     format!("{name}: seconds to connect 10,000"),
-                    r["seconds_to_connect_first_10000"].as_f64(),
+                    at(&["seconds_to_connect_first_10000"]),
                     "s",
                     false,
                 );
@@ -76,13 +105,13 @@ pub(crate) fn headline(report: &Value) -> Value {
             Some("drop") => {
                 add(
                     format!("{name}: publishes to nobody/s"),
-                    r["to_nobody"]["requests_per_second"].as_f64(),
+                    at(&["to_nobody", "requests_per_second"]),
                     "requests/s",
                     true,
                 );
                 add(
                     format!("{name}: delivered publishes/s"),
-                    r["delivered"]["requests_per_second"].as_f64(),
+                    at(&["delivered", "requests_per_second"]),
                     "requests/s",
                     true,
                 );
@@ -90,26 +119,26 @@ pub(crate) fn headline(report: &Value) -> Value {
             Some("latency") => {
                 add(
                     format!("{name}: p50 publish→receive"),
-                    r["publish_to_receive_us"]["p50"].as_f64(),
+                    at(&["publish_to_receive_us", "p50"]),
                     "µs",
                     false,
                 );
                 add(
                     format!("{name}: p99 publish→receive"),
-                    r["publish_to_receive_us"]["p99"].as_f64(),
+                    at(&["publish_to_receive_us", "p99"]),
                     "µs",
                     false,
                 );
             }
             Some("stalled") => add(
                 format!("{name}: RSS per stalled connection"),
-                r["bytes_per_stalled_connection"].as_f64(),
+                at(&["bytes_per_stalled_connection"]),
                 "bytes",
                 false,
             ),
             Some("drain") => add(
                 format!("{name}: seconds until the last stream closed"),
-                r["seconds_until_last_stream_closed"].as_f64(),
+                at(&["seconds_until_last_stream_closed"]),
                 "s",
                 false,
             ),
@@ -481,6 +510,7 @@ pub(crate) fn plots(report: &Value) -> Vec<(String, String)> {
                     y_label: "p99 publish→receive, ms",
                     log_x: true,
                     threshold: Some((threshold, &label)),
+                    y_cap: Some(threshold * 10.0),
                 },
                 &series,
             ),
@@ -516,6 +546,7 @@ pub(crate) fn plots(report: &Value) -> Vec<(String, String)> {
                     y_label: "server memory (PSS), MiB",
                     log_x: false,
                     threshold: None,
+                    y_cap: None,
                 },
                 &series,
             ),
@@ -536,10 +567,16 @@ pub(crate) fn summary(
     let machine = &report["machine"];
     let _ = writeln!(
         md,
-        "A release `tideway` (and nginx with Nchan beside it) on loopback, driven by `tideway-load`; server and load generator share the machine: {} cores, {}, kernel {}. One run; compare ratios, not absolute figures. Memory is PSS summed over the server's processes, read from `/proc`.\n",
+        "A release `tideway` (and nginx with Nchan beside it) on loopback, driven by `tideway-load`; server and load generator share the machine: {} cores, {}, kernel {}. {}; compare ratios, not absolute figures. Memory is PSS summed over the server's processes, read from `/proc`.\n",
         machine["cores"],
         machine["cpu"].as_str().unwrap_or("?"),
-        machine["kernel"].as_str().unwrap_or("?")
+        machine["kernel"].as_str().unwrap_or("?"),
+        match report["repeat"].as_u64().unwrap_or(1) {
+            1 => "One run of each scenario".to_owned(),
+            n => format!(
+                "{n} runs of each scenario; figures and targets are medians over them, plots show the first run"
+            ),
+        }
     );
     let _ = writeln!(
         md,
@@ -628,7 +665,14 @@ fn details(report: &Value, md: &mut String) {
     let _ = writeln!(md, "## Scenarios\n");
     for entry in report["results"].as_array().into_iter().flatten() {
         let name = entry["scenario"].as_str().unwrap_or("");
-        let _ = writeln!(md, "### {name}\n");
+        match entry["run"].as_u64() {
+            Some(run) if report["repeat"].as_u64().unwrap_or(1) > 1 => {
+                let _ = writeln!(md, "### {name}, run {run}\n");
+            }
+            _ => {
+                let _ = writeln!(md, "### {name}\n");
+            }
+        }
         if let Some(error) = entry["error"].as_str() {
             let _ = writeln!(md, "Did not run to the end:\n\n```\n{error}\n```\n");
             continue;
@@ -851,6 +895,24 @@ mod tests {
             "{}",
             j.distance
         );
+    }
+
+    #[test]
+    fn repeated_runs_are_judged_by_their_medians() {
+        let idle = |bytes: f64| json!({ "scenario": "connections", "connections": 100, "bytes_per_connection_pss": bytes, "seconds_to_connect_first_10000": 0.5 });
+        let report = json!({ "repeat": 3, "results": [
+            { "scenario": "connections", "run": 1, "server": "tideway", "result": idle(3000.0) },
+            { "scenario": "connections", "run": 2, "server": "tideway", "result": idle(9000.0) },
+            { "scenario": "connections", "run": 3, "server": "tideway", "result": idle(3500.0) },
+        ]});
+        assert_eq!(
+            at(&report, "connections", &["bytes_per_connection_pss"]),
+            Some(3500.0)
+        );
+        let headline = headline(&report);
+        let figures = headline.as_array().unwrap();
+        assert_eq!(figures.len(), 2, "one line per figure, not per run");
+        assert_eq!(figures[0]["value"], 3500.0);
     }
 
     #[test]

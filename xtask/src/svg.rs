@@ -18,6 +18,9 @@ pub(crate) struct Chart<'a> {
     pub(crate) log_x: bool,
     /// A horizontal dashed line, such as a latency threshold, with its label.
     pub(crate) threshold: Option<(f64, &'a str)>,
+    /// The top of the y axis: larger values are drawn at the top, open (hollow) and said
+    /// so in the title, so one runaway point does not flatten every other line.
+    pub(crate) y_cap: Option<f64>,
 }
 
 const WIDTH: f64 = 720.0;
@@ -48,6 +51,10 @@ pub(crate) fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
     if x_max <= x_min {
         x_max = x_min * 10.0;
     }
+    let clipped = chart.y_cap.is_some_and(|cap| y_max > cap);
+    if let Some(cap) = chart.y_cap {
+        y_max = y_max.min(cap);
+    }
     let y_max = nice_ceiling(y_max.max(1e-9));
     let scale_x = |x: f64| {
         let t = if chart.log_x {
@@ -57,7 +64,7 @@ pub(crate) fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
         };
         LEFT + t * (WIDTH - LEFT - RIGHT)
     };
-    let scale_y = |y: f64| HEIGHT - BOTTOM - (y / y_max) * (HEIGHT - TOP - BOTTOM);
+    let scale_y = |y: f64| HEIGHT - BOTTOM - (y.min(y_max) / y_max) * (HEIGHT - TOP - BOTTOM);
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -67,7 +74,15 @@ pub(crate) fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
         svg,
         r#"<rect width="100%" height="100%" fill="white"/><text x="{}" y="22" font-size="15" font-weight="bold">{}</text>"#,
         LEFT,
-        escape(chart.title)
+        escape(&if clipped {
+            format!(
+                "{} (points above {} drawn hollow at the top)",
+                chart.title,
+                number(y_max)
+            )
+        } else {
+            chart.title.to_owned()
+        })
     );
     // Axes.
     let (x0, x1, y0, y1) = (LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM);
@@ -132,9 +147,10 @@ pub(crate) fn line_chart(chart: &Chart<'_>, series: &[Series]) -> String {
             path.join(" ")
         );
         for &(x, y) in &s.points {
+            let fill = if y > y_max { "white" } else { colour };
             let _ = writeln!(
                 svg,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{fill}" stroke="{colour}"/>"#,
                 scale_x(x),
                 scale_y(y)
             );
@@ -224,6 +240,7 @@ mod tests {
                 y_label: "ms",
                 log_x: true,
                 threshold: Some((50.0, "50 ms")),
+                y_cap: Some(500.0),
             },
             &[
                 Series {
@@ -241,6 +258,23 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 5);
         assert!(svg.contains("p99 &lt;latency&gt;"));
         assert!(svg.contains(">nchan<") && svg.contains(">50 ms<"));
+        assert!(!svg.contains("hollow"));
+        let capped = line_chart(
+            &Chart {
+                title: "t",
+                x_label: "x",
+                y_label: "y",
+                log_x: false,
+                threshold: None,
+                y_cap: Some(100.0),
+            },
+            &[Series {
+                name: "s".into(),
+                points: vec![(1.0, 10.0), (2.0, 2_000.0)],
+            }],
+        );
+        assert!(capped.contains("points above 100 drawn hollow"));
+        assert_eq!(capped.matches(r#"fill="white" stroke"#).count(), 1);
     }
 
     #[test]
