@@ -75,12 +75,24 @@ pub async fn run<S: Store>(
             // Each step's future is boxed: the task holds only the one in progress, so an
             // idle subscriber's task does not keep room for the timer of its first read,
             // the subscribe's store calls, or hyper's connection.
-            // The first request's head within the header timeout, as hyper would ask.
-            let first = Box::pin(tokio::time::timeout(
-                header_read_timeout,
-                crate::direct::take_subscribe(&mut stream),
-            ))
+            // The first request's head within the header timeout, as hyper would ask; a
+            // connection still silent when the server stops is closed, as hyper closes
+            // its idle ones.
+            let mut stop = stopping.clone();
+            let first = Box::pin(async {
+                tokio::select! {
+                    first = tokio::time::timeout(
+                        header_read_timeout,
+                        crate::direct::take_subscribe(&mut stream),
+                    ) => Some(first),
+                    _ = stop.wait_for(|&stop| stop) => None,
+                }
+            })
             .await;
+            let Some(first) = first else {
+                drop(alive);
+                return;
+            };
             match first {
                 Ok(Ok(Some(request))) => {
                     let response = Box::pin(app.subscribe_direct(request, &context)).await;

@@ -369,6 +369,33 @@ async fn draining_closes_websockets_with_1001_and_a_reason() {
 }
 
 #[tokio::test]
+async fn a_connection_that_never_sent_a_request_does_not_hold_up_the_drain() {
+    // Timeouts far beyond the test's: only closing the silent connection at once lets
+    // the drain finish (browsers open such connections ahead of need).
+    let gw = TestGateway::start_with(
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(3600),
+            drain_timeout: Duration::from_secs(3600),
+            ..HttpConfig::default()
+        },
+        MemoryConfig::default(),
+        CoreConfig::default(),
+    )
+    .await;
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    // Connections are accepted in order: once a later one is answered, the silent one
+    // is being served.
+    assert_eq!(gw.get("/healthz", &[]).await.status, 200);
+    gw.shutdown().await.expect("drains");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(TIMEOUT, silent.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the silent connection was closed: {read:?}"
+    );
+}
+
+#[tokio::test]
 async fn publishes_in_flight_when_the_drain_starts_finish() {
     let gw = TestGateway::start().await;
     let mut sse = gw.subscribe("/v1/stream?topic=t", &[]).await;
