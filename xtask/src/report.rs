@@ -299,6 +299,26 @@ fn judge(report: &Value) -> Vec<Judged> {
             1.5,
             "events/s",
         ));
+        // Where the gateway's time goes at the knee, from /proc: the measured cause.
+        let cpu = |name: &str| {
+            let name = name.to_owned();
+            Some((
+                at(report, &name, &["knee", "server_cpu_us_per_delivery"])?,
+                at(report, &name, &["knee", "server_cpu_system_share"])?,
+            ))
+        };
+        if let (Some(last), Some((ours, kernel)), Some((theirs, their_kernel))) = (
+            judged.last_mut(),
+            cpu(&format!("unicast-{size}")),
+            cpu(&format!("unicast-{size}-nchan")),
+        ) && last.met == Some(false)
+        {
+            last.distance.push_str(&format!(
+                "; cause: at the knee the gateway spends {ours:.1} µs of CPU per event, {:.0}% of it in the kernel (Nchan {theirs:.1} µs, {:.0}%): three TCP segments per event either way",
+                kernel * 100.0,
+                their_kernel * 100.0
+            ));
+        }
     }
     judged.push(ratio_target(
         "drop path: ≥ 1.3× Nchan's requests/s",
@@ -314,6 +334,24 @@ fn judge(report: &Value) -> Vec<Judged> {
         2.0,
         "requests/s",
     ));
+    let per_request = |kind: &str| {
+        Some((
+            at(report, "drop-memory", &[kind, "server_cpu_us_per_request"])?,
+            at(report, "drop-memory", &[kind, "server_cpu_system_share"])?,
+        ))
+    };
+    if let (Some(last), Some((nobody, nobody_kernel)), Some((delivered, delivered_kernel))) = (
+        judged.last_mut(),
+        per_request("to_nobody"),
+        per_request("delivered"),
+    ) && last.met == Some(false)
+    {
+        last.distance.push_str(&format!(
+            "; cause: the gateway spends {nobody:.1} µs of CPU per publish to nobody ({:.0}% in the kernel) and {delivered:.1} µs per delivered one ({:.0}%)",
+            nobody_kernel * 100.0,
+            delivered_kernel * 100.0
+        ));
+    }
     judged.push(match result(report, "drop-memory") {
         Some(r) => {
             let e = &r["expect_continue"];
@@ -777,14 +815,14 @@ fn details(report: &Value, md: &mut String) {
                 );
                 let _ = writeln!(
                     md,
-                    "| offered/s | delivered/s | p50 | p90 | p99 | max | lost | dup | server CPU µs/delivery |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                    "| offered/s | delivered/s | p50 | p90 | p99 | max | lost | dup | server CPU µs/delivery | of it kernel |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                 );
                 for step in r["steps"].as_array().into_iter().flatten() {
                     let l = &step["publish_to_receive_us"];
                     let ms = |v: &Value| format!("{:.2} ms", us(v) / 1000.0);
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0}% |",
                         step["offered_events_per_second"],
                         si(us(&step["delivered_events_per_second"])),
                         ms(&l["p50"]),
@@ -793,7 +831,8 @@ fn details(report: &Value, md: &mut String) {
                         ms(&l["max"]),
                         step["lost"],
                         step["duplicated"],
-                        us(&step["server_cpu_us_per_delivery"])
+                        us(&step["server_cpu_us_per_delivery"]),
+                        us(&step["server_cpu_system_share"]) * 100.0
                     );
                 }
                 md.push('\n');
@@ -892,6 +931,30 @@ mod tests {
         );
         assert!(
             j.distance.starts_with("p99 at the lowest rate is 1.4×"),
+            "{}",
+            j.distance
+        );
+    }
+
+    #[test]
+    fn a_missed_unicast_target_says_where_the_time_goes() {
+        let unicast = |delivered: f64, cpu: f64, kernel: f64| {
+            json!({ "scenario": "unicast", "knee_ms": 2.0, "steps": [], "knee": {
+                "delivered_events_per_second": delivered,
+                "server_cpu_us_per_delivery": cpu, "server_cpu_system_share": kernel } })
+        };
+        let report = json!({ "results": [
+            { "scenario": "unicast-2000", "server": "tideway", "result": unicast(44_000.0, 26.0, 0.72) },
+            { "scenario": "unicast-2000-nchan", "server": "nchan", "result": unicast(37_000.0, 28.0, 0.8) },
+        ]});
+        let judged = judge(&report);
+        let j = judged
+            .iter()
+            .find(|j| j.target.starts_with("unicast, 2,000"))
+            .unwrap();
+        assert_eq!(j.met, Some(false));
+        assert!(
+            j.distance.contains("cause: at the knee the gateway spends 26.0 µs of CPU per event, 72% of it in the kernel (Nchan 28.0 µs, 80%)"),
             "{}",
             j.distance
         );

@@ -18,7 +18,7 @@ use tokio::{
 };
 
 use crate::{
-    Options,
+    Options, procfs,
     wire::{self, Target, Transport},
 };
 
@@ -122,6 +122,7 @@ async fn publishes(
     expect: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
+    let cpu_before = procfs::cpu(&options.pids)?;
     let mut tasks = Vec::new();
     let per = options.events / options.concurrency.max(1);
     for c in 0..options.concurrency.max(1) {
@@ -167,6 +168,7 @@ async fn publishes(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let used = procfs::cpu(&options.pids)?.since(cpu_before);
     let requests = per * options.concurrency.max(1);
     let ok = total
         .statuses
@@ -184,6 +186,8 @@ async fn publishes(
         "continues_received": total.continues,
         "body_bytes_sent": total.body_bytes_sent,
         "reconnects": total.reconnects,
+        "server_cpu_us_per_request": used.total() * 1e6 / requests as f64,
+        "server_cpu_system_share": used.system_share(),
     }))
 }
 

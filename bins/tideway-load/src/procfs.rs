@@ -38,9 +38,41 @@ pub(crate) fn memory(pids: &[u32]) -> anyhow::Result<Memory> {
     Ok(total)
 }
 
-/// User plus system CPU time of the processes so far, in seconds.
-pub(crate) fn cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
-    let mut ticks = 0u64;
+/// CPU time the processes used so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Cpu {
+    /// In their own code, seconds.
+    pub(crate) user: f64,
+    /// In the kernel on their behalf (system calls: the TCP work of a network server),
+    /// seconds.
+    pub(crate) system: f64,
+}
+
+impl Cpu {
+    pub(crate) fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    /// The time used between `before` and this reading.
+    pub(crate) fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - before.user,
+            system: self.system - before.system,
+        }
+    }
+
+    /// The kernel's share of the time, 0 when none was used.
+    pub(crate) fn system_share(self) -> f64 {
+        if self.total() > 0.0 {
+            self.system / self.total()
+        } else {
+            0.0
+        }
+    }
+}
+
+pub(crate) fn cpu(pids: &[u32]) -> anyhow::Result<Cpu> {
+    let mut ticks = [0u64; 2];
     for pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .with_context(|| format!("/proc/{pid}/stat"))?;
@@ -48,15 +80,18 @@ pub(crate) fn cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
         // and stime are fields 14 and 15.
         let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
         let fields: Vec<&str> = rest.split(' ').collect();
-        for at in [11, 12] {
-            ticks += fields
+        for (slot, at) in ticks.iter_mut().zip([11, 12]) {
+            *slot += fields
                 .get(at)
                 .and_then(|v| v.parse::<u64>().ok())
                 .context("utime/stime in /proc/PID/stat")?;
         }
     }
     // USER_HZ is 100 on Linux's every architecture this runs on.
-    Ok(ticks as f64 / 100.0)
+    Ok(Cpu {
+        user: ticks[0] as f64 / 100.0,
+        system: ticks[1] as f64 / 100.0,
+    })
 }
 
 /// Whether a process still runs: it exists and is not a zombie waiting to be reaped.
@@ -86,7 +121,9 @@ mod tests {
             x = x.wrapping_add(std::hint::black_box(1));
         }
         assert!(x > 0);
-        assert!(cpu_seconds(&[me]).unwrap() > 0.0);
+        let used = cpu(&[me]).unwrap();
+        assert!(used.total() > 0.0);
+        assert!((0.0..=1.0).contains(&used.system_share()));
         assert!(running(me));
         assert!(!running(u32::MAX));
     }

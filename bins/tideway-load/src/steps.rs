@@ -110,7 +110,7 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
     for rate in rates {
         let first = seq;
         let events = rate * 2;
-        let cpu_before = procfs::cpu_seconds(&options.pids)?;
+        let cpu_before = procfs::cpu(&options.pids)?;
         let cut_before = slow_consumers_cut(options).await?;
         let step_started = Instant::now();
         let mut sending = Vec::new();
@@ -160,7 +160,8 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
         let window = step_started.elapsed().as_secs_f64();
         // Give the last events time to arrive before reading this step's figures.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let cpu = procfs::cpu_seconds(&options.pids)? - cpu_before;
+        let used = procfs::cpu(&options.pids)?.since(cpu_before);
+        let cpu = used.total();
         let cut = match (slow_consumers_cut(options).await?, cut_before) {
             (Some(after), Some(before)) => Some(after - before),
             _ => None,
@@ -197,6 +198,7 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
             "duplicated": duplicated,
             "slow_consumers_cut": cut,
             "server_cpu_seconds": cpu,
+            "server_cpu_system_share": used.system_share(),
             "server_cpu_us_per_delivery": if seen.is_empty() { 0.0 } else { cpu * 1e6 / seen.len() as f64 },
         });
         eprintln!("tideway-load: {step}");
