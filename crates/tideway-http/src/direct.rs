@@ -120,7 +120,7 @@ pub(crate) async fn serve(mut stream: TcpStream, response: Response, peer: &Peer
             let first = tokio::select! {
                 frame = body.frame() => frame,
                 () = client_gone(&stream) => return,
-                () = peer.kill.notified() => return,
+                () = peer.kill.notified() => return killed(peer),
             };
             match first {
                 Some(Ok(frame)) => data.extend(frame.into_data().ok()),
@@ -147,7 +147,7 @@ pub(crate) async fn serve(mut stream: TcpStream, response: Response, peer: &Peer
         data.clear();
         tokio::select! {
             written = stream.write_all(&out) => if written.is_err() { return },
-            () = peer.kill.notified() => return,
+            () = peer.kill.notified() => return killed(peer),
         }
         if ended {
             let _ = stream.shutdown().await;
@@ -158,6 +158,11 @@ pub(crate) async fn serve(mut stream: TcpStream, response: Response, peer: &Peer
         out = Vec::new();
         data = Vec::new();
     }
+}
+
+/// Logs the close of a cut-off subscriber's connection, as the hyper path does.
+fn killed(peer: &Peer) {
+    tracing::info!(peer = %peer.addr, "closed a connection whose subscriber stopped reading");
 }
 
 /// Completes when the client closed its side (or the connection failed). Anything it
