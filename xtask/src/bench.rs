@@ -51,7 +51,7 @@ fn micro(root: &Path) -> Result<String, String> {
     let dirty = git(root, &["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
     let dir = root.join("benchmark-results");
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let previous = latest_previous(&dir);
+    let previous = latest_previous(&dir, "-micro.json");
     let report = json!({
         "kind": "micro",
         "date": date,
@@ -354,7 +354,7 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
     }
     let dir = root.join("benchmark-results");
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let previous = report::previous_scenarios(&dir);
+    let previous = latest_previous(&dir, "-scenarios.json");
     let mut report = json!({
         "kind": "scenarios",
         "run": stem,
@@ -591,13 +591,14 @@ fn human(ns: Option<f64>) -> String {
     }
 }
 
-/// The newest earlier micro-benchmark JSON in `dir`.
-fn latest_previous(dir: &Path) -> Option<(PathBuf, Value)> {
+/// The newest results in `dir` whose name ends with `suffix` (`-micro.json`,
+/// `-scenarios.json`), read before this run writes its own.
+fn latest_previous(dir: &Path, suffix: &str) -> Option<(PathBuf, Value)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with("-micro.json"))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
         .collect();
     files.sort();
     let path = files.pop()?;

@@ -2,10 +2,7 @@
 //! JSON so the next run can compare), the targets of the performance issue met or missed
 //! and by how much, Tideway/Nchan ratios, per-scenario tables and the SVG plots.
 
-use std::{
-    fmt::Write as _,
-    path::{Path, PathBuf},
-};
+use std::{fmt::Write as _, path::PathBuf};
 
 use serde_json::{Value, json};
 
@@ -146,20 +143,6 @@ pub(crate) fn headline(report: &Value) -> Value {
         }
     }
     Value::Array(figures)
-}
-
-/// The newest scenario results in `dir` (before this run writes its own).
-pub(crate) fn previous_scenarios(dir: &Path) -> Option<(PathBuf, Value)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with("-scenarios.json"))
-        .collect();
-    files.sort();
-    let path = files.pop()?;
-    let value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
-    Some((path, value))
 }
 
 /// One target of the performance issue, judged.
@@ -511,30 +494,21 @@ pub(crate) fn plots(report: &Value) -> Vec<(String, String)> {
         ("unicast-10000", "unicast, 10,000 topics", 2.0),
     ];
     for (base, title, threshold) in stepped {
-        let series: Vec<Series> = [
-            (base.to_owned(), "Tideway SSE"),
-            (format!("{base}-ws"), "Tideway WebSocket"),
-            (format!("{base}-nchan"), "Nchan SSE"),
-        ]
-        .into_iter()
-        .filter_map(|(name, label)| {
-            let r = result(report, &name)?;
-            let points = r["steps"]
-                .as_array()?
-                .iter()
-                .filter_map(|s| {
-                    Some((
-                        s["offered_events_per_second"].as_f64()?,
-                        s["publish_to_receive_us"]["p99"].as_f64()? / 1000.0,
-                    ))
-                })
-                .collect();
-            Some(Series {
-                name: label.to_owned(),
-                points,
-            })
-        })
-        .collect();
+        let series = series(
+            report,
+            &[
+                (base.to_owned(), "Tideway SSE"),
+                (format!("{base}-ws"), "Tideway WebSocket"),
+                (format!("{base}-nchan"), "Nchan SSE"),
+            ],
+            "steps",
+            |s| {
+                Some((
+                    s["offered_events_per_second"].as_f64()?,
+                    s["publish_to_receive_us"]["p99"].as_f64()? / 1000.0,
+                ))
+            },
+        );
         if series.is_empty() {
             continue;
         }
@@ -554,26 +528,20 @@ pub(crate) fn plots(report: &Value) -> Vec<(String, String)> {
             ),
         ));
     }
-    let series: Vec<Series> = [("connections", "Tideway"), ("connections-nchan", "Nchan")]
-        .into_iter()
-        .filter_map(|(name, label)| {
-            let r = result(report, name)?;
-            let points = r["samples"]
-                .as_array()?
-                .iter()
-                .filter_map(|s| {
-                    Some((
-                        s["connections"].as_f64()?,
-                        s["memory"]["pss_kib"].as_f64()? / 1024.0,
-                    ))
-                })
-                .collect();
-            Some(Series {
-                name: label.to_owned(),
-                points,
-            })
-        })
-        .collect();
+    let series = series(
+        report,
+        &[
+            ("connections".to_owned(), "Tideway"),
+            ("connections-nchan".to_owned(), "Nchan"),
+        ],
+        "samples",
+        |s| {
+            Some((
+                s["connections"].as_f64()?,
+                s["memory"]["pss_kib"].as_f64()? / 1024.0,
+            ))
+        },
+    );
     if !series.is_empty() {
         plots.push((
             "connections-memory".to_owned(),
@@ -591,6 +559,29 @@ pub(crate) fn plots(report: &Value) -> Vec<(String, String)> {
         ));
     }
     plots
+}
+
+/// One line per scenario of `runs` that finished: `point` of each entry of its first
+/// run's `list` (steps, samples), labelled.
+fn series(
+    report: &Value,
+    runs: &[(String, &str)],
+    list: &str,
+    point: impl Fn(&Value) -> Option<(f64, f64)>,
+) -> Vec<Series> {
+    runs.iter()
+        .filter_map(|(name, label)| {
+            let points = result(report, name)?[list]
+                .as_array()?
+                .iter()
+                .filter_map(&point)
+                .collect();
+            Some(Series {
+                name: (*label).to_owned(),
+                points,
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn summary(

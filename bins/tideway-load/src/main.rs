@@ -170,9 +170,9 @@ async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
     }
     let connect_seconds = connect_started.elapsed().as_secs_f64();
     let mut reader = open_stream(options.addr, topic, 0, 256 * 1024).await?;
-    wait_metric(
-        options.addr,
-        "tideway_connections",
+    wire::wait_subscribers(
+        Target::Tideway,
+        &[options.addr],
         (options.connections + 1) as u64,
     )
     .await?;
@@ -216,7 +216,7 @@ async fn stalled(options: &Options) -> anyhow::Result<serde_json::Value> {
     let cut = wire::metric(options.addr, "tideway_slow_consumers_total").await?;
     let rss_stalled = rss_kib(&options.pids)?;
     // Once the write timeout closes them, the stalled connections give their memory back.
-    wait_metric(options.addr, "tideway_connections", 0)
+    wire::wait_subscribers(Target::Tideway, &[options.addr], 0)
         .await
         .ok();
     let rss_closed = rss_kib(&options.pids)?;
@@ -289,12 +289,7 @@ async fn drain(options: &Options) -> anyhow::Result<serde_json::Value> {
     for i in 0..options.connections {
         streams.push(open_stream(options.addr, "load-drain", i, 64 * 1024).await?);
     }
-    wait_metric(
-        options.addr,
-        "tideway_connections",
-        options.connections as u64,
-    )
-    .await?;
+    wire::wait_subscribers(Target::Tideway, &[options.addr], options.connections as u64).await?;
     let started = Instant::now();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &options.pids[0].to_string()])
@@ -367,21 +362,6 @@ fn percentiles(samples: &mut [f64]) -> serde_json::Value {
             .copied()
     };
     json!({ "p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": samples.last() })
-}
-
-/// Polls Tideway's `/metrics` until `name` equals `value`, for up to 60 s.
-async fn wait_metric(addr: SocketAddr, name: &str, value: u64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let seen = wire::metric(addr, name).await?;
-        if seen == value {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{name} stayed at {seen}, expected {value}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn rss_kib(pids: &[u32]) -> anyhow::Result<u64> {

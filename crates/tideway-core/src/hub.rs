@@ -113,16 +113,6 @@ pub(crate) struct SubscriberState {
     on_cut: Mutex<Option<OnCut>>,
 }
 
-impl std::fmt::Debug for SubscriberState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubscriberState")
-            .field("topics", &self.topics)
-            .field("cut", &self.cut)
-            .field("revoked", &self.revoked)
-            .finish_non_exhaustive()
-    }
-}
-
 impl SubscriberState {
     /// Whether the hub cut the subscriber off for falling behind.
     pub(crate) fn was_cut(&self) -> bool {

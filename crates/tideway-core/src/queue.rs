@@ -131,12 +131,6 @@ impl QueueWaker {
     }
 }
 
-impl std::fmt::Debug for QueueWaker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("QueueWaker")
-    }
-}
-
 /// The subscription's end.
 pub(crate) struct QueueReceiver(Arc<Shared>);
 

@@ -144,7 +144,6 @@ pub(crate) async fn serve(mut stream: TcpStream, response: Response, peer: &Peer
             }
         }
         chunk(&mut out, &data, ended);
-        data.clear();
         tokio::select! {
             written = stream.write_all(&out) => if written.is_err() { return },
             () = peer.kill.notified() => return killed(peer),
