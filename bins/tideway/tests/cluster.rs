@@ -237,6 +237,13 @@ async fn delivery_comes_back_by_itself_after_redis_restarts() {
         },
     )
     .await;
+    // Redis came back empty, so the stream is told it may have missed events (those
+    // accepted before the holder registered again went nowhere), then gets what follows.
+    let gap = sse.next_event().await.unwrap();
+    assert_eq!(gap.event.as_deref(), Some("tideway.gap"));
+    let data: serde_json::Value = serde_json::from_str(gap.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["reason"], "store_restarted");
+    assert_eq!(data["topics"], serde_json::json!(["steady"]));
     assert_eq!(sse.next_event().await.unwrap().id.as_deref(), Some("after"));
     // Readiness follows the heartbeat, so it may lag the first success by one beat.
     wait_until("/readyz to report the recovery", || async {

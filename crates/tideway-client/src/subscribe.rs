@@ -55,10 +55,17 @@ pub enum Message {
         /// The body (line ends as LF).
         data: String,
     },
-    /// The gateway could not resume after this id: events may be missing.
+    /// The gateway says events of some topics may be missing here (`tideway.gap`): it
+    /// could not prove a resume complete, or its store lost what it held. Refetch what
+    /// you derive from those topics; what history holds and live events follow.
     Gap {
-        /// The id the subscription resumed after.
-        last_event_id: String,
+        /// Why: `unknown_last_event_id`, `history_evicted`, `topic_expired` or
+        /// `store_restarted`.
+        reason: String,
+        /// The topics that may be missing events.
+        topics: Vec<String>,
+        /// The id the subscription resumed after, when the gap was found on resume.
+        last_event_id: Option<String>,
     },
     /// Another message of the gateway's own (`tideway.drain`, `tideway.slow_consumer`,
     /// `tideway.revoked`); the subscription reconnects by itself after it.
@@ -169,8 +176,24 @@ impl Subscription {
             let event = block.event;
             match event.as_deref() {
                 Some("tideway.gap") => {
-                    let last_event_id = self.last_event_id.clone().unwrap_or_default();
-                    return Ok(Some(Message::Gap { last_event_id }));
+                    let value: serde_json::Value =
+                        serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+                    let reason = value["reason"].as_str().unwrap_or_default().to_owned();
+                    let topics = value["topics"]
+                        .as_array()
+                        .map(|topics| {
+                            topics
+                                .iter()
+                                .filter_map(|t| t.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let last_event_id = value["lastEventId"].as_str().map(str::to_owned);
+                    return Ok(Some(Message::Gap {
+                        reason,
+                        topics,
+                        last_event_id,
+                    }));
                 }
                 Some(name) if name.starts_with("tideway.") => {
                     return Ok(Some(Message::System {

@@ -43,8 +43,13 @@ pub struct TopicEvent {
     pub topic: TopicName,
     /// Its sequence number in the topic, counting from 1, assigned by the store.
     pub seq: u64,
+    /// The lifetime of the store that gave it its position (see [`crate::Store`]): a
+    /// store that restarted empty or failed over starts a new epoch, and positions of
+    /// two epochs are never compared.
+    pub epoch: u64,
     /// Its place in the order the store delivers publishes, shared by every topic of one
-    /// publish and increasing from one publish to the next. Resume compares positions.
+    /// publish and increasing from one publish to the next within an epoch. Resume
+    /// compares positions.
     pub position: u64,
     /// The event.
     pub event: Arc<Event>,
@@ -54,11 +59,12 @@ pub struct TopicEvent {
 }
 
 impl TopicEvent {
-    /// The event as the `seq`th of `topic`, delivered at `position`.
-    pub fn new(topic: TopicName, seq: u64, position: u64, event: Arc<Event>) -> Self {
+    /// The event as the `seq`th of `topic`, delivered at `position` of store epoch `epoch`.
+    pub fn new(topic: TopicName, seq: u64, epoch: u64, position: u64, event: Arc<Event>) -> Self {
         Self {
             topic,
             seq,
+            epoch,
             position,
             event,
             sse: OnceLock::new(),

@@ -6,7 +6,10 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{
+            AtomicBool, AtomicU64, AtomicUsize,
+            Ordering::{Relaxed, SeqCst},
+        },
     },
     task::{Context, Poll},
 };
@@ -15,10 +18,12 @@ use tideway_protocol::{EventId, TopicList, TopicName};
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    ConnectionId, ConnectionRecord, EndReason, Event, Grant, Inbox, NodeRecord, Page, Paged,
-    Revocation, Stats, Store, StoreError, TopicEvent, TopicRecord, Transport,
+    ConnectionId, ConnectionRecord, EndReason, Event, Gap, GapReason, Grant, Inbox, Interruption,
+    NodeRecord, Page, Paged, Revocation, Stats, Store, StoreError, TopicEvent, TopicRecord,
+    Transport,
     hub::{Hub, SubscriberState},
     queue::QueueReceiver,
+    resume::{self, Floor},
     unix_millis,
 };
 
@@ -96,17 +101,27 @@ struct Shared<S> {
     config: CoreConfig,
     stats: Arc<Stats>,
     next_connection: AtomicU64,
-    /// Set when the drain starts: new subscriptions and publishes are refused.
-    draining: watch::Sender<bool>,
+    /// Set when the drain starts: new subscriptions and publishes are refused. SeqCst,
+    /// with `in_flight`: a publish counts itself in flight before it looks at this flag,
+    /// and the drain sets it before it counts publishes in flight, so one of the two
+    /// always sees the other.
+    draining: AtomicBool,
     /// Set once in-flight publishes are done: open subscriptions end.
     ending: watch::Sender<bool>,
     /// Publishes routed live whose event has not been appended yet.
     in_flight: AtomicUsize,
     /// Woken when `in_flight` drops to zero.
     publishes_done: Notify,
-    /// Open connections per client IP (`ip:…`) and per token subject (`sub:…`). A std
-    /// mutex: one map operation per connect and close.
-    per_ip: Mutex<HashMap<String, usize>>,
+    /// Open connections: on the node, per client IP (`ip:…`) and per token subject
+    /// (`sub:…`), checked and counted under one lock so concurrent subscribes cannot
+    /// overshoot a limit. A std mutex: a few map operations per connect and close.
+    admitted: Mutex<Admitted>,
+}
+
+#[derive(Default)]
+struct Admitted {
+    node: usize,
+    per: HashMap<String, usize>,
 }
 
 /// What a new subscriber asks for.
@@ -178,13 +193,10 @@ pub struct Published {
 pub enum Next {
     /// An event of one of its topics.
     Event(Arc<TopicEvent>),
-    /// The client asked to resume after an id that none of its topics' histories holds
-    /// (never seen, or expired): events between it and now may be missing. Live events
-    /// follow.
-    Gap {
-        /// The id the client sent.
-        last_event_id: EventId,
-    },
+    /// Events of some topics may be missing here: the resume could not prove its
+    /// history complete for them, or the store lost what it held. What the history
+    /// still holds and live events follow.
+    Gap(Gap),
     /// The subscription is over, and why.
     End(EndReason),
 }
@@ -206,11 +218,11 @@ impl<S: Store> Gateway<S> {
                 config,
                 stats,
                 next_connection: AtomicU64::new(1),
-                draining: watch::Sender::new(false),
+                draining: AtomicBool::new(false),
                 ending: watch::Sender::new(false),
                 in_flight: AtomicUsize::new(0),
                 publishes_done: Notify::new(),
-                per_ip: Mutex::new(HashMap::new()),
+                admitted: Mutex::new(Admitted::default()),
             }),
         })
     }
@@ -254,9 +266,9 @@ impl<S: Store> Gateway<S> {
             state,
             ending: shared.ending.subscribe(),
             expiry: None,
+            gaps: VecDeque::new(),
             replay: VecDeque::new(),
-            floor: 0,
-            gap: None,
+            floor: None,
             opened: false,
         };
         // From here on, dropping `subscription` undoes whatever part of the joins happened.
@@ -265,6 +277,17 @@ impl<S: Store> Gateway<S> {
         self.counted(shared.store.add_connection(&subscription.record).await)?;
         for topic in &subscription.record.topics {
             self.counted(shared.store.join(topic, &subscription.record).await)?;
+        }
+        // The grant is registered, so a revocation from now on reaches it; one that came
+        // between the transport's check of the token and the registration is found here.
+        if let Some(grant) = &request.grant
+            && self.counted(shared.store.token_revoked(&grant.token_id).await)?
+        {
+            subscription
+                .gateway
+                .shared
+                .hub
+                .revoke(|g| g.token_id == grant.token_id, Revocation::TokenRevoked);
         }
         if let Some(last_event_id) = request.last_event_id {
             self.resume(&mut subscription, last_event_id).await?;
@@ -278,50 +301,40 @@ impl<S: Store> Gateway<S> {
         Ok(subscription)
     }
 
-    /// Fills a new subscription's replay with the events after `last_event_id`.
+    /// Fills a new subscription's gaps and replay for a resume after `last_event_id`.
     ///
-    /// The subscription's queue has been collecting live events since before this reads
-    /// the histories, so together they hold everything; events of the queue at or below
-    /// the replay's last position are skipped, so nothing comes twice.
+    /// The subscription's queue has been collecting live events since before the store's
+    /// one consistent read of the histories, so together they hold everything; queued
+    /// events at or below the replay's last position (in the read's epoch) are skipped,
+    /// so nothing comes twice. What counts as a gap is decided in [`resume::plan`].
     async fn resume(
         &self,
         subscription: &mut Subscription<S>,
         last_event_id: EventId,
     ) -> Result<(), CoreError> {
-        let mut history = Vec::new();
-        for topic in &subscription.record.topics {
-            if let Some(events) = self.counted(self.shared.store.tail(topic, usize::MAX).await)? {
-                history.extend(events);
-            }
+        let topics = &subscription.record.topics;
+        let read = self.counted(self.shared.store.read_since(topics, &last_event_id).await)?;
+        let plan = resume::plan(topics, &last_event_id, &read);
+        for gap in &plan.gaps {
+            tracing::info!(connection = %subscription.record.id, last_event_id = %last_event_id, reason = gap.reason.code(), topics = gap.topics.len(), "resume: history cannot prove continuity");
         }
-        let cursor = history
-            .iter()
-            .filter(|e| e.event.id == last_event_id)
-            .map(|e| e.position)
-            .max();
-        let Some(cursor) = cursor else {
-            tracing::info!(connection = %subscription.record.id, last_event_id = %last_event_id, "resume: id not in history");
-            subscription.gap = Some(last_event_id);
-            return Ok(());
-        };
-        history.retain(|e| e.position > cursor);
-        // Stable: the copies of one publish keep the subscription's topic order.
-        history.sort_by_key(|e| e.position);
-        subscription.floor = history.last().map_or(cursor, |e| e.position);
-        subscription.replay = history.into();
+        subscription.gaps = plan.gaps.into();
+        subscription.replay = plan.replay.into();
+        subscription.floor = plan.floor;
         Ok(())
     }
 
     /// Counts a new connection against the limits, or refuses it.
     fn admit(&self, counted: &Counted) -> Result<(), CoreError> {
         let config = &self.shared.config;
-        if config.max_connections > 0 && self.open_connections() >= config.max_connections as u64 {
+        let mut admitted = self.admitted();
+        if config.max_connections > 0 && admitted.node >= config.max_connections {
             return Err(CoreError::TooManyConnections {
                 scope: LimitScope::Node,
                 limit: config.max_connections,
             });
         }
-        let mut per = self.per_ip();
+        let Admitted { node, per } = &mut *admitted;
         let limits = [
             (
                 &counted.ip,
@@ -345,39 +358,40 @@ impl<S: Store> Gateway<S> {
         for name in counted.names() {
             *per.entry(name.to_owned()).or_default() += 1;
         }
+        *node += 1;
         Ok(())
     }
 
-    fn per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        // One map operation per critical section: a poisoned lock holds a whole map.
+    fn admitted(&self) -> std::sync::MutexGuard<'_, Admitted> {
+        // A few map operations per critical section: a poisoned lock holds whole counts.
         self.shared
-            .per_ip
+            .admitted
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Decides, before the body is read, whether a publish to `topics` goes anywhere.
     pub async fn route(&self, topics: &TopicList, id: &EventId) -> Result<Route, CoreError> {
+        // Counted in flight before the draining flag is read: a drain that starts after
+        // this check waits for the permit, one that started before is seen here.
+        self.shared.in_flight.fetch_add(1, SeqCst);
+        let shared = Arc::downgrade(&self.shared);
+        let permit = InFlight(Arc::new(move || {
+            if let Some(shared) = shared.upgrade()
+                && shared.in_flight.fetch_sub(1, SeqCst) == 1
+            {
+                shared.publishes_done.notify_waiters();
+            }
+        }));
         if self.is_draining() {
             return Err(CoreError::Draining);
         }
         let live = self.counted(self.shared.store.live(topics).await)?;
         match TopicList::from_names(live) {
-            Some(topics) => {
-                self.shared.in_flight.fetch_add(1, Relaxed);
-                let shared = Arc::downgrade(&self.shared);
-                let done = move || {
-                    if let Some(shared) = shared.upgrade()
-                        && shared.in_flight.fetch_sub(1, Relaxed) == 1
-                    {
-                        shared.publishes_done.notify_waiters();
-                    }
-                };
-                Ok(Route::Live(Live {
-                    topics,
-                    _in_flight: InFlight(Arc::new(done)),
-                }))
-            }
+            Some(topics) => Ok(Route::Live(Live {
+                topics,
+                _in_flight: permit,
+            })),
             None => {
                 self.count_drop(topics, id);
                 Ok(Route::Dropped)
@@ -452,13 +466,13 @@ impl<S: Store> Gateway<S> {
     /// timeout and then calls [`Gateway::end_subscriptions`].
     pub async fn drain(&self) {
         let shared = &self.shared;
-        shared.draining.send_replace(true);
+        shared.draining.store(true, SeqCst);
         loop {
             let done = shared.publishes_done.notified();
             tokio::pin!(done);
             // Registered before the check, so the last publish's wake-up is not missed.
             done.as_mut().enable();
-            if shared.in_flight.load(Relaxed) == 0 {
+            if shared.in_flight.load(SeqCst) == 0 {
                 break;
             }
             done.await;
@@ -469,7 +483,7 @@ impl<S: Store> Gateway<S> {
     /// Ends every open subscription (after its queued events) without waiting for
     /// publishes in flight; the second half of [`Gateway::drain`].
     pub fn end_subscriptions(&self) {
-        self.shared.draining.send_replace(true);
+        self.shared.draining.store(true, SeqCst);
         self.shared.ending.send_replace(true);
         // Each subscription reads the flag when woken, after its queued events.
         self.shared.hub.wake_all();
@@ -477,7 +491,7 @@ impl<S: Store> Gateway<S> {
 
     /// Whether [`Gateway::drain`] was called.
     pub fn is_draining(&self) -> bool {
-        *self.shared.draining.borrow()
+        self.shared.draining.load(SeqCst)
     }
 
     /// This node's identity.
@@ -508,9 +522,9 @@ impl<S: Store> Gateway<S> {
         &self.shared.store
     }
 
-    async fn close(&self, number: u64, record: ConnectionRecord) {
+    /// Tells the store a connection is gone; the hub let go of it already.
+    async fn close(&self, record: ConnectionRecord) {
         let shared = &self.shared;
-        shared.hub.remove(number, &record.topics);
         for topic in &record.topics {
             if let Err(err) = self.counted(shared.store.leave(topic, &record).await) {
                 tracing::warn!(connection = %record.id, topic = %topic, error = %err, "could not leave topic");
@@ -526,7 +540,9 @@ impl<S: Store> Gateway<S> {
     /// Undoes the counting of [`Gateway::admit`]; runs in `Drop`, so it must not wait.
     fn release(&self, transport: Transport, counted: &Counted) {
         self.shared.stats.closed(transport);
-        let mut per = self.per_ip();
+        let mut admitted = self.admitted();
+        admitted.node = admitted.node.saturating_sub(1);
+        let per = &mut admitted.per;
         for name in counted.names() {
             if let Some(count) = per.get_mut(name) {
                 *count -= 1;
@@ -589,13 +605,13 @@ pub struct Subscription<S: Store> {
     ending: watch::Receiver<bool>,
     /// The timer of the grant's expiry, set once the subscription first waits.
     expiry: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What a resume could not prove complete, reported before anything else.
+    gaps: VecDeque<Gap>,
     /// Events of a resume, sent before the queue's.
     replay: VecDeque<Arc<TopicEvent>>,
-    /// Queued events at or below this position were replayed (or precede the client's
-    /// last event) and are skipped.
-    floor: u64,
-    /// A resume that found no cursor, reported once before anything else.
-    gap: Option<EventId>,
+    /// Queued events of the floor's epoch at or below its position were replayed (or
+    /// precede the client's last event) and are skipped.
+    floor: Option<Floor>,
     /// Whether the counters and limits count this connection.
     opened: bool,
 }
@@ -634,15 +650,10 @@ impl<S: Store> Subscription<S> {
     /// a subscription in its own state and poll it (an idle subscriber costs its state,
     /// not a parked future's).
     ///
-    /// Order: a resume's gap and replay, then revocation, expiry, queued events, and the
-    /// drain once the queue is empty.
+    /// Order: revocation and expiry (nothing, not even a replay, goes out after them),
+    /// a resume's gaps and replay, then an interruption of delivery, queued events, and
+    /// the drain once the queue is empty.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
-        if let Some(last_event_id) = self.gap.take() {
-            return Poll::Ready(Next::Gap { last_event_id });
-        }
-        if let Some(event) = self.replay.pop_front() {
-            return Poll::Ready(Next::Event(event));
-        }
         loop {
             if let Some(why) = self.state.revocation() {
                 return Poll::Ready(Next::End(EndReason::Revoked(why)));
@@ -650,9 +661,46 @@ impl<S: Store> Subscription<S> {
             if self.expires_at.is_some_and(|at| at <= unix_millis()) {
                 return Poll::Ready(Next::End(EndReason::Revoked(Revocation::TokenExpired)));
             }
+            if let Some(gap) = self.gaps.pop_front() {
+                self.gateway
+                    .shared
+                    .stats
+                    .gaps_reported
+                    .fetch_add(1, Relaxed);
+                return Poll::Ready(Next::Gap(gap));
+            }
+            if let Some(event) = self.replay.pop_front() {
+                return Poll::Ready(Next::Event(event));
+            }
+            match self.state.take_interruption() {
+                Some(Interruption::DeliveryLost) => {
+                    return Poll::Ready(Next::End(EndReason::Interrupted));
+                }
+                Some(Interruption::StoreRestarted) => {
+                    // Nothing of the new epoch was replayed: skip nothing from now on.
+                    self.floor = None;
+                    self.gaps.push_back(Gap {
+                        reason: GapReason::StoreRestarted,
+                        topics: self.record.topics.names().to_vec(),
+                        last_event_id: None,
+                    });
+                    continue;
+                }
+                None => {}
+            }
             match self.queue.poll_recv(cx) {
-                Poll::Ready(Some(event)) if event.position <= self.floor => continue,
-                Poll::Ready(Some(event)) => return Poll::Ready(Next::Event(event)),
+                Poll::Ready(Some(event)) => {
+                    if let Some(floor) = self.floor {
+                        if floor.covers(&event) {
+                            continue;
+                        }
+                        if event.epoch != floor.epoch {
+                            // A floor of another epoch says nothing about this one.
+                            self.floor = None;
+                        }
+                    }
+                    return Poll::Ready(Next::Event(event));
+                }
                 // Every sender is gone only when the hub cut this subscriber off: the hub
                 // removes a connection otherwise only after this subscription is dropped.
                 Poll::Ready(None) => {
@@ -662,10 +710,14 @@ impl<S: Store> Subscription<S> {
                 Poll::Pending => break,
             }
         }
-        // The queue holds the waker now, and a revocation or a drain wakes it after
-        // setting its flag: checking the flags again cannot miss one.
+        // The queue holds the waker now, and a revocation, an interruption or a drain
+        // wakes it after setting its flag: checking the flags again cannot miss one.
         if let Some(why) = self.state.revocation() {
             return Poll::Ready(Next::End(EndReason::Revoked(why)));
+        }
+        if self.state.is_interrupted() {
+            // Handled at the top, in its order; one more look finds it there.
+            return self.poll_next(cx);
         }
         if *self.ending.borrow() {
             return Poll::Ready(Next::End(EndReason::Draining));
@@ -690,14 +742,19 @@ impl<S: Store> Drop for Subscription<S> {
             return;
         }
         self.gateway.release(self.record.transport, &self.counted);
+        // The hub lets go now, whatever becomes of the store's cleanup below: no event is
+        // queued for a subscription that is gone, with or without a runtime.
+        self.gateway
+            .shared
+            .hub
+            .remove(self.number, &self.record.topics);
         let gateway = self.gateway.clone();
-        let number = self.number;
         let record = self.record.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime means the process is ending; the store's state ends with it or
             // expires on its own.
             return;
         };
-        runtime.spawn(async move { gateway.close(number, record).await });
+        runtime.spawn(async move { gateway.close(record).await });
     }
 }

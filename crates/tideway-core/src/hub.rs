@@ -25,6 +25,30 @@ pub enum EndReason {
     Draining,
     /// The token that granted the subscription no longer does.
     Revoked(Revocation),
+    /// The store lost events on their way to this node: the subscriber should reconnect
+    /// with its last id, and resume fills the hole from history (or says what it cannot).
+    Interrupted,
+}
+
+/// What a store found wrong with its delivery to this node (see [`Inbox::interrupt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The store restarted or failed over and started a new epoch: what it held is gone,
+    /// so nothing can be replayed. Subscriptions are told (a gap) and go on.
+    StoreRestarted,
+    /// Events on their way to this node were lost (a dropped connection, a lagging
+    /// buffer, a lapsed registration) but the store may still hold them. Subscriptions
+    /// end, and their clients resume from history.
+    DeliveryLost,
+}
+
+impl Interruption {
+    fn code(self) -> u8 {
+        match self {
+            Interruption::StoreRestarted => 1,
+            Interruption::DeliveryLost => 2,
+        }
+    }
 }
 
 /// Why a token's subscriptions were ended.
@@ -107,7 +131,11 @@ pub(crate) struct SubscriberState {
     /// Why the grant of the subscription was revoked: 0 while it stands, else
     /// [`Revocation::code`]. An atomic: the subscription reads it before every event.
     revoked: AtomicU8,
-    /// Wakes the reader when its grant is revoked or the node drains.
+    /// What the store found wrong with delivery since the reader last looked: 0 for
+    /// nothing, else the largest [`Interruption::code`] (losing events outranks a restart).
+    interrupted: AtomicU8,
+    /// Wakes the reader when its grant is revoked, delivery is interrupted or the node
+    /// drains.
     reader: QueueWaker,
     /// Called once if the subscriber is cut off (see `Subscription::on_cut`).
     on_cut: Mutex<Option<OnCut>>,
@@ -163,6 +191,30 @@ impl SubscriberState {
     pub(crate) fn revocation(&self) -> Option<Revocation> {
         Revocation::from_code(self.revoked.load(Relaxed))
     }
+
+    fn interrupt(&self, why: Interruption) {
+        self.interrupted.fetch_max(why.code(), Relaxed);
+        self.reader.wake();
+    }
+
+    /// Whether delivery was interrupted since the reader last took it.
+    pub(crate) fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Relaxed) != 0
+    }
+
+    /// Takes what interrupted delivery since the last call. A lost delivery stays, so the
+    /// subscription ends whenever it looks again.
+    pub(crate) fn take_interruption(&self) -> Option<Interruption> {
+        match self.interrupted.load(Relaxed) {
+            0 => None,
+            1 => {
+                // A loss arriving in between is kept: only a restart is taken.
+                let _ = self.interrupted.compare_exchange(1, 0, Relaxed, Relaxed);
+                Some(Interruption::StoreRestarted)
+            }
+            _ => Some(Interruption::DeliveryLost),
+        }
+    }
 }
 
 impl Hub {
@@ -188,6 +240,7 @@ impl Hub {
             topics: topics.clone(),
             cut: AtomicBool::new(false),
             revoked: AtomicU8::new(0),
+            interrupted: AtomicU8::new(0),
             reader: queue.waker(),
             on_cut: Mutex::new(None),
         });
@@ -237,6 +290,18 @@ impl Hub {
             .grants
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells every subscriber of this node that delivery was interrupted.
+    pub(crate) fn interrupt(&self, why: Interruption) -> usize {
+        let table = self.lock();
+        let mut told = std::collections::HashSet::new();
+        for subscriber in table.values().flatten() {
+            if told.insert(subscriber.number) {
+                subscriber.state.interrupt(why);
+            }
+        }
+        told.len()
     }
 
     /// Wakes every subscriber's reader, to look again at the gateway's state (a drain).
@@ -293,6 +358,19 @@ impl Inbox {
         if ended > 0 {
             tracing::info!(token = token_id, subscriptions = ended, "token revoked");
         }
+    }
+
+    /// Tells every subscription of this node that the store's delivery to it has a hole
+    /// (see [`Interruption`]). The store calls it when it finds one, before it delivers
+    /// anything that came after the hole.
+    pub fn interrupt(&self, why: Interruption) {
+        let told = self.hub.interrupt(why);
+        self.hub
+            .shared
+            .stats
+            .delivery_interruptions
+            .fetch_add(1, Relaxed);
+        tracing::warn!(reason = ?why, subscriptions = told, "delivery to this node was interrupted; subscribers are told");
     }
 
     /// Queues `event` to every local subscriber of its topic, without waiting.

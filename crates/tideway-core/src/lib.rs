@@ -16,6 +16,7 @@ mod gateway;
 mod hub;
 mod queue;
 mod record;
+mod resume;
 mod stats;
 mod store;
 
@@ -23,9 +24,10 @@ pub use event::{Encoding, Event, TopicEvent};
 pub use gateway::{
     CoreConfig, CoreError, Gateway, LimitScope, Next, Published, Route, Subscribe, Subscription,
 };
-pub use hub::{EndReason, Grant, Inbox, Revocation};
+pub use hub::{EndReason, Grant, Inbox, Interruption, Revocation};
 pub use record::{
     ConnectionId, ConnectionRecord, NodeRecord, Page, Paged, TopicRecord, Transport, unix_millis,
 };
+pub use resume::{Gap, GapReason, HistoryRead, TopicHistory, new_epoch};
 pub use stats::{Histogram, LATENCY_BUCKETS_US, Stats};
 pub use store::{Store, StoreError};

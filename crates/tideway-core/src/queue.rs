@@ -187,6 +187,7 @@ mod tests {
         Arc::new(TopicEvent::new(
             TopicName::parse("t").unwrap(),
             n,
+            1,
             n,
             Arc::new(Event {
                 id: EventId::parse(format!("e{n}").as_bytes()).unwrap(),

@@ -25,6 +25,8 @@ pub struct Stats {
     pub(crate) events_dropped_slow_consumer: AtomicU64,
     pub(crate) slow_consumers_cut: AtomicU64,
     pub(crate) store_errors: AtomicU64,
+    pub(crate) delivery_interruptions: AtomicU64,
+    pub(crate) gaps_reported: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     /// Publish→enqueue latency: counts per bucket (the last is +Inf), sum in µs.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
@@ -83,6 +85,14 @@ impl Stats {
     /// Calls to the store that failed.
     pub fn store_errors(&self) -> u64 {
         self.store_errors.load(Relaxed)
+    }
+    /// Times the store found a hole in its delivery to this node.
+    pub fn delivery_interruptions(&self) -> u64 {
+        self.delivery_interruptions.load(Relaxed)
+    }
+    /// `tideway.gap` events sent to subscribers of this node.
+    pub fn gaps_reported(&self) -> u64 {
+        self.gaps_reported.load(Relaxed)
     }
     /// Bytes written to subscribers.
     pub fn bytes_out(&self) -> u64 {

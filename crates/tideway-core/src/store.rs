@@ -21,13 +21,21 @@
 //! several topics is one message to all of their objects, ordered by the store's sequencer:
 //! it gets one *position*, larger than that of every publish delivered before it, and each
 //! node's inbox receives publishes in position order. Resume relies on that order.
+//!
+//! Positions count within an **epoch**: a random id the store's sequencer takes when it
+//! starts from nothing. A store that restarts empty (or fails over and loses what it had)
+//! starts a new epoch, so a position from before can never be mistaken for one after.
+//! When a store finds that what it delivered to this node may have a hole — a lost
+//! message, a restart, a lapsed registration — it says so through
+//! [`Inbox::interrupt`], and the engine tells the subscribers.
 
 use std::{future::Future, sync::Arc};
 
-use tideway_protocol::{TopicList, TopicName};
+use tideway_protocol::{EventId, TopicList, TopicName};
 
 use crate::{
-    ConnectionId, ConnectionRecord, Event, Inbox, NodeRecord, Page, Paged, TopicEvent, TopicRecord,
+    ConnectionId, ConnectionRecord, Event, HistoryRead, Inbox, NodeRecord, Page, Paged, TopicEvent,
+    TopicRecord,
 };
 
 /// Why the store could not answer.
@@ -119,6 +127,17 @@ pub trait Store: Send + Sync + 'static {
         topic: &TopicName,
         limit: usize,
     ) -> impl Future<Output = Result<Option<Vec<Arc<TopicEvent>>>, StoreError>> + Send;
+
+    /// One consistent read of the histories of `topics` for a resume after
+    /// `last_event_id`: no publish lands between the reads of two topics. For each live
+    /// topic: where its history starts to be complete, where the id appears in it, and its
+    /// events after the earliest appearance of the id in any of the topics (none when no
+    /// topic holds the id). See [`HistoryRead`].
+    fn read_since(
+        &self,
+        topics: &TopicList,
+        last_event_id: &EventId,
+    ) -> impl Future<Output = Result<HistoryRead, StoreError>> + Send;
 
     /// Revokes token `id` until `until` (its expiry, in milliseconds since the Unix
     /// epoch): records it so it is refused from now on, and has every node end the

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use tideway_core::{
-    CoreConfig, CoreError, EndReason, Event, Gateway, LimitScope, Next, NodeRecord, Page, Route,
-    Subscribe, Subscription, Transport,
+    CoreConfig, CoreError, EndReason, Event, GapReason, Gateway, LimitScope, Next, NodeRecord,
+    Page, Route, Subscribe, Subscription, Transport,
 };
 use tideway_protocol::{EventData, EventId, TopicList};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
@@ -248,7 +248,14 @@ async fn an_unknown_id_is_reported_as_a_gap_then_live_events_follow() {
     let gateway = gateway(64).await;
     let mut again = resume(&gateway, "t", Some("never-seen")).await;
     match again.next().await {
-        Next::Gap { last_event_id } => assert_eq!(last_event_id.as_str(), "never-seen"),
+        Next::Gap(gap) => {
+            assert_eq!(gap.reason, GapReason::UnknownLastEventId);
+            assert_eq!(
+                gap.last_event_id.map(|id| id.to_string()).as_deref(),
+                Some("never-seen")
+            );
+            assert_eq!(gap.topics, topics("t").names());
+        }
         other => panic!("expected a gap, got {other:?}"),
     }
     publish(&gateway, "t", "live").await;

@@ -80,6 +80,18 @@ pub(crate) fn render<S: Store>(app: &App<S>) -> Response {
         stats.slow_consumers_cut(),
     );
     out.simple(
+        "delivery_interruptions_total",
+        "counter",
+        "Times the store found a hole in its delivery to this node (subscribers were told).",
+        stats.delivery_interruptions(),
+    );
+    out.simple(
+        "gaps_total",
+        "counter",
+        "tideway.gap events sent to subscribers: they may have missed events and were told.",
+        stats.gaps_reported(),
+    );
+    out.simple(
         "bytes_out_total",
         "counter",
         "Bytes written to subscribers.",

@@ -108,9 +108,7 @@ impl<S: Store> http_body::Body for SseBody<S> {
             Some(hello) => hello,
             None => match this.subscription.poll_next(cx) {
                 Poll::Ready(Next::Event(event)) => event.encoded(this.encoding).clone(),
-                Poll::Ready(Next::Gap { last_event_id }) => {
-                    system_frame(&System::Gap(&last_event_id), None)
-                }
+                Poll::Ready(Next::Gap(gap)) => system_frame(&System::Gap(&gap), None),
                 Poll::Ready(Next::End(reason)) => {
                     this.ended = true;
                     system_frame(&System::End(reason), Some(this.retry_ms))

@@ -210,8 +210,8 @@ async fn frames<S: Store>(
             buffer(writer, Frame::text(Payload::Borrowed(bytes)), settings).await?;
             Ok(false)
         }
-        Next::Gap { last_event_id } => {
-            let text = System::Gap(&last_event_id).envelope();
+        Next::Gap(gap) => {
+            let text = System::Gap(&gap).envelope();
             buffer(
                 writer,
                 Frame::text(Payload::Owned(text.into_bytes())),
@@ -225,6 +225,8 @@ async fn frames<S: Store>(
                 EndReason::Draining => (1001, "drain"),
                 EndReason::SlowConsumer => (1008, "slow_consumer"),
                 EndReason::Revoked(_) => (1008, "revoked"),
+                // Service Restart: the client should reconnect (and resume) at once.
+                EndReason::Interrupted => (1012, "resync"),
             };
             let text = System::End(reason).envelope();
             buffer(

@@ -17,15 +17,18 @@ mod object;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering::SeqCst},
+    },
     time::Duration,
 };
 
 use tideway_core::{
-    ConnectionId, ConnectionRecord, Event, Inbox, NodeRecord, Page, Paged, Store, StoreError,
-    TopicEvent, TopicRecord, unix_millis,
+    ConnectionId, ConnectionRecord, Event, HistoryRead, Inbox, NodeRecord, Page, Paged, Store,
+    StoreError, TopicEvent, TopicRecord, new_epoch, unix_millis,
 };
-use tideway_protocol::{TopicList, TopicName};
+use tideway_protocol::{EventId, TopicList, TopicName};
 use tokio::time::Instant;
 
 use crate::object::{Gone, Namespace, ObjectState};
@@ -60,8 +63,15 @@ struct Shared {
     topics: Namespace<TopicState>,
     directory: Namespace<DirectoryState>,
     /// The sequencer object: its one message, `append`, awaits the topic objects while
-    /// it holds the position, so publishes reach them one after another.
+    /// it holds the position, so publishes reach them one after another. A resume's read
+    /// holds it too, so no publish lands between the reads of two topics.
     sequencer: tokio::sync::Mutex<u64>,
+    /// The sequencer's lifetime: positions count within it.
+    epoch: u64,
+    /// The last position the sequencer gave out, set before it messages the topics: a
+    /// topic object reads it when it comes into being, in its own message, so every
+    /// publish it did not see as live is at or below what it reads.
+    issued: Arc<AtomicU64>,
 }
 
 /// The directory is the one object of its namespace.
@@ -73,6 +83,10 @@ struct TopicState {
     history: VecDeque<Arc<TopicEvent>>,
     seq: u64,
     events: u64,
+    /// The last position given out when the topic came into being.
+    created_after: u64,
+    /// The position of the newest event its history evicted.
+    evicted_through: u64,
     created_at: u64,
     last_event_at: Option<u64>,
     /// When the grace of a topic without connections ends.
@@ -132,6 +146,8 @@ impl DoStore {
                 topics: Namespace::default(),
                 directory: Namespace::default(),
                 sequencer: tokio::sync::Mutex::new(0),
+                epoch: new_epoch(),
+                issued: Arc::new(AtomicU64::new(0)),
             }),
         }
     }
@@ -281,6 +297,7 @@ impl Store for DoStore {
         connection: &ConnectionRecord,
     ) -> Result<(), StoreError> {
         let id = connection.id.clone();
+        let issued = self.shared.issued.clone();
         let created = self
             .shared
             .topics
@@ -288,6 +305,7 @@ impl Store for DoStore {
                 let created = !t.live();
                 if created {
                     t.created_at = unix_millis();
+                    t.created_after = issued.load(SeqCst);
                 }
                 t.orphaned_until = None;
                 t.connections.insert(id);
@@ -355,6 +373,8 @@ impl Store for DoStore {
     ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
         let mut position = self.shared.sequencer.lock().await;
         *position += 1;
+        self.shared.issued.store(*position, SeqCst);
+        let epoch = self.shared.epoch;
         let mut appended = Vec::with_capacity(topics.len());
         for topic in topics {
             let (name, event, at) = (topic.clone(), event.clone(), *position);
@@ -369,12 +389,12 @@ impl Store for DoStore {
                     t.seq += 1;
                     t.events += 1;
                     t.last_event_at = Some(event.published_at);
-                    let delivered = Arc::new(TopicEvent::new(name, t.seq, at, event));
-                    if history > 0 {
-                        if t.history.len() == history {
-                            t.history.pop_front();
+                    let delivered = Arc::new(TopicEvent::new(name, t.seq, epoch, at, event));
+                    t.history.push_back(delivered.clone());
+                    while t.history.len() > history {
+                        if let Some(evicted) = t.history.pop_front() {
+                            t.evicted_through = evicted.position;
                         }
-                        t.history.push_back(delivered.clone());
                     }
                     if let Some(inbox) = inbox.get() {
                         inbox.deliver(&delivered);
@@ -406,6 +426,38 @@ impl Store for DoStore {
             .await
             .map_err(gone)?;
         Ok(tail.flatten())
+    }
+
+    async fn read_since(
+        &self,
+        topics: &TopicList,
+        last_event_id: &EventId,
+    ) -> Result<HistoryRead, StoreError> {
+        // Held across the reads of every topic: no publish lands between two of them.
+        let _sequencer = self.shared.sequencer.lock().await;
+        let mut histories = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let read = self
+                .shared
+                .topics
+                .call_existing(topic.as_str(), |t| {
+                    t.live()
+                        .then(|| (t.created_after, t.evicted_through, t.history.clone()))
+                })
+                .await
+                .map_err(gone)?
+                .flatten();
+            if let Some((created_after, evicted_through, history)) = read {
+                histories.push((topic.clone(), created_after, evicted_through, history));
+            }
+        }
+        Ok(HistoryRead::from_histories(
+            self.shared.epoch,
+            last_event_id,
+            histories.iter().map(|(topic, created, evicted, history)| {
+                (topic.clone(), *created, *evicted, history)
+            }),
+        ))
     }
 
     async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {

@@ -14,10 +14,10 @@ use std::{
 };
 
 use tideway_core::{
-    ConnectionId, ConnectionRecord, Event, Inbox, NodeRecord, Page, Paged, Store, StoreError,
-    TopicEvent, TopicRecord, unix_millis,
+    ConnectionId, ConnectionRecord, Event, HistoryRead, Inbox, NodeRecord, Page, Paged, Store,
+    StoreError, TopicEvent, TopicRecord, new_epoch, unix_millis,
 };
-use tideway_protocol::{TopicList, TopicName};
+use tideway_protocol::{EventId, TopicList, TopicName};
 use tokio::time::Instant;
 
 /// Settings of the in-memory store. Defaults are the ones `tideway --help` prints.
@@ -60,6 +60,8 @@ struct State {
     connections: BTreeMap<u64, ConnectionRecord>,
     arrivals: HashMap<ConnectionId, u64>,
     next_arrival: u64,
+    /// The lifetime of this store: positions are counted within it.
+    epoch: u64,
     /// The position of the last publish.
     next_position: u64,
     /// Revoked token ids, with when they expire anyway (ms since the epoch).
@@ -72,6 +74,10 @@ struct Topic {
     history: VecDeque<Arc<TopicEvent>>,
     next_seq: u64,
     events: u64,
+    /// The last position given out when the topic came into being.
+    created_after: u64,
+    /// The position of the newest event its history evicted.
+    evicted_through: u64,
     created_at: u64,
     last_event_at: Option<u64>,
     /// When its last connection left, if it has none now.
@@ -85,7 +91,10 @@ impl MemoryStore {
             shared: Arc::new(Shared {
                 config,
                 inbox: OnceLock::new(),
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    epoch: new_epoch(),
+                    ..State::default()
+                }),
             }),
         }
     }
@@ -221,6 +230,7 @@ impl Store for MemoryStore {
         connection: &ConnectionRecord,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
+        let created_after = state.next_position;
         let entry = match self.live_topic(&mut state, topic) {
             Some(entry) => entry,
             None => state.topics.entry(topic.clone()).or_insert_with(|| Topic {
@@ -228,6 +238,8 @@ impl Store for MemoryStore {
                 history: VecDeque::new(),
                 next_seq: 1,
                 events: 0,
+                created_after,
+                evicted_through: 0,
                 created_at: unix_millis(),
                 last_event_at: None,
                 orphaned_since: None,
@@ -279,7 +291,7 @@ impl Store for MemoryStore {
         // One position per publish, taken under the same lock as the deliveries below,
         // so every queue receives publishes in position order.
         state.next_position += 1;
-        let position = state.next_position;
+        let (epoch, position) = (state.epoch, state.next_position);
         let mut appended = Vec::with_capacity(topics.len());
         for topic in topics {
             let Some(entry) = self.live_topic(&mut state, topic) else {
@@ -288,17 +300,18 @@ impl Store for MemoryStore {
             let delivered = Arc::new(TopicEvent::new(
                 topic.clone(),
                 entry.next_seq,
+                epoch,
                 position,
                 event.clone(),
             ));
             entry.next_seq += 1;
             entry.events += 1;
             entry.last_event_at = Some(event.published_at);
-            if history > 0 {
-                if entry.history.len() == history {
-                    entry.history.pop_front();
+            entry.history.push_back(delivered.clone());
+            while entry.history.len() > history {
+                if let Some(evicted) = entry.history.pop_front() {
+                    entry.evicted_through = evicted.position;
                 }
-                entry.history.push_back(delivered.clone());
             }
             // Delivered under the lock, so every subscriber sees the events in position
             // order even when several publishers race.
@@ -321,6 +334,34 @@ impl Store for MemoryStore {
             entry.history.iter().skip(skip).cloned().collect()
         });
         Ok(tail)
+    }
+
+    async fn read_since(
+        &self,
+        topics: &TopicList,
+        last_event_id: &EventId,
+    ) -> Result<HistoryRead, StoreError> {
+        let mut state = self.lock();
+        let mut live = Vec::with_capacity(topics.len());
+        for topic in topics {
+            if self.live_topic(&mut state, topic).is_some() {
+                live.push(topic);
+            }
+        }
+        let histories = live.into_iter().filter_map(|topic| {
+            let entry = state.topics.get(topic)?;
+            Some((
+                topic.clone(),
+                entry.created_after,
+                entry.evicted_through,
+                &entry.history,
+            ))
+        });
+        Ok(HistoryRead::from_histories(
+            state.epoch,
+            last_event_id,
+            histories,
+        ))
     }
 
     async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {

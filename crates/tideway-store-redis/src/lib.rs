@@ -9,6 +9,13 @@
 //! registration on a heartbeat; any node removes the nodes whose registration expired,
 //! with their connections and topic memberships. After Redis restarts or forgets this
 //! node, the next heartbeat notices and registers the node's connections again.
+//!
+//! Continuity: Redis keeps an epoch (a random id set when its keys start from nothing)
+//! and numbers every message it sends a node. A node that sees another epoch, a number
+//! skipped or going back, a lagging buffer, or learns its registration lapsed, tells its
+//! subscribers through [`Inbox::interrupt`] before it delivers anything after the hole.
+//! The heartbeat sends the node a numbered marker too, so a hole shows within one beat
+//! even when nothing is published.
 #![forbid(unsafe_code)]
 
 mod scripts;
@@ -30,8 +37,8 @@ use fred::{
     types::Value,
 };
 use tideway_core::{
-    ConnectionId, ConnectionRecord, Event, Inbox, NodeRecord, Page, Paged, Store, StoreError,
-    TopicEvent, TopicRecord, unix_millis,
+    ConnectionId, ConnectionRecord, Event, HistoryRead, Inbox, Interruption, NodeRecord, Page,
+    Paged, Store, StoreError, TopicEvent, TopicHistory, TopicRecord, new_epoch, unix_millis,
 };
 use tideway_protocol::{EventData, EventId, EventType, TopicList, TopicName};
 
@@ -83,6 +90,35 @@ struct Shared {
     mirror: Mutex<HashMap<ConnectionId, ConnectionRecord>>,
     /// Whether the last heartbeat reached Redis.
     healthy: AtomicBool,
+    /// What this node last received on its channel. A std mutex: the delivery task holds
+    /// it for one comparison per message.
+    continuity: Mutex<Continuity>,
+    /// The epoch of the last heartbeat that found this node registered.
+    registered_in: Mutex<Option<String>>,
+}
+
+/// Where the messages on this node's channel have got to.
+#[derive(Debug, Default)]
+struct Continuity {
+    /// The epoch and the number of the last message, once one came.
+    last: Option<(String, u64)>,
+}
+
+impl Continuity {
+    /// Checks the next message's place: `None` if it follows the last one, else what to
+    /// tell subscribers. Either way it becomes the last one.
+    fn next(&mut self, epoch: &str, number: u64) -> Option<Interruption> {
+        let verdict = match &self.last {
+            None => None,
+            Some((last_epoch, _)) if last_epoch != epoch => Some(Interruption::StoreRestarted),
+            Some((_, last)) if number == last + 1 => None,
+            // Skipped messages were lost; a number going back means Redis went back to an
+            // older state of the same epoch (a failover that lost writes).
+            Some(_) => Some(Interruption::DeliveryLost),
+        };
+        self.last = Some((epoch.to_owned(), number));
+        verdict
+    }
 }
 
 fn unavailable(err: fred::error::Error) -> StoreError {
@@ -120,6 +156,8 @@ impl RedisStore {
                 node: OnceLock::new(),
                 mirror: Mutex::new(HashMap::new()),
                 healthy: AtomicBool::new(true),
+                continuity: Mutex::new(Continuity::default()),
+                registered_in: Mutex::new(None),
             }),
         })
     }
@@ -161,33 +199,53 @@ impl RedisStore {
         let Some(node) = self.shared.node.get() else {
             return Ok(());
         };
-        let existed = self.beat(node).await?;
+        let (existed, epoch) = self.beat(node).await?;
         if !existed {
             tracing::warn!(node = %node.id, "Redis did not know this node (restart or outage): registering its connections again");
             self.resync(node).await?;
+            let before = self.registered_in().clone();
+            if before.as_deref() == Some(epoch.as_str()) {
+                // Same epoch: Redis kept its data but dropped this node (its registration
+                // lapsed and another node reaped it), so publishes meanwhile skipped this
+                // node while history kept them. A new epoch is the delivery task's to
+                // report, from the first message that carries it.
+                if let Some(inbox) = self.shared.inbox.get() {
+                    inbox.interrupt(Interruption::DeliveryLost);
+                }
+            }
         }
-        let now = unix_millis().to_string();
+        *self.registered_in() = Some(epoch);
         self.run(
             &self.shared.scripts.reap,
-            vec![self.prefix().to_owned(), now, self.grace_ms()],
+            vec![self.prefix().to_owned(), self.grace_ms()],
         )
         .await?;
         Ok(())
     }
 
-    async fn beat(&self, node: &NodeRecord) -> Result<bool, StoreError> {
+    fn registered_in(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // Holds one value: a poisoned lock holds it whole.
+        self.shared
+            .registered_in
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refreshes the registration: whether Redis knew the node, and Redis's epoch.
+    async fn beat(&self, node: &NodeRecord) -> Result<(bool, String), StoreError> {
         let ttl = self.shared.config.node_ttl.as_millis() as u64;
         let args = vec![
             self.prefix().to_owned(),
             node.id.to_string(),
-            (unix_millis() + ttl).to_string(),
             ttl.to_string(),
             node.hostname.clone(),
             node.advertise_host.clone(),
             node.started_at.to_string(),
+            epoch_candidate(),
         ];
-        let existed = self.run(&self.shared.scripts.heartbeat, args).await?;
-        Ok(existed.as_i64() == Some(1))
+        let reply = values(self.run(&self.shared.scripts.heartbeat, args).await?);
+        let existed = reply.first().map(number) == Some(1);
+        Ok((existed, reply.get(1).map(text).unwrap_or_default()))
     }
 
     async fn resync(&self, node: &NodeRecord) -> Result<(), StoreError> {
@@ -202,10 +260,8 @@ impl RedisStore {
             .subscribe(channels)
             .await
             .map_err(unavailable)?;
-        let now = unix_millis().to_string();
         let args = vec![
             self.prefix().to_owned(),
-            now,
             self.grace_ms(),
             node.id.to_string(),
         ];
@@ -217,25 +273,54 @@ impl RedisStore {
                 self.join(topic, connection).await?;
             }
         }
+        // A connection that closed while this ran was registered again from the copy
+        // above after its own leave: take it out again (leaving twice changes nothing).
+        for connection in &connections {
+            if !self.mirror().contains_key(&connection.id) {
+                for topic in &connection.topics {
+                    self.leave(topic, connection).await?;
+                }
+                self.remove_connection(&connection.id).await?;
+            }
+        }
         self.beat(node).await?;
         tracing::info!(node = %node.id, connections = connections.len(), "registered again");
         Ok(())
     }
 
-    /// Delivers what arrives on this node's channel to its inbox.
+    /// Delivers what arrives on this node's channel to its inbox, after telling
+    /// subscribers of any hole before it.
     fn deliver(&self, payload: &[u8]) {
         let Some(inbox) = self.shared.inbox.get() else {
             return;
         };
         let Some(delivery) = parse_delivery(payload) else {
-            tracing::warn!("dropped an unreadable message from Redis");
+            // Its number is unknown, so whether it carried events is too.
+            tracing::warn!("an unreadable message from Redis");
+            inbox.interrupt(Interruption::DeliveryLost);
             return;
         };
-        let event = Arc::new(delivery.event);
+        let verdict = self.continuity().next(&delivery.epoch, delivery.number);
+        if let Some(why) = verdict {
+            inbox.interrupt(why);
+        }
+        let Some(event) = delivery.event else {
+            return;
+        };
+        let event = Arc::new(event);
+        let epoch = epoch_number(&delivery.epoch);
         for (topic, seq) in delivery.routes {
-            let delivered = TopicEvent::new(topic, seq, delivery.position, event.clone());
+            let delivered = TopicEvent::new(topic, seq, epoch, delivery.position, event.clone());
             inbox.deliver(&Arc::new(delivered));
         }
+    }
+
+    fn continuity(&self) -> std::sync::MutexGuard<'_, Continuity> {
+        // Holds one value: a poisoned lock holds it whole.
+        self.shared
+            .continuity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -285,6 +370,13 @@ fn spawn_tasks(store: &RedisStore) {
                         missed,
                         "delivery fell behind Redis; events were lost on this node"
                     );
+                    let Some(shared) = weak.upgrade() else { return };
+                    let store = RedisStore { shared };
+                    // What comes next starts a new count: the hole is reported here.
+                    store.continuity().last = None;
+                    if let Some(inbox) = store.shared.inbox.get() {
+                        inbox.interrupt(Interruption::DeliveryLost);
+                    }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
@@ -323,33 +415,69 @@ fn decode_event(blob: &[u8]) -> Option<Event> {
 
 /// What one message on a node's channel carries.
 struct Delivery {
+    /// Redis's epoch when it sent the message.
+    epoch: String,
+    /// The number of the message among those sent to this node.
+    number: u64,
     position: u64,
     /// Each topic of this node the event was appended to, with its sequence number.
     routes: Vec<(TopicName, u64)>,
-    event: Event,
+    /// The event; `None` for a heartbeat's marker.
+    event: Option<Event>,
 }
 
-/// `position \n topic seq \n ... \n\n event`, as the append script publishes it.
+/// `epoch position number \n topic seq \n ... \n\n event`, as the append script
+/// publishes it, or `epoch 0 number \n`, a heartbeat's marker.
 fn parse_delivery(payload: &[u8]) -> Option<Delivery> {
-    let split = payload.windows(2).position(|w| w == b"\n\n")?;
-    let head = std::str::from_utf8(&payload[..split]).ok()?;
-    let mut lines = head.lines();
-    let position = lines.next()?.parse().ok()?;
-    let routes = lines
+    let end = payload.iter().position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&payload[..end]).ok()?;
+    let mut fields = header.split(' ');
+    let epoch = fields.next()?.to_owned();
+    let position = fields.next()?.parse().ok()?;
+    let number = fields.next()?.parse().ok()?;
+    let body = &payload[end + 1..];
+    let mut delivery = Delivery {
+        epoch,
+        number,
+        position,
+        routes: Vec::new(),
+        event: None,
+    };
+    if body.is_empty() {
+        return Some(delivery);
+    }
+    let split = body.windows(2).position(|w| w == b"\n\n")?;
+    let routes = std::str::from_utf8(&body[..split]).ok()?;
+    delivery.routes = routes
+        .lines()
         .map(|line| {
             let (topic, seq) = line.split_once(' ')?;
             Some((TopicName::from_stored(topic)?, seq.parse().ok()?))
         })
         .collect::<Option<Vec<_>>>()?;
-    Some(Delivery {
-        position,
-        routes,
-        event: decode_event(&payload[split + 2..])?,
+    delivery.event = Some(decode_event(&body[split + 2..])?);
+    Some(delivery)
+}
+
+/// An epoch for Redis to take should it hold none yet: new at every call, so Redis
+/// restarted empty never gets the epoch it had before.
+fn epoch_candidate() -> String {
+    new_epoch().to_string()
+}
+
+/// The epoch as the core counts it. Epochs this store writes are decimal numbers; one
+/// written by anything else still gets a stable number of its own.
+fn epoch_number(epoch: &str) -> u64 {
+    epoch.parse().unwrap_or_else(|_| {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        epoch.hash(&mut hasher);
+        hasher.finish()
     })
 }
 
 /// `seq position event`, a history entry.
-fn parse_history(topic: &TopicName, entry: &[u8]) -> Option<TopicEvent> {
+fn parse_history(topic: &TopicName, epoch: u64, entry: &[u8]) -> Option<TopicEvent> {
     let mut parts = entry.splitn(3, |&b| b == b' ');
     let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let position = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
@@ -357,6 +485,7 @@ fn parse_history(topic: &TopicName, entry: &[u8]) -> Option<TopicEvent> {
     Some(TopicEvent::new(
         topic.clone(),
         seq,
+        epoch,
         position,
         Arc::new(event),
     ))
@@ -418,13 +547,9 @@ impl Store for RedisStore {
     }
 
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let now = unix_millis().to_string();
         let flat = values(
-            self.run(
-                &self.shared.scripts.nodes,
-                vec![self.prefix().to_owned(), now],
-            )
-            .await?,
+            self.run(&self.shared.scripts.nodes, vec![self.prefix().to_owned()])
+                .await?,
         );
         Ok(flat
             .chunks_exact(5)
@@ -494,11 +619,10 @@ impl Store for RedisStore {
     async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, StoreError> {
         let (start, stop) = range(&page);
         let tenant = page.tenant.as_ref().map_or("", |t| t.as_str()).to_owned();
-        let now = unix_millis().to_string();
         let flat = values(
             self.run(
                 &self.shared.scripts.topics,
-                vec![self.prefix().to_owned(), now, start, stop, tenant],
+                vec![self.prefix().to_owned(), start, stop, tenant],
             )
             .await?,
         );
@@ -534,7 +658,7 @@ impl Store for RedisStore {
             self.prefix().to_owned(),
             topic.to_string(),
             connection.node.to_string(),
-            unix_millis().to_string(),
+            connection.id.to_string(),
         ];
         self.run(&self.shared.scripts.join, args).await.map(|_| ())
     }
@@ -548,14 +672,14 @@ impl Store for RedisStore {
             self.prefix().to_owned(),
             topic.to_string(),
             connection.node.to_string(),
-            unix_millis().to_string(),
+            connection.id.to_string(),
             self.grace_ms(),
         ];
         self.run(&self.shared.scripts.leave, args).await.map(|_| ())
     }
 
     async fn live(&self, topics: &TopicList) -> Result<Vec<TopicName>, StoreError> {
-        let mut args = vec![self.prefix().to_owned(), unix_millis().to_string()];
+        let mut args = vec![self.prefix().to_owned()];
         args.extend(topics.iter().map(TopicName::to_string));
         let flags = values(self.run(&self.shared.scripts.live, args).await?);
         Ok(topics
@@ -573,15 +697,16 @@ impl Store for RedisStore {
     ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
         let mut args = vec![
             self.prefix().to_owned(),
-            unix_millis().to_string(),
             self.shared.config.history.to_string(),
             encode_event(event),
+            epoch_candidate(),
         ];
         args.extend(topics.iter().map(TopicName::to_string));
         let flat = values(self.run(&self.shared.scripts.append, args).await?);
-        let position = flat.first().map_or(0, number);
+        let epoch = epoch_number(&flat.first().map(text).unwrap_or_default());
+        let position = flat.get(1).map_or(0, number);
         Ok(flat
-            .get(1..)
+            .get(2..)
             .unwrap_or_default()
             .chunks_exact(2)
             .filter_map(|pair| {
@@ -589,6 +714,7 @@ impl Store for RedisStore {
                 Some(Arc::new(TopicEvent::new(
                     topic,
                     number(&pair[1]),
+                    epoch,
                     position,
                     event.clone(),
                 )))
@@ -602,25 +728,60 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<Option<Vec<Arc<TopicEvent>>>, StoreError> {
         let limit = limit.clamp(1, i32::MAX as usize).to_string();
-        let args = vec![
-            self.prefix().to_owned(),
-            unix_millis().to_string(),
-            topic.to_string(),
-            limit,
-        ];
+        let args = vec![self.prefix().to_owned(), topic.to_string(), limit];
         let mut flat = values(self.run(&self.shared.scripts.tail, args).await?).into_iter();
         if flat.next().as_ref().map(number) != Some(1) {
             return Ok(None);
         }
+        // The tail is for reading, not resuming: its events carry no epoch of their own.
         Ok(Some(
             flat.filter_map(|entry| {
                 entry
                     .as_bytes()
-                    .and_then(|e| parse_history(topic, e))
+                    .and_then(|e| parse_history(topic, 0, e))
                     .map(Arc::new)
             })
             .collect(),
         ))
+    }
+
+    async fn read_since(
+        &self,
+        topics: &TopicList,
+        last_event_id: &EventId,
+    ) -> Result<HistoryRead, StoreError> {
+        let mut args = vec![
+            self.prefix().to_owned(),
+            last_event_id.to_string(),
+            epoch_candidate(),
+        ];
+        args.extend(topics.iter().map(TopicName::to_string));
+        let mut flat = values(self.run(&self.shared.scripts.read_since, args).await?).into_iter();
+        let epoch = epoch_number(&flat.next().as_ref().map(text).unwrap_or_default());
+        let topics = flat
+            .filter_map(|topic| {
+                let mut fields = values(topic).into_iter();
+                let name = TopicName::from_stored(&text(&fields.next()?))?;
+                let created_after = number(&fields.next()?);
+                let evicted_through = number(&fields.next()?);
+                let matches = values(fields.next()?).iter().map(number).collect();
+                let events = values(fields.next()?)
+                    .into_iter()
+                    .filter_map(|entry| {
+                        let entry = entry.as_bytes()?;
+                        parse_history(&name, epoch, entry).map(Arc::new)
+                    })
+                    .collect();
+                Some(TopicHistory {
+                    topic: name,
+                    created_after,
+                    evicted_through,
+                    matches,
+                    events,
+                })
+            })
+            .collect();
+        Ok(HistoryRead { epoch, topics })
     }
 
     async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {
@@ -649,6 +810,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn continuity_reports_restarts_holes_and_going_back() {
+        let mut continuity = Continuity::default();
+        assert_eq!(
+            continuity.next("e1", 5),
+            None,
+            "the first message sets the count"
+        );
+        assert_eq!(continuity.next("e1", 6), None);
+        assert_eq!(
+            continuity.next("e1", 8),
+            Some(Interruption::DeliveryLost),
+            "7 went missing"
+        );
+        assert_eq!(continuity.next("e1", 9), None);
+        assert_eq!(
+            continuity.next("e1", 3),
+            Some(Interruption::DeliveryLost),
+            "Redis went back to an older state"
+        );
+        assert_eq!(
+            continuity.next("e2", 1),
+            Some(Interruption::StoreRestarted),
+            "a new epoch"
+        );
+        assert_eq!(continuity.next("e2", 2), None);
+    }
+
+    #[test]
     fn events_round_trip_through_their_wire_form() {
         let event = Event {
             id: EventId::parse(b"e 1").unwrap(),
@@ -667,9 +856,12 @@ mod tests {
                 1234
             )
         );
-        let payload = format!("7\na 3\nb/c 9\n\n{blob}");
+        let payload = format!("42 7 3\na 3\nb/c 9\n\n{blob}");
         let delivery = parse_delivery(payload.as_bytes()).unwrap();
-        assert_eq!(delivery.position, 7);
+        assert_eq!(
+            (delivery.epoch.as_str(), delivery.position, delivery.number),
+            ("42", 7, 3)
+        );
         assert_eq!(
             delivery.routes,
             [
@@ -677,10 +869,19 @@ mod tests {
                 (TopicName::parse("b/c").unwrap(), 9)
             ]
         );
-        assert_eq!(delivery.event.data.as_str(), "line one\nline two\n\n");
+        assert_eq!(
+            delivery
+                .event
+                .map(|e| e.data.as_str().to_owned())
+                .as_deref(),
+            Some("line one\nline two\n\n")
+        );
+        let marker = parse_delivery(b"42 0 4\n").unwrap();
+        assert_eq!((marker.number, marker.routes.len()), (4, 0));
+        assert!(marker.event.is_none());
         let entry = format!("3 7 {blob}");
-        let stored = parse_history(&TopicName::parse("a").unwrap(), entry.as_bytes()).unwrap();
-        assert_eq!((stored.seq, stored.position), (3, 7));
+        let stored = parse_history(&TopicName::parse("a").unwrap(), 42, entry.as_bytes()).unwrap();
+        assert_eq!((stored.seq, stored.epoch, stored.position), (3, 42, 7));
         assert!(parse_delivery(b"garbage").is_none());
         assert!(decode_event(b"id\n\nnot-a-number\ndata").is_none());
     }

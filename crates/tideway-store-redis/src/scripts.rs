@@ -5,16 +5,31 @@
 //! built inside the scripts, so the store needs one Redis (or a primary with replicas),
 //! not Redis Cluster. The key layout is in `docs/cluster.md`.
 
-/// Helpers every script starts with.
+/// Helpers every script starts with. Time is Redis's own (`TIME`), never a node's: a
+/// deadline written by one node and checked by another must not depend on their clocks
+/// agreeing.
 const PRELUDE: &str = r#"
 local p = ARGV[1]
 local function key(topic, what) return p .. 'topic:' .. topic .. ':' .. what end
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function epoch(candidate)
+  local current = redis.call('GET', p .. 'epoch')
+  if current then return current end
+  redis.call('SET', p .. 'epoch', candidate)
+  return candidate
+end
 local function is_live(topic, now)
   if redis.call('EXISTS', key(topic, 'nodes')) == 1 then return true end
   local deadline = redis.call('ZSCORE', p .. 'orphans', topic)
   return deadline ~= false and deadline ~= nil and tonumber(deadline) > now
 end
 local function forget(topic)
+  for _, node in ipairs(redis.call('HKEYS', key(topic, 'nodes'))) do
+    redis.call('DEL', key(topic, 'conns:' .. node))
+  end
   redis.call('DEL', key(topic, 'nodes'), key(topic, 'meta'), key(topic, 'history'))
   redis.call('ZREM', p .. 'topics', topic)
   redis.call('ZREM', p .. 'orphans', topic)
@@ -28,52 +43,69 @@ local function orphan_or_forget(topic, now, grace)
     end
   end
 end
+local function deliver(node, ep, pos, body)
+  local n = redis.call('HINCRBY', p .. 'delivered', node, 1)
+  redis.call('PUBLISH', p .. 'node:' .. node .. ':events', ep .. ' ' .. pos .. ' ' .. n .. '\n' .. body)
+end
 "#;
 
-/// ARGV: prefix, topic, node, now.
+/// ARGV: prefix, topic, node, connection id. Membership is a set of connection ids per
+/// topic and node, so joining twice counts once.
 const JOIN: &str = r#"
-local topic, node, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local topic, node, conn = ARGV[2], ARGV[3], ARGV[4]
+local now = clock()
 if not is_live(topic, now) then
   forget(topic)
-  redis.call('HSET', key(topic, 'meta'), 'createdAt', now, 'events', 0, 'seq', 0)
+  redis.call('HSET', key(topic, 'meta'), 'createdAt', now, 'events', 0, 'seq', 0,
+    'createdAfter', redis.call('GET', p .. 'position') or 0, 'evictedThrough', 0)
   redis.call('ZADD', p .. 'topics', 0, topic)
 end
 redis.call('ZREM', p .. 'orphans', topic)
-redis.call('HINCRBY', key(topic, 'nodes'), node, 1)
-redis.call('HINCRBY', p .. 'node:' .. node .. ':topics', topic, 1)
+local members = key(topic, 'conns:' .. node)
+redis.call('SADD', members, conn)
+redis.call('HSET', key(topic, 'nodes'), node, redis.call('SCARD', members))
+redis.call('SADD', p .. 'node:' .. node .. ':topics', topic)
 return 1
 "#;
 
-/// ARGV: prefix, topic, node, now, grace in ms.
+/// ARGV: prefix, topic, node, connection id, grace in ms. Leaving a topic one never
+/// joined (or twice) changes nothing.
 const LEAVE: &str = r#"
-local topic, node, now, grace = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-if redis.call('HINCRBY', key(topic, 'nodes'), node, -1) <= 0 then
+local topic, node, conn, grace = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local members = key(topic, 'conns:' .. node)
+if redis.call('SREM', members, conn) == 0 then return 0 end
+local left = redis.call('SCARD', members)
+if left == 0 then
   redis.call('HDEL', key(topic, 'nodes'), node)
+  redis.call('SREM', p .. 'node:' .. node .. ':topics', topic)
+else
+  redis.call('HSET', key(topic, 'nodes'), node, left)
 end
-local mine = p .. 'node:' .. node .. ':topics'
-if redis.call('HINCRBY', mine, topic, -1) <= 0 then redis.call('HDEL', mine, topic) end
-orphan_or_forget(topic, now, grace)
+orphan_or_forget(topic, clock(), grace)
 return 1
 "#;
 
-/// ARGV: prefix, now, topics... Returns 1 or 0 per topic.
+/// ARGV: prefix, topics... Returns 1 or 0 per topic.
 const LIVE: &str = r#"
-local now = tonumber(ARGV[2])
+local now = clock()
 local out = {}
-for i = 3, #ARGV do
+for i = 2, #ARGV do
   out[#out + 1] = is_live(ARGV[i], now) and 1 or 0
 end
 return out
 "#;
 
-/// ARGV: prefix, now, history length, event blob, topics...
-/// Returns the position, then topic and sequence number of each topic appended to.
-/// The publishes to each node's channel happen inside the script, so every node receives
-/// publishes in position order.
+/// ARGV: prefix, history length, event blob, epoch candidate, topics...
+/// Returns the epoch, the position, then topic and sequence number of each topic
+/// appended to. The publishes to each node's channel happen inside the script, so every
+/// node receives publishes in position order, each numbered by the node's own delivery
+/// counter so the node can tell when one went missing.
 const APPEND: &str = r#"
-local now, keep, blob = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local keep, blob = tonumber(ARGV[2]), ARGV[3]
+local now = clock()
+local ep = epoch(ARGV[4])
 local pos = redis.call('INCR', p .. 'position')
-local routes, order, out = {}, {}, {pos}
+local routes, order, out = {}, {}, {ep, pos}
 for i = 5, #ARGV do
   local topic = ARGV[i]
   if is_live(topic, now) then
@@ -81,9 +113,16 @@ for i = 5, #ARGV do
     local seq = redis.call('HINCRBY', meta, 'seq', 1)
     redis.call('HINCRBY', meta, 'events', 1)
     redis.call('HSET', meta, 'lastEventAt', now)
+    local history = key(topic, 'history')
     if keep > 0 then
-      redis.call('RPUSH', key(topic, 'history'), seq .. ' ' .. pos .. ' ' .. blob)
-      redis.call('LTRIM', key(topic, 'history'), -keep, -1)
+      local length = redis.call('RPUSH', history, seq .. ' ' .. pos .. ' ' .. blob)
+      if length > keep then
+        local newest_evicted = redis.call('LINDEX', history, length - keep - 1)
+        redis.call('HSET', meta, 'evictedThrough', string.match(newest_evicted, '^%d+ (%d+) '))
+        redis.call('LTRIM', history, -keep, -1)
+      end
+    else
+      redis.call('HSET', meta, 'evictedThrough', pos)
     end
     for _, node in ipairs(redis.call('HKEYS', key(topic, 'nodes'))) do
       if routes[node] == nil then
@@ -98,20 +137,59 @@ for i = 5, #ARGV do
   end
 end
 for _, node in ipairs(order) do
-  redis.call('PUBLISH', p .. 'node:' .. node .. ':events',
-    pos .. '\n' .. table.concat(routes[node], '\n') .. '\n\n' .. blob)
+  deliver(node, ep, pos, table.concat(routes[node], '\n') .. '\n\n' .. blob)
 end
 return out
 "#;
 
-/// ARGV: prefix, now, topic, limit. Returns 0 when the topic is not live, else 1 and
-/// the history entries (`seq position blob`), oldest first.
+/// ARGV: prefix, topic, limit. Returns 0 when the topic is not live, else 1 and the
+/// history entries (`seq position blob`), oldest first.
 const TAIL: &str = r#"
-local now, topic, limit = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-if not is_live(topic, now) then return {0} end
+local topic, limit = ARGV[2], tonumber(ARGV[3])
+if not is_live(topic, clock()) then return {0} end
 local out = {1}
 for _, entry in ipairs(redis.call('LRANGE', key(topic, 'history'), -limit, -1)) do
   out[#out + 1] = entry
+end
+return out
+"#;
+
+/// ARGV: prefix, event id, epoch candidate, topics... One consistent read of every topic
+/// of a resume (a script runs alone: no publish lands in between). Returns the epoch,
+/// then per live topic `{topic, createdAfter, evictedThrough, {positions of the id},
+/// {entries after the earliest position of the id in any topic}}`; no entries at all
+/// when no topic holds the id. Only what the cursor needs crosses the network.
+const READ_SINCE: &str = r#"
+local id = ARGV[2]
+local now = clock()
+local ep = epoch(ARGV[3])
+local live, earliest = {}, nil
+for i = 4, #ARGV do
+  local topic = ARGV[i]
+  if is_live(topic, now) then
+    local entries = redis.call('LRANGE', key(topic, 'history'), 0, -1)
+    local matches = {}
+    for _, entry in ipairs(entries) do
+      local pos, eid = string.match(entry, '^%d+ (%d+) ([^\n]*)\n')
+      if eid == id then
+        matches[#matches + 1] = pos
+        local n = tonumber(pos)
+        if earliest == nil or n < earliest then earliest = n end
+      end
+    end
+    live[#live + 1] = {topic, entries, matches}
+  end
+end
+local out = {ep}
+for _, t in ipairs(live) do
+  local meta = redis.call('HMGET', key(t[1], 'meta'), 'createdAfter', 'evictedThrough')
+  local after = {}
+  if earliest ~= nil then
+    for _, entry in ipairs(t[2]) do
+      if tonumber(string.match(entry, '^%d+ (%d+) ')) > earliest then after[#after + 1] = entry end
+    end
+  end
+  out[#out + 1] = {t[1], meta[1] or '0', meta[2] or '0', t[3], after}
 end
 return out
 "#;
@@ -150,11 +228,11 @@ end
 return out
 "#;
 
-/// ARGV: prefix, now, start, stop, tenant ('' for all). Returns the total, then per topic:
+/// ARGV: prefix, start, stop, tenant ('' for all). Returns the total, then per topic:
 /// name, connections, events, createdAt, lastEventAt ('' when none). A tenant's topics
 /// are `tenant~name`, a range of the sorted set (`~` is 0x7E, so 0x7F ends it).
 const TOPICS: &str = r#"
-local now, start, stop, tenant = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local start, stop, tenant = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local names, out
 if tenant == '' then
   out = {redis.call('ZCARD', p .. 'topics')}
@@ -179,23 +257,29 @@ end
 return out
 "#;
 
-/// ARGV: prefix, node, expires at, ttl in ms, hostname, advertised host, started at.
-/// Returns 1 if the node was registered before this call, 0 if it is new (or was lost).
+/// ARGV: prefix, node, ttl in ms, hostname, advertised host, started at, epoch
+/// candidate. Returns whether the node was registered before this call (1, or 0 if it is
+/// new or was lost) and the epoch. Also sends the node a marker on its channel, numbered
+/// like its deliveries: a delivery lost while nothing else is published still shows as a
+/// hole within one heartbeat.
 const HEARTBEAT: &str = r#"
-local node = ARGV[2]
+local node, ttl = ARGV[2], tonumber(ARGV[3])
+local now = clock()
+local ep = epoch(ARGV[7])
 local identity = p .. 'node:' .. node
 local existed = redis.call('EXISTS', identity)
-redis.call('HSET', identity, 'hostname', ARGV[5], 'advertiseHost', ARGV[6], 'startedAt', ARGV[7])
-redis.call('PEXPIRE', identity, ARGV[4])
-redis.call('ZADD', p .. 'nodes', ARGV[3], node)
-return existed
+redis.call('HSET', identity, 'hostname', ARGV[4], 'advertiseHost', ARGV[5], 'startedAt', ARGV[6])
+redis.call('PEXPIRE', identity, ttl)
+redis.call('ZADD', p .. 'nodes', now + ttl, node)
+deliver(node, ep, 0, '')
+return {existed, ep}
 "#;
 
-/// ARGV: prefix, now. Returns per live node: id, hostname, advertised host, started at,
+/// ARGV: prefix. Returns per live node: id, hostname, advertised host, started at,
 /// connections.
 const NODES: &str = r#"
 local out = {}
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', p .. 'nodes', '(' .. ARGV[2], '+inf')) do
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', p .. 'nodes', '(' .. clock(), '+inf')) do
   local identity = redis.call('HMGET', p .. 'node:' .. node, 'hostname', 'advertiseHost', 'startedAt')
   out[#out + 1] = node
   out[#out + 1] = identity[1] or ''
@@ -206,17 +290,19 @@ end
 return out
 "#;
 
-/// ARGV: prefix, now, grace in ms, and optionally a node to clear even though it lives
-/// (a node clearing its own leftovers before it registers again). Removes every node
-/// whose heartbeat expired, with its connections and its share of every topic, and every
-/// topic whose grace ran out. Returns how many nodes it removed.
+/// ARGV: prefix, grace in ms, and optionally a node to clear even though it lives (a
+/// node clearing its own leftovers before it registers again). Removes every node whose
+/// heartbeat expired, with its connections and its share of every topic, and every topic
+/// whose grace ran out. Returns how many nodes it removed.
 const REAP: &str = r#"
-local now, grace = tonumber(ARGV[2]), tonumber(ARGV[3])
+local grace = tonumber(ARGV[2])
+local now = clock()
 local dead = redis.call('ZRANGEBYSCORE', p .. 'nodes', '-inf', now)
-if ARGV[4] then dead[#dead + 1] = ARGV[4] end
+if ARGV[3] then dead[#dead + 1] = ARGV[3] end
 for _, node in ipairs(dead) do
   local mine = p .. 'node:' .. node .. ':topics'
-  for _, topic in ipairs(redis.call('HKEYS', mine)) do
+  for _, topic in ipairs(redis.call('SMEMBERS', mine)) do
+    redis.call('DEL', key(topic, 'conns:' .. node))
     redis.call('HDEL', key(topic, 'nodes'), node)
     orphan_or_forget(topic, now, grace)
   end
@@ -260,6 +346,7 @@ pub(crate) struct Scripts {
     pub(crate) live: fred::types::scripts::Script,
     pub(crate) append: fred::types::scripts::Script,
     pub(crate) tail: fred::types::scripts::Script,
+    pub(crate) read_since: fred::types::scripts::Script,
     pub(crate) add_connection: fred::types::scripts::Script,
     pub(crate) remove_connection: fred::types::scripts::Script,
     pub(crate) connections: fred::types::scripts::Script,
@@ -280,6 +367,7 @@ impl Default for Scripts {
             live: script(LIVE),
             append: script(APPEND),
             tail: script(TAIL),
+            read_since: script(READ_SINCE),
             add_connection: script(ADD_CONNECTION),
             remove_connection: script(REMOVE_CONNECTION),
             connections: script(CONNECTIONS),

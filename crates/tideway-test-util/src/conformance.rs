@@ -8,8 +8,9 @@
 use std::{sync::Arc, time::Duration};
 
 use tideway_core::{
-    ConnectionId, ConnectionRecord, CoreConfig, EndReason, Event, Gateway, Grant, Next, NodeRecord,
-    Page, Revocation, Route, Store, Subscribe, Subscription, Transport, unix_millis,
+    ConnectionId, ConnectionRecord, CoreConfig, EndReason, Event, Gap, GapReason, Gateway, Grant,
+    Next, NodeRecord, Page, Revocation, Route, Store, Subscribe, Subscription, Transport,
+    unix_millis,
 };
 use tideway_protocol::{EventData, EventId, TopicList, TopicName};
 
@@ -310,6 +311,143 @@ pub async fn revocation_reaches_every_subscription<S: Store>(store: S) {
     );
 }
 
+/// A resume on two topics whose client's last event was on the quiet one, while the busy
+/// one evicted events after it: the busy topic is named in a gap, the quiet one proves
+/// continuity, and what history holds is replayed in order.
+pub async fn eviction_is_a_gap_per_topic<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let _keeper = subscribe(&gateway, "quiet,busy", None).await;
+    publish(&gateway, "quiet", "last-seen").await;
+    for n in 1..=300 {
+        publish(&gateway, "busy", &format!("b{n}")).await;
+    }
+    publish(&gateway, "quiet", "q-after").await;
+    let mut again = subscribe(&gateway, "quiet,busy", Some("last-seen")).await;
+    let gap = next_gap(&mut again).await;
+    assert_eq!(
+        (gap.reason, gap.topics),
+        (GapReason::HistoryEvicted, vec![name("busy")]),
+        "only the topic that evicted is named"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..101 {
+        seen.push(next(&mut again).await);
+    }
+    let expected: Vec<String> = (201..=300)
+        .map(|n| format!("busy:b{n}"))
+        .chain(["quiet:q-after".to_owned()])
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "the history's 100 newest, then the quiet topic's"
+    );
+    publish(&gateway, "busy", "live").await;
+    assert_eq!(next(&mut again).await, "busy:live");
+}
+
+/// A topic that went away (no subscriber, no grace) after the client's last event and
+/// came back cannot prove it kept everything: it is named in a gap; the topic that
+/// stayed live replays exactly.
+pub async fn a_topic_that_expired_is_a_gap<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let _keeper = subscribe(&gateway, "kept", None).await;
+    let client = subscribe(&gateway, "kept,lapsed", None).await;
+    publish(&gateway, "kept,lapsed", "both").await;
+    drop(client);
+    wait_until("the lapsed topic to go", || async {
+        match gateway.store().live(&list("lapsed")).await {
+            Ok(live) if live.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    publish(&gateway, "kept", "after").await;
+    let mut again = subscribe(&gateway, "kept,lapsed", Some("both")).await;
+    let gap = next_gap(&mut again).await;
+    assert_eq!(
+        (gap.reason, gap.topics),
+        (GapReason::TopicExpired, vec![name("lapsed")])
+    );
+    assert_eq!(next(&mut again).await, "kept:after");
+}
+
+/// Membership is a set: joining twice counts once, leaving a topic one never joined
+/// takes nobody else out, and leaving twice is harmless.
+pub async fn membership_is_idempotent<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let store = gateway.store();
+    let (a, b, stranger) = (record(1, "m"), record(2, "m"), record(3, "m"));
+    store.join(&name("m"), &a).await.expect("join");
+    store.join(&name("m"), &a).await.expect("join again");
+    store.join(&name("m"), &b).await.expect("join");
+    store
+        .leave(&name("m"), &stranger)
+        .await
+        .expect("leave without join");
+    let topics = store.topics(PAGE).await.expect("topics");
+    assert_eq!(topics.items[0].connections, 2, "a counted once, b kept");
+    store.leave(&name("m"), &a).await.expect("leave");
+    store.leave(&name("m"), &a).await.expect("leave again");
+    assert_eq!(
+        store.live(&list("m")).await.expect("live"),
+        [name("m")],
+        "b still holds the topic"
+    );
+    store.leave(&name("m"), &b).await.expect("leave");
+    assert!(store.live(&list("m")).await.expect("live").is_empty());
+}
+
+/// Resumes on two topics while a publisher alternates between them: every resume gets
+/// each event after its cursor exactly once, in order, whatever lands during the resume.
+pub async fn resumes_race_publishers<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let _keeper = subscribe(&gateway, "a,b", None).await;
+    publish(&gateway, "a", "0").await;
+    let publisher = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            for n in 1..=60u32 {
+                let topic = if n % 2 == 0 { "a" } else { "b" };
+                publish(&gateway, topic, &n.to_string()).await;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut resumes = 0;
+    let mut cursor = 0u32;
+    while cursor < 50 {
+        let mut again = subscribe(&gateway, "a,b", Some(&cursor.to_string())).await;
+        // Events after the cursor arrive in publish order; read a few, then resume again.
+        for expected in cursor + 1..=(cursor + 5).min(60) {
+            let got = next(&mut again).await;
+            let topic = if expected % 2 == 0 { "a" } else { "b" };
+            assert_eq!(got, format!("{topic}:{expected}"), "resume after {cursor}");
+        }
+        cursor = (cursor + 5).min(60);
+        resumes += 1;
+    }
+    publisher.await.expect("publisher");
+    assert!(resumes >= 10);
+}
+
+async fn next_gap<S: Store>(subscription: &mut Subscription<S>) -> Gap {
+    match tokio::time::timeout(TIMEOUT, subscription.next())
+        .await
+        .expect("a gap in time")
+    {
+        Next::Gap(gap) => gap,
+        other => panic!("expected a gap, got {other:?}"),
+    }
+}
+
 async fn subscribe<S: Store>(
     gateway: &Gateway<S>,
     topics: &str,
@@ -382,6 +520,26 @@ macro_rules! conformance_tests {
         async fn conformance_revocation_reaches_every_subscription() {
             let (store, _guard) = $make($crate::conformance::Settings::default()).await;
             $crate::conformance::revocation_reaches_every_subscription(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_eviction_is_a_gap_per_topic() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::eviction_is_a_gap_per_topic(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_a_topic_that_expired_is_a_gap() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::a_topic_that_expired_is_a_gap(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_membership_is_idempotent() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::membership_is_idempotent(store).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_resumes_race_publishers() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::resumes_race_publishers(store).await;
         }
         #[tokio::test]
         async fn conformance_grace_keeps_a_topic_for_a_while() {
