@@ -11,8 +11,12 @@
 //!   `cargo xtask bench --no-micro fanout drop` runs only the scenarios named so.
 //! - `e2e`: runs every example's publisher against every example's subscriber through
 //!   real gateways (one node, and three nodes with Redis); results in `test-results/`.
+//! - `chaos`: faults injected into real gateways and a real Redis (restarts, pauses, a
+//!   killed pub/sub connection, `kill -9`, racing resumes, skewed clocks); counts events
+//!   lost without a signal, duplicated and reordered; results in `test-results/`.
 
 mod bench;
+mod chaos;
 mod e2e;
 mod nchan;
 mod procs;
@@ -32,8 +36,9 @@ fn main() -> ExitCode {
         Some("tidy") => tidy::check(&root()),
         Some("bench") => bench::run(&root(), &args[1..]),
         Some("e2e") => e2e::run(&root()),
+        Some("chaos") => chaos::run(&root(), &args[1..]),
         _ => Err(
-            "usage: cargo xtask <test|tidy|bench|e2e>\n  test   format, lint, tidy, every test and the e2e run\n  tidy   only the layering and docs checks\n  bench  benchmarks, results in benchmark-results/ ([--no-micro] [SCENARIO-PREFIX...])\n  e2e    the examples against real gateways, results in test-results/"
+            "usage: cargo xtask <test|tidy|bench|e2e|chaos>\n  test   format, lint, tidy, every test, the e2e and chaos runs\n  tidy   only the layering and docs checks\n  bench  benchmarks, results in benchmark-results/ ([--no-micro] [SCENARIO-PREFIX...])\n  e2e    the examples against real gateways, results in test-results/\n  chaos  faults injected into real gateways and Redis, results in test-results/ ([SCENARIO-PREFIX...])"
                 .to_owned(),
         ),
     };
@@ -61,6 +66,7 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("node", "nodejs"),
     ("go", "golang-go"),
+    ("faketime", "faketime"),
 ];
 
 /// Python packages the deployment check needs: (module to import, PyPI package).
@@ -115,6 +121,7 @@ fn test() -> Result<(), String> {
         &["vitest", "run"],
     )?;
     e2e::run(&root)?;
+    chaos::run(&root, &[])?;
     eprintln!("xtask: all checks passed");
     Ok(())
 }

@@ -269,6 +269,8 @@ impl<S: Store> Gateway<S> {
             gaps: VecDeque::new(),
             replay: VecDeque::new(),
             floor: None,
+            epoch: None,
+            held: None,
             opened: false,
         };
         // From here on, dropping `subscription` undoes whatever part of the joins happened.
@@ -321,6 +323,7 @@ impl<S: Store> Gateway<S> {
         subscription.gaps = plan.gaps.into();
         subscription.replay = plan.replay.into();
         subscription.floor = plan.floor;
+        subscription.epoch = Some(read.epoch);
         Ok(())
     }
 
@@ -612,6 +615,11 @@ pub struct Subscription<S: Store> {
     /// Queued events of the floor's epoch at or below its position were replayed (or
     /// precede the client's last event) and are skipped.
     floor: Option<Floor>,
+    /// The store epoch of the last event sent (or of the resume's read): an event of
+    /// another epoch is the first after a restart, and a gap goes before it.
+    epoch: Option<u64>,
+    /// An event held back while the gap before it goes out.
+    held: Option<Arc<TopicEvent>>,
     /// Whether the counters and limits count this connection.
     opened: bool,
 }
@@ -669,24 +677,20 @@ impl<S: Store> Subscription<S> {
                     .fetch_add(1, Relaxed);
                 return Poll::Ready(Next::Gap(gap));
             }
-            if let Some(event) = self.replay.pop_front() {
+            if let Some(event) = self.held.take().or_else(|| self.replay.pop_front()) {
+                self.epoch = Some(event.epoch);
                 return Poll::Ready(Next::Event(event));
             }
-            match self.state.take_interruption() {
+            match self.state.interruption() {
                 Some(Interruption::DeliveryLost) => {
                     return Poll::Ready(Next::End(EndReason::Interrupted));
                 }
-                Some(Interruption::StoreRestarted) => {
-                    // Nothing of the new epoch was replayed: skip nothing from now on.
-                    self.floor = None;
-                    self.gaps.push_back(Gap {
-                        reason: GapReason::StoreRestarted,
-                        topics: self.record.topics.names().to_vec(),
-                        last_event_id: None,
-                    });
+                // Nothing sent yet, so nothing queued before the restart to keep in front.
+                Some(Interruption::StoreRestarted) if self.epoch.is_none() => {
+                    self.restarted();
                     continue;
                 }
-                None => {}
+                _ => {}
             }
             match self.queue.poll_recv(cx) {
                 Poll::Ready(Some(event)) => {
@@ -699,6 +703,14 @@ impl<S: Store> Subscription<S> {
                             self.floor = None;
                         }
                     }
+                    if self.epoch.is_some_and(|epoch| epoch != event.epoch) {
+                        // The first event after a restart: the gap goes right before it,
+                        // after everything queued before the restart.
+                        self.restarted();
+                        self.held = Some(event);
+                        continue;
+                    }
+                    self.epoch = Some(event.epoch);
                     return Poll::Ready(Next::Event(event));
                 }
                 // Every sender is gone only when the hub cut this subscriber off: the hub
@@ -715,9 +727,16 @@ impl<S: Store> Subscription<S> {
         if let Some(why) = self.state.revocation() {
             return Poll::Ready(Next::End(EndReason::Revoked(why)));
         }
-        if self.state.is_interrupted() {
-            // Handled at the top, in its order; one more look finds it there.
-            return self.poll_next(cx);
+        match self.state.interruption() {
+            Some(Interruption::DeliveryLost) => {
+                return Poll::Ready(Next::End(EndReason::Interrupted));
+            }
+            Some(Interruption::StoreRestarted) => {
+                // The queue is empty: everything from before the restart went out.
+                self.restarted();
+                return self.poll_next(cx);
+            }
+            None => {}
         }
         if *self.ending.borrow() {
             return Poll::Ready(Next::End(EndReason::Draining));
@@ -732,6 +751,20 @@ impl<S: Store> Subscription<S> {
             }
         }
         Poll::Pending
+    }
+
+    /// The store restarted: the subscriber is told, once, and nothing is skipped after.
+    fn restarted(&mut self) {
+        self.state.clear_restart();
+        // Nothing of the new epoch was replayed: skip nothing from now on. The next event
+        // sent sets the epoch again, without another gap.
+        self.floor = None;
+        self.epoch = None;
+        self.gaps.push_back(Gap {
+            reason: GapReason::StoreRestarted,
+            topics: self.record.topics.names().to_vec(),
+            last_event_id: None,
+        });
     }
 }
 

@@ -197,23 +197,19 @@ impl SubscriberState {
         self.reader.wake();
     }
 
-    /// Whether delivery was interrupted since the reader last took it.
-    pub(crate) fn is_interrupted(&self) -> bool {
-        self.interrupted.load(Relaxed) != 0
-    }
-
-    /// Takes what interrupted delivery since the last call. A lost delivery stays, so the
+    /// What interrupted delivery and was not handled yet. A lost delivery stays, so the
     /// subscription ends whenever it looks again.
-    pub(crate) fn take_interruption(&self) -> Option<Interruption> {
+    pub(crate) fn interruption(&self) -> Option<Interruption> {
         match self.interrupted.load(Relaxed) {
             0 => None,
-            1 => {
-                // A loss arriving in between is kept: only a restart is taken.
-                let _ = self.interrupted.compare_exchange(1, 0, Relaxed, Relaxed);
-                Some(Interruption::StoreRestarted)
-            }
+            1 => Some(Interruption::StoreRestarted),
             _ => Some(Interruption::DeliveryLost),
         }
+    }
+
+    /// Marks a restart as told. A loss arriving meanwhile is kept.
+    pub(crate) fn clear_restart(&self) {
+        let _ = self.interrupted.compare_exchange(1, 0, Relaxed, Relaxed);
     }
 }
 

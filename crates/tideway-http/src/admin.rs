@@ -185,6 +185,11 @@ mod follow {
                 out.extend_from_slice(&system("tideway.topic_state", &data));
             }
             let events: Vec<Arc<TopicEvent>> = tail.unwrap_or_default();
+            // Positions went back: the store restarted and numbers from 1 again, so what
+            // it holds now is all new to the follower.
+            if events.last().is_some_and(|e| e.position < state.last) {
+                state.last = 0;
+            }
             let fresh: Vec<&Arc<TopicEvent>> = if state.first {
                 let skip = events.len().saturating_sub(state.limit);
                 events.iter().skip(skip).collect()

@@ -39,6 +39,45 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Freezes the server (`SIGSTOP`): connections stay open and nothing answers.
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Thaws a server frozen by [`RedisServer::pause`] (`SIGCONT`).
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+
+    /// Runs one command (its words, none holding a space) and returns the first line
+    /// of the reply, e.g. `:2` for `CLIENT KILL TYPE pubsub` killing two connections.
+    pub fn command(&self, words: &[&str]) -> String {
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
+        let _ = stream.set_read_timeout(Some(super::TIMEOUT));
+        let mut request = format!("*{}\r\n", words.len());
+        for word in words {
+            request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+        }
+        stream
+            .write_all(request.as_bytes())
+            .expect("send the command");
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+            reply.push(byte[0]);
+        }
+        String::from_utf8_lossy(&reply).trim_end().to_owned()
+    }
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {which} {pid} failed");
 }
 
 impl Drop for RedisServer {

@@ -1,0 +1,251 @@
+//! The real parts of a scenario: `tideway` nodes, recording subscribers and publishers.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use tideway_client::{Client, Message, Published, SubscriptionOptions};
+use tokio::task::JoinHandle;
+
+use crate::check::Entry;
+
+/// The publishers' key on every node.
+pub(crate) const KEY: &str = tideway_test_util::API_KEY;
+
+/// One `tideway` process.
+pub(crate) struct Node {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    pub(crate) addr: String,
+}
+
+impl Node {
+    /// Starts a node on a free port with `args` (after the listen address and key); with
+    /// `clock_offset`, under `faketime` with its wall clock that far off.
+    pub(crate) fn start(tideway: &Path, args: &[String], clock_offset: Option<&str>) -> Self {
+        let port = tideway_test_util::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = match clock_offset {
+            Some(offset) => {
+                let mut command = Command::new("faketime");
+                command
+                    .args(["-f", offset])
+                    .arg(tideway)
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                command
+            }
+            None => Command::new(tideway),
+        };
+        let child = command
+            .args([
+                "--listen",
+                &addr,
+                "--advertise-host",
+                "127.0.0.1",
+                "--api-keys",
+                KEY,
+            ])
+            .args(args)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start tideway");
+        tideway_test_util::wait_listening(&addr);
+        Self { child, addr }
+    }
+
+    /// `kill -9`: no drain, no goodbye to Redis.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a subscriber received, kept across the connections it moves between.
+#[derive(Default)]
+pub(crate) struct Record {
+    pub(crate) log: Mutex<Vec<Entry>>,
+    /// The id a resume starts after: the last event received.
+    pub(crate) last_id: Mutex<Option<String>>,
+    /// `tideway.*` messages that ended a stream (resync, drain, slow consumer).
+    pub(crate) ends: AtomicU64,
+    /// Subscribes refused or failed for good.
+    pub(crate) errors: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A subscriber that records everything, on one node at a time.
+pub(crate) struct Subscriber {
+    pub(crate) topics: Vec<String>,
+    pub(crate) record: Arc<Record>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Subscriber {
+    /// Subscribes to `topics` on the node at `addr` and waits until the stream is open.
+    pub(crate) async fn start(addr: &str, topics: &[&str]) -> Self {
+        let mut subscriber = Self {
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            record: Arc::new(Record::default()),
+            task: None,
+        };
+        subscriber.connect(addr).await;
+        subscriber
+    }
+
+    /// Drops the current connection (as a client whose network broke) and resumes on
+    /// `addr` with the last id received.
+    pub(crate) async fn move_to(&mut self, addr: &str) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.connect(addr).await;
+    }
+
+    /// Stops receiving.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn connect(&mut self, addr: &str) {
+        let client = Client::new(&format!("http://{addr}"), None).expect("a base URL");
+        let options = SubscriptionOptions {
+            heartbeat_timeout: Duration::from_secs(10),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            last_event_id: lock(&self.record.last_id).clone(),
+            ..SubscriptionOptions::default()
+        };
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let mut subscription = None;
+        for _ in 0..100 {
+            match client.subscribe_with(&topics, options.clone()).await {
+                Ok(opened) => {
+                    subscription = Some(opened);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let Some(mut subscription) = subscription else {
+            self.record.errors.fetch_add(1, Relaxed);
+            return;
+        };
+        let record = self.record.clone();
+        self.task = Some(tokio::spawn(async move {
+            loop {
+                match subscription.next().await {
+                    Ok(Some(Message::Event { topic, id, .. })) => {
+                        lock(&record.log).push(Entry::Event {
+                            topic,
+                            id: id.clone(),
+                        });
+                        *lock(&record.last_id) = Some(id);
+                    }
+                    Ok(Some(Message::Gap { reason, topics, .. })) => {
+                        lock(&record.log).push(Entry::Gap { reason, topics });
+                    }
+                    Ok(Some(Message::System { .. })) => {
+                        record.ends.fetch_add(1, Relaxed);
+                    }
+                    Ok(None) => return,
+                    Err(_) => {
+                        record.errors.fetch_add(1, Relaxed);
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Whether the last thing received was an event of `topic`.
+    pub(crate) fn last_was(&self, topic: &str) -> bool {
+        matches!(lock(&self.record.log).last(), Some(Entry::Event { topic: t, .. }) if t == topic)
+    }
+
+    /// The last id received on `topic`.
+    pub(crate) fn last_on(&self, topic: &str) -> Option<String> {
+        lock(&self.record.log).iter().rev().find_map(|e| match e {
+            Entry::Event { topic: t, id } if t == topic => Some(id.clone()),
+            _ => None,
+        })
+    }
+}
+
+/// What publishers were told.
+#[derive(Default)]
+pub(crate) struct Ledger {
+    /// (topic, id) → sequence number, for every `202`.
+    pub(crate) accepted: Mutex<HashMap<(String, String), u64>>,
+    pub(crate) publishes_accepted: AtomicU64,
+    pub(crate) publishes_dropped: AtomicU64,
+    /// Refused (503), failed or timed out: the publisher knows it was not delivered.
+    pub(crate) publishes_failed: AtomicU64,
+}
+
+impl Ledger {
+    pub(crate) fn accepted(&self) -> HashMap<(String, String), u64> {
+        lock(&self.accepted).clone()
+    }
+}
+
+/// Publishes `count` events to the node at `addr`, each to the topics `plan` picks for its
+/// number, one every `interval`; ids are `<name>-<n>`, never reused.
+pub(crate) fn publisher(
+    addr: &str,
+    name: &str,
+    count: u64,
+    interval: Duration,
+    plan: fn(u64) -> &'static [&'static str],
+    ledger: Arc<Ledger>,
+) -> JoinHandle<()> {
+    let client = Client::new(&format!("http://{addr}"), Some(KEY)).expect("a base URL");
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        for n in 1..=count {
+            let topics = plan(n);
+            let id = format!("{name}-{n}");
+            let answer = tokio::time::timeout(
+                Duration::from_secs(5),
+                client.publish(topics, &id, None, "x"),
+            )
+            .await;
+            match answer {
+                Ok(Ok(Published::Accepted(list))) => {
+                    let mut accepted = lock(&ledger.accepted);
+                    for (topic, seq) in list {
+                        accepted.insert((topic, id.clone()), seq);
+                    }
+                    ledger.publishes_accepted.fetch_add(1, Relaxed);
+                }
+                Ok(Ok(Published::Dropped)) => {
+                    ledger.publishes_dropped.fetch_add(1, Relaxed);
+                }
+                _ => {
+                    ledger.publishes_failed.fetch_add(1, Relaxed);
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    })
+}

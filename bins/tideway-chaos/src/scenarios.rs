@@ -1,0 +1,517 @@
+//! The scenarios: each a cluster, a load, and one fault in the middle of it.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tideway_test_util::RedisServer;
+
+use crate::{
+    check::{Entry, Verdict, check},
+    cluster::{Ledger, Node, Subscriber, publisher},
+};
+
+/// One scenario of the run.
+pub(crate) struct Scenario {
+    /// Its name, as the command line picks it.
+    pub(crate) name: &'static str,
+    /// What it does, for the report.
+    pub(crate) what: &'static str,
+}
+
+/// Every scenario, in the order they run.
+pub(crate) const ALL: &[Scenario] = &[
+    Scenario {
+        name: "redis-restart",
+        what: "Redis killed and started again empty while a publisher runs; fresh and resumed streams on two nodes",
+    },
+    Scenario {
+        name: "pubsub-kill",
+        what: "CLIENT KILL TYPE pubsub (every node's subscription connection) twice while a publisher runs",
+    },
+    Scenario {
+        name: "redis-pause",
+        what: "Redis frozen (SIGSTOP) for 2.5 s, longer than --node-ttl 1s, then thawed",
+    },
+    Scenario {
+        name: "node-kill",
+        what: "kill -9 of a node holding subscribers; its clients resume on another node",
+    },
+    Scenario {
+        name: "resume-race",
+        what: "two-topic subscribers resuming every 100 ms, alternately on two nodes, while a publisher alternates the topics",
+    },
+    Scenario {
+        name: "three-publishers",
+        what: "three nodes publishing at once to shared topics, subscribers on every node",
+    },
+    Scenario {
+        name: "eviction",
+        what: "--history 20 on a busy topic beside a quiet one; a subscriber away long enough for the busy history to evict",
+    },
+    Scenario {
+        name: "resume-storm",
+        what: "kill -9 of a node with 40 subscribers, all resuming on another node at once",
+    },
+    Scenario {
+        name: "clock-skew",
+        what: "a node whose wall clock is 20 s behind (faketime); nothing may be reaped, cut or reported",
+    },
+];
+
+/// Runs one scenario and reports it as JSON.
+pub(crate) async fn run(scenario: &Scenario, tideway: &Path) -> Value {
+    let started = Instant::now();
+    let outcome = match scenario.name {
+        "redis-restart" => redis_restart(tideway).await,
+        "pubsub-kill" => pubsub_kill(tideway).await,
+        "redis-pause" => redis_pause(tideway).await,
+        "node-kill" => node_kill(tideway).await,
+        "resume-race" => resume_race(tideway).await,
+        "three-publishers" => three_publishers(tideway).await,
+        "eviction" => eviction(tideway).await,
+        "resume-storm" => resume_storm(tideway).await,
+        "clock-skew" => clock_skew(tideway).await,
+        _ => Err("no such scenario".to_owned()),
+    };
+    let mut report = match outcome {
+        Ok(outcome) => outcome.report(),
+        Err(skipped) => json!({ "passed": true, "skipped": skipped }),
+    };
+    report["name"] = json!(scenario.name);
+    report["what"] = json!(scenario.what);
+    report["seconds"] = json!(started.elapsed().as_secs_f64());
+    report
+}
+
+/// What a scenario leaves for the checker.
+struct Outcome {
+    subscribers: Vec<Subscriber>,
+    ledger: Arc<Ledger>,
+    /// Each topic's newest event id at the end.
+    newest: HashMap<String, String>,
+    /// Whether the fault must pass unnoticed: no gap, no stream ended.
+    quiet: bool,
+    /// What else the scenario wants to say.
+    notes: Vec<String>,
+    /// What the scenario expected to see and did not.
+    unmet: Vec<String>,
+}
+
+impl Outcome {
+    fn report(&self) -> Value {
+        let accepted = self.ledger.accepted();
+        let mut total = Verdict::default();
+        let mut ends = 0;
+        let mut errors = 0;
+        for subscriber in &self.subscribers {
+            let log = subscriber
+                .record
+                .log
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or_default();
+            let verdict = check(&log, &subscriber.topics, &accepted, &self.newest);
+            total.events += verdict.events;
+            total.gaps += verdict.gaps;
+            total.lost += verdict.lost;
+            total.duplicates += verdict.duplicates;
+            total.reorders += verdict.reorders;
+            ends += subscriber.record.ends.load(Relaxed);
+            errors += subscriber.record.errors.load(Relaxed);
+        }
+        let exact = total.lost == 0 && total.duplicates == 0 && total.reorders == 0 && errors == 0;
+        let quiet_ok = !self.quiet || (total.gaps == 0 && ends == 0);
+        let events_flowed = total.events > 0 && !self.newest.is_empty();
+        json!({
+            "passed": exact && quiet_ok && events_flowed && self.unmet.is_empty(),
+            "subscribers": self.subscribers.len(),
+            "publishes_accepted": self.ledger.publishes_accepted.load(Relaxed),
+            "publishes_dropped": self.ledger.publishes_dropped.load(Relaxed),
+            "publishes_failed": self.ledger.publishes_failed.load(Relaxed),
+            "events_received": total.events,
+            "gaps_received": total.gaps,
+            "streams_ended_to_resume": ends,
+            "subscribe_errors": errors,
+            "lost_silently": total.lost,
+            "duplicated": total.duplicates,
+            "reordered": total.reorders,
+            "expected_quiet": self.quiet,
+            "notes": self.notes,
+            "unmet": self.unmet,
+        })
+    }
+}
+
+/// Which topics publish `n` goes to: a, b, then both.
+fn rotate(n: u64) -> &'static [&'static str] {
+    match n % 3 {
+        0 => &["a"],
+        1 => &["b"],
+        _ => &["a", "b"],
+    }
+}
+
+fn alternate(n: u64) -> &'static [&'static str] {
+    if n.is_multiple_of(2) { &["a"] } else { &["b"] }
+}
+
+fn mostly_busy(n: u64) -> &'static [&'static str] {
+    if n.is_multiple_of(40) {
+        &["quiet"]
+    } else {
+        &["busy"]
+    }
+}
+
+fn redis_args(redis: &RedisServer, id: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--adapter",
+        "redis",
+        "--redis-url",
+        &redis.url(),
+        "--node-id",
+        id,
+        "--node-ttl",
+        "1s",
+        "--topic-grace",
+        "5s",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+fn nodes(tideway: &Path, redis: &RedisServer, count: usize, extra: &[&str]) -> Vec<Node> {
+    (1..=count)
+        .map(|i| Node::start(tideway, &redis_args(redis, &format!("n{i}"), extra), None))
+        .collect()
+}
+
+async fn subscribers(addr: &str, topics: &[&str], count: usize) -> Vec<Subscriber> {
+    let mut all = Vec::with_capacity(count);
+    for _ in 0..count {
+        all.push(Subscriber::start(addr, topics).await);
+    }
+    all
+}
+
+/// Waits for every subscriber to hold its topics' newest events (or gives up after a
+/// while, and the checker counts what is missing), stops them, and reads the newest ids.
+async fn settle(
+    addr: &str,
+    mut subscribers: Vec<Subscriber>,
+    ledger: Arc<Ledger>,
+    quiet: bool,
+    notes: Vec<String>,
+) -> Outcome {
+    let admin = tideway_test_util::Client {
+        addr: addr.parse().expect("an address"),
+    };
+    let mut topics: Vec<String> = subscribers.iter().flat_map(|s| s.topics.clone()).collect();
+    topics.sort();
+    topics.dedup();
+    let mut newest = HashMap::new();
+    for topic in &topics {
+        let tail = admin
+            .admin(&format!("/v1/admin/topics/{topic}/tail?limit=1"))
+            .await;
+        if tail.status == 200
+            && let Some(id) = tail.json()["items"][0]["id"].as_str()
+        {
+            newest.insert(topic.clone(), id.to_owned());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let done = subscribers.iter().all(|s| {
+            s.topics.iter().all(|t| {
+                newest
+                    .get(t)
+                    .is_none_or(|id| s.last_on(t).as_ref() == Some(id))
+            })
+        });
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for subscriber in &mut subscribers {
+        subscriber.stop().await;
+    }
+    Outcome {
+        subscribers,
+        ledger,
+        newest,
+        quiet,
+        notes,
+        unmet: Vec::new(),
+    }
+}
+
+async fn redis_restart(tideway: &Path) -> Result<Outcome, String> {
+    let mut redis = RedisServer::start();
+    let nodes = nodes(tideway, &redis, 2, &[]);
+    let mut subs = subscribers(&nodes[1].addr, &["a", "b"], 4).await;
+    subs.extend(subscribers(&nodes[0].addr, &["a"], 2).await);
+    let ledger = Arc::new(Ledger::default());
+    let load = publisher(
+        &nodes[0].addr,
+        "p",
+        400,
+        Duration::from_millis(5),
+        rotate,
+        ledger.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Two of them resume (on the same node) before the restart: their floor is a
+    // position of the Redis about to go.
+    for subscriber in subs.iter_mut().take(2) {
+        let addr = nodes[1].addr.clone();
+        subscriber.move_to(&addr).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    redis.restart();
+    let _ = load.await;
+    Ok(settle(&nodes[1].addr, subs, ledger, false, Vec::new()).await)
+}
+
+async fn pubsub_kill(tideway: &Path) -> Result<Outcome, String> {
+    let redis = RedisServer::start();
+    let nodes = nodes(tideway, &redis, 2, &[]);
+    let mut subs = subscribers(&nodes[1].addr, &["a", "b"], 4).await;
+    subs.extend(subscribers(&nodes[0].addr, &["a", "b"], 2).await);
+    let ledger = Arc::new(Ledger::default());
+    let load = publisher(
+        &nodes[0].addr,
+        "p",
+        500,
+        Duration::from_millis(4),
+        rotate,
+        ledger.clone(),
+    );
+    let mut notes = Vec::new();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        notes.push(format!(
+            "CLIENT KILL TYPE pubsub: {}",
+            redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        ));
+    }
+    let _ = load.await;
+    Ok(settle(&nodes[1].addr, subs, ledger, false, notes).await)
+}
+
+async fn redis_pause(tideway: &Path) -> Result<Outcome, String> {
+    let redis = RedisServer::start();
+    let nodes = nodes(tideway, &redis, 2, &[]);
+    let mut subs = subscribers(&nodes[1].addr, &["a", "b"], 4).await;
+    subs.extend(subscribers(&nodes[0].addr, &["a"], 2).await);
+    let ledger = Arc::new(Ledger::default());
+    let load = publisher(
+        &nodes[0].addr,
+        "p",
+        500,
+        Duration::from_millis(5),
+        rotate,
+        ledger.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.pause();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    redis.resume();
+    let _ = load.await;
+    Ok(settle(&nodes[1].addr, subs, ledger, false, Vec::new()).await)
+}
+
+async fn node_kill(tideway: &Path) -> Result<Outcome, String> {
+    let redis = RedisServer::start();
+    let mut nodes = nodes(tideway, &redis, 3, &[]);
+    let mut subs = subscribers(&nodes[2].addr, &["a", "b"], 3).await;
+    subs.extend(subscribers(&nodes[1].addr, &["a", "b"], 3).await);
+    let ledger = Arc::new(Ledger::default());
+    let load = publisher(
+        &nodes[0].addr,
+        "p",
+        400,
+        Duration::from_millis(5),
+        rotate,
+        ledger.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    nodes[2].kill();
+    let survivor = nodes[1].addr.clone();
+    for subscriber in subs.iter_mut().take(3) {
+        subscriber.move_to(&survivor).await;
+    }
+    let _ = load.await;
+    Ok(settle(&survivor, subs, ledger, false, Vec::new()).await)
+}
+
+async fn resume_race(tideway: &Path) -> Result<Outcome, String> {
+    let redis = RedisServer::start();
+    let nodes = nodes(tideway, &redis, 3, &[]);
+    let mut subs = subscribers(&nodes[1].addr, &["a", "b"], 4).await;
+    let ledger = Arc::new(Ledger::default());
+    let load = publisher(
+        &nodes[0].addr,
+        "p",
+        600,
+        Duration::from_millis(2),
+        alternate,
+        ledger.clone(),
+    );
+    let mut moves = 0;
+    while !load.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let addr = nodes[1 + moves % 2].addr.clone();
+        for subscriber in &mut subs {
+            subscriber.move_to(&addr).await;
+        }
+        moves += 1;
+    }
+    let _ = load.await;
+    let notes = vec![format!("{moves} rounds of resumes")];
+    Ok(settle(&nodes[1].addr, subs, ledger, false, notes).await)
+}
+
+async fn three_publishers(tideway: &Path) -> Result<Outcome, String> {
+    let redis = RedisServer::start();
+    let nodes = nodes(tideway, &redis, 3, &[]);
+    let mut subs = Vec::new();
+    for node in &nodes {
+        subs.extend(subscribers(&node.addr, &["a", "b"], 2).await);
+    }
+    let ledger = Arc::new(Ledger::default());
+    let loads: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            publisher(
+                &node.addr,
+                &format!("p{i}"),
+                300,
+                Duration::from_millis(3),
+                rotate,
+                ledger.clone(),
+            )
+        })
+        .collect();
+    for load in loads {
+        let _ = load.await;
+    }
+    Ok(settle(&nodes[0].addr, subs, ledger, true, Vec::new()).await)
+}
+
+async fn eviction(tideway: &Path) -> Result<Outcome, String> {
+    let redis = RedisServer::start();
+    let nodes = nodes(tideway, &redis, 2, &["--history", "20"]);
+    let mut subs = subscribers(&nodes[1].addr, &["quiet", "busy"], 3).await;
+    let ledger = Arc::new(Ledger::default());
+    let load = publisher(
+        &nodes[0].addr,
+        "p",
+        600,
+        Duration::from_millis(2),
+        mostly_busy,
+        ledger.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It goes away right after an event of the quiet topic, so its cursor is there and
+    // the busy topic's history is what cannot prove continuity.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !subs[0].last_was("quiet") {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    subs[0].stop().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let addr = nodes[1].addr.clone();
+    subs[0].move_to(&addr).await;
+    let _ = load.await;
+    let outcome = settle(&nodes[1].addr, subs, ledger, false, Vec::new()).await;
+    let away = &outcome.subscribers[0];
+    let told = away.record.log.lock().is_ok_and(|log| {
+        log.iter().any(|e| {
+            matches!(e, Entry::Gap { reason, topics } if reason == "history_evicted" && topics == &["busy".to_owned()])
+        })
+    });
+    let mut outcome = outcome;
+    if told {
+        outcome
+            .notes
+            .push("the subscriber away was told history_evicted, naming busy only".into());
+    } else {
+        outcome
+            .unmet
+            .push("the subscriber away was not told history_evicted naming busy".into());
+    }
+    Ok(outcome)
+}
+
+async fn resume_storm(tideway: &Path) -> Result<Outcome, String> {
+    let redis = RedisServer::start();
+    let mut nodes = nodes(tideway, &redis, 3, &[]);
+    let subs = subscribers(&nodes[2].addr, &["a", "b"], 40).await;
+    let mut keepers = subscribers(&nodes[1].addr, &["a", "b"], 1).await;
+    let ledger = Arc::new(Ledger::default());
+    let load = publisher(
+        &nodes[0].addr,
+        "p",
+        400,
+        Duration::from_millis(4),
+        rotate,
+        ledger.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    nodes[2].kill();
+    let survivor = nodes[1].addr.clone();
+    let moving: Vec<_> = subs
+        .into_iter()
+        .map(|mut subscriber| {
+            let addr = survivor.clone();
+            tokio::spawn(async move {
+                subscriber.move_to(&addr).await;
+                subscriber
+            })
+        })
+        .collect();
+    let mut subs = Vec::new();
+    for handle in moving {
+        subs.push(handle.await.map_err(|e| e.to_string())?);
+    }
+    subs.append(&mut keepers);
+    let _ = load.await;
+    Ok(settle(&survivor, subs, ledger, false, Vec::new()).await)
+}
+
+async fn clock_skew(tideway: &Path) -> Result<Outcome, String> {
+    if std::process::Command::new("faketime")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        return Err("faketime is not installed (apt-get install faketime)".to_owned());
+    }
+    let redis = RedisServer::start();
+    let first = Node::start(tideway, &redis_args(&redis, "n1", &[]), None);
+    let skewed = Node::start(tideway, &redis_args(&redis, "n2", &[]), Some("-20s"));
+    let mut subs = subscribers(&skewed.addr, &["a", "b"], 4).await;
+    subs.extend(subscribers(&first.addr, &["a", "b"], 2).await);
+    let ledger = Arc::new(Ledger::default());
+    let load = publisher(
+        &first.addr,
+        "p",
+        400,
+        Duration::from_millis(8),
+        rotate,
+        ledger.clone(),
+    );
+    let _ = load.await;
+    Ok(settle(&skewed.addr, subs, ledger, true, Vec::new()).await)
+}
