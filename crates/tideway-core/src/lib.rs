@@ -13,6 +13,7 @@
 
 mod event;
 mod gateway;
+mod history;
 mod hub;
 mod queue;
 mod record;
@@ -24,6 +25,7 @@ pub use event::{Encoding, Event, TopicEvent};
 pub use gateway::{
     CoreConfig, CoreError, Gateway, LimitScope, Next, Published, Route, Subscribe, Subscription,
 };
+pub use history::History;
 pub use hub::{EndReason, Grant, Inbox, Interruption, Revocation};
 pub use record::{
     ConnectionId, ConnectionRecord, NodeRecord, Page, Paged, TopicRecord, Transport, unix_millis,

@@ -15,7 +15,7 @@ use std::{
 
 use tideway_protocol::{EventId, TopicList, TopicName};
 
-use crate::TopicEvent;
+use crate::{History, TopicEvent};
 
 /// What one topic's history says about a resume.
 #[derive(Debug, Clone)]
@@ -46,9 +46,31 @@ pub struct HistoryRead {
 }
 
 impl HistoryRead {
-    /// Builds the read from whole histories, for stores that hold them in memory: finds
-    /// the id in every history, then keeps only the events after its earliest match.
+    /// Builds the read from [`History`]s, for stores that hold them in memory: finds the
+    /// id in every history, then keeps only the events after its earliest match. Each
+    /// topic comes with the position it was created after.
     pub fn from_histories<'h>(
+        epoch: u64,
+        last_event_id: &EventId,
+        histories: impl IntoIterator<Item = (TopicName, u64, &'h History)>,
+    ) -> Self {
+        Self::from_events(
+            epoch,
+            last_event_id,
+            histories
+                .into_iter()
+                .map(|(topic, created_after, history)| {
+                    (
+                        topic,
+                        created_after,
+                        history.evicted_through(),
+                        history.events(),
+                    )
+                }),
+        )
+    }
+
+    fn from_events<'h>(
         epoch: u64,
         last_event_id: &EventId,
         histories: impl IntoIterator<Item = (TopicName, u64, u64, &'h VecDeque<Arc<TopicEvent>>)>,
@@ -304,7 +326,7 @@ mod tests {
                 names.iter().map(|&t| TOPICS[t]).collect::<Vec<_>>().join(",").as_bytes(),
                 8,
             ).unwrap();
-            let read = HistoryRead::from_histories(
+            let read = HistoryRead::from_events(
                 7,
                 &id,
                 names.iter().map(|&t| (TopicName::parse(TOPICS[t]).unwrap(), created[t], evicted[t], &histories[t])),
@@ -352,7 +374,7 @@ mod tests {
             history[1].event.clone(),
         )));
         let id = EventId::parse(b"e2").unwrap();
-        let read = HistoryRead::from_histories(
+        let read = HistoryRead::from_events(
             7,
             &id,
             [

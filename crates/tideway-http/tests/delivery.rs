@@ -336,9 +336,12 @@ async fn websocket_pings_and_closes_silent_clients() {
     // A client that reads (and so answers pings) stays connected across several intervals.
     let mut alive = gw.ws("/v1/ws?topic=t", &[]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(400);
+    let mut n = 0;
     while tokio::time::Instant::now() < deadline {
-        gw.publish("t", "tick", "x").await;
-        assert_eq!(alive.next_json().await["id"], "tick");
+        n += 1;
+        let id = format!("tick-{n}");
+        gw.publish("t", &id, "x").await;
+        assert_eq!(alive.next_json().await["id"], id.as_str());
     }
     // One that reads raw bytes and never answers is closed after two silent intervals.
     let mut silent = gw.ws("/v1/ws?topic=t", &[]).await.into_inner();

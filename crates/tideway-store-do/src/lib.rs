@@ -16,7 +16,7 @@
 mod object;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering::SeqCst},
@@ -25,8 +25,8 @@ use std::{
 };
 
 use tideway_core::{
-    ConnectionId, ConnectionRecord, Event, HistoryRead, Inbox, NodeRecord, Page, Paged, Store,
-    StoreError, TopicEvent, TopicRecord, new_epoch, unix_millis,
+    ConnectionId, ConnectionRecord, Event, History, HistoryRead, Inbox, NodeRecord, Page, Paged,
+    Store, StoreError, TopicEvent, TopicRecord, new_epoch, unix_millis,
 };
 use tideway_protocol::{EventId, TopicList, TopicName};
 use tokio::time::Instant;
@@ -80,13 +80,11 @@ const DIRECTORY: &str = "directory";
 #[derive(Default)]
 struct TopicState {
     connections: HashSet<ConnectionId>,
-    history: VecDeque<Arc<TopicEvent>>,
+    history: History,
     seq: u64,
     events: u64,
     /// The last position given out when the topic came into being.
     created_after: u64,
-    /// The position of the newest event its history evicted.
-    evicted_through: u64,
     created_at: u64,
     last_event_at: Option<u64>,
     /// When the grace of a topic without connections ends.
@@ -298,6 +296,7 @@ impl Store for DoStore {
     ) -> Result<(), StoreError> {
         let id = connection.id.clone();
         let issued = self.shared.issued.clone();
+        let capacity = self.shared.config.history;
         let created = self
             .shared
             .topics
@@ -306,6 +305,7 @@ impl Store for DoStore {
                 if created {
                     t.created_at = unix_millis();
                     t.created_after = issued.load(SeqCst);
+                    t.history = History::new(capacity);
                 }
                 t.orphaned_until = None;
                 t.connections.insert(id);
@@ -372,13 +372,35 @@ impl Store for DoStore {
         event: &Arc<Event>,
     ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
         let mut position = self.shared.sequencer.lock().await;
+        // A retry of a publish still in history is answered as the first one was, and
+        // delivered no second time.
+        let mut retried = Vec::new();
+        for topic in topics {
+            let id = event.id.clone();
+            let first = self
+                .shared
+                .topics
+                .call_existing(topic.as_str(), move |t| {
+                    if !t.live() {
+                        return None;
+                    }
+                    t.history.find(&id).cloned()
+                })
+                .await
+                .map_err(gone)?
+                .flatten();
+            retried.extend(first);
+        }
+        if !retried.is_empty() {
+            return Ok(retried);
+        }
         *position += 1;
         self.shared.issued.store(*position, SeqCst);
         let epoch = self.shared.epoch;
         let mut appended = Vec::with_capacity(topics.len());
         for topic in topics {
             let (name, event, at) = (topic.clone(), event.clone(), *position);
-            let (history, inbox) = (self.shared.config.history, self.shared.inbox.clone());
+            let inbox = self.shared.inbox.clone();
             let delivered = self
                 .shared
                 .topics
@@ -390,12 +412,7 @@ impl Store for DoStore {
                     t.events += 1;
                     t.last_event_at = Some(event.published_at);
                     let delivered = Arc::new(TopicEvent::new(name, t.seq, epoch, at, event));
-                    t.history.push_back(delivered.clone());
-                    while t.history.len() > history {
-                        if let Some(evicted) = t.history.pop_front() {
-                            t.evicted_through = evicted.position;
-                        }
-                    }
+                    t.history.push(delivered.clone());
                     if let Some(inbox) = inbox.get() {
                         inbox.deliver(&delivered);
                     }
@@ -418,10 +435,7 @@ impl Store for DoStore {
             .shared
             .topics
             .call_existing(topic.as_str(), move |t| {
-                t.live().then(|| {
-                    let skip = t.history.len().saturating_sub(limit);
-                    t.history.iter().skip(skip).cloned().collect()
-                })
+                t.live().then(|| t.history.tail(limit))
             })
             .await
             .map_err(gone)?;
@@ -441,22 +455,21 @@ impl Store for DoStore {
                 .shared
                 .topics
                 .call_existing(topic.as_str(), |t| {
-                    t.live()
-                        .then(|| (t.created_after, t.evicted_through, t.history.clone()))
+                    t.live().then(|| (t.created_after, t.history.clone()))
                 })
                 .await
                 .map_err(gone)?
                 .flatten();
-            if let Some((created_after, evicted_through, history)) = read {
-                histories.push((topic.clone(), created_after, evicted_through, history));
+            if let Some((created_after, history)) = read {
+                histories.push((topic.clone(), created_after, history));
             }
         }
         Ok(HistoryRead::from_histories(
             self.shared.epoch,
             last_event_id,
-            histories.iter().map(|(topic, created, evicted, history)| {
-                (topic.clone(), *created, *evicted, history)
-            }),
+            histories
+                .iter()
+                .map(|(topic, created, history)| (topic.clone(), *created, history)),
         ))
     }
 

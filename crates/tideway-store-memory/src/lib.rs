@@ -8,14 +8,14 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
 };
 
 use tideway_core::{
-    ConnectionId, ConnectionRecord, Event, HistoryRead, Inbox, NodeRecord, Page, Paged, Store,
-    StoreError, TopicEvent, TopicRecord, new_epoch, unix_millis,
+    ConnectionId, ConnectionRecord, Event, History, HistoryRead, Inbox, NodeRecord, Page, Paged,
+    Store, StoreError, TopicEvent, TopicRecord, new_epoch, unix_millis,
 };
 use tideway_protocol::{EventId, TopicList, TopicName};
 use tokio::time::Instant;
@@ -71,13 +71,11 @@ struct State {
 
 struct Topic {
     connections: HashSet<ConnectionId>,
-    history: VecDeque<Arc<TopicEvent>>,
+    history: History,
     next_seq: u64,
     events: u64,
     /// The last position given out when the topic came into being.
     created_after: u64,
-    /// The position of the newest event its history evicted.
-    evicted_through: u64,
     created_at: u64,
     last_event_at: Option<u64>,
     /// When its last connection left, if it has none now.
@@ -231,15 +229,15 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
         let created_after = state.next_position;
+        let capacity = self.shared.config.history;
         let entry = match self.live_topic(&mut state, topic) {
             Some(entry) => entry,
             None => state.topics.entry(topic.clone()).or_insert_with(|| Topic {
                 connections: HashSet::new(),
-                history: VecDeque::new(),
+                history: History::new(capacity),
                 next_seq: 1,
                 events: 0,
                 created_after,
-                evicted_through: 0,
                 created_at: unix_millis(),
                 last_event_at: None,
                 orphaned_since: None,
@@ -285,9 +283,21 @@ impl Store for MemoryStore {
         topics: &TopicList,
         event: &Arc<Event>,
     ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
-        let history = self.shared.config.history;
         let inbox = self.shared.inbox.get();
         let mut state = self.lock();
+        // A retry of a publish still in history is answered as the first one was, and
+        // delivered no second time.
+        let mut retried = Vec::new();
+        for topic in topics {
+            if let Some(entry) = self.live_topic(&mut state, topic)
+                && let Some(first) = entry.history.find(&event.id)
+            {
+                retried.push(first.clone());
+            }
+        }
+        if !retried.is_empty() {
+            return Ok(retried);
+        }
         // One position per publish, taken under the same lock as the deliveries below,
         // so every queue receives publishes in position order.
         state.next_position += 1;
@@ -307,12 +317,7 @@ impl Store for MemoryStore {
             entry.next_seq += 1;
             entry.events += 1;
             entry.last_event_at = Some(event.published_at);
-            entry.history.push_back(delivered.clone());
-            while entry.history.len() > history {
-                if let Some(evicted) = entry.history.pop_front() {
-                    entry.evicted_through = evicted.position;
-                }
-            }
+            entry.history.push(delivered.clone());
             // Delivered under the lock, so every subscriber sees the events in position
             // order even when several publishers race.
             if let Some(inbox) = inbox {
@@ -329,10 +334,9 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Option<Vec<Arc<TopicEvent>>>, StoreError> {
         let mut state = self.lock();
-        let tail = self.live_topic(&mut state, topic).map(|entry| {
-            let skip = entry.history.len().saturating_sub(limit);
-            entry.history.iter().skip(skip).cloned().collect()
-        });
+        let tail = self
+            .live_topic(&mut state, topic)
+            .map(|entry| entry.history.tail(limit));
         Ok(tail)
     }
 
@@ -350,12 +354,7 @@ impl Store for MemoryStore {
         }
         let histories = live.into_iter().filter_map(|topic| {
             let entry = state.topics.get(topic)?;
-            Some((
-                topic.clone(),
-                entry.created_after,
-                entry.evicted_through,
-                &entry.history,
-            ))
+            Some((topic.clone(), entry.created_after, &entry.history))
         });
         Ok(HistoryRead::from_histories(
             state.epoch,

@@ -700,6 +700,7 @@ impl Store for RedisStore {
             self.shared.config.history.to_string(),
             encode_event(event),
             epoch_candidate(),
+            event.id.to_string(),
         ];
         args.extend(topics.iter().map(TopicName::to_string));
         let flat = values(self.run(&self.shared.scripts.append, args).await?);

@@ -30,7 +30,7 @@ local function forget(topic)
   for _, node in ipairs(redis.call('HKEYS', key(topic, 'nodes'))) do
     redis.call('DEL', key(topic, 'conns:' .. node))
   end
-  redis.call('DEL', key(topic, 'nodes'), key(topic, 'meta'), key(topic, 'history'))
+  redis.call('DEL', key(topic, 'nodes'), key(topic, 'meta'), key(topic, 'history'), key(topic, 'ids'))
   redis.call('ZREM', p .. 'topics', topic)
   redis.call('ZREM', p .. 'orphans', topic)
 end
@@ -95,46 +95,69 @@ end
 return out
 "#;
 
-/// ARGV: prefix, history length, event blob, epoch candidate, topics...
+/// ARGV: prefix, history length, event blob, epoch candidate, event id, topics...
 /// Returns the epoch, the position, then topic and sequence number of each topic
 /// appended to. The publishes to each node's channel happen inside the script, so every
 /// node receives publishes in position order, each numbered by the node's own delivery
-/// counter so the node can tell when one went missing.
+/// counter so the node can tell when one went missing. A publish whose id a live topic's
+/// history still holds is a retry: it is answered with the first one's position and
+/// sequence numbers and appended nowhere.
 const APPEND: &str = r#"
-local keep, blob = tonumber(ARGV[2]), ARGV[3]
+local keep, blob, id = tonumber(ARGV[2]), ARGV[3], ARGV[5]
 local now = clock()
 local ep = epoch(ARGV[4])
-local pos = redis.call('INCR', p .. 'position')
-local routes, order, out = {}, {}, {ep, pos}
-for i = 5, #ARGV do
+local live, retried = {}, {}
+for i = 6, #ARGV do
   local topic = ARGV[i]
   if is_live(topic, now) then
-    local meta = key(topic, 'meta')
-    local seq = redis.call('HINCRBY', meta, 'seq', 1)
-    redis.call('HINCRBY', meta, 'events', 1)
-    redis.call('HSET', meta, 'lastEventAt', now)
-    local history = key(topic, 'history')
-    if keep > 0 then
-      local length = redis.call('RPUSH', history, seq .. ' ' .. pos .. ' ' .. blob)
-      if length > keep then
-        local newest_evicted = redis.call('LINDEX', history, length - keep - 1)
-        redis.call('HSET', meta, 'evictedThrough', string.match(newest_evicted, '^%d+ (%d+) '))
-        redis.call('LTRIM', history, -keep, -1)
-      end
-    else
-      redis.call('HSET', meta, 'evictedThrough', pos)
+    live[#live + 1] = topic
+    local first = redis.call('HGET', key(topic, 'ids'), id)
+    if first then
+      local seq, pos = string.match(first, '^(%d+) (%d+)$')
+      retried[#retried + 1] = {topic, seq, pos}
     end
-    for _, node in ipairs(redis.call('HKEYS', key(topic, 'nodes'))) do
-      if routes[node] == nil then
-        routes[node] = {}
-        order[#order + 1] = node
-      end
-      local r = routes[node]
-      r[#r + 1] = topic .. ' ' .. seq
-    end
-    out[#out + 1] = topic
-    out[#out + 1] = seq
   end
+end
+if #retried > 0 then
+  local out = {ep, retried[1][3]}
+  for _, r in ipairs(retried) do
+    out[#out + 1] = r[1]
+    out[#out + 1] = r[2]
+  end
+  return out
+end
+local pos = redis.call('INCR', p .. 'position')
+local routes, order, out = {}, {}, {ep, pos}
+for _, topic in ipairs(live) do
+  local meta = key(topic, 'meta')
+  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  redis.call('HINCRBY', meta, 'events', 1)
+  redis.call('HSET', meta, 'lastEventAt', now)
+  local history, ids = key(topic, 'history'), key(topic, 'ids')
+  if keep > 0 then
+    local length = redis.call('RPUSH', history, seq .. ' ' .. pos .. ' ' .. blob)
+    redis.call('HSET', ids, id, seq .. ' ' .. pos)
+    while length > keep do
+      local evicted = redis.call('LPOP', history)
+      local epos, eid = string.match(evicted, '^%d+ (%d+) ([^\n]*)\n')
+      redis.call('HSET', meta, 'evictedThrough', epos)
+      local held = redis.call('HGET', ids, eid)
+      if held and string.match(held, ' (%d+)$') == epos then redis.call('HDEL', ids, eid) end
+      length = length - 1
+    end
+  else
+    redis.call('HSET', meta, 'evictedThrough', pos)
+  end
+  for _, node in ipairs(redis.call('HKEYS', key(topic, 'nodes'))) do
+    if routes[node] == nil then
+      routes[node] = {}
+      order[#order + 1] = node
+    end
+    local r = routes[node]
+    r[#r + 1] = topic .. ' ' .. seq
+  end
+  out[#out + 1] = topic
+  out[#out + 1] = seq
 end
 for _, node in ipairs(order) do
   deliver(node, ep, pos, table.concat(routes[node], '\n') .. '\n\n' .. blob)

@@ -438,6 +438,47 @@ pub async fn resumes_race_publishers<S: Store>(store: S) {
     assert!(resumes >= 10);
 }
 
+/// A publish retried with the same id to the same topics (its answer was lost, say) is
+/// answered as the first one was and delivered once; a new id goes on as usual.
+pub async fn a_retried_publish_is_delivered_once<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let mut subscriber = subscribe(&gateway, "r,s", None).await;
+    let first = gateway
+        .store()
+        .append(&list("r,s"), &event("once"))
+        .await
+        .expect("append");
+    let again = gateway
+        .store()
+        .append(&list("r,s"), &event("once"))
+        .await
+        .expect("append the retry");
+    let seqs = |events: &[Arc<tideway_core::TopicEvent>]| {
+        events
+            .iter()
+            .map(|e| (e.topic.to_string(), e.seq, e.position))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(&again), seqs(&first), "answered as the first one was");
+    publish(&gateway, "r", "next").await;
+    assert_eq!(next(&mut subscriber).await, "r:once");
+    assert_eq!(next(&mut subscriber).await, "s:once");
+    assert_eq!(
+        next(&mut subscriber).await,
+        "r:next",
+        "no second copy of once"
+    );
+    let tail = gateway
+        .store()
+        .tail(&name("r"), 10)
+        .await
+        .expect("tail")
+        .expect("live");
+    assert_eq!(tail.len(), 2, "history holds it once");
+}
+
 async fn next_gap<S: Store>(subscription: &mut Subscription<S>) -> Gap {
     match tokio::time::timeout(TIMEOUT, subscription.next())
         .await
@@ -540,6 +581,11 @@ macro_rules! conformance_tests {
         async fn conformance_resumes_race_publishers() {
             let (store, _guard) = $make($crate::conformance::Settings::default()).await;
             $crate::conformance::resumes_race_publishers(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_a_retried_publish_is_delivered_once() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::a_retried_publish_is_delivered_once(store).await;
         }
         #[tokio::test]
         async fn conformance_grace_keeps_a_topic_for_a_while() {
