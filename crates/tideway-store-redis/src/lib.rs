@@ -23,7 +23,8 @@ mod scripts;
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, OnceLock, PoisonError, Weak, atomic::AtomicBool, atomic::Ordering::Relaxed,
+        Arc, Mutex, OnceLock, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -95,7 +96,13 @@ struct Shared {
     continuity: Mutex<Continuity>,
     /// The epoch of the last heartbeat that found this node registered.
     registered_in: Mutex<Option<String>>,
+    /// Heartbeats in a row at which Redis held another number of this node's
+    /// connections than the mirror.
+    mismatches: AtomicUsize,
 }
+
+/// Connections registered again per round trip of a resync.
+const RESTORE_BATCH: usize = 200;
 
 /// Where the messages on this node's channel have got to.
 #[derive(Debug, Default)]
@@ -158,6 +165,7 @@ impl RedisStore {
                 healthy: AtomicBool::new(true),
                 continuity: Mutex::new(Continuity::default()),
                 registered_in: Mutex::new(None),
+                mismatches: AtomicUsize::new(0),
             }),
         })
     }
@@ -199,7 +207,20 @@ impl RedisStore {
         let Some(node) = self.shared.node.get() else {
             return Ok(());
         };
-        let (existed, epoch) = self.beat(node).await?;
+        let (existed, epoch, held) = self.beat(node).await?;
+        // Compared every beat; acted on when two beats in a row differ, since a subscribe
+        // or close in flight makes one beat differ for a moment.
+        let differs = held != self.mirror().len();
+        let streak = if differs {
+            self.shared.mismatches.fetch_add(1, Relaxed) + 1
+        } else {
+            self.shared.mismatches.store(0, Relaxed);
+            0
+        };
+        if existed && streak >= 2 {
+            self.shared.mismatches.store(0, Relaxed);
+            self.reconcile(node).await?;
+        }
         if !existed {
             tracing::warn!(node = %node.id, "Redis did not know this node (restart or outage): registering its connections again");
             self.resync(node).await?;
@@ -231,8 +252,9 @@ impl RedisStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Refreshes the registration: whether Redis knew the node, and Redis's epoch.
-    async fn beat(&self, node: &NodeRecord) -> Result<(bool, String), StoreError> {
+    /// Refreshes the registration: whether Redis knew the node, Redis's epoch, and how
+    /// many connections Redis holds for the node.
+    async fn beat(&self, node: &NodeRecord) -> Result<(bool, String, usize), StoreError> {
         let ttl = self.shared.config.node_ttl.as_millis() as u64;
         let args = vec![
             self.prefix().to_owned(),
@@ -245,7 +267,8 @@ impl RedisStore {
         ];
         let reply = values(self.run(&self.shared.scripts.heartbeat, args).await?);
         let existed = reply.first().map(number) == Some(1);
-        Ok((existed, reply.get(1).map(text).unwrap_or_default()))
+        let held = reply.get(2).map_or(0, number) as usize;
+        Ok((existed, reply.get(1).map(text).unwrap_or_default(), held))
     }
 
     async fn resync(&self, node: &NodeRecord) -> Result<(), StoreError> {
@@ -267,24 +290,74 @@ impl RedisStore {
         ];
         self.run(&self.shared.scripts.reap, args).await?;
         let connections: Vec<ConnectionRecord> = self.mirror().values().cloned().collect();
-        for connection in &connections {
-            self.add_connection(connection).await?;
-            for topic in &connection.topics {
-                self.join(topic, connection).await?;
-            }
-        }
+        self.restore(node, &connections).await?;
         // A connection that closed while this ran was registered again from the copy
-        // above after its own leave: take it out again (leaving twice changes nothing).
-        for connection in &connections {
-            if !self.mirror().contains_key(&connection.id) {
-                for topic in &connection.topics {
-                    self.leave(topic, connection).await?;
-                }
-                self.remove_connection(&connection.id).await?;
-            }
-        }
+        // above after its own leave: take it out again.
+        self.reconcile(node).await?;
         self.beat(node).await?;
         tracing::info!(node = %node.id, connections = connections.len(), "registered again");
+        Ok(())
+    }
+
+    /// Registers `connections` of this node and their topics again, a batch per round
+    /// trip, refreshing the node's registration between batches so a long resync cannot
+    /// outlive it.
+    async fn restore(
+        &self,
+        node: &NodeRecord,
+        connections: &[ConnectionRecord],
+    ) -> Result<(), StoreError> {
+        for batch in connections.chunks(RESTORE_BATCH) {
+            let mut args = vec![self.prefix().to_owned(), node.id.to_string()];
+            for connection in batch {
+                args.push(connection.id.to_string());
+                args.push(serde_json::to_string(connection).unwrap_or_default());
+                args.push(tenant_of(connection).to_owned());
+                args.push(connection.topics.len().to_string());
+                args.extend(connection.topics.iter().map(TopicName::to_string));
+            }
+            self.run(&self.shared.scripts.restore, args).await?;
+            self.beat(node).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes Redis's connections of this node those of the local mirror: registers the
+    /// missing ones, takes out those the node no longer holds.
+    async fn reconcile(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        let key = format!("{}node:{}:conns", self.prefix(), node.id);
+        let held: Vec<String> = fred::interfaces::SetsInterface::smembers(&self.shared.client, key)
+            .await
+            .map_err(unavailable)?;
+        let held: std::collections::HashSet<String> = held.into_iter().collect();
+        let (missing, extra) = {
+            let mirror = self.mirror();
+            let missing: Vec<ConnectionRecord> = mirror
+                .values()
+                .filter(|c| !held.contains(c.id.as_str()))
+                .cloned()
+                .collect();
+            let extra: Vec<String> = held
+                .iter()
+                .filter(|id| !mirror.contains_key(&ConnectionId::from_stored(id)))
+                .cloned()
+                .collect();
+            (missing, extra)
+        };
+        if !missing.is_empty() || !extra.is_empty() {
+            tracing::warn!(node = %node.id, missing = missing.len(), extra = extra.len(), "Redis's view of this node's connections differed from the node's; repaired");
+        }
+        self.restore(node, &missing).await?;
+        for batch in extra.chunks(RESTORE_BATCH) {
+            let mut args = vec![
+                self.prefix().to_owned(),
+                node.id.to_string(),
+                self.grace_ms(),
+            ];
+            args.extend(batch.iter().cloned());
+            self.run(&self.shared.scripts.drop_connections, args)
+                .await?;
+        }
         Ok(())
     }
 

@@ -43,6 +43,49 @@ local function orphan_or_forget(topic, now, grace)
     end
   end
 end
+local function join(topic, node, conn, now)
+  if not is_live(topic, now) then
+    forget(topic)
+    redis.call('HSET', key(topic, 'meta'), 'createdAt', now, 'events', 0, 'seq', 0,
+      'createdAfter', redis.call('GET', p .. 'position') or 0, 'evictedThrough', 0)
+    redis.call('ZADD', p .. 'topics', 0, topic)
+  end
+  redis.call('ZREM', p .. 'orphans', topic)
+  local members = key(topic, 'conns:' .. node)
+  redis.call('SADD', members, conn)
+  redis.call('HSET', key(topic, 'nodes'), node, redis.call('SCARD', members))
+  redis.call('SADD', p .. 'node:' .. node .. ':topics', topic)
+end
+local function leave(topic, node, conn, now, grace)
+  local members = key(topic, 'conns:' .. node)
+  if redis.call('SREM', members, conn) == 0 then return 0 end
+  local left = redis.call('SCARD', members)
+  if left == 0 then
+    redis.call('HDEL', key(topic, 'nodes'), node)
+    redis.call('SREM', p .. 'node:' .. node .. ':topics', topic)
+  else
+    redis.call('HSET', key(topic, 'nodes'), node, left)
+  end
+  orphan_or_forget(topic, now, grace)
+  return 1
+end
+local function add_connection(id, node, record, tenant)
+  local stored = p .. 'conn:' .. id
+  -- Adding again (a resync) keeps the connection's place in arrival order.
+  if redis.call('EXISTS', stored) == 0 then
+    local arrival = redis.call('INCR', p .. 'arrivals')
+    redis.call('ZADD', p .. 'conns', arrival, id)
+    if tenant ~= '' then redis.call('ZADD', p .. 'tenant:' .. tenant .. ':conns', arrival, id) end
+  end
+  redis.call('SET', stored, record)
+  redis.call('SADD', p .. 'node:' .. node .. ':conns', id)
+end
+local function remove_connection(id, node, tenant)
+  redis.call('DEL', p .. 'conn:' .. id)
+  redis.call('ZREM', p .. 'conns', id)
+  if tenant ~= '' then redis.call('ZREM', p .. 'tenant:' .. tenant .. ':conns', id) end
+  redis.call('SREM', p .. 'node:' .. node .. ':conns', id)
+end
 local function deliver(node, ep, pos, body)
   local n = redis.call('HINCRBY', p .. 'delivered', node, 1)
   redis.call('PUBLISH', p .. 'node:' .. node .. ':events', ep .. ' ' .. pos .. ' ' .. n .. '\n' .. body)
@@ -52,37 +95,14 @@ end
 /// ARGV: prefix, topic, node, connection id. Membership is a set of connection ids per
 /// topic and node, so joining twice counts once.
 const JOIN: &str = r#"
-local topic, node, conn = ARGV[2], ARGV[3], ARGV[4]
-local now = clock()
-if not is_live(topic, now) then
-  forget(topic)
-  redis.call('HSET', key(topic, 'meta'), 'createdAt', now, 'events', 0, 'seq', 0,
-    'createdAfter', redis.call('GET', p .. 'position') or 0, 'evictedThrough', 0)
-  redis.call('ZADD', p .. 'topics', 0, topic)
-end
-redis.call('ZREM', p .. 'orphans', topic)
-local members = key(topic, 'conns:' .. node)
-redis.call('SADD', members, conn)
-redis.call('HSET', key(topic, 'nodes'), node, redis.call('SCARD', members))
-redis.call('SADD', p .. 'node:' .. node .. ':topics', topic)
+join(ARGV[2], ARGV[3], ARGV[4], clock())
 return 1
 "#;
 
 /// ARGV: prefix, topic, node, connection id, grace in ms. Leaving a topic one never
 /// joined (or twice) changes nothing.
 const LEAVE: &str = r#"
-local topic, node, conn, grace = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local members = key(topic, 'conns:' .. node)
-if redis.call('SREM', members, conn) == 0 then return 0 end
-local left = redis.call('SCARD', members)
-if left == 0 then
-  redis.call('HDEL', key(topic, 'nodes'), node)
-  redis.call('SREM', p .. 'node:' .. node .. ':topics', topic)
-else
-  redis.call('HSET', key(topic, 'nodes'), node, left)
-end
-orphan_or_forget(topic, clock(), grace)
-return 1
+return leave(ARGV[2], ARGV[3], ARGV[4], clock(), tonumber(ARGV[5]))
 "#;
 
 /// ARGV: prefix, topics... Returns 1 or 0 per topic.
@@ -219,22 +239,47 @@ return out
 
 /// ARGV: prefix, id, node, record JSON, tenant ('' for none).
 const ADD_CONNECTION: &str = r#"
-local id, node, tenant = ARGV[2], ARGV[3], ARGV[5]
-local arrival = redis.call('INCR', p .. 'arrivals')
-redis.call('SET', p .. 'conn:' .. id, ARGV[4])
-redis.call('ZADD', p .. 'conns', arrival, id)
-if tenant ~= '' then redis.call('ZADD', p .. 'tenant:' .. tenant .. ':conns', arrival, id) end
-redis.call('SADD', p .. 'node:' .. node .. ':conns', id)
+add_connection(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+return 1
+"#;
+
+/// ARGV: prefix, node, then per connection: id, record JSON, tenant ('' for none), the
+/// number of its topics, its topics. Registers a batch of this node's connections and
+/// their topics again (after Redis forgot them) in one round trip; adding or joining
+/// again changes nothing.
+const RESTORE: &str = r#"
+local node, now, i = ARGV[2], clock(), 3
+while i <= #ARGV do
+  local id, record, tenant, count = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  add_connection(id, node, record, tenant)
+  for t = 1, count do join(ARGV[i + 3 + t], node, id, now) end
+  i = i + 4 + count
+end
+return 1
+"#;
+
+/// ARGV: prefix, node, grace in ms, ids... Takes connections Redis holds for this node but
+/// the node does not (a resync that raced their close) out of their topics and the
+/// directory.
+const DROP_CONNECTIONS: &str = r#"
+local node, grace, now = ARGV[2], tonumber(ARGV[3]), clock()
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local record = redis.call('GET', p .. 'conn:' .. id)
+  local tenant = ''
+  if record then
+    local topics = cjson.decode(record).topics or {}
+    for _, topic in ipairs(topics) do leave(topic, node, id, now, grace) end
+    tenant = string.match(topics[1] or '', '^([^~]+)~') or ''
+  end
+  remove_connection(id, node, tenant)
+end
 return 1
 "#;
 
 /// ARGV: prefix, id, node, tenant ('' for none).
 const REMOVE_CONNECTION: &str = r#"
-local id, node, tenant = ARGV[2], ARGV[3], ARGV[4]
-redis.call('DEL', p .. 'conn:' .. id)
-redis.call('ZREM', p .. 'conns', id)
-if tenant ~= '' then redis.call('ZREM', p .. 'tenant:' .. tenant .. ':conns', id) end
-redis.call('SREM', p .. 'node:' .. node .. ':conns', id)
+remove_connection(ARGV[2], ARGV[3], ARGV[4])
 return 1
 "#;
 
@@ -282,7 +327,7 @@ return out
 
 /// ARGV: prefix, node, ttl in ms, hostname, advertised host, started at, epoch
 /// candidate. Returns whether the node was registered before this call (1, or 0 if it is
-/// new or was lost) and the epoch. Also sends the node a marker on its channel, numbered
+/// new or was lost), the epoch, and how many connections Redis holds for the node. Also sends the node a marker on its channel, numbered
 /// like its deliveries: a delivery lost while nothing else is published still shows as a
 /// hole within one heartbeat.
 const HEARTBEAT: &str = r#"
@@ -295,7 +340,7 @@ redis.call('HSET', identity, 'hostname', ARGV[4], 'advertiseHost', ARGV[5], 'sta
 redis.call('PEXPIRE', identity, ttl)
 redis.call('ZADD', p .. 'nodes', now + ttl, node)
 deliver(node, ep, 0, '')
-return {existed, ep}
+return {existed, ep, redis.call('SCARD', p .. 'node:' .. node .. ':conns')}
 "#;
 
 /// ARGV: prefix. Returns per live node: id, hostname, advertised host, started at,
@@ -372,6 +417,8 @@ pub(crate) struct Scripts {
     pub(crate) read_since: fred::types::scripts::Script,
     pub(crate) add_connection: fred::types::scripts::Script,
     pub(crate) remove_connection: fred::types::scripts::Script,
+    pub(crate) restore: fred::types::scripts::Script,
+    pub(crate) drop_connections: fred::types::scripts::Script,
     pub(crate) connections: fred::types::scripts::Script,
     pub(crate) topics: fred::types::scripts::Script,
     pub(crate) heartbeat: fred::types::scripts::Script,
@@ -393,6 +440,8 @@ impl Default for Scripts {
             read_since: script(READ_SINCE),
             add_connection: script(ADD_CONNECTION),
             remove_connection: script(REMOVE_CONNECTION),
+            restore: script(RESTORE),
+            drop_connections: script(DROP_CONNECTIONS),
             connections: script(CONNECTIONS),
             topics: script(TOPICS),
             heartbeat: script(HEARTBEAT),
