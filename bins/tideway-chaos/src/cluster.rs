@@ -28,21 +28,19 @@ pub(crate) struct Node {
 
 impl Node {
     /// Starts a node on a free port with `args` (after the listen address and key); with
-    /// `clock_offset`, under `faketime` with its wall clock that far off.
+    /// `clock_offset`, its wall clock that far off (libfaketime preloaded into the process
+    /// itself, so killing the node kills what runs).
     pub(crate) fn start(tideway: &Path, args: &[String], clock_offset: Option<&str>) -> Self {
         let port = tideway_test_util::free_port();
         let addr = format!("127.0.0.1:{port}");
-        let mut command = match clock_offset {
-            Some(offset) => {
-                let mut command = Command::new("faketime");
-                command
-                    .args(["-f", offset])
-                    .arg(tideway)
-                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-                command
-            }
-            None => Command::new(tideway),
-        };
+        let mut command = Command::new(tideway);
+        if let Some(offset) = clock_offset {
+            let library = faketime_library().expect("libfaketime is installed");
+            command
+                .env("LD_PRELOAD", library)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         let child = command
             .args([
                 "--listen",
@@ -66,6 +64,15 @@ impl Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where Debian's libfaketime (the multi-threaded one) is, if installed.
+pub(crate) fn faketime_library() -> Option<std::path::PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .map(|dir| dir.path().join("faketime").join("libfaketimeMT.so.1"))
+        .find(|path| path.exists())
 }
 
 impl Drop for Node {

@@ -102,16 +102,14 @@ struct Shared<S> {
     stats: Arc<Stats>,
     next_connection: AtomicU64,
     /// Set when the drain starts: new subscriptions and publishes are refused. SeqCst,
-    /// with `in_flight`: a publish counts itself in flight before it looks at this flag,
-    /// and the drain sets it before it counts publishes in flight, so one of the two
-    /// always sees the other.
+    /// with the count of publishes in flight: a publish counts itself before it looks at
+    /// this flag, and the drain sets it before it counts, so one of the two always sees
+    /// the other.
     draining: AtomicBool,
     /// Set once in-flight publishes are done: open subscriptions end.
     ending: watch::Sender<bool>,
-    /// Publishes routed live whose event has not been appended yet.
-    in_flight: AtomicUsize,
-    /// Woken when `in_flight` drops to zero.
-    publishes_done: Notify,
+    /// Publishes being routed, or routed live and not appended yet.
+    publishes: Arc<Publishes>,
     /// Open connections: on the node, per client IP (`ip:…`) and per token subject
     /// (`sub:…`), checked and counted under one lock so concurrent subscribes cannot
     /// overshoot a limit. A std mutex: a few map operations per connect and close.
@@ -165,8 +163,24 @@ impl Live {
     }
 }
 
-/// Counts a publish in flight until dropped.
-struct InFlight(Arc<dyn Fn() + Send + Sync>);
+/// The publishes a drain waits for. Apart from `Shared`, so a permit holds only this.
+#[derive(Default)]
+struct Publishes {
+    in_flight: AtomicUsize,
+    /// Woken when `in_flight` drops to zero.
+    done: Notify,
+}
+
+/// Counts a publish in flight until dropped. Taking one is an atomic add and a reference
+/// count, no allocation: every publish takes one, the drop path included.
+struct InFlight(Arc<Publishes>);
+
+impl InFlight {
+    fn new(publishes: &Arc<Publishes>) -> Self {
+        publishes.in_flight.fetch_add(1, SeqCst);
+        Self(publishes.clone())
+    }
+}
 
 impl std::fmt::Debug for InFlight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,7 +190,9 @@ impl std::fmt::Debug for InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        (self.0)();
+        if self.0.in_flight.fetch_sub(1, SeqCst) == 1 {
+            self.0.done.notify_waiters();
+        }
     }
 }
 
@@ -220,8 +236,7 @@ impl<S: Store> Gateway<S> {
                 next_connection: AtomicU64::new(1),
                 draining: AtomicBool::new(false),
                 ending: watch::Sender::new(false),
-                in_flight: AtomicUsize::new(0),
-                publishes_done: Notify::new(),
+                publishes: Arc::default(),
                 admitted: Mutex::new(Admitted::default()),
             }),
         })
@@ -377,15 +392,7 @@ impl<S: Store> Gateway<S> {
     pub async fn route(&self, topics: &TopicList, id: &EventId) -> Result<Route, CoreError> {
         // Counted in flight before the draining flag is read: a drain that starts after
         // this check waits for the permit, one that started before is seen here.
-        self.shared.in_flight.fetch_add(1, SeqCst);
-        let shared = Arc::downgrade(&self.shared);
-        let permit = InFlight(Arc::new(move || {
-            if let Some(shared) = shared.upgrade()
-                && shared.in_flight.fetch_sub(1, SeqCst) == 1
-            {
-                shared.publishes_done.notify_waiters();
-            }
-        }));
+        let permit = InFlight::new(&self.shared.publishes);
         if self.is_draining() {
             return Err(CoreError::Draining);
         }
@@ -471,11 +478,11 @@ impl<S: Store> Gateway<S> {
         let shared = &self.shared;
         shared.draining.store(true, SeqCst);
         loop {
-            let done = shared.publishes_done.notified();
+            let done = shared.publishes.done.notified();
             tokio::pin!(done);
             // Registered before the check, so the last publish's wake-up is not missed.
             done.as_mut().enable();
-            if shared.in_flight.load(SeqCst) == 0 {
+            if shared.publishes.in_flight.load(SeqCst) == 0 {
                 break;
             }
             done.await;

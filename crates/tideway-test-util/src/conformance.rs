@@ -479,6 +479,110 @@ pub async fn a_retried_publish_is_delivered_once<S: Store>(store: S) {
     assert_eq!(tail.len(), 2, "history holds it once");
 }
 
+/// Publishes that land between a resume's join and its read of the histories (the
+/// worst moment: they are both in the read and in the queue) come exactly once, in
+/// order, for random histories, cursors and races.
+pub async fn races_inside_a_resume_come_once<S: Store + Clone>(store: S) {
+    let racing = crate::Injecting::new(store);
+    let gateway = Gateway::start(racing.clone(), node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let _keeper = subscribe(&gateway, "a,b", None).await;
+    // A small xorshift, seeded per case: the cases are the same on every run.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut random = move |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+    let shapes = ["a", "b", "a,b"];
+    let mut published: Vec<(String, &str)> = Vec::new();
+    for case in 0..12 {
+        let before = 1 + random(6);
+        for n in 0..before {
+            let id = format!("c{case}-p{n}");
+            let topics = shapes[random(3) as usize];
+            publish(&gateway, topics, &id).await;
+            published.push((id, topics));
+        }
+        let cursor = published.len() - 1 - random(before) as usize;
+        let raced: Vec<(String, &str)> = (0..random(5))
+            .map(|n| (format!("c{case}-r{n}"), shapes[random(3) as usize]))
+            .collect();
+        racing.before_next_read(raced.iter().map(|(id, topics)| (list(topics), id.clone())));
+        published.extend(raced.iter().cloned());
+        let mut again = subscribe(&gateway, "a,b", Some(&published[cursor].0)).await;
+        let after = format!("c{case}-live");
+        publish(&gateway, "a", &after).await;
+        published.push((after, "a"));
+        let expected: Vec<String> = published[cursor + 1..]
+            .iter()
+            .flat_map(|(id, topics)| {
+                ["a", "b"]
+                    .into_iter()
+                    .filter(|t| topics.split(',').any(|x| x == *t))
+                    .map(move |t| format!("{t}:{id}"))
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for _ in 0..expected.len() {
+            seen.push(next(&mut again).await);
+        }
+        assert_eq!(
+            seen, expected,
+            "case {case}: resume after {}",
+            published[cursor].0
+        );
+    }
+    assert!(racing.landed.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
+
+/// A subscribe whose join fails halfway leaves what it joined, and its leave of the topic
+/// it never joined takes nobody else out of it.
+pub async fn a_failed_join_takes_nobody_else_out<S: Store + Clone>(store: S) {
+    let injecting = crate::Injecting::new(store);
+    let gateway = Gateway::start(injecting.clone(), node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let mut other = subscribe(&gateway, "y", None).await;
+    injecting.fail_next_join(name("y"));
+    let failed = gateway
+        .subscribe(Subscribe {
+            topics: list("x,y"),
+            label: None,
+            transport: Transport::Sse,
+            remote: None,
+            last_event_id: None,
+            grant: None,
+        })
+        .await;
+    assert!(failed.is_err(), "the subscribe fails with the store");
+    assert!(gateway.stats().store_errors() >= 1);
+    wait_until("the failed subscription to leave x", || async {
+        match gateway.store().live(&list("x")).await {
+            Ok(live) if live.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        gateway.store().live(&list("y")).await.expect("live"),
+        [name("y")]
+    );
+    let topics = gateway.store().topics(PAGE).await.expect("topics");
+    assert_eq!(
+        topics
+            .items
+            .iter()
+            .map(|t| (t.name.as_str(), t.connections))
+            .collect::<Vec<_>>(),
+        [("y", 1)]
+    );
+    publish(&gateway, "y", "still").await;
+    assert_eq!(next(&mut other).await, "y:still");
+}
+
 async fn next_gap<S: Store>(subscription: &mut Subscription<S>) -> Gap {
     match tokio::time::timeout(TIMEOUT, subscription.next())
         .await
@@ -586,6 +690,16 @@ macro_rules! conformance_tests {
         async fn conformance_a_retried_publish_is_delivered_once() {
             let (store, _guard) = $make($crate::conformance::Settings::default()).await;
             $crate::conformance::a_retried_publish_is_delivered_once(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_races_inside_a_resume_come_once() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::races_inside_a_resume_come_once(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_a_failed_join_takes_nobody_else_out() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::a_failed_join_takes_nobody_else_out(store).await;
         }
         #[tokio::test]
         async fn conformance_grace_keeps_a_topic_for_a_while() {

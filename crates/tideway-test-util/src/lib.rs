@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+mod injecting;
 mod redis;
 
+pub use injecting::Injecting;
 pub use redis::RedisServer;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
