@@ -3,7 +3,6 @@
 use std::{
     collections::HashMap,
     path::Path,
-    process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -12,6 +11,7 @@ use std::{
 };
 
 use tideway_client::{Client, Message, Published, SubscriptionOptions};
+use tideway_test_util::TidewayProcess;
 use tokio::task::JoinHandle;
 
 use crate::check::Entry;
@@ -20,50 +20,20 @@ use crate::check::Entry;
 pub(crate) const KEY: &str = tideway_test_util::API_KEY;
 
 /// One `tideway` process.
-pub(crate) struct Node {
-    child: Child,
-    /// `127.0.0.1:<port>`.
-    pub(crate) addr: String,
-}
+pub(crate) type Node = TidewayProcess;
 
-impl Node {
-    /// Starts a node on a free port with `args` (after the listen address and key); with
-    /// `clock_offset`, its wall clock that far off (libfaketime preloaded into the process
-    /// itself, so killing the node kills what runs).
-    pub(crate) fn start(tideway: &Path, args: &[String], clock_offset: Option<&str>) -> Self {
-        let port = tideway_test_util::free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut command = Command::new(tideway);
-        if let Some(offset) = clock_offset {
-            let library = faketime_library().expect("libfaketime is installed");
-            command
-                .env("LD_PRELOAD", library)
-                .env("FAKETIME", offset)
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-        }
-        let child = command
-            .args([
-                "--listen",
-                &addr,
-                "--advertise-host",
-                "127.0.0.1",
-                "--api-keys",
-                KEY,
-            ])
-            .args(args)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start tideway");
-        tideway_test_util::wait_listening(&addr);
-        Self { child, addr }
+/// Starts a node with `args`; with `clock_offset`, its wall clock that far off
+/// (libfaketime preloaded into the process itself, so killing the node kills what runs).
+pub(crate) fn start_node(tideway: &Path, args: &[String], clock_offset: Option<&str>) -> Node {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut env: Vec<(&str, std::ffi::OsString)> = Vec::new();
+    if let Some(offset) = clock_offset {
+        let library = faketime_library().expect("libfaketime is installed");
+        env.push(("LD_PRELOAD", library.into_os_string()));
+        env.push(("FAKETIME", offset.into()));
+        env.push(("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()));
     }
-
-    /// `kill -9`: no drain, no goodbye to Redis.
-    pub(crate) fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    TidewayProcess::start(tideway, &args, env)
 }
 
 /// Where Debian's libfaketime (the multi-threaded one) is, if installed.
@@ -73,12 +43,6 @@ pub(crate) fn faketime_library() -> Option<std::path::PathBuf> {
         .flatten()
         .map(|dir| dir.path().join("faketime").join("libfaketimeMT.so.1"))
         .find(|path| path.exists())
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// What a subscriber received, kept across the connections it moves between.

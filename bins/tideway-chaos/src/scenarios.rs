@@ -12,7 +12,7 @@ use tideway_test_util::RedisServer;
 
 use crate::{
     check::{Entry, Verdict, check},
-    cluster::{Ledger, Node, Subscriber, publisher},
+    cluster::{Ledger, Node, Subscriber, publisher, start_node},
 };
 
 /// One scenario of the run.
@@ -169,208 +169,202 @@ fn mostly_busy(n: u64) -> &'static [&'static str] {
 }
 
 fn redis_args(redis: &RedisServer, id: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
+    let url = redis.url();
+    let common = [
         "--adapter",
         "redis",
         "--redis-url",
-        &redis.url(),
+        &url,
         "--node-id",
         id,
         "--node-ttl",
         "1s",
         "--topic-grace",
         "5s",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
-}
-
-fn nodes(tideway: &Path, redis: &RedisServer, count: usize, extra: &[&str]) -> Vec<Node> {
-    (1..=count)
-        .map(|i| Node::start(tideway, &redis_args(redis, &format!("n{i}"), extra), None))
+    ];
+    common
+        .iter()
+        .chain(extra)
+        .map(|s| (*s).to_owned())
         .collect()
 }
 
-async fn subscribers(addr: &str, topics: &[&str], count: usize) -> Vec<Subscriber> {
-    let mut all = Vec::with_capacity(count);
-    for _ in 0..count {
-        all.push(Subscriber::start(addr, topics).await);
-    }
-    all
+/// A scenario's parts: a Redis, gateway nodes sharing it, and what publishers were told.
+struct Run {
+    redis: RedisServer,
+    nodes: Vec<Node>,
+    ledger: Arc<Ledger>,
 }
 
-/// Waits for every subscriber to hold its topics' newest events (or gives up after a
-/// while, and the checker counts what is missing), stops them, and reads the newest ids.
-async fn settle(
-    addr: &str,
-    mut subscribers: Vec<Subscriber>,
-    ledger: Arc<Ledger>,
-    quiet: bool,
-    notes: Vec<String>,
-) -> Outcome {
-    let admin = tideway_test_util::Client {
-        addr: addr.parse().expect("an address"),
-    };
-    let mut topics: Vec<String> = subscribers.iter().flat_map(|s| s.topics.clone()).collect();
-    topics.sort();
-    topics.dedup();
-    let mut newest = HashMap::new();
-    for topic in &topics {
-        let tail = admin
-            .admin(&format!("/v1/admin/topics/{topic}/tail?limit=1"))
-            .await;
-        if tail.status == 200
-            && let Some(id) = tail.json()["items"][0]["id"].as_str()
-        {
-            newest.insert(topic.clone(), id.to_owned());
+impl Run {
+    /// Redis and `count` nodes `n1`, `n2`, … with `extra` flags.
+    fn start(tideway: &Path, count: usize, extra: &[&str]) -> Self {
+        let redis = RedisServer::start();
+        let nodes = (1..=count)
+            .map(|i| start_node(tideway, &redis_args(&redis, &format!("n{i}"), extra), None))
+            .collect();
+        Self {
+            redis,
+            nodes,
+            ledger: Arc::default(),
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        let done = subscribers.iter().all(|s| {
-            s.topics.iter().all(|t| {
-                newest
-                    .get(t)
-                    .is_none_or(|id| s.last_on(t).as_ref() == Some(id))
-            })
-        });
-        if done {
-            break;
+
+    fn addr(&self, node: usize) -> String {
+        self.nodes[node].addr.clone()
+    }
+
+    /// `count` subscribers of `topics` on node `node`.
+    async fn subscribe(&self, node: usize, topics: &[&str], count: usize) -> Vec<Subscriber> {
+        let mut all = Vec::with_capacity(count);
+        for _ in 0..count {
+            all.push(Subscriber::start(&self.nodes[node].addr, topics).await);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        all
     }
-    for subscriber in &mut subscribers {
-        subscriber.stop().await;
+
+    /// A publisher named `name` on node `node`: `count` events, one every `every_ms`.
+    fn publish(
+        &self,
+        node: usize,
+        name: &str,
+        count: u64,
+        every_ms: u64,
+        plan: fn(u64) -> &'static [&'static str],
+    ) -> tokio::task::JoinHandle<()> {
+        let every = Duration::from_millis(every_ms);
+        publisher(
+            &self.nodes[node].addr,
+            name,
+            count,
+            every,
+            plan,
+            self.ledger.clone(),
+        )
     }
-    Outcome {
-        subscribers,
-        ledger,
-        newest,
-        quiet,
-        notes,
-        unmet: Vec::new(),
+
+    /// Waits for every subscriber to hold its topics' newest events as node `node` reports
+    /// them (or gives up after a while, and the checker counts what is missing), then stops
+    /// them.
+    async fn settle(
+        &self,
+        node: usize,
+        mut subscribers: Vec<Subscriber>,
+        quiet: bool,
+        notes: Vec<String>,
+    ) -> Outcome {
+        let admin = tideway_test_util::Client {
+            addr: self.nodes[node].addr.parse().expect("an address"),
+        };
+        let mut topics: Vec<String> = subscribers.iter().flat_map(|s| s.topics.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        let mut newest = HashMap::new();
+        for topic in &topics {
+            let tail = admin
+                .admin(&format!("/v1/admin/topics/{topic}/tail?limit=1"))
+                .await;
+            if tail.status == 200
+                && let Some(id) = tail.json()["items"][0]["id"].as_str()
+            {
+                newest.insert(topic.clone(), id.to_owned());
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let done = subscribers.iter().all(|s| {
+                s.topics.iter().all(|t| {
+                    newest
+                        .get(t)
+                        .is_none_or(|id| s.last_on(t).as_ref() == Some(id))
+                })
+            });
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for subscriber in &mut subscribers {
+            subscriber.stop().await;
+        }
+        Outcome {
+            subscribers,
+            ledger: self.ledger.clone(),
+            newest,
+            quiet,
+            notes,
+            unmet: Vec::new(),
+        }
     }
 }
 
 async fn redis_restart(tideway: &Path) -> Result<Outcome, String> {
-    let mut redis = RedisServer::start();
-    let nodes = nodes(tideway, &redis, 2, &[]);
-    let mut subs = subscribers(&nodes[1].addr, &["a", "b"], 4).await;
-    subs.extend(subscribers(&nodes[0].addr, &["a"], 2).await);
-    let ledger = Arc::new(Ledger::default());
-    let load = publisher(
-        &nodes[0].addr,
-        "p",
-        400,
-        Duration::from_millis(5),
-        rotate,
-        ledger.clone(),
-    );
+    let mut run = Run::start(tideway, 2, &[]);
+    let mut subs = run.subscribe(1, &["a", "b"], 4).await;
+    subs.extend(run.subscribe(0, &["a"], 2).await);
+    let load = run.publish(0, "p", 400, 5, rotate);
     tokio::time::sleep(Duration::from_millis(600)).await;
     // Two of them resume (on the same node) before the restart: their floor is a
     // position of the Redis about to go.
     for subscriber in subs.iter_mut().take(2) {
-        let addr = nodes[1].addr.clone();
-        subscriber.move_to(&addr).await;
+        subscriber.move_to(&run.addr(1)).await;
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    redis.restart();
+    run.redis.restart();
     let _ = load.await;
-    Ok(settle(&nodes[1].addr, subs, ledger, false, Vec::new()).await)
+    Ok(run.settle(1, subs, false, Vec::new()).await)
 }
 
 async fn pubsub_kill(tideway: &Path) -> Result<Outcome, String> {
-    let redis = RedisServer::start();
-    let nodes = nodes(tideway, &redis, 2, &[]);
-    let mut subs = subscribers(&nodes[1].addr, &["a", "b"], 4).await;
-    subs.extend(subscribers(&nodes[0].addr, &["a", "b"], 2).await);
-    let ledger = Arc::new(Ledger::default());
-    let load = publisher(
-        &nodes[0].addr,
-        "p",
-        500,
-        Duration::from_millis(4),
-        rotate,
-        ledger.clone(),
-    );
+    let run = Run::start(tideway, 2, &[]);
+    let mut subs = run.subscribe(1, &["a", "b"], 4).await;
+    subs.extend(run.subscribe(0, &["a", "b"], 2).await);
+    let load = run.publish(0, "p", 500, 4, rotate);
     let mut notes = Vec::new();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        notes.push(format!(
-            "CLIENT KILL TYPE pubsub: {}",
-            redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"])
-        ));
+        let killed = run.redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        notes.push(format!("CLIENT KILL TYPE pubsub: {killed}"));
     }
     let _ = load.await;
-    Ok(settle(&nodes[1].addr, subs, ledger, false, notes).await)
+    Ok(run.settle(1, subs, false, notes).await)
 }
 
 async fn redis_pause(tideway: &Path) -> Result<Outcome, String> {
-    let redis = RedisServer::start();
-    let nodes = nodes(tideway, &redis, 2, &[]);
-    let mut subs = subscribers(&nodes[1].addr, &["a", "b"], 4).await;
-    subs.extend(subscribers(&nodes[0].addr, &["a"], 2).await);
-    let ledger = Arc::new(Ledger::default());
-    let load = publisher(
-        &nodes[0].addr,
-        "p",
-        500,
-        Duration::from_millis(5),
-        rotate,
-        ledger.clone(),
-    );
+    let run = Run::start(tideway, 2, &[]);
+    let mut subs = run.subscribe(1, &["a", "b"], 4).await;
+    subs.extend(run.subscribe(0, &["a"], 2).await);
+    let load = run.publish(0, "p", 500, 5, rotate);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    redis.pause();
+    run.redis.pause();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    redis.resume();
+    run.redis.resume();
     let _ = load.await;
-    Ok(settle(&nodes[1].addr, subs, ledger, false, Vec::new()).await)
+    Ok(run.settle(1, subs, false, Vec::new()).await)
 }
 
 async fn node_kill(tideway: &Path) -> Result<Outcome, String> {
-    let redis = RedisServer::start();
-    let mut nodes = nodes(tideway, &redis, 3, &[]);
-    let mut subs = subscribers(&nodes[2].addr, &["a", "b"], 3).await;
-    subs.extend(subscribers(&nodes[1].addr, &["a", "b"], 3).await);
-    let ledger = Arc::new(Ledger::default());
-    let load = publisher(
-        &nodes[0].addr,
-        "p",
-        400,
-        Duration::from_millis(5),
-        rotate,
-        ledger.clone(),
-    );
+    let mut run = Run::start(tideway, 3, &[]);
+    let mut subs = run.subscribe(2, &["a", "b"], 3).await;
+    subs.extend(run.subscribe(1, &["a", "b"], 3).await);
+    let load = run.publish(0, "p", 400, 5, rotate);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    nodes[2].kill();
-    let survivor = nodes[1].addr.clone();
+    run.nodes[2].kill();
     for subscriber in subs.iter_mut().take(3) {
-        subscriber.move_to(&survivor).await;
+        subscriber.move_to(&run.addr(1)).await;
     }
     let _ = load.await;
-    Ok(settle(&survivor, subs, ledger, false, Vec::new()).await)
+    Ok(run.settle(1, subs, false, Vec::new()).await)
 }
 
 async fn resume_race(tideway: &Path) -> Result<Outcome, String> {
-    let redis = RedisServer::start();
-    let nodes = nodes(tideway, &redis, 3, &[]);
-    let mut subs = subscribers(&nodes[1].addr, &["a", "b"], 4).await;
-    let ledger = Arc::new(Ledger::default());
-    let load = publisher(
-        &nodes[0].addr,
-        "p",
-        600,
-        Duration::from_millis(2),
-        alternate,
-        ledger.clone(),
-    );
+    let run = Run::start(tideway, 3, &[]);
+    let mut subs = run.subscribe(1, &["a", "b"], 4).await;
+    let load = run.publish(0, "p", 600, 2, alternate);
     let mut moves = 0;
     while !load.is_finished() {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let addr = nodes[1 + moves % 2].addr.clone();
+        let addr = run.addr(1 + moves % 2);
         for subscriber in &mut subs {
             subscriber.move_to(&addr).await;
         }
@@ -378,50 +372,28 @@ async fn resume_race(tideway: &Path) -> Result<Outcome, String> {
     }
     let _ = load.await;
     let notes = vec![format!("{moves} rounds of resumes")];
-    Ok(settle(&nodes[1].addr, subs, ledger, false, notes).await)
+    Ok(run.settle(1, subs, false, notes).await)
 }
 
 async fn three_publishers(tideway: &Path) -> Result<Outcome, String> {
-    let redis = RedisServer::start();
-    let nodes = nodes(tideway, &redis, 3, &[]);
+    let run = Run::start(tideway, 3, &[]);
     let mut subs = Vec::new();
-    for node in &nodes {
-        subs.extend(subscribers(&node.addr, &["a", "b"], 2).await);
+    for node in 0..3 {
+        subs.extend(run.subscribe(node, &["a", "b"], 2).await);
     }
-    let ledger = Arc::new(Ledger::default());
-    let loads: Vec<_> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            publisher(
-                &node.addr,
-                &format!("p{i}"),
-                300,
-                Duration::from_millis(3),
-                rotate,
-                ledger.clone(),
-            )
-        })
+    let loads: Vec<_> = (0..3)
+        .map(|node| run.publish(node, &format!("p{node}"), 300, 3, rotate))
         .collect();
     for load in loads {
         let _ = load.await;
     }
-    Ok(settle(&nodes[0].addr, subs, ledger, true, Vec::new()).await)
+    Ok(run.settle(0, subs, true, Vec::new()).await)
 }
 
 async fn eviction(tideway: &Path) -> Result<Outcome, String> {
-    let redis = RedisServer::start();
-    let nodes = nodes(tideway, &redis, 2, &["--history", "20"]);
-    let mut subs = subscribers(&nodes[1].addr, &["quiet", "busy"], 3).await;
-    let ledger = Arc::new(Ledger::default());
-    let load = publisher(
-        &nodes[0].addr,
-        "p",
-        600,
-        Duration::from_millis(2),
-        mostly_busy,
-        ledger.clone(),
-    );
+    let run = Run::start(tideway, 2, &["--history", "20"]);
+    let mut subs = run.subscribe(1, &["quiet", "busy"], 3).await;
+    let load = run.publish(0, "p", 600, 2, mostly_busy);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // It goes away right after an event of the quiet topic, so its cursor is there and
     // the busy topic's history is what cannot prove continuity.
@@ -431,17 +403,14 @@ async fn eviction(tideway: &Path) -> Result<Outcome, String> {
     }
     subs[0].stop().await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let addr = nodes[1].addr.clone();
-    subs[0].move_to(&addr).await;
+    subs[0].move_to(&run.addr(1)).await;
     let _ = load.await;
-    let outcome = settle(&nodes[1].addr, subs, ledger, false, Vec::new()).await;
-    let away = &outcome.subscribers[0];
-    let told = away.record.log.lock().is_ok_and(|log| {
+    let mut outcome = run.settle(1, subs, false, Vec::new()).await;
+    let told = outcome.subscribers[0].record.log.lock().is_ok_and(|log| {
         log.iter().any(|e| {
             matches!(e, Entry::Gap { reason, topics } if reason == "history_evicted" && topics == &["busy".to_owned()])
         })
     });
-    let mut outcome = outcome;
     if told {
         outcome
             .notes
@@ -455,22 +424,13 @@ async fn eviction(tideway: &Path) -> Result<Outcome, String> {
 }
 
 async fn resume_storm(tideway: &Path) -> Result<Outcome, String> {
-    let redis = RedisServer::start();
-    let mut nodes = nodes(tideway, &redis, 3, &[]);
-    let subs = subscribers(&nodes[2].addr, &["a", "b"], 40).await;
-    let mut keepers = subscribers(&nodes[1].addr, &["a", "b"], 1).await;
-    let ledger = Arc::new(Ledger::default());
-    let load = publisher(
-        &nodes[0].addr,
-        "p",
-        400,
-        Duration::from_millis(4),
-        rotate,
-        ledger.clone(),
-    );
+    let mut run = Run::start(tideway, 3, &[]);
+    let subs = run.subscribe(2, &["a", "b"], 40).await;
+    let mut keepers = run.subscribe(1, &["a", "b"], 1).await;
+    let load = run.publish(0, "p", 400, 4, rotate);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    nodes[2].kill();
-    let survivor = nodes[1].addr.clone();
+    run.nodes[2].kill();
+    let survivor = run.addr(1);
     let moving: Vec<_> = subs
         .into_iter()
         .map(|mut subscriber| {
@@ -487,31 +447,23 @@ async fn resume_storm(tideway: &Path) -> Result<Outcome, String> {
     }
     subs.append(&mut keepers);
     let _ = load.await;
-    Ok(settle(&survivor, subs, ledger, false, Vec::new()).await)
+    Ok(run.settle(1, subs, false, Vec::new()).await)
 }
 
 async fn clock_skew(tideway: &Path) -> Result<Outcome, String> {
     if crate::cluster::faketime_library().is_none() {
         return Err("libfaketime is not installed (apt-get install faketime)".to_owned());
     }
-    let redis = RedisServer::start();
-    let first = Node::start(tideway, &redis_args(&redis, "n1", &[]), None);
-    let skewed = Node::start(tideway, &redis_args(&redis, "n2", &[]), Some("-20"));
-    let mut subs = subscribers(&skewed.addr, &["a", "b"], 4).await;
-    subs.extend(subscribers(&first.addr, &["a", "b"], 2).await);
-    let ledger = Arc::new(Ledger::default());
-    let load = publisher(
-        &first.addr,
-        "p",
-        400,
-        Duration::from_millis(8),
-        rotate,
-        ledger.clone(),
-    );
+    let mut run = Run::start(tideway, 1, &[]);
+    let skewed = redis_args(&run.redis, "n2", &[]);
+    run.nodes.push(start_node(tideway, &skewed, Some("-20")));
+    let mut subs = run.subscribe(1, &["a", "b"], 4).await;
+    subs.extend(run.subscribe(0, &["a", "b"], 2).await);
+    let load = run.publish(0, "p", 400, 8, rotate);
     let _ = load.await;
     // The skew is real: the node reports a start 20 s before the other's.
     let admin = tideway_test_util::Client {
-        addr: first.addr.parse().expect("an address"),
+        addr: run.addr(0).parse().expect("an address"),
     };
     let nodes = admin.admin("/v1/admin/nodes").await.json();
     let started = |id: &str| {
@@ -522,7 +474,7 @@ async fn clock_skew(tideway: &Path) -> Result<Outcome, String> {
             .unwrap_or(0)
     };
     let behind = started("n1") - started("n2");
-    let mut outcome = settle(&skewed.addr, subs, ledger, true, Vec::new()).await;
+    let mut outcome = run.settle(1, subs, true, Vec::new()).await;
     if (15_000..25_000).contains(&behind) {
         outcome
             .notes

@@ -1,17 +1,12 @@
 //! The cluster for real: a `redis-server` and several `tideway` processes on local ports.
 
-use std::process::{Child, Command, Stdio};
-
-use tideway_test_util::{API_KEY, Client, RedisServer, wait_until};
+use tideway_test_util::{API_KEY, Client, RedisServer, TidewayProcess, wait_until};
 
 /// One `tideway` process of the cluster.
-struct Node {
-    child: Child,
-    client: Client,
-}
+struct Node;
 
 impl Node {
-    fn start(id: &str, redis: &RedisServer) -> Self {
+    fn start(id: &str, redis: &RedisServer) -> TidewayProcess {
         let url = redis.url();
         let args = [
             "--adapter",
@@ -28,43 +23,9 @@ impl Node {
         Self::with_args(&args)
     }
 
-    fn with_args(args: &[&str]) -> Self {
-        let port = tideway_test_util::free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
-            .args([
-                "--listen",
-                &addr,
-                "--advertise-host",
-                "127.0.0.1",
-                "--api-keys",
-                API_KEY,
-            ])
-            .args(args)
-            // Errors only: the outages these tests cause on purpose log warnings.
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start tideway");
-        tideway_test_util::wait_listening(&addr);
-        Self {
-            child,
-            client: Client {
-                addr: addr.parse().expect("an address"),
-            },
-        }
-    }
-
-    /// `kill -9`: no drain, no goodbye to Redis.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
+    fn with_args(args: &[&str]) -> TidewayProcess {
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_tideway"));
+        TidewayProcess::start(binary, args, std::iter::empty::<(&str, &str)>())
     }
 }
 
@@ -77,7 +38,7 @@ async fn total(client: &Client, path: &str) -> u64 {
 #[tokio::test]
 async fn a_publish_on_one_node_reaches_subscribers_on_the_others_exactly_once() {
     let redis = RedisServer::start();
-    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+    let nodes: Vec<TidewayProcess> = ["n1", "n2", "n3"]
         .iter()
         .map(|id| Node::start(id, &redis))
         .collect();

@@ -7,9 +7,11 @@
 
 pub mod conformance;
 mod injecting;
+mod process;
 mod redis;
 
 pub use injecting::Injecting;
+pub use process::TidewayProcess;
 pub use redis::RedisServer;
 
 use std::{future::Future, net::SocketAddr, time::Duration};

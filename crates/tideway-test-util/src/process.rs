@@ -1,0 +1,68 @@
+//! A real `tideway` process on a free port, for the tests and tools that need one.
+
+use std::{
+    ffi::OsStr,
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+use crate::{API_KEY, Client};
+
+/// A `tideway` process listening on `127.0.0.1`, with [`API_KEY`] as its publishers' key;
+/// killed (`kill -9`) when dropped.
+pub struct TidewayProcess {
+    child: Child,
+    /// Speaks raw HTTP to it.
+    pub client: Client,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+}
+
+impl TidewayProcess {
+    /// Starts `binary` on a free port with `args` after the listen address and key, and
+    /// `env` added to its environment; waits until it listens. It logs errors only: the
+    /// outages tests cause on purpose log warnings.
+    pub fn start<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        binary: &Path,
+        args: &[&str],
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let port = crate::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args([
+                "--listen",
+                &addr,
+                "--advertise-host",
+                "127.0.0.1",
+                "--api-keys",
+                API_KEY,
+            ])
+            .args(args)
+            .env("RUST_LOG", "error")
+            .envs(env)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start tideway");
+        crate::wait_listening(&addr);
+        Self {
+            child,
+            client: Client {
+                addr: addr.parse().expect("an address"),
+            },
+            addr,
+        }
+    }
+
+    /// `kill -9`: no drain, no goodbye to the store.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TidewayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
