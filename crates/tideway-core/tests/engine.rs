@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use tideway_core::{
-    CoreConfig, CoreError, EndReason, Event, GapReason, Gateway, LimitScope, Next, NodeRecord,
-    Page, Route, Subscribe, Subscription, Transport,
+    CoreConfig, CoreError, EndReason, Event, GapReason, Gateway, Grant, LimitScope, Next,
+    NodeRecord, Page, Revocation, Route, Subscribe, Subscription, Transport,
 };
 use tideway_protocol::{EventData, EventId, TopicList};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
@@ -349,4 +349,38 @@ async fn a_drain_waits_for_routed_publishes_before_ending_subscriptions() {
         subscription.next().await,
         Next::End(EndReason::Draining)
     ));
+}
+
+#[tokio::test]
+async fn a_token_revoked_before_its_grant_is_registered_gets_nothing() {
+    let gateway = gateway(16).await;
+    let _keeper = subscribe(&gateway, "private:t").await;
+    publish(&gateway, "private:t", "1").await;
+    publish(&gateway, "private:t", "2").await;
+    // The transport checked the token a moment ago; it is revoked before the subscription
+    // registers its grant, and it resumes with a replay waiting.
+    gateway
+        .revoke_token("late", u64::MAX)
+        .await
+        .expect("revoke");
+    let mut subscription = gateway
+        .subscribe(Subscribe {
+            topics: topics("private:t"),
+            label: None,
+            transport: Transport::Sse,
+            remote: None,
+            last_event_id: Some(EventId::parse(b"1").unwrap()),
+            grant: Some(Grant {
+                token_id: "late".into(),
+                key: "signer".into(),
+                subject: "alice".into(),
+                expires_at: u64::MAX,
+            }),
+        })
+        .await
+        .expect("subscribe");
+    match subscription.next().await {
+        Next::End(EndReason::Revoked(Revocation::TokenRevoked)) => {}
+        other => panic!("expected the revocation before any replay, got {other:?}"),
+    }
 }
