@@ -369,7 +369,9 @@ local dead = redis.call('ZRANGEBYSCORE', p .. 'nodes', '-inf', now)
 if ARGV[3] then dead[#dead + 1] = ARGV[3] end
 for _, node in ipairs(dead) do
   local mine = p .. 'node:' .. node .. ':topics'
-  for _, topic in ipairs(redis.call('SMEMBERS', mine)) do
+  -- A node of the version before idempotent membership kept a hash here.
+  local listed = redis.call('TYPE', mine)['ok'] == 'hash' and 'HKEYS' or 'SMEMBERS'
+  for _, topic in ipairs(redis.call(listed, mine)) do
     redis.call('DEL', key(topic, 'conns:' .. node))
     redis.call('HDEL', key(topic, 'nodes'), node)
     orphan_or_forget(topic, now, grace)

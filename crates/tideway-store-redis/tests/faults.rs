@@ -124,3 +124,18 @@ async fn redis_holding_other_connections_than_the_node_is_repaired() {
     redis_says(&redis, &["SCARD", "tideway:topic:a:conns:n1"], ":2").await;
     drop((kept, lost));
 }
+
+#[tokio::test]
+async fn a_dead_node_of_the_previous_layout_is_reaped() {
+    let redis = RedisServer::start();
+    // What a node of the version before sets of connection ids left behind: its topics as
+    // a hash of counts, and its registration expired long ago.
+    redis.command(&["HSET", "tideway:node:old:topics", "legacy", "1"]);
+    redis.command(&["HSET", "tideway:topic:legacy:nodes", "old", "1"]);
+    redis.command(&["ZADD", "tideway:topics", "0", "legacy"]);
+    redis.command(&["ZADD", "tideway:nodes", "1", "old"]);
+    let gateway = gateway(&redis).await;
+    redis_says(&redis, &["ZSCORE", "tideway:nodes", "old"], "$-1").await;
+    redis_says(&redis, &["EXISTS", "tideway:topic:legacy:nodes"], ":0").await;
+    assert!(gateway.ready().await, "heartbeats go on");
+}
