@@ -62,15 +62,16 @@ struct Shared {
     inbox: Arc<OnceLock<Inbox>>,
     topics: Namespace<TopicState>,
     directory: Namespace<DirectoryState>,
-    /// The sequencer object: its one message, `append`, awaits the topic objects while
-    /// it holds the position, so publishes reach them one after another. A resume's read
-    /// holds it too, so no publish lands between the reads of two topics.
-    sequencer: tokio::sync::Mutex<u64>,
+    /// The sequencer object's turn: its one message, `append`, awaits the topic objects
+    /// while it holds the turn, so publishes reach them one after another. A resume's
+    /// read holds it too, so no publish lands between the reads of two topics.
+    sequencer: tokio::sync::Mutex<()>,
     /// The sequencer's lifetime: positions count within it.
     epoch: u64,
-    /// The last position the sequencer gave out, set before it messages the topics: a
-    /// topic object reads it when it comes into being, in its own message, so every
-    /// publish it did not see as live is at or below what it reads.
+    /// The sequencer's state, the last position it gave out: advanced under its turn
+    /// before it messages the topics, so a topic object that reads it when it comes into
+    /// being (in its own message) reads a position at or above every publish it did not
+    /// see as live.
     issued: Arc<AtomicU64>,
 }
 
@@ -143,7 +144,7 @@ impl DoStore {
                 inbox: Arc::new(OnceLock::new()),
                 topics: Namespace::default(),
                 directory: Namespace::default(),
-                sequencer: tokio::sync::Mutex::new(0),
+                sequencer: tokio::sync::Mutex::new(()),
                 epoch: new_epoch(),
                 issued: Arc::new(AtomicU64::new(0)),
             }),
@@ -371,7 +372,7 @@ impl Store for DoStore {
         topics: &TopicList,
         event: &Arc<Event>,
     ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
-        let mut position = self.shared.sequencer.lock().await;
+        let _turn = self.shared.sequencer.lock().await;
         // A retry of a publish still in history is answered as the first one was, and
         // delivered no second time.
         let mut retried = Vec::new();
@@ -394,12 +395,11 @@ impl Store for DoStore {
         if !retried.is_empty() {
             return Ok(retried);
         }
-        *position += 1;
-        self.shared.issued.store(*position, SeqCst);
+        let position = self.shared.issued.fetch_add(1, SeqCst) + 1;
         let epoch = self.shared.epoch;
         let mut appended = Vec::with_capacity(topics.len());
         for topic in topics {
-            let (name, event, at) = (topic.clone(), event.clone(), *position);
+            let (name, event, at) = (topic.clone(), event.clone(), position);
             let inbox = self.shared.inbox.clone();
             let delivered = self
                 .shared
@@ -448,7 +448,7 @@ impl Store for DoStore {
         last_event_id: &EventId,
     ) -> Result<HistoryRead, StoreError> {
         // Held across the reads of every topic: no publish lands between two of them.
-        let _sequencer = self.shared.sequencer.lock().await;
+        let _turn = self.shared.sequencer.lock().await;
         let mut histories = Vec::with_capacity(topics.len());
         for topic in topics {
             let read = self

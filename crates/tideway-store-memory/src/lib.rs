@@ -286,13 +286,14 @@ impl Store for MemoryStore {
         let inbox = self.shared.inbox.get();
         let mut state = self.lock();
         // A retry of a publish still in history is answered as the first one was, and
-        // delivered no second time.
+        // delivered no second time. The live topics found here are those appended to
+        // below, under the same lock.
+        let mut live = Vec::with_capacity(topics.len());
         let mut retried = Vec::new();
         for topic in topics {
-            if let Some(entry) = self.live_topic(&mut state, topic)
-                && let Some(first) = entry.history.find(&event.id)
-            {
-                retried.push(first.clone());
+            if let Some(entry) = self.live_topic(&mut state, topic) {
+                retried.extend(entry.history.find(&event.id).cloned());
+                live.push(topic);
             }
         }
         if !retried.is_empty() {
@@ -302,9 +303,9 @@ impl Store for MemoryStore {
         // so every queue receives publishes in position order.
         state.next_position += 1;
         let (epoch, position) = (state.epoch, state.next_position);
-        let mut appended = Vec::with_capacity(topics.len());
-        for topic in topics {
-            let Some(entry) = self.live_topic(&mut state, topic) else {
+        let mut appended = Vec::with_capacity(live.len());
+        for topic in live {
+            let Some(entry) = state.topics.get_mut(topic) else {
                 continue;
             };
             let delivered = Arc::new(TopicEvent::new(

@@ -86,6 +86,11 @@ local function remove_connection(id, node, tenant)
   if tenant ~= '' then redis.call('ZREM', p .. 'tenant:' .. tenant .. ':conns', id) end
   redis.call('SREM', p .. 'node:' .. node .. ':conns', id)
 end
+-- A history entry is `seq position id \n type \n publishedAt \n data`: its position and id.
+local function entry_of(entry)
+  local pos, id = string.match(entry, '^%d+ (%d+) ([^\n]*)\n')
+  return tonumber(pos), id
+end
 local function deliver(node, ep, pos, body)
   local n = redis.call('HINCRBY', p .. 'delivered', node, 1)
   redis.call('PUBLISH', p .. 'node:' .. node .. ':events', ep .. ' ' .. pos .. ' ' .. n .. '\n' .. body)
@@ -159,10 +164,10 @@ for _, topic in ipairs(live) do
     redis.call('HSET', ids, id, seq .. ' ' .. pos)
     while length > keep do
       local evicted = redis.call('LPOP', history)
-      local epos, eid = string.match(evicted, '^%d+ (%d+) ([^\n]*)\n')
+      local epos, eid = entry_of(evicted)
       redis.call('HSET', meta, 'evictedThrough', epos)
       local held = redis.call('HGET', ids, eid)
-      if held and string.match(held, ' (%d+)$') == epos then redis.call('HDEL', ids, eid) end
+      if held and tonumber(string.match(held, ' (%d+)$')) == epos then redis.call('HDEL', ids, eid) end
       length = length - 1
     end
   else
@@ -211,16 +216,16 @@ for i = 4, #ARGV do
   local topic = ARGV[i]
   if is_live(topic, now) then
     local entries = redis.call('LRANGE', key(topic, 'history'), 0, -1)
-    local matches = {}
-    for _, entry in ipairs(entries) do
-      local pos, eid = string.match(entry, '^%d+ (%d+) ([^\n]*)\n')
+    local positions, matches = {}, {}
+    for k, entry in ipairs(entries) do
+      local pos, eid = entry_of(entry)
+      positions[k] = pos
       if eid == id then
         matches[#matches + 1] = pos
-        local n = tonumber(pos)
-        if earliest == nil or n < earliest then earliest = n end
+        if earliest == nil or pos < earliest then earliest = pos end
       end
     end
-    live[#live + 1] = {topic, entries, matches}
+    live[#live + 1] = {topic, entries, positions, matches}
   end
 end
 local out = {ep}
@@ -228,11 +233,11 @@ for _, t in ipairs(live) do
   local meta = redis.call('HMGET', key(t[1], 'meta'), 'createdAfter', 'evictedThrough')
   local after = {}
   if earliest ~= nil then
-    for _, entry in ipairs(t[2]) do
-      if tonumber(string.match(entry, '^%d+ (%d+) ')) > earliest then after[#after + 1] = entry end
+    for k, entry in ipairs(t[2]) do
+      if t[3][k] > earliest then after[#after + 1] = entry end
     end
   end
-  out[#out + 1] = {t[1], meta[1] or '0', meta[2] or '0', t[3], after}
+  out[#out + 1] = {t[1], meta[1] or '0', meta[2] or '0', t[4], after}
 end
 return out
 "#;
