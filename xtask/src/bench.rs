@@ -283,11 +283,17 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
 
 /// `<date>-<commit>` of a run.
 fn run_stem(root: &Path) -> String {
+    let (date, commit) = run_id(root);
+    format!("{date}-{commit}")
+}
+
+/// The UTC date and time and the short commit a run's results are named by.
+pub(crate) fn run_id(root: &Path) -> (String, String) {
     let commit =
         git(root, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "uncommitted".into());
     let date = command_output("date", &["-u", "+%Y-%m-%dT%H%M%SZ"])
         .unwrap_or_else(|| "unknown-date".into());
-    format!("{date}-{commit}")
+    (date, commit)
 }
 
 fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<(), String> {

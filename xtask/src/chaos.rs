@@ -36,10 +36,7 @@ pub(crate) fn run(root: &Path, only: &[String]) -> Result<(), String> {
 }
 
 fn write_results(root: &Path, report: &Value) -> Result<(), String> {
-    let commit = crate::bench::git(root, &["rev-parse", "--short", "HEAD"])
-        .unwrap_or_else(|| "uncommitted".into());
-    let date = crate::bench::command_output("date", &["-u", "+%Y-%m-%dT%H%M%SZ"])
-        .unwrap_or_else(|| "unknown-date".into());
+    let (date, commit) = crate::bench::run_id(root);
     let dir = root.join("test-results");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // Only the latest run is kept: git has the earlier ones.

@@ -387,10 +387,7 @@ fn embedded(root: &Path, sub: &Language) -> Value {
 }
 
 fn write_results(root: &Path, results: &[Value]) -> Result<(), String> {
-    let commit = crate::bench::git(root, &["rev-parse", "--short", "HEAD"])
-        .unwrap_or_else(|| "uncommitted".into());
-    let date = crate::bench::command_output("date", &["-u", "+%Y-%m-%dT%H%M%SZ"])
-        .unwrap_or_else(|| "unknown-date".into());
+    let (date, commit) = crate::bench::run_id(root);
     let dir: PathBuf = root.join("test-results");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let stem = format!("{date}-{commit}-e2e");

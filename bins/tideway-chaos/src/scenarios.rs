@@ -169,24 +169,10 @@ fn mostly_busy(n: u64) -> &'static [&'static str] {
 }
 
 fn redis_args(redis: &RedisServer, id: &str, extra: &[&str]) -> Vec<String> {
-    let url = redis.url();
-    let common = [
-        "--adapter",
-        "redis",
-        "--redis-url",
-        &url,
-        "--node-id",
-        id,
-        "--node-ttl",
-        "1s",
-        "--topic-grace",
-        "5s",
-    ];
-    common
-        .iter()
-        .chain(extra)
-        .map(|s| (*s).to_owned())
-        .collect()
+    let mut args = redis.node_args(id);
+    let tuning = ["--node-ttl", "1s", "--topic-grace", "5s"];
+    args.extend(tuning.iter().chain(extra).map(|s| (*s).to_owned()));
+    args
 }
 
 /// A scenario's parts: a Redis, gateway nodes sharing it, and what publishers were told.

@@ -7,19 +7,11 @@ struct Node;
 
 impl Node {
     fn start(id: &str, redis: &RedisServer) -> TidewayProcess {
-        let url = redis.url();
-        let args = [
-            "--adapter",
-            "redis",
-            "--redis-url",
-            &url,
-            "--node-id",
-            id,
-            "--node-ttl",
-            "2s",
-            "--token-secret",
-            "cluster-token-secret",
-        ];
+        let mut args = redis.node_args(id);
+        args.extend(
+            ["--node-ttl", "2s", "--token-secret", "cluster-token-secret"].map(str::to_owned),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Self::with_args(&args)
     }
 
@@ -330,19 +322,12 @@ async fn tenants_stay_apart_across_nodes() {
         ]}"#,
     )
     .unwrap();
-    let url = redis.url();
     let keys = keys.to_string_lossy().into_owned();
     let node = |id: &'static str| {
-        Node::with_args(&[
-            "--adapter",
-            "redis",
-            "--redis-url",
-            &url,
-            "--node-id",
-            id,
-            "--keys-file",
-            &keys,
-        ])
+        let mut args = redis.node_args(id);
+        args.extend(["--keys-file".to_owned(), keys.clone()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Node::with_args(&args)
     };
     let (n1, n2) = (node("t1"), node("t2"));
     let mut acme = n2

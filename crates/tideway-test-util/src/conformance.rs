@@ -258,13 +258,7 @@ pub async fn grace_keeps_a_topic_for_a_while<S: Store>(store: S) {
         .expect("tail")
         .expect("still live");
     assert_eq!(tail[0].event.id.as_str(), "kept");
-    wait_until("the grace to run out", || async {
-        match store.live(&list("g")).await {
-            Ok(live) if live.is_empty() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_gone(store, "g").await;
     assert!(store.tail(&name("g"), 10).await.expect("tail").is_none());
 }
 
@@ -358,13 +352,7 @@ pub async fn a_topic_that_expired_is_a_gap<S: Store>(store: S) {
     let client = subscribe(&gateway, "kept,lapsed", None).await;
     publish(&gateway, "kept,lapsed", "both").await;
     drop(client);
-    wait_until("the lapsed topic to go", || async {
-        match gateway.store().live(&list("lapsed")).await {
-            Ok(live) if live.is_empty() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_gone(gateway.store(), "lapsed").await;
     publish(&gateway, "kept", "after").await;
     let mut again = subscribe(&gateway, "kept,lapsed", Some("both")).await;
     let gap = next_gap(&mut again).await;
@@ -547,25 +535,10 @@ pub async fn a_failed_join_takes_nobody_else_out<S: Store + Clone>(store: S) {
         .expect("start");
     let mut other = subscribe(&gateway, "y", None).await;
     injecting.fail_next_join(name("y"));
-    let failed = gateway
-        .subscribe(Subscribe {
-            topics: list("x,y"),
-            label: None,
-            transport: Transport::Sse,
-            remote: None,
-            last_event_id: None,
-            grant: None,
-        })
-        .await;
+    let failed = gateway.subscribe(request("x,y", None)).await;
     assert!(failed.is_err(), "the subscribe fails with the store");
     assert!(gateway.stats().store_errors() >= 1);
-    wait_until("the failed subscription to leave x", || async {
-        match gateway.store().live(&list("x")).await {
-            Ok(live) if live.is_empty() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_gone(gateway.store(), "x").await;
     assert_eq!(
         gateway.store().live(&list("y")).await.expect("live"),
         [name("y")]
@@ -593,20 +566,36 @@ async fn next_gap<S: Store>(subscription: &mut Subscription<S>) -> Gap {
     }
 }
 
+/// Waits until `topic` is live nowhere.
+async fn wait_gone<S: Store>(store: &S, topic: &str) {
+    wait_until(&format!("topic {topic} to go"), || async {
+        match store.live(&list(topic)).await {
+            Ok(live) if live.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// An anonymous SSE subscription to `topics`, resuming after `last` if given.
+fn request(topics: &str, last: Option<&str>) -> Subscribe {
+    Subscribe {
+        topics: list(topics),
+        label: None,
+        transport: Transport::Sse,
+        remote: None,
+        last_event_id: last.map(|id| EventId::parse(id.as_bytes()).expect("valid id")),
+        grant: None,
+    }
+}
+
 async fn subscribe<S: Store>(
     gateway: &Gateway<S>,
     topics: &str,
     last: Option<&str>,
 ) -> Subscription<S> {
     gateway
-        .subscribe(Subscribe {
-            topics: list(topics),
-            label: None,
-            transport: Transport::Sse,
-            remote: None,
-            last_event_id: last.map(|id| EventId::parse(id.as_bytes()).expect("valid id")),
-            grant: None,
-        })
+        .subscribe(request(topics, last))
         .await
         .expect("subscribe")
 }

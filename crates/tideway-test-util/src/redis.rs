@@ -28,6 +28,14 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The flags that make a `tideway` process node `id` of a cluster on this server.
+    pub fn node_args(&self, id: &str) -> Vec<String> {
+        let url = self.url();
+        ["--adapter", "redis", "--redis-url", &url, "--node-id", id]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
     /// Kills the server (state lost, as on a crash) and starts a new one on the same port.
     pub fn restart(&mut self) {
         self.stop();
