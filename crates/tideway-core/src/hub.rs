@@ -11,7 +11,7 @@ use std::{
 use tideway_protocol::{TopicList, TopicName};
 
 use crate::{
-    Stats, TopicEvent,
+    HistoryRead, Stats, TopicEvent,
     queue::{QueueReceiver, QueueSender, QueueWaker, TrySendError, queue},
 };
 
@@ -300,6 +300,24 @@ impl Hub {
         told.len()
     }
 
+    /// Tells the subscribers of any of `topics` that delivery was interrupted; returns how
+    /// many.
+    pub(crate) fn interrupt_topics(&self, why: Interruption, topics: &[TopicName]) -> usize {
+        let table = self.lock();
+        let mut told = std::collections::HashSet::new();
+        for subscriber in topics.iter().filter_map(|t| table.get(t)).flatten() {
+            if told.insert(subscriber.number) {
+                subscriber.state.interrupt(why);
+            }
+        }
+        told.len()
+    }
+
+    /// The topics with a subscriber on this node.
+    pub(crate) fn topics(&self) -> Vec<TopicName> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Wakes every subscriber's reader, to look again at the gateway's state (a drain).
     pub(crate) fn wake_all(&self) {
         let table = self.lock();
@@ -367,6 +385,71 @@ impl Inbox {
             .delivery_interruptions
             .fetch_add(1, Relaxed);
         tracing::warn!(reason = ?why, subscriptions = told, "delivery to this node was interrupted; subscribers are told");
+    }
+
+    /// The topics with a subscriber on this node: what a store repairing its delivery
+    /// must read back.
+    pub fn topics(&self) -> Vec<TopicName> {
+        self.hub.topics()
+    }
+
+    /// The ids of the tokens that granted this node's subscriptions: a store that lost
+    /// messages may have lost revocations among them, and asks again about these.
+    pub fn token_ids(&self) -> Vec<String> {
+        let grants = self.hub.grants();
+        let mut ids: Vec<String> = grants.values().map(|(g, _)| g.token_id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Fills a hole in the store's delivery to this node from history, instead of ending
+    /// streams: `read` holds, per topic with a subscriber here, the events after position
+    /// `after` (the last one this node received) up to the message that revealed the
+    /// hole, which the store delivers right after. Subscribers of a topic whose history
+    /// cannot prove it holds all of them (or that is gone) are told as
+    /// [`Interrupted`](Interruption::DeliveryLost) and resume; every other subscriber
+    /// gets the missing events, in position order, as if none had gone astray (a resumed
+    /// subscription's floor skips those its replay already sent).
+    pub fn recover(&self, after: u64, read: &HistoryRead) {
+        let mut lost = Vec::new();
+        let mut events = Vec::new();
+        for topic in self.hub.topics() {
+            match read.topics.iter().find(|t| t.topic == topic) {
+                Some(history) if history.gap_after(after).is_none() => events.extend(
+                    history
+                        .events
+                        .iter()
+                        .filter(|e| e.position > after && e.epoch == read.epoch)
+                        .cloned(),
+                ),
+                _ => lost.push(topic),
+            }
+        }
+        // Stable: the copies of one publish keep the order in which the topics were read.
+        events.sort_by_key(|e| e.position);
+        let stats = &self.hub.shared.stats;
+        if !lost.is_empty() {
+            let told = self.hub.interrupt_topics(Interruption::DeliveryLost, &lost);
+            stats.delivery_interruptions.fetch_add(1, Relaxed);
+            tracing::warn!(
+                topics = lost.len(),
+                subscriptions = told,
+                "a hole in delivery to this node that history cannot fill; those subscribers are told"
+            );
+        }
+        for event in &events {
+            self.deliver(event);
+        }
+        stats.delivery_repairs.fetch_add(1, Relaxed);
+        stats
+            .events_recovered
+            .fetch_add(events.len() as u64, Relaxed);
+        tracing::info!(
+            after,
+            recovered = events.len(),
+            "a hole in delivery to this node was filled from history"
+        );
     }
 
     /// Queues `event` to every local subscriber of its topic, without waiting.

@@ -36,6 +36,21 @@ pub struct TopicHistory {
     pub events: Vec<Arc<TopicEvent>>,
 }
 
+impl TopicHistory {
+    /// Why this history cannot prove it holds every event of its topic after `position`,
+    /// or `None` when it can: it was live (within its grace) from then on and evicted
+    /// nothing after it. The one rule for a resume's cursor and a node's repair alike.
+    pub fn gap_after(&self, position: u64) -> Option<GapReason> {
+        if self.evicted_through > position {
+            Some(GapReason::HistoryEvicted)
+        } else if self.created_after > position {
+            Some(GapReason::TopicExpired)
+        } else {
+            None
+        }
+    }
+}
+
 /// One consistent read of the histories of a resume's topics.
 #[derive(Debug, Clone)]
 pub struct HistoryRead {
@@ -201,10 +216,10 @@ pub(crate) fn plan(topics: &TopicList, last_event_id: &EventId, read: &HistoryRe
             expired.push(topic.clone());
             continue;
         };
-        if history.evicted_through > cursor {
-            evicted.push(topic.clone());
-        } else if history.created_after > cursor {
-            expired.push(topic.clone());
+        match history.gap_after(cursor) {
+            Some(GapReason::HistoryEvicted) => evicted.push(topic.clone()),
+            Some(_) => expired.push(topic.clone()),
+            None => {}
         }
         replay.extend(
             history

@@ -27,6 +27,8 @@ pub struct Stats {
     pub(crate) store_errors: AtomicU64,
     pub(crate) delivery_interruptions: AtomicU64,
     pub(crate) gaps_reported: AtomicU64,
+    pub(crate) delivery_repairs: AtomicU64,
+    pub(crate) events_recovered: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     /// Publish→enqueue latency: counts per bucket (the last is +Inf), sum in µs.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
@@ -93,6 +95,14 @@ impl Stats {
     /// `tideway.gap` events sent to subscribers of this node.
     pub fn gaps_reported(&self) -> u64 {
         self.gaps_reported.load(Relaxed)
+    }
+    /// Holes in the store's delivery to this node that were filled from history.
+    pub fn delivery_repairs(&self) -> u64 {
+        self.delivery_repairs.load(Relaxed)
+    }
+    /// Events a repair took from history and queued to this node's subscribers.
+    pub fn events_recovered(&self) -> u64 {
+        self.events_recovered.load(Relaxed)
     }
     /// Bytes written to subscribers.
     pub fn bytes_out(&self) -> u64 {

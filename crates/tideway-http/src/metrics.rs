@@ -82,8 +82,20 @@ pub(crate) fn render<S: Store>(app: &App<S>) -> Response {
     out.simple(
         "delivery_interruptions_total",
         "counter",
-        "Times the store found a hole in its delivery to this node (subscribers were told).",
+        "Times subscribers of this node were told of a hole in the store's delivery it could not fill (a gap, or their streams ended).",
         stats.delivery_interruptions(),
+    );
+    out.simple(
+        "delivery_repairs_total",
+        "counter",
+        "Holes in the store's delivery to this node filled from history (no stream was ended).",
+        stats.delivery_repairs(),
+    );
+    out.simple(
+        "events_recovered_total",
+        "counter",
+        "Events a repair took from history and queued to subscribers of this node.",
+        stats.events_recovered(),
     );
     out.simple(
         "gaps_total",

@@ -24,7 +24,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, OnceLock, PoisonError, Weak,
-        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -99,6 +99,43 @@ struct Shared {
     /// Heartbeats in a row at which Redis held another number of this node's
     /// connections than the mirror.
     mismatches: AtomicUsize,
+    /// Messages the delivery task took off this node's channel: each successful heartbeat
+    /// sends one, so a count that stands still while heartbeats succeed means the node
+    /// no longer hears its channel.
+    heard: AtomicU64,
+    /// Whether the node hears its channel (see [`Hearing`]).
+    listening: AtomicBool,
+}
+
+/// Whether a node still hears its channel, judged at each successful heartbeat.
+#[derive(Debug, Default)]
+struct Hearing {
+    /// The count of messages heard at the last beat that saw it move.
+    heard: u64,
+    /// Successful beats since then.
+    deaf_beats: u32,
+}
+
+/// Successful heartbeats (each sending a marker) after which a node that heard nothing
+/// counts as deaf.
+const DEAF_AFTER_BEATS: u32 = 3;
+
+impl Hearing {
+    /// After a successful heartbeat: `true` when the node heard nothing over the last
+    /// [`DEAF_AFTER_BEATS`] of them (and starts counting again).
+    fn beat(&mut self, heard: u64) -> bool {
+        if heard != self.heard {
+            self.heard = heard;
+            self.deaf_beats = 0;
+            return false;
+        }
+        self.deaf_beats += 1;
+        if self.deaf_beats > DEAF_AFTER_BEATS {
+            self.deaf_beats = 0;
+            return true;
+        }
+        false
+    }
 }
 
 /// Connections registered again per round trip of a resync.
@@ -109,24 +146,49 @@ const RESTORE_BATCH: usize = 200;
 struct Continuity {
     /// The epoch and the number of the last message, once one came.
     last: Option<(String, u64)>,
+    /// The position up to which this node received everything routed to it: the last
+    /// event's, or the position a heartbeat's marker carried.
+    position: u64,
+}
+
+/// Where the next message on the channel stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// It follows the last one.
+    InOrder,
+    /// It is of another epoch: Redis restarted or failed over and lost what it held.
+    Restarted,
+    /// Messages between the last one and it went missing; the events they carried are
+    /// those after position `after` (and before the message's own).
+    Hole { after: u64 },
+    /// Its number goes back: Redis went back to an older state of the same epoch (a
+    /// failover that lost writes), so its history cannot be trusted to fill anything.
+    WentBack,
 }
 
 impl Continuity {
-    /// Checks the next message's place: `None` if it follows the last one, else what to
-    /// tell subscribers. Either way it becomes the last one.
-    fn next(&mut self, epoch: &str, number: u64) -> Option<Interruption> {
+    /// Checks the next message's place; either way it becomes the last one.
+    fn next(&mut self, epoch: &str, number: u64, position: u64) -> Verdict {
         let verdict = match &self.last {
-            None => None,
-            Some((last_epoch, _)) if last_epoch != epoch => Some(Interruption::StoreRestarted),
-            Some((_, last)) if number == last + 1 => None,
-            // Skipped messages were lost; a number going back means Redis went back to an
-            // older state of the same epoch (a failover that lost writes).
-            Some(_) => Some(Interruption::DeliveryLost),
+            None => Verdict::InOrder,
+            Some((last_epoch, _)) if last_epoch != epoch => Verdict::Restarted,
+            Some((_, last)) if number == last + 1 => Verdict::InOrder,
+            Some((_, last)) if number > last + 1 => Verdict::Hole {
+                after: self.position,
+            },
+            Some(_) => Verdict::WentBack,
         };
         self.last = Some((epoch.to_owned(), number));
+        self.position = match verdict {
+            Verdict::InOrder | Verdict::Hole { .. } => self.position.max(position),
+            Verdict::Restarted | Verdict::WentBack => position,
+        };
         verdict
     }
 }
+
+/// Token ids or topics asked about per round trip of a repair.
+const REPAIR_BATCH: usize = 500;
 
 fn unavailable(err: fred::error::Error) -> StoreError {
     StoreError::Unavailable(Box::new(err))
@@ -166,6 +228,8 @@ impl RedisStore {
                 continuity: Mutex::new(Continuity::default()),
                 registered_in: Mutex::new(None),
                 mismatches: AtomicUsize::new(0),
+                heard: AtomicU64::new(0),
+                listening: AtomicBool::new(true),
             }),
         })
     }
@@ -223,17 +287,19 @@ impl RedisStore {
         }
         if !existed {
             tracing::warn!(node = %node.id, "Redis did not know this node (restart or outage): registering its connections again");
-            self.resync(node).await?;
             let before = self.registered_in().clone();
             if before.as_deref() == Some(epoch.as_str()) {
                 // Same epoch: Redis kept its data but dropped this node (its registration
                 // lapsed and another node reaped it), so publishes meanwhile skipped this
-                // node while history kept them. A new epoch is the delivery task's to
-                // report, from the first message that carries it.
+                // node while history kept them. Told before the node's topics are
+                // registered again: nothing published after the hole may reach a
+                // subscriber before it learns of the hole. A new epoch is the delivery
+                // task's to report, from the first message that carries it.
                 if let Some(inbox) = self.shared.inbox.get() {
                     inbox.interrupt(Interruption::DeliveryLost);
                 }
             }
+            self.resync(node).await?;
         }
         *self.registered_in() = Some(epoch);
         self.run(
@@ -361,9 +427,9 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Delivers what arrives on this node's channel to its inbox, after telling
-    /// subscribers of any hole before it.
-    fn deliver(&self, payload: &[u8]) {
+    /// Delivers what arrives on this node's channel to its inbox, after filling (or
+    /// telling subscribers of) any hole before it.
+    async fn deliver(&self, payload: &[u8]) {
         let Some(inbox) = self.shared.inbox.get() else {
             return;
         };
@@ -373,9 +439,22 @@ impl RedisStore {
             inbox.interrupt(Interruption::DeliveryLost);
             return;
         };
-        let verdict = self.continuity().next(&delivery.epoch, delivery.number);
-        if let Some(why) = verdict {
-            inbox.interrupt(why);
+        let verdict = self
+            .continuity()
+            .next(&delivery.epoch, delivery.number, delivery.position);
+        match verdict {
+            Verdict::InOrder => {}
+            Verdict::Restarted => inbox.interrupt(Interruption::StoreRestarted),
+            Verdict::WentBack => inbox.interrupt(Interruption::DeliveryLost),
+            Verdict::Hole { after } => {
+                // An event's message comes after the hole; a marker carries the position
+                // given out when it was sent, which the hole may include.
+                let before = match delivery.event {
+                    Some(_) => delivery.position,
+                    None => delivery.position.saturating_add(1),
+                };
+                self.repair(inbox, &delivery.epoch, after, before).await;
+            }
         }
         let Some(event) = delivery.event else {
             return;
@@ -385,6 +464,109 @@ impl RedisStore {
         for (topic, seq) in delivery.routes {
             let delivered = TopicEvent::new(topic, seq, epoch, delivery.position, event.clone());
             inbox.deliver(&Arc::new(delivered));
+        }
+    }
+
+    /// Fills a hole in this node's channel from history: the events of this node's
+    /// topics after `after` and before `before`, and the revocations it may have missed.
+    /// Subscribers are told only where history cannot fill it.
+    async fn repair(&self, inbox: &Inbox, epoch: &str, after: u64, before: u64) {
+        tracing::warn!(
+            after,
+            before,
+            "messages from Redis to this node went missing; reading them back from history"
+        );
+        match self.read_between(inbox, after, before).await {
+            Ok(read) if read.epoch == epoch_number(epoch) => inbox.recover(after, &read),
+            Ok(_) => {
+                // Redis moved to another epoch meanwhile: its history is not this one's.
+                inbox.interrupt(Interruption::DeliveryLost);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the hole back from Redis");
+                inbox.interrupt(Interruption::DeliveryLost);
+            }
+        }
+    }
+
+    /// Reads what [`RedisStore::repair`] needs, a batch of token ids or topics per round
+    /// trip (positions before `before` no longer change, so batches agree), and ends the
+    /// subscriptions of revoked tokens. The read's epoch is 0 unless every batch saw the
+    /// same one.
+    async fn read_between(
+        &self,
+        inbox: &Inbox,
+        after: u64,
+        before: u64,
+    ) -> Result<HistoryRead, StoreError> {
+        let tokens = inbox.token_ids();
+        let topics: Vec<String> = inbox.topics().iter().map(TopicName::to_string).collect();
+        let mut read = HistoryRead {
+            epoch: 0,
+            topics: Vec::new(),
+        };
+        let mut epochs = std::collections::HashSet::new();
+        let batches = tokens
+            .chunks(REPAIR_BATCH)
+            .map(|t| (t, &[][..]))
+            .chain(topics.chunks(REPAIR_BATCH).map(|t| (&[][..], t)));
+        for (tokens, topics) in batches {
+            let mut args = vec![
+                self.prefix().to_owned(),
+                after.to_string(),
+                before.to_string(),
+                tokens.len().to_string(),
+            ];
+            args.extend(tokens.iter().cloned());
+            args.extend(topics.iter().cloned());
+            let mut flat =
+                values(self.run(&self.shared.scripts.read_between, args).await?).into_iter();
+            let epoch = epoch_number(&flat.next().as_ref().map(text).unwrap_or_default());
+            epochs.insert(epoch);
+            for id in flat.next().map(values).unwrap_or_default() {
+                inbox.revoke_token(&text(&id));
+            }
+            read.topics
+                .extend(flat.filter_map(|topic| parse_topic_history(epoch, topic)));
+        }
+        if epochs.len() == 1 {
+            read.epoch = epochs.into_iter().next().unwrap_or(0);
+        } else if epochs.is_empty() {
+            // Nothing to read back: no subscriber here, no token. Ask for the epoch alone.
+            let args = vec![
+                self.prefix().to_owned(),
+                after.to_string(),
+                before.to_string(),
+                "0".to_owned(),
+            ];
+            let flat = values(self.run(&self.shared.scripts.read_between, args).await?);
+            read.epoch = epoch_number(&flat.first().map(text).unwrap_or_default());
+        }
+        Ok(read)
+    }
+
+    /// After a successful heartbeat: if the node heard none of the markers its last
+    /// heartbeats sent, its channel is deaf (a subscription Redis dropped without closing
+    /// the connection, a stuck delivery task). Nothing after that point could be noticed
+    /// missing, so subscribers are told and the connection is made again; the node
+    /// reports itself not ready until it hears again.
+    async fn check_hearing(&self, hearing: &mut Hearing) {
+        let deaf = hearing.beat(self.shared.heard.load(Relaxed));
+        if !deaf {
+            if hearing.deaf_beats == 0 {
+                self.shared.listening.store(true, Relaxed);
+            }
+            return;
+        }
+        tracing::error!(
+            "this node heard nothing on its Redis channel over several heartbeats; telling its subscribers and reconnecting"
+        );
+        self.shared.listening.store(false, Relaxed);
+        if let Some(inbox) = self.shared.inbox.get() {
+            inbox.interrupt(Interruption::DeliveryLost);
+        }
+        if let Err(err) = self.shared.subscriber.force_reconnection().await {
+            tracing::warn!(error = %err, "reconnecting the Redis subscription failed");
         }
     }
 
@@ -404,12 +586,16 @@ fn spawn_tasks(store: &RedisStore) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(period.max(Duration::from_millis(50)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hearing = Hearing::default();
         loop {
             ticker.tick().await;
             let Some(shared) = weak.upgrade() else { return };
             let store = RedisStore { shared };
             let healthy = match store.heartbeat().await {
-                Ok(()) => true,
+                Ok(()) => {
+                    store.check_hearing(&mut hearing).await;
+                    true
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "heartbeat to Redis failed");
                     false
@@ -429,27 +615,23 @@ fn spawn_tasks(store: &RedisStore) {
                 Ok(message) => {
                     let Some(shared) = weak.upgrade() else { return };
                     let store = RedisStore { shared };
+                    store.shared.heard.fetch_add(1, Relaxed);
                     let revocation = message.channel.ends_with("revocations");
                     match (message.value.as_bytes(), store.shared.inbox.get()) {
                         (Some(id), Some(inbox)) if revocation => {
                             inbox.revoke_token(&String::from_utf8_lossy(id));
                         }
-                        (Some(payload), _) => store.deliver(payload),
+                        (Some(payload), _) => store.deliver(payload).await,
                         (None, _) => tracing::warn!("a message from Redis had no bytes"),
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    // The next message's number shows the hole, and it is read back from
+                    // history then (a heartbeat's marker comes within one beat).
                     tracing::error!(
                         missed,
-                        "delivery fell behind Redis; events were lost on this node"
+                        "delivery fell behind Redis; messages to this node were lost"
                     );
-                    let Some(shared) = weak.upgrade() else { return };
-                    let store = RedisStore { shared };
-                    // What comes next starts a new count: the hole is reported here.
-                    store.continuity().last = None;
-                    if let Some(inbox) = store.shared.inbox.get() {
-                        inbox.interrupt(Interruption::DeliveryLost);
-                    }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
@@ -562,6 +744,27 @@ fn parse_history(topic: &TopicName, epoch: u64, entry: &[u8]) -> Option<TopicEve
         position,
         Arc::new(event),
     ))
+}
+
+/// `{topic, createdAfter, evictedThrough, {positions of the id}, {entries}}`, one topic
+/// of a script's read of histories.
+fn parse_topic_history(epoch: u64, topic: Value) -> Option<TopicHistory> {
+    let mut fields = values(topic).into_iter();
+    let name = TopicName::from_stored(&text(&fields.next()?))?;
+    let created_after = number(&fields.next()?);
+    let evicted_through = number(&fields.next()?);
+    let matches = values(fields.next()?).iter().map(number).collect();
+    let events = values(fields.next()?)
+        .into_iter()
+        .filter_map(|entry| parse_history(&name, epoch, entry.as_bytes()?).map(Arc::new))
+        .collect();
+    Some(TopicHistory {
+        topic: name,
+        created_after,
+        evicted_through,
+        matches,
+        events,
+    })
 }
 
 fn values(value: Value) -> Vec<Value> {
@@ -833,27 +1036,7 @@ impl Store for RedisStore {
         let mut flat = values(self.run(&self.shared.scripts.read_since, args).await?).into_iter();
         let epoch = epoch_number(&flat.next().as_ref().map(text).unwrap_or_default());
         let topics = flat
-            .filter_map(|topic| {
-                let mut fields = values(topic).into_iter();
-                let name = TopicName::from_stored(&text(&fields.next()?))?;
-                let created_after = number(&fields.next()?);
-                let evicted_through = number(&fields.next()?);
-                let matches = values(fields.next()?).iter().map(number).collect();
-                let events = values(fields.next()?)
-                    .into_iter()
-                    .filter_map(|entry| {
-                        let entry = entry.as_bytes()?;
-                        parse_history(&name, epoch, entry).map(Arc::new)
-                    })
-                    .collect();
-                Some(TopicHistory {
-                    topic: name,
-                    created_after,
-                    evicted_through,
-                    matches,
-                    events,
-                })
-            })
+            .filter_map(|topic| parse_topic_history(epoch, topic))
             .collect();
         Ok(HistoryRead { epoch, topics })
     }
@@ -875,7 +1058,9 @@ impl Store for RedisStore {
     }
 
     async fn ready(&self) -> bool {
-        self.shared.client.is_connected() && self.shared.healthy.load(Relaxed)
+        self.shared.client.is_connected()
+            && self.shared.healthy.load(Relaxed)
+            && self.shared.listening.load(Relaxed)
     }
 }
 
@@ -887,28 +1072,57 @@ mod tests {
     fn continuity_reports_restarts_holes_and_going_back() {
         let mut continuity = Continuity::default();
         assert_eq!(
-            continuity.next("e1", 5),
-            None,
+            continuity.next("e1", 5, 40),
+            Verdict::InOrder,
             "the first message sets the count"
         );
-        assert_eq!(continuity.next("e1", 6), None);
+        assert_eq!(continuity.next("e1", 6, 41), Verdict::InOrder);
         assert_eq!(
-            continuity.next("e1", 8),
-            Some(Interruption::DeliveryLost),
-            "7 went missing"
-        );
-        assert_eq!(continuity.next("e1", 9), None);
-        assert_eq!(
-            continuity.next("e1", 3),
-            Some(Interruption::DeliveryLost),
-            "Redis went back to an older state"
+            continuity.next("e1", 8, 47),
+            Verdict::Hole { after: 41 },
+            "7 went missing: what it carried came after position 41"
         );
         assert_eq!(
-            continuity.next("e2", 1),
-            Some(Interruption::StoreRestarted),
+            continuity.next("e1", 9, 0),
+            Verdict::InOrder,
+            "a marker of an older node carries no position"
+        );
+        assert_eq!(
+            continuity.next("e1", 11, 50),
+            Verdict::Hole { after: 47 },
+            "the watermark did not go back with that marker"
+        );
+        assert_eq!(continuity.next("e1", 3, 20), Verdict::WentBack);
+        assert_eq!(
+            continuity.next("e2", 1, 2),
+            Verdict::Restarted,
             "a new epoch"
         );
-        assert_eq!(continuity.next("e2", 2), None);
+        assert_eq!(continuity.next("e2", 2, 3), Verdict::InOrder);
+        assert_eq!(
+            continuity.next("e2", 4, 9),
+            Verdict::Hole { after: 3 },
+            "positions count again from the new epoch"
+        );
+    }
+
+    #[test]
+    fn a_node_that_hears_none_of_its_markers_is_deaf() {
+        let mut hearing = Hearing::default();
+        assert!(!hearing.beat(1), "heard one");
+        for _ in 0..DEAF_AFTER_BEATS {
+            assert!(
+                !hearing.beat(1),
+                "a few quiet beats are a slow delivery task"
+            );
+        }
+        assert!(hearing.beat(1), "then deaf");
+        assert!(
+            !hearing.beat(1),
+            "counting starts again after the reconnect"
+        );
+        assert!(!hearing.beat(2), "heard again");
+        assert_eq!(hearing.deaf_beats, 0);
     }
 
     #[test]

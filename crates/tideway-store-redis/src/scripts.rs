@@ -11,9 +11,14 @@
 const PRELUDE: &str = r#"
 local p = ARGV[1]
 local function key(topic, what) return p .. 'topic:' .. topic .. ':' .. what end
+-- Read once per script, and only by scripts that need it.
+local now_ms
 local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if now_ms == nil then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now_ms
 end
 local function epoch(candidate)
   local current = redis.call('GET', p .. 'epoch')
@@ -21,10 +26,13 @@ local function epoch(candidate)
   redis.call('SET', p .. 'epoch', candidate)
   return candidate
 end
-local function is_live(topic, now)
-  if redis.call('EXISTS', key(topic, 'nodes')) == 1 then return true end
+-- Whether a topic no node holds is still within its grace.
+local function in_grace(topic)
   local deadline = redis.call('ZSCORE', p .. 'orphans', topic)
-  return deadline ~= false and deadline ~= nil and tonumber(deadline) > now
+  return deadline ~= false and deadline ~= nil and tonumber(deadline) > clock()
+end
+local function is_live(topic)
+  return redis.call('EXISTS', key(topic, 'nodes')) == 1 or in_grace(topic)
 end
 local function forget(topic)
   for _, node in ipairs(redis.call('HKEYS', key(topic, 'nodes'))) do
@@ -44,9 +52,9 @@ local function orphan_or_forget(topic, now, grace)
   end
 end
 local function join(topic, node, conn, now)
-  if not is_live(topic, now) then
+  if not is_live(topic) then
     forget(topic)
-    redis.call('HSET', key(topic, 'meta'), 'createdAt', now, 'events', 0, 'seq', 0,
+    redis.call('HSET', key(topic, 'meta'), 'createdAt', now, 'seq', 0,
       'createdAfter', redis.call('GET', p .. 'position') or 0, 'evictedThrough', 0)
     redis.call('ZADD', p .. 'topics', 0, topic)
   end
@@ -112,10 +120,9 @@ return leave(ARGV[2], ARGV[3], ARGV[4], clock(), tonumber(ARGV[5]))
 
 /// ARGV: prefix, topics... Returns 1 or 0 per topic.
 const LIVE: &str = r#"
-local now = clock()
 local out = {}
 for i = 2, #ARGV do
-  out[#out + 1] = is_live(ARGV[i], now) and 1 or 0
+  out[#out + 1] = is_live(ARGV[i]) and 1 or 0
 end
 return out
 "#;
@@ -129,14 +136,14 @@ return out
 /// sequence numbers and appended nowhere.
 const APPEND: &str = r#"
 local keep, blob, id = tonumber(ARGV[2]), ARGV[3], ARGV[5]
-local now = clock()
 local ep = epoch(ARGV[4])
 local live, retried = {}, {}
 for i = 6, #ARGV do
   local topic = ARGV[i]
-  if is_live(topic, now) then
-    live[#live + 1] = topic
-    local first = redis.call('HGET', key(topic, 'ids'), id)
+  local nodes = redis.call('HKEYS', key(topic, 'nodes'))
+  if #nodes > 0 or in_grace(topic) then
+    live[#live + 1] = {topic, nodes}
+    local first = keep > 0 and redis.call('HGET', key(topic, 'ids'), id)
     if first then
       local seq, pos = string.match(first, '^(%d+) (%d+)$')
       retried[#retried + 1] = {topic, seq, pos}
@@ -153,27 +160,33 @@ if #retried > 0 then
 end
 local pos = redis.call('INCR', p .. 'position')
 local routes, order, out = {}, {}, {ep, pos}
-for _, topic in ipairs(live) do
+for _, t in ipairs(live) do
+  local topic, nodes = t[1], t[2]
   local meta = key(topic, 'meta')
+  -- The sequence number is also the topic's count of events.
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
-  redis.call('HINCRBY', meta, 'events', 1)
-  redis.call('HSET', meta, 'lastEventAt', now)
-  local history, ids = key(topic, 'history'), key(topic, 'ids')
+  local evicted = 0
   if keep > 0 then
+    local history, ids = key(topic, 'history'), key(topic, 'ids')
     local length = redis.call('RPUSH', history, seq .. ' ' .. pos .. ' ' .. blob)
     redis.call('HSET', ids, id, seq .. ' ' .. pos)
     while length > keep do
-      local evicted = redis.call('LPOP', history)
-      local epos, eid = entry_of(evicted)
-      redis.call('HSET', meta, 'evictedThrough', epos)
-      local held = redis.call('HGET', ids, eid)
-      if held and tonumber(string.match(held, ' (%d+)$')) == epos then redis.call('HDEL', ids, eid) end
+      -- A history holds an id at most once (a second publish of it is a retry), so the
+      -- index entry of an evicted event is that event's.
+      local epos, eid = entry_of(redis.call('LPOP', history))
+      redis.call('HDEL', ids, eid)
+      evicted = epos
       length = length - 1
     end
   else
-    redis.call('HSET', meta, 'evictedThrough', pos)
+    evicted = pos
   end
-  for _, node in ipairs(redis.call('HKEYS', key(topic, 'nodes'))) do
+  if evicted > 0 then
+    redis.call('HSET', meta, 'lastEventAt', clock(), 'evictedThrough', evicted)
+  else
+    redis.call('HSET', meta, 'lastEventAt', clock())
+  end
+  for _, node in ipairs(nodes) do
     if routes[node] == nil then
       routes[node] = {}
       order[#order + 1] = node
@@ -194,7 +207,7 @@ return out
 /// history entries (`seq position blob`), oldest first.
 const TAIL: &str = r#"
 local topic, limit = ARGV[2], tonumber(ARGV[3])
-if not is_live(topic, clock()) then return {0} end
+if not is_live(topic) then return {0} end
 local out = {1}
 for _, entry in ipairs(redis.call('LRANGE', key(topic, 'history'), -limit, -1)) do
   out[#out + 1] = entry
@@ -209,12 +222,11 @@ return out
 /// when no topic holds the id. Only what the cursor needs crosses the network.
 const READ_SINCE: &str = r#"
 local id = ARGV[2]
-local now = clock()
 local ep = epoch(ARGV[3])
 local live, earliest = {}, nil
 for i = 4, #ARGV do
   local topic = ARGV[i]
-  if is_live(topic, now) then
+  if is_live(topic) then
     local entries = redis.call('LRANGE', key(topic, 'history'), 0, -1)
     local positions, matches = {}, {}
     for k, entry in ipairs(entries) do
@@ -238,6 +250,45 @@ for _, t in ipairs(live) do
     end
   end
   out[#out + 1] = {t[1], meta[1] or '0', meta[2] or '0', t[4], after}
+end
+return out
+"#;
+
+/// ARGV: prefix, after, before, the number of token ids, token ids..., topics... What a
+/// node that lost messages on its channel reads back: the epoch, which of the tokens were
+/// revoked, then per live topic `{topic, createdAfter, evictedThrough, {}, {entries with
+/// after < position < before}}` (the shape of a resume's read). Each history is read from
+/// its newest end back to `after`, so only the hole crosses the network.
+const READ_BETWEEN: &str = r#"
+local after, before, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local revoked = {}
+for i = 5, 4 + tokens do
+  if redis.call('EXISTS', p .. 'revoked:' .. ARGV[i]) == 1 then revoked[#revoked + 1] = ARGV[i] end
+end
+local out = {redis.call('GET', p .. 'epoch') or '', revoked}
+for i = 5 + tokens, #ARGV do
+  local topic = ARGV[i]
+  if is_live(topic) then
+    local history = key(topic, 'history')
+    local newest_first, stop, step, done = {}, redis.call('LLEN', history) - 1, 16, false
+    while stop >= 0 and not done do
+      local start = math.max(0, stop - step + 1)
+      local chunk = redis.call('LRANGE', history, start, stop)
+      for k = #chunk, 1, -1 do
+        local pos = entry_of(chunk[k])
+        if pos <= after then
+          done = true
+          break
+        end
+        if pos < before then newest_first[#newest_first + 1] = chunk[k] end
+      end
+      stop, step = start - 1, step * 2
+    end
+    local entries = {}
+    for k = #newest_first, 1, -1 do entries[#entries + 1] = newest_first[k] end
+    local meta = redis.call('HMGET', key(topic, 'meta'), 'createdAfter', 'evictedThrough')
+    out[#out + 1] = {topic, meta[1] or '0', meta[2] or '0', {}, entries}
+  end
 end
 return out
 "#;
@@ -320,7 +371,7 @@ for _, topic in ipairs(names) do
   for _, n in ipairs(redis.call('HVALS', key(topic, 'nodes'))) do
     connections = connections + tonumber(n)
   end
-  local meta = redis.call('HMGET', key(topic, 'meta'), 'events', 'createdAt', 'lastEventAt')
+  local meta = redis.call('HMGET', key(topic, 'meta'), 'seq', 'createdAt', 'lastEventAt')
   out[#out + 1] = topic
   out[#out + 1] = connections
   out[#out + 1] = meta[1] or '0'
@@ -332,9 +383,10 @@ return out
 
 /// ARGV: prefix, node, ttl in ms, hostname, advertised host, started at, epoch
 /// candidate. Returns whether the node was registered before this call (1, or 0 if it is
-/// new or was lost), the epoch, and how many connections Redis holds for the node. Also sends the node a marker on its channel, numbered
-/// like its deliveries: a delivery lost while nothing else is published still shows as a
-/// hole within one heartbeat.
+/// new or was lost), the epoch, and how many connections Redis holds for the node. Also
+/// sends the node a marker on its channel, numbered like its deliveries and carrying the
+/// position given out last: a delivery lost while nothing else is published still shows
+/// as a hole within one heartbeat, and the node knows how far to read back.
 const HEARTBEAT: &str = r#"
 local node, ttl = ARGV[2], tonumber(ARGV[3])
 local now = clock()
@@ -344,7 +396,7 @@ local existed = redis.call('EXISTS', identity)
 redis.call('HSET', identity, 'hostname', ARGV[4], 'advertiseHost', ARGV[5], 'startedAt', ARGV[6])
 redis.call('PEXPIRE', identity, ttl)
 redis.call('ZADD', p .. 'nodes', now + ttl, node)
-deliver(node, ep, 0, '')
+deliver(node, ep, redis.call('GET', p .. 'position') or 0, '')
 return {existed, ep, redis.call('SCARD', p .. 'node:' .. node .. ':conns')}
 "#;
 
@@ -422,6 +474,7 @@ pub(crate) struct Scripts {
     pub(crate) append: fred::types::scripts::Script,
     pub(crate) tail: fred::types::scripts::Script,
     pub(crate) read_since: fred::types::scripts::Script,
+    pub(crate) read_between: fred::types::scripts::Script,
     pub(crate) add_connection: fred::types::scripts::Script,
     pub(crate) remove_connection: fred::types::scripts::Script,
     pub(crate) restore: fred::types::scripts::Script,
@@ -445,6 +498,7 @@ impl Default for Scripts {
             append: script(APPEND),
             tail: script(TAIL),
             read_since: script(READ_SINCE),
+            read_between: script(READ_BETWEEN),
             add_connection: script(ADD_CONNECTION),
             remove_connection: script(REMOVE_CONNECTION),
             restore: script(RESTORE),

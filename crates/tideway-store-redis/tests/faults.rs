@@ -1,10 +1,15 @@
 //! The Redis store against a real `redis-server` that loses or garbles what it holds of a
-//! node: Redis's view of the node's connections is repaired from the node's own.
+//! node, or what it sends one: Redis's view of the node's connections is repaired from
+//! the node's own, and messages lost on the way are read back from history.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use tideway_core::{CoreConfig, Gateway, NodeRecord, Subscribe, Transport, unix_millis};
-use tideway_protocol::TopicList;
+use bytes::Bytes;
+use tideway_core::{
+    CoreConfig, EndReason, Event, Gateway, Grant, Next, NodeRecord, Revocation, Store, Subscribe,
+    Subscription, Transport, unix_millis,
+};
+use tideway_protocol::{EventData, EventId, TopicList};
 use tideway_store_redis::{RedisConfig, RedisStore};
 use tideway_test_util::{RedisServer, wait_until};
 
@@ -138,4 +143,154 @@ async fn a_dead_node_of_the_previous_layout_is_reaped() {
     redis_says(&redis, &["ZSCORE", "tideway:nodes", "old"], "$-1").await;
     redis_says(&redis, &["EXISTS", "tideway:topic:legacy:nodes"], ":0").await;
     assert!(gateway.ready().await, "heartbeats go on");
+}
+
+/// Another node's store, for publishing and revoking (it registers no node, so it
+/// receives nothing), keeping `history` events per topic.
+async fn publisher(redis: &RedisServer, history: usize) -> RedisStore {
+    RedisStore::connect(RedisConfig {
+        url: redis.url(),
+        history,
+        ..RedisConfig::default()
+    })
+    .await
+    .expect("connect")
+}
+
+async fn publish(store: &RedisStore, topics: &str, id: &str) {
+    let event = Arc::new(Event {
+        id: EventId::parse(id.as_bytes()).expect("id"),
+        event_type: None,
+        data: EventData::parse(Bytes::from(format!("data of {id}"))).expect("data"),
+        published_at: unix_millis(),
+    });
+    let topics = TopicList::parse(topics.as_bytes(), 8).expect("topics");
+    let appended = store.append(&topics, &event).await.expect("append");
+    assert!(!appended.is_empty(), "{id} was appended");
+}
+
+/// What a subscription sends next, within a few seconds: `topic id` of an event, else
+/// how it ended or the gap it reported.
+async fn next_of(subscription: &mut Subscription<RedisStore>) -> String {
+    let next = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .expect("the subscription to send something");
+    match next {
+        Next::Event(event) => format!("{} {}", event.topic, event.event.id),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Cuts the node's pub/sub connection: what Redis publishes to the node before it
+/// reconnects (200 ms later) is lost on the way.
+fn cut_pubsub(redis: &RedisServer) {
+    let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_ne!(killed, ":0", "a pub/sub connection was there to kill");
+}
+
+#[tokio::test]
+async fn messages_lost_on_the_way_are_read_back_from_history_in_order() {
+    let redis = RedisServer::start();
+    let gateway = gateway(&redis).await;
+    let other = publisher(&redis, 100).await;
+    let mut both = gateway
+        .subscribe(subscribe("a,b"))
+        .await
+        .expect("subscribe");
+    let mut only_b = gateway.subscribe(subscribe("b")).await.expect("subscribe");
+    publish(&other, "a", "1").await;
+    assert_eq!(next_of(&mut both).await, "a 1");
+    cut_pubsub(&redis);
+    publish(&other, "a", "2").await;
+    publish(&other, "b", "3").await;
+    publish(&other, "a,b", "4").await;
+    // Sent once the node listens again, after the hole.
+    wait_until("the node to listen again", || async {
+        // The node's two channels: its events and revocations.
+        let reply = redis.command(&["PUBSUB", "CHANNELS"]);
+        if reply == "*2" { Ok(()) } else { Err(reply) }
+    })
+    .await;
+    publish(&other, "b", "5").await;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(next_of(&mut both).await);
+    }
+    assert_eq!(seen, ["a 2", "b 3", "a 4", "b 4", "b 5"]);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_of(&mut only_b).await);
+    }
+    assert_eq!(seen, ["b 3", "b 4", "b 5"]);
+    assert!(gateway.stats().delivery_repairs() >= 1);
+    assert_eq!(
+        gateway.stats().events_recovered(),
+        4,
+        "2, 3, and 4 on two topics"
+    );
+    assert_eq!(
+        gateway.stats().delivery_interruptions(),
+        0,
+        "nobody had to be told"
+    );
+}
+
+#[tokio::test]
+async fn a_hole_history_cannot_fill_ends_only_the_streams_of_its_topic() {
+    let redis = RedisServer::start();
+    let gateway = gateway(&redis).await;
+    // Keeps two events per topic: a busy topic evicts what the node missed.
+    let other = publisher(&redis, 2).await;
+    let mut busy = gateway
+        .subscribe(subscribe("busy"))
+        .await
+        .expect("subscribe");
+    let mut quiet = gateway
+        .subscribe(subscribe("quiet"))
+        .await
+        .expect("subscribe");
+    publish(&other, "busy", "1").await;
+    assert_eq!(next_of(&mut busy).await, "busy 1");
+    cut_pubsub(&redis);
+    for id in 2..=6 {
+        publish(&other, "busy", &id.to_string()).await;
+    }
+    publish(&other, "quiet", "7").await;
+    assert_eq!(next_of(&mut quiet).await, "quiet 7");
+    assert_eq!(next_of(&mut busy).await, "End(Interrupted)");
+    publish(&other, "quiet", "8").await;
+    assert_eq!(
+        next_of(&mut quiet).await,
+        "quiet 8",
+        "the quiet stream goes on"
+    );
+    assert_eq!(gateway.stats().delivery_interruptions(), 1);
+}
+
+#[tokio::test]
+async fn a_revocation_lost_on_the_way_still_ends_its_subscriptions() {
+    let redis = RedisServer::start();
+    let gateway = gateway(&redis).await;
+    let other = publisher(&redis, 100).await;
+    let mut request = subscribe("a");
+    request.grant = Some(Grant {
+        token_id: "token-1".to_owned(),
+        key: "k".to_owned(),
+        subject: "s".to_owned(),
+        expires_at: unix_millis() + 60_000,
+    });
+    let mut granted = gateway.subscribe(request).await.expect("subscribe");
+    cut_pubsub(&redis);
+    other
+        .revoke_token("token-1", unix_millis() + 60_000)
+        .await
+        .expect("revoke");
+    // Nothing else is published: the heartbeat's marker shows the hole.
+    assert_eq!(
+        next_of(&mut granted).await,
+        format!(
+            "{:?}",
+            Next::End(EndReason::Revoked(Revocation::TokenRevoked))
+        )
+    );
 }

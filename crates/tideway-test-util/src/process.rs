@@ -39,7 +39,10 @@ impl TidewayProcess {
                 API_KEY,
             ])
             .args(args)
-            .env("RUST_LOG", "error")
+            .env(
+                "RUST_LOG",
+                std::env::var("TIDEWAY_NODE_LOG").unwrap_or_else(|_| "error".to_owned()),
+            )
             .envs(env)
             .stdout(Stdio::null())
             .spawn()
