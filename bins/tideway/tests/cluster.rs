@@ -223,15 +223,21 @@ async fn every_adapter_serves_the_same_contract() {
         let client = node.client;
         let mut sse = client.subscribe("/v1/stream?topic=a,b", &[]).await;
         let mut ws = client.ws("/v1/ws?topic=b", &[]).await;
-        assert_eq!(
-            client.publish("a,b", "1", "one").await.status,
-            202,
-            "{args:?}"
-        );
+        let accepted = client.publish("a,b", "1", "one").await;
+        assert_eq!(accepted.status, 202, "{args:?}");
         assert_eq!(
             client.publish("nobody", "2", "x").await.json()["status"],
             "dropped"
         );
+        // A publisher that retries (its answer was lost) is answered as the first time,
+        // and nobody receives the event twice.
+        let retried = client.publish("a,b", "1", "one").await;
+        assert_eq!(
+            (retried.status, retried.json()["topics"].clone()),
+            (202, accepted.json()["topics"].clone()),
+            "{args:?}"
+        );
+        client.publish("a", "3", "three").await;
         let first = sse.next_event().await.expect("an event");
         let second = sse.next_event().await.expect("an event");
         assert_eq!(
@@ -239,11 +245,14 @@ async fn every_adapter_serves_the_same_contract() {
             (Some("a"), Some("b")),
             "{args:?}"
         );
+        let third = sse.next_event().await.expect("an event");
+        assert_eq!(third.id.as_deref(), Some("3"), "{args:?}");
         assert_eq!(ws.next_json().await["data"], "one", "{args:?}");
         assert_eq!(total(&client, "/v1/admin/connections").await, 2, "{args:?}");
         assert_eq!(total(&client, "/v1/admin/topics").await, 2, "{args:?}");
         let tail = client.admin("/v1/admin/topics/a/tail").await.json();
         assert_eq!(tail["items"][0]["data"], "one", "{args:?}");
+        assert_eq!(tail["items"][1]["data"], "three", "{args:?}");
         let mut resumed = client
             .subscribe("/v1/stream?topic=a", &["last-event-id: 0"])
             .await;

@@ -409,6 +409,33 @@ impl<S: Store> Gateway<S> {
         }
     }
 
+    /// Whether a publish whose body is already at hand should skip [`Gateway::route`] and
+    /// go straight to [`Gateway::publish_now`]: true when the store's liveness check is a
+    /// round trip of its own (see [`Store::LIVE_IS_REMOTE`]).
+    pub fn publishes_in_one_call(&self) -> bool {
+        S::LIVE_IS_REMOTE
+    }
+
+    /// Publishes an event to `topics` in one store call, without [`Gateway::route`]: the
+    /// store appends to the topics that are live and skips the others, as `route` would
+    /// have; when none is, the publish is dropped and counted as such.
+    pub async fn publish_now(
+        &self,
+        topics: &TopicList,
+        event: Event,
+    ) -> Result<Published, CoreError> {
+        // As in `route`: counted in flight before the draining flag is read.
+        let permit = InFlight::new(&self.shared.publishes);
+        if self.is_draining() {
+            return Err(CoreError::Draining);
+        }
+        let live = Live {
+            topics: topics.clone(),
+            _in_flight: permit,
+        };
+        self.publish(live, event).await
+    }
+
     /// Publishes an event whose body was read to the topics [`Gateway::route`] found live.
     pub async fn publish(&self, live: Live, event: Event) -> Result<Published, CoreError> {
         let event = Arc::new(event);

@@ -48,6 +48,11 @@ pub enum StoreError {
 
 /// The shared state of the gateway. See the module documentation for its object model.
 pub trait Store: Send + Sync + 'static {
+    /// Whether [`Store::live`] is a round trip to another process. A publish whose body
+    /// is already at hand then skips it: [`Store::append`] skips topics that are not
+    /// live by itself, so one call does the work of two.
+    const LIVE_IS_REMOTE: bool = false;
+
     /// Gives the store this node's inbox, on which it delivers the events of topics this
     /// node subscribes to. Called once, before any other method.
     fn attach(&self, inbox: Inbox);

@@ -28,6 +28,19 @@ impl CorsOrigins {
         )
     }
 
+    /// Whether a request carrying `origin` may open a subscription that CORS does not
+    /// guard (a WebSocket: browsers let any page open one and read it). A request with
+    /// no `Origin` is not from a browser page and is let through, as is any origin
+    /// under `*`.
+    pub(crate) fn admits(&self, origin: Option<&http::HeaderValue>) -> bool {
+        match (self, origin) {
+            (Self::Any, _) | (_, None) => true,
+            (Self::List(list), Some(origin)) => origin
+                .to_str()
+                .is_ok_and(|origin| list.iter().any(|o| o == origin)),
+        }
+    }
+
     /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
     pub(crate) fn allow(&self, origin: Option<&str>) -> Option<String> {
         match self {

@@ -10,8 +10,7 @@ use crate::{
 };
 
 /// The request headers a browser may send.
-const ALLOW_HEADERS: &str =
-    "authorization, content-type, x-sse-topic, x-sse-id, x-sse-event, last-event-id, cache-control";
+const ALLOW_HEADERS: &str = "authorization, content-type, x-sse-topic, x-sse-id, x-sse-event, x-sse-tenant, last-event-id, cache-control";
 
 /// The `Origin` a request came with, if any: all [`allow`] needs of it.
 pub(crate) fn origin(request: &HeaderMap) -> Option<HeaderValue> {
@@ -24,6 +23,13 @@ pub(crate) fn allow(
     origin: Option<&HeaderValue>,
     response: &mut Response,
 ) -> bool {
+    if matches!(origins, CorsOrigins::List(_)) {
+        // The answer depends on the Origin, whether it is allowed or not: a cache must
+        // not hand one origin's answer to another.
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
     let origin = origin.and_then(|o| o.to_str().ok());
     let Some(allowed) = origins.allow(origin) else {
         return false;
@@ -31,11 +37,9 @@ pub(crate) fn allow(
     let Ok(value) = HeaderValue::from_str(&allowed) else {
         return false;
     };
-    let headers = response.headers_mut();
-    if allowed != "*" {
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    response
+        .headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
     true
 }
 

@@ -1,5 +1,7 @@
 //! `POST /v1/publish`: check everything but the body, drop at once when no topic is
-//! live, otherwise read the body once and hand it to the engine.
+//! live, otherwise read the body once and hand it to the engine. With a remote store and
+//! a small body already sent, the body is read first and one store call both checks the
+//! topics and appends.
 
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -34,6 +36,9 @@ struct Delivered<'a> {
     topic: &'a str,
     seq: u64,
 }
+
+/// The largest declared body read before the topics are looked at (see `publish`).
+const ONE_CALL_BODY: u64 = 16 * 1024;
 
 /// Whether the client holds its body back until told `100 Continue`.
 fn expects_continue(headers: &http::HeaderMap) -> bool {
@@ -70,29 +75,40 @@ pub(crate) async fn publish<S: Store>(
         })?),
     };
 
-    let live = match app.gateway.route(&topics, &id).await? {
-        // The body is never polled, so hyper never sends `100 Continue` and a client
-        // that asked for it never sends the body at all.
-        // The connection then cannot carry another request (the unsent body would come
-        // first), so hyper closes it; say so, as RFC 9110 §10.1.1 asks.
-        Route::Dropped => {
-            let mut answer = dropped(&id);
-            if expects_continue(headers) {
-                answer.headers_mut().insert(
-                    header::CONNECTION,
-                    header::HeaderValue::from_static("close"),
-                );
-            }
-            return Ok(answer);
-        }
-        Route::Live(live) => live,
-    };
-
     let max = app.config.max_body;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // A small body that is not held back for `100 Continue` is in hand at once: read it
+    // first and let one store call both check the topics and append, where the store's
+    // liveness check is a round trip of its own.
+    let one_call = app.gateway.publishes_in_one_call()
+        && !expects_continue(headers)
+        && declared.is_some_and(|len| len <= ONE_CALL_BODY);
+    let live = if one_call {
+        None
+    } else {
+        match app.gateway.route(&topics, &id).await? {
+            // The body is never polled, so hyper never sends `100 Continue` and a client
+            // that asked for it never sends the body at all.
+            // The connection then cannot carry another request (the unsent body would
+            // come first), so hyper closes it; say so, as RFC 9110 §10.1.1 asks.
+            Route::Dropped => {
+                let mut answer = dropped(&id);
+                if expects_continue(headers) {
+                    answer.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                }
+                return Ok(answer);
+            }
+            Route::Live(live) => Some(live),
+        }
+    };
+
+    // Only now: a publish dropped above never looks at its body, however large.
     if declared.is_some_and(|len| len > max as u64) {
         return Err(too_large(max));
     }
@@ -112,19 +128,16 @@ pub(crate) async fn publish<S: Store>(
         .to_bytes();
     let data = EventData::parse(body)
         .map_err(|err| ApiError::bad_request("invalid_body", err.to_string()))?;
-
-    let published = app
-        .gateway
-        .publish(
-            live,
-            Event {
-                id: id.clone(),
-                event_type,
-                data,
-                published_at: unix_millis(),
-            },
-        )
-        .await?;
+    let event = Event {
+        id: id.clone(),
+        event_type,
+        data,
+        published_at: unix_millis(),
+    };
+    let published = match live {
+        Some(live) => app.gateway.publish(live, event).await?,
+        None => app.gateway.publish_now(&topics, event).await?,
+    };
     if published.topics.is_empty() {
         return Ok(dropped(&id));
     }

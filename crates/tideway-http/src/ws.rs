@@ -40,6 +40,21 @@ pub(crate) async fn subscribe<S: Store>(
     mut request: Request<Incoming>,
     peer: &Peer,
 ) -> Result<Response, ApiError> {
+    // Checked first: a page of another site learns nothing, not even whether its token
+    // would have been accepted.
+    let origin = request.headers().get(http::header::ORIGIN);
+    if !app.config.cors.subscribe.admits(origin) {
+        let shown = origin.map_or_else(String::new, |o| {
+            String::from_utf8_lossy(o.as_bytes()).into_owned()
+        });
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!(
+                "a WebSocket from the page origin {shown:?} is refused: it is not in the gateway's allowed subscribe origins (--cors-origins)"
+            ),
+        ));
+    }
     if !is_upgrade_request(&request) {
         return Err(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,

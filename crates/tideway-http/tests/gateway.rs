@@ -621,6 +621,53 @@ async fn cors_for_browsers() {
         .subscribe("/v1/stream?topic=a", &["origin: https://evil.example"])
         .await;
     assert_eq!(evil.header("access-control-allow-origin"), None);
+    assert_eq!(
+        evil.header("vary"),
+        Some("Origin"),
+        "a refused origin's answer varies by Origin too"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_from_a_page_of_another_origin_is_refused() {
+    let http = HttpConfig {
+        cors: tideway_http::Cors {
+            subscribe: CorsOrigins::parse("https://good.example"),
+            ..tideway_http::Cors::default()
+        },
+        ..HttpConfig::default()
+    };
+    let gw = TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    let evil = gw
+        .ws_handshake("/v1/ws?topic=a", &["origin: https://evil.example"])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (evil.status, evil.error_code().as_str()),
+        (403, "origin_not_allowed")
+    );
+    assert!(
+        evil.text().contains("https://evil.example"),
+        "{}",
+        evil.text()
+    );
+    let garbled = gw
+        .ws_handshake("/v1/ws?topic=a", &["origin: https://good.example\u{ff}"])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(garbled.status, 403);
+    // The allowed origin, and a client that is no browser page (no Origin), get in.
+    let _good = gw
+        .ws("/v1/ws?topic=a", &["origin: https://good.example"])
+        .await;
+    let _server = gw.ws("/v1/ws?topic=a", &[]).await;
+    // Under the default (any origin) a page of any site may subscribe, as with SSE.
+    let open = TestGateway::start().await;
+    let _any = open
+        .ws("/v1/ws?topic=a", &["origin: https://evil.example"])
+        .await;
 }
 
 #[tokio::test]

@@ -803,6 +803,8 @@ fn range(page: &Page) -> (String, String) {
 }
 
 impl Store for RedisStore {
+    const LIVE_IS_REMOTE: bool = true;
+
     fn attach(&self, inbox: Inbox) {
         // The first attach wins; a second would be a programming error of the caller.
         let _ = self.shared.inbox.set(inbox);
@@ -977,6 +979,7 @@ impl Store for RedisStore {
             encode_event(event),
             epoch_candidate(),
             event.id.to_string(),
+            unix_millis().to_string(),
         ];
         args.extend(topics.iter().map(TopicName::to_string));
         let flat = values(self.run(&self.shared.scripts.append, args).await?);

@@ -127,38 +127,54 @@ end
 return out
 "#;
 
-/// ARGV: prefix, history length, event blob, epoch candidate, event id, topics...
-/// Returns the epoch, the position, then topic and sequence number of each topic
-/// appended to. The publishes to each node's channel happen inside the script, so every
-/// node receives publishes in position order, each numbered by the node's own delivery
-/// counter so the node can tell when one went missing. A publish whose id a live topic's
-/// history still holds is a retry: it is answered with the first one's position and
-/// sequence numbers and appended nowhere.
+/// ARGV: prefix, history length, event blob, epoch candidate, event id, the publishing
+/// node's clock (only shown, as the topic's `lastEventAt`), topics... Returns the epoch,
+/// the position, then topic and sequence number of each topic appended to (none when no
+/// topic is live). The publishes to each node's channel happen inside the script, so
+/// every node receives publishes in position order, each numbered by the node's own
+/// delivery counter so the node can tell when one went missing. A publish whose id a live
+/// topic's history still holds is a retry: it is answered with the first one's position
+/// and sequence numbers and appended nowhere.
 const APPEND: &str = r#"
-local keep, blob, id = tonumber(ARGV[2]), ARGV[3], ARGV[5]
+local keep, blob, id, at = tonumber(ARGV[2]), ARGV[3], ARGV[5], ARGV[6]
 local ep = epoch(ARGV[4])
-local live, retried = {}, {}
-for i = 6, #ARGV do
+local live = {}
+for i = 7, #ARGV do
   local topic = ARGV[i]
   local nodes = redis.call('HKEYS', key(topic, 'nodes'))
-  if #nodes > 0 or in_grace(topic) then
-    live[#live + 1] = {topic, nodes}
-    local first = keep > 0 and redis.call('HGET', key(topic, 'ids'), id)
-    if first then
-      local seq, pos = string.match(first, '^(%d+) (%d+)$')
-      retried[#retried + 1] = {topic, seq, pos}
+  if #nodes > 0 or in_grace(topic) then live[#live + 1] = {topic, nodes} end
+end
+if #live == 0 then return {ep, 0} end
+-- A retry may use up a position: positions only need to grow.
+local pos = redis.call('INCR', p .. 'position')
+if keep > 0 then
+  -- Claims the id in each topic's index; a topic that already holds it makes this a retry.
+  local claimed, retried = {}, {}
+  for _, t in ipairs(live) do
+    if redis.call('HSETNX', key(t[1], 'ids'), id, pos) == 1 then
+      claimed[#claimed + 1] = t[1]
+    else
+      retried[#retried + 1] = t[1]
     end
   end
-end
-if #retried > 0 then
-  local out = {ep, retried[1][3]}
-  for _, r in ipairs(retried) do
-    out[#out + 1] = r[1]
-    out[#out + 1] = r[2]
+  if #retried > 0 then
+    for _, topic in ipairs(claimed) do redis.call('HDEL', key(topic, 'ids'), id) end
+    local out = {ep, 0}
+    for _, topic in ipairs(retried) do
+      local first = tonumber(string.match(redis.call('HGET', key(topic, 'ids'), id), '(%d+)$'))
+      out[2] = first
+      for _, entry in ipairs(redis.call('LRANGE', key(topic, 'history'), 0, -1)) do
+        local seq, epos = string.match(entry, '^(%d+) (%d+) ')
+        if tonumber(epos) == first then
+          out[#out + 1] = topic
+          out[#out + 1] = seq
+          break
+        end
+      end
+    end
+    return out
   end
-  return out
 end
-local pos = redis.call('INCR', p .. 'position')
 local routes, order, out = {}, {}, {ep, pos}
 for _, t in ipairs(live) do
   local topic, nodes = t[1], t[2]
@@ -169,7 +185,6 @@ for _, t in ipairs(live) do
   if keep > 0 then
     local history, ids = key(topic, 'history'), key(topic, 'ids')
     local length = redis.call('RPUSH', history, seq .. ' ' .. pos .. ' ' .. blob)
-    redis.call('HSET', ids, id, seq .. ' ' .. pos)
     while length > keep do
       -- A history holds an id at most once (a second publish of it is a retry), so the
       -- index entry of an evicted event is that event's.
@@ -182,9 +197,9 @@ for _, t in ipairs(live) do
     evicted = pos
   end
   if evicted > 0 then
-    redis.call('HSET', meta, 'lastEventAt', clock(), 'evictedThrough', evicted)
+    redis.call('HSET', meta, 'lastEventAt', at, 'evictedThrough', evicted)
   else
-    redis.call('HSET', meta, 'lastEventAt', clock())
+    redis.call('HSET', meta, 'lastEventAt', at)
   end
   for _, node in ipairs(nodes) do
     if routes[node] == nil then

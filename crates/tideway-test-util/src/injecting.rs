@@ -55,6 +55,8 @@ impl<S> Injecting<S> {
 }
 
 impl<S: Store> Store for Injecting<S> {
+    const LIVE_IS_REMOTE: bool = S::LIVE_IS_REMOTE;
+
     fn attach(&self, inbox: Inbox) {
         self.inner.attach(inbox);
     }
