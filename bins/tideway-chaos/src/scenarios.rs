@@ -38,6 +38,10 @@ pub(crate) const ALL: &[Scenario] = &[
         what: "Redis frozen (SIGSTOP) for 2.5 s, longer than --node-ttl 1s, then thawed",
     },
     Scenario {
+        name: "node-pause",
+        what: "a node holding subscribers frozen (SIGSTOP) for 2.5 s, longer than --node-ttl 1s, while Redis keeps everything; it is reaped, publishes skip it, and on thawing it must tell its streams before delivering anything newer",
+    },
+    Scenario {
         name: "node-kill",
         what: "kill -9 of a node holding subscribers; its clients resume on another node",
     },
@@ -70,6 +74,7 @@ pub(crate) async fn run(scenario: &Scenario, tideway: &Path) -> Value {
         "redis-restart" => redis_restart(tideway).await,
         "pubsub-kill" => pubsub_kill(tideway).await,
         "redis-pause" => redis_pause(tideway).await,
+        "node-pause" => node_pause(tideway).await,
         "node-kill" => node_kill(tideway).await,
         "resume-race" => resume_race(tideway).await,
         "three-publishers" => three_publishers(tideway).await,
@@ -363,6 +368,34 @@ async fn redis_pause(tideway: &Path) -> Result<Outcome, String> {
     run.redis.resume();
     let _ = load.await;
     Ok(run.settle(1, subs, false, Vec::new()).await)
+}
+
+async fn node_pause(tideway: &Path) -> Result<Outcome, String> {
+    let run = Run::start(tideway, 2, &[]);
+    let mut subs = run.subscribe(1, &["a", "b"], 4).await;
+    subs.extend(run.subscribe(0, &["a"], 2).await);
+    let load = run.publish(0, "p", 500, 5, rotate);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    run.nodes[1].pause();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    run.nodes[1].resume();
+    let _ = load.await;
+    let mut outcome = run.settle(0, subs, false, Vec::new()).await;
+    let told: u64 = outcome
+        .subscribers
+        .iter()
+        .take(4)
+        .map(|s| s.record.ends.load(Relaxed))
+        .sum();
+    outcome
+        .notes
+        .push(format!("streams of the frozen node told to resume: {told}"));
+    if told == 0 {
+        outcome.unmet.push(
+            "the frozen node's streams were not told, though publishes skipped it".to_owned(),
+        );
+    }
+    Ok(outcome)
 }
 
 async fn node_kill(tideway: &Path) -> Result<Outcome, String> {

@@ -57,6 +57,16 @@ impl TidewayProcess {
         }
     }
 
+    /// Freezes the process (`SIGSTOP`), as a long pause of its host would.
+    pub fn pause(&self) {
+        crate::redis::signal(self.child.id(), "-STOP");
+    }
+
+    /// Thaws a paused process (`SIGCONT`).
+    pub fn resume(&self) {
+        crate::redis::signal(self.child.id(), "-CONT");
+    }
+
     /// `kill -9`: no drain, no goodbye to the store.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

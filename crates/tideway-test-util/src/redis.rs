@@ -80,7 +80,7 @@ impl RedisServer {
     }
 }
 
-fn signal(pid: u32, which: &str) {
+pub(crate) fn signal(pid: u32, which: &str) {
     let status = Command::new("kill")
         .args([which, &pid.to_string()])
         .status()
