@@ -19,6 +19,8 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART = os.path.join(ROOT, "charts", "tideway")
 KUBE_VERSION = "1.30.0"
+# A token secret the gateway takes (32 bytes or more).
+SECRET = "0123456789abcdef0123456789abcdef"
 failures: list[str] = []
 
 
@@ -90,18 +92,18 @@ def check_gateway(docs: list[dict], label: str, redis_url: str) -> None:
 
 
 def check_chart() -> None:
-    report = helm_python.lint(CHART, {"apiKeys": {"keys": ["k"], "tokenSecret": "s"}}, strict=True, kube_version=f"v{KUBE_VERSION}")
+    report = helm_python.lint(CHART, {"apiKeys": {"keys": ["k"], "tokenSecret": SECRET}}, strict=True, kube_version=f"v{KUBE_VERSION}")
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
     check(not problems, f"helm lint: {problems}")
 
-    built_in = render({"apiKeys": {"keys": ["key-1", "key-2"], "tokenSecret": "s"}})
+    built_in = render({"apiKeys": {"keys": ["key-1", "key-2"], "tokenSecret": SECRET}})
     validate(built_in, "built-in Redis")
     check_gateway(built_in, "built-in Redis", "redis://tw-tideway-redis:6379")
     by_kind = kinds(built_in)
     check(len(by_kind.get("StatefulSet", [])) == 1, "built-in Redis: a Redis StatefulSet")
     secret = by_kind.get("Secret", [{}])[0]
     check(secret.get("stringData", {}).get("api-keys") == "key-1,key-2", "built-in Redis: the Secret joins the keys")
-    check(secret.get("stringData", {}).get("token-secret") == "s", "built-in Redis: the Secret holds the token secret")
+    check(secret.get("stringData", {}).get("token-secret") == SECRET, "built-in Redis: the Secret holds the token secret")
     check("Ingress" not in by_kind, "built-in Redis: no Ingress unless enabled")
 
     external = render({
@@ -118,9 +120,10 @@ def check_chart() -> None:
     check(annotations.get("nginx.ingress.kubernetes.io/proxy-buffering") == "off", "Ingress: no buffering")
 
     for values, why in [
-        ({"redis": {"enabled": False}, "apiKeys": {"keys": ["k"], "tokenSecret": "s"}}, "external Redis without a URL"),
+        ({"redis": {"enabled": False}, "apiKeys": {"keys": ["k"], "tokenSecret": SECRET}}, "external Redis without a URL"),
         ({}, "no API key and no existing Secret"),
         ({"apiKeys": {"keys": ["k"]}}, "no token secret"),
+        ({"apiKeys": {"keys": ["k"], "tokenSecret": "short"}}, "a token secret the gateway refuses (under 32 bytes)"),
     ]:
         try:
             render(values)
@@ -134,7 +137,7 @@ def compose_config(name: str) -> dict:
         ["docker-compose", "-f", os.path.join(ROOT, "compose", name), "config"],
         capture_output=True,
         text=True,
-        env={**os.environ, "SSE_PUBLISHER_API_KEYS": "k"},
+        env={**os.environ, "SSE_PUBLISHER_API_KEYS": "k", "TIDEWAY_TOKEN_SECRET": SECRET},
     )
     check(result.returncode == 0, f"{name}: docker-compose config failed:\n{result.stderr}")
     return yaml.safe_load(result.stdout) if result.returncode == 0 else {"services": {}}
@@ -148,6 +151,20 @@ def check_compose() -> None:
     check(len(node_ids) == 3, f"compose: distinct node ids, got {node_ids}")
     check(all(g["environment"]["TIDEWAY_ADAPTER"] == "redis" for g in gateways), "compose: Redis mode")
     check("redis" in services and "lb" in services, "compose: Redis and a load balancer")
+    check(
+        all(g["environment"]["TIDEWAY_TOKEN_SECRET"] == SECRET for g in gateways),
+        "compose: every gateway shares the one token secret given",
+    )
+    unset = subprocess.run(
+        ["docker-compose", "-f", os.path.join(ROOT, "compose", "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in {**os.environ, "SSE_PUBLISHER_API_KEYS": "k"}.items() if k != "TIDEWAY_TOKEN_SECRET"},
+    )
+    check(
+        unset.returncode != 0 and "TIDEWAY_TOKEN_SECRET" in unset.stderr,
+        "compose: no default token secret; it refuses to render without one",
+    )
     nginx = open(os.path.join(ROOT, "compose", "nginx.conf")).read()
     for setting in ["proxy_buffering off", "proxy_read_timeout 1h", "proxy_http_version 1.1"]:
         check(setting in nginx, f"nginx.conf: {setting}")

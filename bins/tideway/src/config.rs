@@ -26,8 +26,8 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDEWAY_KEYS_FILE")]
     pub(crate) keys_file: Option<std::path::PathBuf>,
 
-    /// The HS256 secret of subscriber tokens; every node of a cluster needs the same one
-    /// [default: random, for this process only].
+    /// The HS256 secret of subscriber tokens, at least 32 bytes; every node of a cluster
+    /// needs the same one [default: random, for this process only].
     #[arg(long, env = "TIDEWAY_TOKEN_SECRET", hide_env_values = true)]
     pub(crate) token_secret: Option<String>,
 
@@ -147,6 +147,147 @@ pub(crate) struct Args {
     /// Log format on stderr (`RUST_LOG` filters).
     #[arg(long, env = "TIDEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
+}
+
+/// The shortest token secret taken: an HS256 key shorter than its hash's 32 bytes is
+/// weaker than the signature it makes, and short secrets are guessed offline from one
+/// token.
+pub(crate) const MIN_TOKEN_SECRET: usize = 32;
+
+impl Args {
+    /// Refuses settings that cannot make a working gateway: every duration, size and count
+    /// against its sensible range, and the token secret's length. Every refusal names the
+    /// flag and its variable, the value given and what is needed; all are reported at once.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        const MS: Duration = Duration::from_millis(1);
+        const SECOND: Duration = Duration::from_secs(1);
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(86_400);
+        let mut wrong = Vec::new();
+        let durations: [(&str, &str, Duration, Duration, Duration, &str); 8] = [
+            (
+                "heartbeat",
+                "TIDEWAY_HEARTBEAT",
+                self.heartbeat.0,
+                100 * MS,
+                HOUR,
+                "idle streams get a comment this often",
+            ),
+            (
+                "header-read-timeout",
+                "TIDEWAY_HEADER_READ_TIMEOUT",
+                self.header_read_timeout.0,
+                100 * MS,
+                HOUR,
+                "shorter closes connections before a request can arrive",
+            ),
+            (
+                "write-timeout",
+                "TIDEWAY_WRITE_TIMEOUT",
+                self.write_timeout.0,
+                100 * MS,
+                HOUR,
+                "shorter cuts off subscribers on a slow network",
+            ),
+            (
+                "node-ttl",
+                "TIDEWAY_NODE_TTL",
+                self.node_ttl.0,
+                500 * MS,
+                10 * 60 * SECOND,
+                "heartbeats to Redis come every fifth of it",
+            ),
+            (
+                "retry",
+                "TIDEWAY_RETRY",
+                self.retry.0,
+                100 * MS,
+                HOUR,
+                "clients told to reconnect at once would all come back together",
+            ),
+            (
+                "token-max-ttl",
+                "TIDEWAY_TOKEN_MAX_TTL",
+                self.token_max_ttl.0,
+                SECOND,
+                365 * DAY,
+                "the longest a subscriber token may live",
+            ),
+            (
+                "drain-timeout",
+                "TIDEWAY_DRAIN_TIMEOUT",
+                self.drain_timeout.0,
+                Duration::ZERO,
+                HOUR,
+                "how long SIGTERM waits",
+            ),
+            (
+                "topic-grace",
+                "TIDEWAY_TOPIC_GRACE",
+                self.topic_grace.0,
+                Duration::ZERO,
+                DAY,
+                "how long an unfollowed topic keeps its history",
+            ),
+        ];
+        for (flag, env, value, min, max, why) in durations {
+            if value < min || value > max {
+                wrong.push(format!(
+                    "--{flag} ({env}) is {}: it must be from {} to {} ({why})",
+                    Seconds(value),
+                    Seconds(min),
+                    Seconds(max)
+                ));
+            }
+        }
+        let counts: [(&str, &str, usize, usize, usize); 6] = [
+            ("max-body", "TIDEWAY_MAX_BODY", self.max_body.0, 1, 64 << 20),
+            (
+                "max-header-bytes",
+                "TIDEWAY_MAX_HEADER_BYTES",
+                self.max_header_bytes.0,
+                1024,
+                1 << 20,
+            ),
+            ("max-topics", "TIDEWAY_MAX_TOPICS", self.max_topics, 1, 1024),
+            (
+                "queue-capacity",
+                "TIDEWAY_QUEUE_CAPACITY",
+                self.queue_capacity,
+                1,
+                1_000_000,
+            ),
+            ("history", "TIDEWAY_HISTORY", self.history, 0, 1_000_000),
+            (
+                "max-connections",
+                "TIDEWAY_MAX_CONNECTIONS",
+                self.max_connections,
+                0,
+                10_000_000,
+            ),
+        ];
+        for (flag, env, value, min, max) in counts {
+            if value < min || value > max {
+                wrong.push(format!(
+                    "--{flag} ({env}) is {value}: it must be from {min} to {max}"
+                ));
+            }
+        }
+        if let Some(secret) = &self.token_secret
+            && !secret.is_empty()
+            && secret.len() < MIN_TOKEN_SECRET
+        {
+            wrong.push(format!(
+                "--token-secret (TIDEWAY_TOKEN_SECRET) is {} bytes: it must be at least {MIN_TOKEN_SECRET} (make one with `openssl rand -hex 32`)",
+                secret.len()
+            ));
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(wrong.join("\n"))
+        }
+    }
 }
 
 /// What `tideway` does instead of running the gateway.
@@ -310,6 +451,70 @@ mod tests {
         }
     }
 
+    fn args(flags: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("tideway").chain(flags.iter().copied()))
+            .expect("flags parse")
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(args(&[]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_setting_out_of_range_is_refused_by_name() {
+        for (flags, named) in [
+            (
+                &["--heartbeat", "0s"][..],
+                "--heartbeat (TIDEWAY_HEARTBEAT) is 0ms",
+            ),
+            (&["--header-read-timeout", "0s"], "--header-read-timeout"),
+            (&["--write-timeout", "50ms"], "--write-timeout"),
+            (&["--node-ttl", "100ms"], "--node-ttl"),
+            (&["--node-ttl", "2h"], "--node-ttl"),
+            (&["--retry", "0s"], "--retry"),
+            (&["--token-max-ttl", "0s"], "--token-max-ttl"),
+            (&["--drain-timeout", "2h"], "--drain-timeout"),
+            (&["--topic-grace", "48h"], "--topic-grace"),
+            (&["--max-body", "0B"], "--max-body (TIDEWAY_MAX_BODY) is 0"),
+            (&["--max-body", "65MiB"], "--max-body"),
+            (&["--max-header-bytes", "100B"], "--max-header-bytes"),
+            (&["--max-topics", "0"], "--max-topics"),
+            (&["--queue-capacity", "0"], "--queue-capacity"),
+            (&["--history", "2000000"], "--history"),
+            (
+                &["--token-secret", "short"],
+                "--token-secret (TIDEWAY_TOKEN_SECRET) is 5 bytes",
+            ),
+        ] {
+            let err = args(flags).validate().expect_err(named);
+            assert!(err.contains(named), "{flags:?}: {err}");
+            assert_eq!(
+                err.lines().count(),
+                1,
+                "{flags:?}: only what is wrong: {err}"
+            );
+        }
+        // Everything wrong is said at once, and the edges of each range are taken.
+        let err = args(&["--heartbeat", "0s", "--max-topics", "0"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.lines().count(), 2, "{err}");
+        let edges = [
+            "--heartbeat",
+            "100ms",
+            "--node-ttl",
+            "500ms",
+            "--max-topics",
+            "1024",
+            "--history",
+            "0",
+            "--token-secret",
+            "0123456789abcdef0123456789abcdef",
+        ];
+        assert_eq!(args(&edges).validate(), Ok(()));
+    }
+
     #[test]
     fn durations_and_sizes() {
         assert_eq!("15s".parse(), Ok(Seconds(Duration::from_secs(15))));
@@ -383,8 +588,8 @@ mod tests {
                       [env: TIDEWAY_KEYS_FILE=]
 
                   --token-secret <TOKEN_SECRET>
-                      The HS256 secret of subscriber tokens; every node of a cluster needs the same one
-                      [default: random, for this process only]
+                      The HS256 secret of subscriber tokens, at least 32 bytes; every node of a cluster needs
+                      the same one [default: random, for this process only]
 
                       [env: TIDEWAY_TOKEN_SECRET]
 

@@ -19,6 +19,10 @@ use crate::config::{Adapter, Args, Command, LogFormat};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Err(wrong) = args.validate() {
+        eprintln!("tideway: refusing to start:\n{wrong}");
+        std::process::exit(2);
+    }
     if let Some(Command::Probe { path }) = &args.command {
         let status = probe::probe(args.listen, path)?;
         println!("{status}");

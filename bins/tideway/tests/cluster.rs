@@ -9,7 +9,13 @@ impl Node {
     fn start(id: &str, redis: &RedisServer) -> TidewayProcess {
         let mut args = redis.node_args(id);
         args.extend(
-            ["--node-ttl", "2s", "--token-secret", "cluster-token-secret"].map(str::to_owned),
+            [
+                "--node-ttl",
+                "2s",
+                "--token-secret",
+                "cluster-token-secret-of-32-bytes!",
+            ]
+            .map(str::to_owned),
         );
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Self::with_args(&args)

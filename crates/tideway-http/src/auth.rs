@@ -106,6 +106,11 @@ fn one() -> f64 {
     1.0
 }
 
+/// The slowest rate a key may be given: one publish in about 17 minutes.
+const MIN_RATE: f64 = 0.001;
+/// The fastest rate and largest burst a key may be given.
+const MAX_RATE: f64 = 1_000_000.0;
+
 /// One API key and what it may do.
 #[derive(Clone)]
 pub struct ApiKey {
@@ -243,10 +248,12 @@ impl ApiKeys {
                 return Err(format!("keys file: key {name:?} has no scope"));
             }
             if let Some(rate) = entry.publish_rate
-                && (rate.per_second.is_nan() || rate.per_second <= 0.0 || rate.burst < 1.0)
+                && !((MIN_RATE..=MAX_RATE).contains(&rate.per_second)
+                    && (1.0..=MAX_RATE).contains(&rate.burst))
             {
                 return Err(format!(
-                    "keys file: key {name:?}: publishRate needs perSecond > 0 and burst >= 1"
+                    "keys file: key {name:?}: publishRate needs perSecond from {MIN_RATE} to {MAX_RATE} and burst from 1 to {MAX_RATE} (got perSecond {}, burst {})",
+                    rate.per_second, rate.burst
                 ));
             }
             let topics = entry
@@ -419,7 +426,10 @@ impl RateLimits {
             *tokens -= 1.0;
             return Ok(());
         }
-        let wait = Duration::from_secs_f64((1.0 - *tokens) / rate.per_second);
+        // Rates are bounded when the keys are read; a wait too long for a Duration is
+        // still no reason to panic.
+        let wait = Duration::try_from_secs_f64((1.0 - *tokens) / rate.per_second)
+            .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
         let seconds = wait.as_secs() as u32 + u32::from(wait.subsec_nanos() > 0);
         Err(ApiError {
             retry_after: Some(seconds.max(1)),
@@ -555,7 +565,15 @@ mod tests {
             ),
             (
                 r#"{"keys": [{"name": "a", "key": "k", "publishRate": {"perSecond": 0}}]}"#,
-                "perSecond > 0",
+                "perSecond from",
+            ),
+            (
+                r#"{"keys": [{"name": "a", "key": "k", "publishRate": {"perSecond": 1e-20}}]}"#,
+                "got perSecond 0.00000000000000000001",
+            ),
+            (
+                r#"{"keys": [{"name": "a", "key": "k", "publishRate": {"perSecond": 5, "burst": 1e300}}]}"#,
+                "burst from 1",
             ),
             (
                 r#"{"keys": [{"name": "a", "key": "k", "colour": "red"}]}"#,
