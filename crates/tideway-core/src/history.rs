@@ -17,7 +17,8 @@ use crate::TopicEvent;
 pub struct History {
     capacity: usize,
     events: VecDeque<Arc<TopicEvent>>,
-    /// The newest event of each id still held.
+    /// The oldest event of each id still held (stores append an id held already
+    /// nowhere: a second publish of it is a retry).
     ids: HashMap<EventId, Arc<TopicEvent>>,
     evicted_through: u64,
 }
@@ -33,7 +34,9 @@ impl History {
 
     /// Appends `event`, evicting the oldest beyond the capacity.
     pub fn push(&mut self, event: Arc<TopicEvent>) {
-        self.ids.insert(event.event.id.clone(), event.clone());
+        self.ids
+            .entry(event.event.id.clone())
+            .or_insert_with(|| event.clone());
         self.events.push_back(event);
         while self.events.len() > self.capacity {
             let Some(evicted) = self.events.pop_front() else {
@@ -43,16 +46,25 @@ impl History {
             if self
                 .ids
                 .get(&evicted.event.id)
-                .is_some_and(|newest| Arc::ptr_eq(newest, &evicted))
+                .is_some_and(|held| Arc::ptr_eq(held, &evicted))
             {
                 self.ids.remove(&evicted.event.id);
             }
         }
     }
 
-    /// The newest event with publisher id `id` still held.
+    /// The oldest event with publisher id `id` still held. Once that one is evicted, an
+    /// id held again later is not found: a resume after it is told it cannot be proven
+    /// rather than skip what came between.
     pub fn find(&self, id: &EventId) -> Option<&Arc<TopicEvent>> {
         self.ids.get(id)
+    }
+
+    /// The events after `position`, oldest first; found by bisection (positions only grow
+    /// along a history), so a read costs what it returns.
+    pub fn after(&self, position: u64) -> Vec<Arc<TopicEvent>> {
+        let start = self.events.partition_point(|e| e.position <= position);
+        self.events.range(start..).cloned().collect()
     }
 
     /// The events held, oldest first.
@@ -103,13 +115,30 @@ mod tests {
         history.push(event("a", 3));
         assert_eq!(history.evicted_through(), 1);
         let id = |s: &str| EventId::parse(s.as_bytes()).unwrap();
-        assert_eq!(
-            history.find(&id("a")).map(|e| e.position),
-            Some(3),
-            "the reused id's newest stays"
+        assert!(
+            history.find(&id("a")).is_none(),
+            "the oldest held was evicted: found no more, so nothing after it is skipped"
         );
         history.push(event("c", 4));
         assert!(history.find(&id("b")).is_none());
+        assert_eq!(
+            history
+                .after(3)
+                .iter()
+                .map(|e| e.position)
+                .collect::<Vec<_>>(),
+            [4]
+        );
+        assert_eq!(history.after(0).len(), 2);
+        assert!(history.after(4).is_empty());
+        let mut twice = History::new(5);
+        twice.push(event("x", 1));
+        twice.push(event("x", 2));
+        assert_eq!(
+            twice.find(&id("x")).map(|e| e.position),
+            Some(1),
+            "an id held twice is found at its oldest"
+        );
         assert_eq!(
             history
                 .tail(10)

@@ -8,7 +8,6 @@
 //! store decides what counts as a gap, so no store can decide it differently.
 
 use std::{
-    collections::VecDeque,
     hash::{BuildHasher, Hasher},
     sync::Arc,
 };
@@ -62,64 +61,29 @@ pub struct HistoryRead {
 
 impl HistoryRead {
     /// Builds the read from [`History`]s, for stores that hold them in memory: finds the
-    /// id in every history, then keeps only the events after its earliest match. Each
-    /// topic comes with the position it was created after.
+    /// id in every history's index, then takes only the events after its earliest match.
+    /// Each topic comes with the position it was created after.
     pub fn from_histories<'h>(
         epoch: u64,
         last_event_id: &EventId,
         histories: impl IntoIterator<Item = (TopicName, u64, &'h History)>,
     ) -> Self {
-        Self::from_events(
-            epoch,
-            last_event_id,
-            histories
-                .into_iter()
-                .map(|(topic, created_after, history)| {
-                    (
-                        topic,
-                        created_after,
-                        history.evicted_through(),
-                        history.events(),
-                    )
-                }),
-        )
-    }
-
-    fn from_events<'h>(
-        epoch: u64,
-        last_event_id: &EventId,
-        histories: impl IntoIterator<Item = (TopicName, u64, u64, &'h VecDeque<Arc<TopicEvent>>)>,
-    ) -> Self {
         let histories: Vec<_> = histories.into_iter().collect();
-        let matches: Vec<Vec<u64>> = histories
+        let matches: Vec<Option<u64>> = histories
             .iter()
-            .map(|(_, _, _, events)| {
-                events
-                    .iter()
-                    .filter(|e| e.event.id == *last_event_id)
-                    .map(|e| e.position)
-                    .collect()
-            })
+            .map(|(_, _, history)| history.find(last_event_id).map(|e| e.position))
             .collect();
         let earliest = matches.iter().flatten().min().copied();
         let topics = histories
             .into_iter()
             .zip(matches)
-            .map(
-                |((topic, created_after, evicted_through, events), matches)| TopicHistory {
-                    topic,
-                    created_after,
-                    evicted_through,
-                    matches,
-                    events: earliest.map_or_else(Vec::new, |cursor| {
-                        events
-                            .iter()
-                            .filter(|e| e.position > cursor)
-                            .cloned()
-                            .collect()
-                    }),
-                },
-            )
+            .map(|((topic, created_after, history), found)| TopicHistory {
+                topic,
+                created_after,
+                evicted_through: history.evicted_through(),
+                matches: found.into_iter().collect(),
+                events: earliest.map_or_else(Vec::new, |cursor| history.after(cursor)),
+            })
             .collect();
         Self { epoch, topics }
     }
@@ -317,8 +281,7 @@ mod tests {
         /// a gap — never silently short — and nothing is replayed twice.
         #[test]
         fn a_resume_is_exact_or_names_the_topic((publishes, bounds, created, mine, cursor) in scenario()) {
-            let mut histories: Vec<VecDeque<Arc<TopicEvent>>> = vec![VecDeque::new(); 3];
-            let mut evicted = [0u64; 3];
+            let mut histories: Vec<History> = bounds.iter().map(|&b| History::new(b)).collect();
             let mut all: Vec<Vec<u64>> = vec![Vec::new(); 3];
             for (index, mask) in publishes.iter().enumerate() {
                 let position = index as u64 + 1;
@@ -328,10 +291,7 @@ mod tests {
                         continue;
                     }
                     all[t].push(position);
-                    histories[t].push_back(topic_event(name, position));
-                    while histories[t].len() > bounds[t] {
-                        evicted[t] = histories[t].pop_front().unwrap().position;
-                    }
+                    histories[t].push(topic_event(name, position));
                 }
             }
             let cursor = cursor as u64 + 1;
@@ -341,13 +301,13 @@ mod tests {
                 names.iter().map(|&t| TOPICS[t]).collect::<Vec<_>>().join(",").as_bytes(),
                 8,
             ).unwrap();
-            let read = HistoryRead::from_events(
+            let read = HistoryRead::from_histories(
                 7,
                 &id,
-                names.iter().map(|&t| (TopicName::parse(TOPICS[t]).unwrap(), created[t], evicted[t], &histories[t])),
+                names.iter().map(|&t| (TopicName::parse(TOPICS[t]).unwrap(), created[t], &histories[t])),
             );
             let plan = plan(&list, &id, &read);
-            let held = names.iter().any(|&t| histories[t].iter().any(|e| e.position == cursor));
+            let held = names.iter().any(|&t| histories[t].events().iter().any(|e| e.position == cursor));
             if !held {
                 prop_assert_eq!(plan.gaps.len(), 1);
                 prop_assert_eq!(plan.gaps[0].reason, GapReason::UnknownLastEventId);
@@ -375,26 +335,26 @@ mod tests {
 
     #[test]
     fn the_cursor_is_the_earliest_appearance_of_a_reused_id() {
-        let mut history = VecDeque::new();
+        let mut history = History::new(10);
         for position in 1..=4 {
-            history.push_back(topic_event("a", position));
+            history.push(topic_event("a", position));
         }
-        // e2 appears at 2, and (reused) at 4 under another topic.
-        let mut other = VecDeque::new();
-        other.push_back(Arc::new(TopicEvent::new(
+        // e2 appears at 2, and (reused) at 5 under another topic.
+        let mut other = History::new(10);
+        other.push(Arc::new(TopicEvent::new(
             TopicName::parse("b").unwrap(),
             1,
             7,
             5,
-            history[1].event.clone(),
+            history.events()[1].event.clone(),
         )));
         let id = EventId::parse(b"e2").unwrap();
-        let read = HistoryRead::from_events(
+        let read = HistoryRead::from_histories(
             7,
             &id,
             [
-                (TopicName::parse("a").unwrap(), 0, 0, &history),
-                (TopicName::parse("b").unwrap(), 0, 0, &other),
+                (TopicName::parse("a").unwrap(), 0, &history),
+                (TopicName::parse("b").unwrap(), 0, &other),
             ],
         );
         let plan = plan(&TopicList::parse(b"a,b", 8).unwrap(), &id, &read);

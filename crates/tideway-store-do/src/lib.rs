@@ -26,7 +26,7 @@ use std::{
 
 use tideway_core::{
     ConnectionId, ConnectionRecord, Event, History, HistoryRead, Inbox, NodeRecord, Page, Paged,
-    Store, StoreError, TopicEvent, TopicRecord, new_epoch, unix_millis,
+    Store, StoreError, TopicEvent, TopicHistory, TopicRecord, new_epoch, unix_millis,
 };
 use tideway_protocol::{EventId, TopicList, TopicName};
 use tokio::time::Instant;
@@ -449,28 +449,55 @@ impl Store for DoStore {
     ) -> Result<HistoryRead, StoreError> {
         // Held across the reads of every topic: no publish lands between two of them.
         let _turn = self.shared.sequencer.lock().await;
-        let mut histories = Vec::with_capacity(topics.len());
+        // First what each live topic's index says of the id, then only the events after
+        // its earliest appearance in any of them: no history is copied whole.
+        let mut found = Vec::with_capacity(topics.len());
         for topic in topics {
+            let id = last_event_id.clone();
             let read = self
                 .shared
                 .topics
-                .call_existing(topic.as_str(), |t| {
-                    t.live().then(|| (t.created_after, t.history.clone()))
+                .call_existing(topic.as_str(), move |t| {
+                    t.live().then(|| {
+                        let matched = t.history.find(&id).map(|e| e.position);
+                        (t.created_after, t.history.evicted_through(), matched)
+                    })
                 })
                 .await
                 .map_err(gone)?
                 .flatten();
-            if let Some((created_after, history)) = read {
-                histories.push((topic.clone(), created_after, history));
+            if let Some(read) = read {
+                found.push((topic.clone(), read));
             }
         }
-        Ok(HistoryRead::from_histories(
-            self.shared.epoch,
-            last_event_id,
-            histories
-                .iter()
-                .map(|(topic, created, history)| (topic.clone(), *created, history)),
-        ))
+        let earliest = found
+            .iter()
+            .filter_map(|(_, (_, _, matched))| *matched)
+            .min();
+        let mut read = HistoryRead {
+            epoch: self.shared.epoch,
+            topics: Vec::with_capacity(found.len()),
+        };
+        for (topic, (created_after, evicted_through, matched)) in found {
+            let events = match earliest {
+                Some(cursor) => self
+                    .shared
+                    .topics
+                    .call_existing(topic.as_str(), move |t| t.history.after(cursor))
+                    .await
+                    .map_err(gone)?
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            read.topics.push(TopicHistory {
+                topic,
+                created_after,
+                evicted_through,
+                matches: matched.into_iter().collect(),
+                events,
+            });
+        }
+        Ok(read)
     }
 
     async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {

@@ -99,6 +99,28 @@ local function entry_of(entry)
   local pos, id = string.match(entry, '^%d+ (%d+) ([^\n]*)\n')
   return tonumber(pos), id
 end
+-- The topic's history entries with after < position < before, oldest first: read from
+-- the newest end back, a growing chunk at a time, so a read costs what it returns.
+local function entries_between(topic, after, before)
+  local history = key(topic, 'history')
+  local newest_first, stop, step, done = {}, redis.call('LLEN', history) - 1, 16, false
+  while stop >= 0 and not done do
+    local start = math.max(0, stop - step + 1)
+    local chunk = redis.call('LRANGE', history, start, stop)
+    for k = #chunk, 1, -1 do
+      local pos = entry_of(chunk[k])
+      if pos <= after then
+        done = true
+        break
+      end
+      if pos < before then newest_first[#newest_first + 1] = chunk[k] end
+    end
+    stop, step = start - 1, step * 2
+  end
+  local entries = {}
+  for k = #newest_first, 1, -1 do entries[#entries + 1] = newest_first[k] end
+  return entries
+end
 local function deliver(node, ep, pos, body)
   local n = redis.call('HINCRBY', p .. 'delivered', node, 1)
   redis.call('PUBLISH', p .. 'node:' .. node .. ':events', ep .. ' ' .. pos .. ' ' .. n .. '\n' .. body)
@@ -163,13 +185,10 @@ if keep > 0 then
     for _, topic in ipairs(retried) do
       local first = tonumber(string.match(redis.call('HGET', key(topic, 'ids'), id), '(%d+)$'))
       out[2] = first
-      for _, entry in ipairs(redis.call('LRANGE', key(topic, 'history'), 0, -1)) do
-        local seq, epos = string.match(entry, '^(%d+) (%d+) ')
-        if tonumber(epos) == first then
-          out[#out + 1] = topic
-          out[#out + 1] = seq
-          break
-        end
+      local entry = entries_between(topic, first - 1, first + 1)[1]
+      if entry then
+        out[#out + 1] = topic
+        out[#out + 1] = string.match(entry, '^(%d+) ')
       end
     end
     return out
@@ -232,9 +251,10 @@ return out
 
 /// ARGV: prefix, event id, epoch candidate, topics... One consistent read of every topic
 /// of a resume (a script runs alone: no publish lands in between). Returns the epoch,
-/// then per live topic `{topic, createdAfter, evictedThrough, {positions of the id},
+/// then per live topic `{topic, createdAfter, evictedThrough, {position of the id},
 /// {entries after the earliest position of the id in any topic}}`; no entries at all
-/// when no topic holds the id. Only what the cursor needs crosses the network.
+/// when no topic holds the id. The id is looked up in each topic's index and only the
+/// entries after it are read: a resume one event behind costs one event.
 const READ_SINCE: &str = r#"
 local id = ARGV[2]
 local ep = epoch(ARGV[3])
@@ -242,29 +262,18 @@ local live, earliest = {}, nil
 for i = 4, #ARGV do
   local topic = ARGV[i]
   if is_live(topic) then
-    local entries = redis.call('LRANGE', key(topic, 'history'), 0, -1)
-    local positions, matches = {}, {}
-    for k, entry in ipairs(entries) do
-      local pos, eid = entry_of(entry)
-      positions[k] = pos
-      if eid == id then
-        matches[#matches + 1] = pos
-        if earliest == nil or pos < earliest then earliest = pos end
-      end
-    end
-    live[#live + 1] = {topic, entries, positions, matches}
+    local held = redis.call('HGET', key(topic, 'ids'), id)
+    local pos = held and tonumber(string.match(held, '(%d+)$'))
+    if pos and (earliest == nil or pos < earliest) then earliest = pos end
+    live[#live + 1] = {topic, pos}
   end
 end
 local out = {ep}
 for _, t in ipairs(live) do
   local meta = redis.call('HMGET', key(t[1], 'meta'), 'createdAfter', 'evictedThrough')
   local after = {}
-  if earliest ~= nil then
-    for k, entry in ipairs(t[2]) do
-      if t[3][k] > earliest then after[#after + 1] = entry end
-    end
-  end
-  out[#out + 1] = {t[1], meta[1] or '0', meta[2] or '0', t[4], after}
+  if earliest ~= nil then after = entries_between(t[1], earliest, math.huge) end
+  out[#out + 1] = {t[1], meta[1] or '0', meta[2] or '0', t[2] and {t[2]} or {}, after}
 end
 return out
 "#;
@@ -284,23 +293,7 @@ local out = {redis.call('GET', p .. 'epoch') or '', revoked}
 for i = 5 + tokens, #ARGV do
   local topic = ARGV[i]
   if is_live(topic) then
-    local history = key(topic, 'history')
-    local newest_first, stop, step, done = {}, redis.call('LLEN', history) - 1, 16, false
-    while stop >= 0 and not done do
-      local start = math.max(0, stop - step + 1)
-      local chunk = redis.call('LRANGE', history, start, stop)
-      for k = #chunk, 1, -1 do
-        local pos = entry_of(chunk[k])
-        if pos <= after then
-          done = true
-          break
-        end
-        if pos < before then newest_first[#newest_first + 1] = chunk[k] end
-      end
-      stop, step = start - 1, step * 2
-    end
-    local entries = {}
-    for k = #newest_first, 1, -1 do entries[#entries + 1] = newest_first[k] end
+    local entries = entries_between(topic, after, before)
     local meta = redis.call('HMGET', key(topic, 'meta'), 'createdAfter', 'evictedThrough')
     out[#out + 1] = {topic, meta[1] or '0', meta[2] or '0', {}, entries}
   end

@@ -232,6 +232,15 @@ pub async fn resume_after_an_id<S: Store>(store: S) {
     assert_eq!(seen, ["a:3", "a:4", "b:4"]);
     publish(&gateway, "b", "5").await;
     assert_eq!(next(&mut again).await, "b:5");
+    // An id used again on another topic (no retry: that topic never held it): a resume
+    // after it starts from its earliest appearance, so nothing after either is skipped.
+    publish(&gateway, "b", "3").await;
+    let mut after_reused = subscribe(&gateway, "a,b", Some("3")).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next(&mut after_reused).await);
+    }
+    assert_eq!(seen, ["a:4", "b:4", "b:5", "b:3"]);
 }
 
 /// A topic within its grace stays live and keeps its history; after it, it is gone.
