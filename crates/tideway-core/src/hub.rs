@@ -426,8 +426,9 @@ impl Inbox {
                 _ => lost.push(topic),
             }
         }
-        // Stable: the copies of one publish keep the order in which the topics were read.
-        events.sort_by_key(|e| e.position);
+        // In position order; the copies of one publish (one per topic, each topic's
+        // stream in order on its own) by topic name, whatever order the read took.
+        events.sort_by(|x, y| (x.position, &x.topic).cmp(&(y.position, &y.topic)));
         let stats = &self.hub.shared.stats;
         if !lost.is_empty() {
             let told = self.hub.interrupt_topics(Interruption::DeliveryLost, &lost);

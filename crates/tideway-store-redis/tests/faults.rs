@@ -216,6 +216,7 @@ async fn messages_lost_on_the_way_are_read_back_from_history_in_order() {
     for _ in 0..5 {
         seen.push(next_of(&mut both).await);
     }
+    // The copies of 4 (one per topic) come by topic name; each topic's stream is in order.
     assert_eq!(seen, ["a 2", "b 3", "a 4", "b 4", "b 5"]);
     let mut seen = Vec::new();
     for _ in 0..3 {
