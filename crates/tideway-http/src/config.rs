@@ -91,7 +91,7 @@ pub struct HttpConfig {
     pub cors: Cors,
     /// How long a drain waits for streams and in-flight requests before giving up.
     pub drain_timeout: Duration,
-    /// How long a client may take to send a request's headers.
+    /// How long a client may take to send a request's headers, or a publish its body.
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,

@@ -112,9 +112,20 @@ pub(crate) async fn publish<S: Store>(
     if declared.is_some_and(|len| len > max as u64) {
         return Err(too_large(max));
     }
-    let body = Limited::new(request.into_body(), max)
-        .collect()
+    // A body that stalls would hold its drain permit (and its memory) for ever.
+    let wait = app.config.header_read_timeout;
+    let body = tokio::time::timeout(wait, Limited::new(request.into_body(), max).collect())
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {} ms (--header-read-timeout)",
+                    wait.as_millis()
+                ),
+            )
+        })?
         .map_err(|err| {
             if err.is::<http_body_util::LengthLimitError>() {
                 too_large(max)

@@ -171,7 +171,7 @@ pub(crate) async fn sign<S: Store>(
         aud: config.audience.clone(),
         exp: now + ttl.as_secs(),
         iat: now,
-        jti: token_id(),
+        jti: token_id()?,
         topics: wanted.topics,
         kid: key.name.clone(),
         tenant: key.tenant.as_ref().map(|t| t.as_str().to_owned()),
@@ -354,18 +354,16 @@ fn decode(config: &TokenConfig, token: &str, check_expiry: bool) -> Result<Claim
     })
 }
 
-/// 128 random bits as hex, from the standard library's per-process random keys mixed
-/// with the clock: unique, not secret (the signature protects the token).
-fn token_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let state = std::collections::hash_map::RandomState::new();
-    let mut a = state.build_hasher();
-    a.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    let mut b = state.build_hasher();
-    b.write_u64(a.finish());
-    format!("{:016x}{:016x}", a.finish(), b.finish())
+/// 128 random bits from the operating system, as hex: a token id cannot be guessed, so
+/// nobody can revoke (or predict) another's token by its id.
+fn token_id() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|err| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_randomness",
+            format!("the operating system gave no randomness for a token id: {err}"),
+        )
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -629,6 +629,32 @@ async fn cors_for_browsers() {
 }
 
 #[tokio::test]
+async fn a_publish_body_that_stalls_is_refused_in_time() {
+    let http = HttpConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..HttpConfig::default()
+    };
+    let gw = TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    let _sub = gw.subscribe("/v1/stream?topic=slow", &[]).await;
+    let head = format!(
+        "POST /v1/publish HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {API_KEY}\r\nx-sse-topic: slow\r\nx-sse-id: s1\r\ncontent-length: 10\r\n\r\nab"
+    );
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let reply = HttpReader::new(stream).response().await;
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (408, "body_timeout")
+    );
+    assert!(
+        reply.text().contains("--header-read-timeout"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(gw.gateway.stats().events_published(), 0);
+}
+
+#[tokio::test]
 async fn a_websocket_from_a_page_of_another_origin_is_refused() {
     let http = HttpConfig {
         cors: tideway_http::Cors {
@@ -684,6 +710,15 @@ async fn the_admin_ui_is_served_from_the_binary() {
         index.header("content-type"),
         Some("text/html; charset=utf-8")
     );
+    let csp = index.header("content-security-policy").expect("a CSP");
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert_eq!(index.header("x-frame-options"), Some("DENY"));
     assert!(
         index.text().contains("<div id=\"root\">"),
         "{}",

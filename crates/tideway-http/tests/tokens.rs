@@ -81,6 +81,30 @@ async fn signing_needs_the_sign_scope_and_stays_within_the_keys_topics() {
     .await;
     assert_eq!(ok.status, 201, "{}", ok.text());
     assert!(ok.json()["expiresAt"].as_u64().unwrap() > tideway_core::unix_millis());
+    // Token ids are 128 random bits from the OS: none repeats, none can be guessed.
+    let jti = |token: &serde_json::Value| {
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_audience(&["tideway"]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            token.as_str().expect("a token"),
+            &jsonwebtoken::DecodingKey::from_secret(SECRET),
+            &validation,
+        )
+        .expect("our own token decodes")
+        .claims;
+        claims["jti"].as_str().expect("a jti").to_owned()
+    };
+    let again = post(
+        &gw,
+        "/v1/tokens",
+        "signer-secret",
+        r#"{"subject": "u42", "topics": ["private:user42:*"]}"#,
+    )
+    .await;
+    let (first, second) = (jti(&ok.json()["token"]), jti(&again.json()["token"]));
+    assert_eq!(first.len(), 32, "{first}");
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
+    assert_ne!(first, second);
     let wider = post(
         &gw,
         "/v1/tokens",
