@@ -46,7 +46,8 @@ fn reload(path: &std::path::Path, plain: Option<&str>, ring: &KeyRing) -> anyhow
     let keys = plain
         .map(ApiKeys::parse)
         .unwrap_or_default()
-        .merged(load(path)?);
+        .merged(load(path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let count = keys.len();
     ring.replace(keys);
     Ok(count)

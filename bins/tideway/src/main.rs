@@ -46,7 +46,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .as_deref()
         .map(ApiKeys::parse)
         .unwrap_or_default();
-    let api_keys = match plain.merged(from_file) {
+    let api_keys = match plain.merged(from_file).map_err(|e| anyhow::anyhow!(e))? {
         keys if !keys.is_empty() => keys,
         _ => {
             let key = config::generate_key()?;

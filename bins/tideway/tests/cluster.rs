@@ -332,8 +332,8 @@ async fn tenants_stay_apart_across_nodes() {
     std::fs::write(
         &keys,
         r#"{"keys": [
-            {"name": "acme", "key": "acme-secret", "tenant": "acme"},
-            {"name": "globex", "key": "globex-secret", "tenant": "globex"}
+            {"name": "acme", "key": "acme-secret", "tenant": "acme", "scopes": ["publish", "admin", "sign"]},
+            {"name": "globex", "key": "globex-secret", "tenant": "globex", "scopes": ["publish", "admin", "sign"]}
         ]}"#,
     )
     .unwrap();

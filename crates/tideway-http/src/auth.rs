@@ -202,7 +202,7 @@ struct KeysFile {
 struct KeyEntry {
     name: String,
     key: String,
-    #[serde(default = "all_scopes")]
+    #[serde(default = "least_scopes")]
     scopes: Vec<Scope>,
     #[serde(default)]
     topics: Vec<String>,
@@ -211,8 +211,10 @@ struct KeyEntry {
     tenant: Option<String>,
 }
 
-fn all_scopes() -> Vec<Scope> {
-    vec![Scope::Publish, Scope::Admin, Scope::Sign]
+/// What a keys-file entry may do when it does not say: publish, nothing more. Admin
+/// (which reads every topic and connection) and signing tokens must be asked for.
+fn least_scopes() -> Vec<Scope> {
+    vec![Scope::Publish]
 }
 
 /// The keys that may use the gateway.
@@ -238,11 +240,29 @@ impl ApiKeys {
     /// Keys from the JSON of a keys file; says which entry is wrong and why.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let file: KeysFile = serde_json::from_str(text).map_err(|e| format!("keys file: {e}"))?;
-        let mut keys = Vec::with_capacity(file.keys.len());
+        let mut keys: Vec<ApiKey> = Vec::with_capacity(file.keys.len());
         for entry in file.keys {
             let name = entry.name;
+            if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                return Err(format!(
+                    "keys file: the name {name:?} must be 1 to 64 bytes with no control characters"
+                ));
+            }
             if entry.key.trim().is_empty() {
                 return Err(format!("keys file: key {name:?} is empty"));
+            }
+            // Names say which key did what in logs, tokens (`kid`) and revocations: one
+            // name, one key. And one secret, one key: which entry would it be?
+            for other in &keys {
+                if other.name == name {
+                    return Err(format!("keys file: the name {name:?} is given to two keys"));
+                }
+                if other.secret == entry.key.trim().as_bytes() {
+                    return Err(format!(
+                        "keys file: keys {:?} and {name:?} have the same secret",
+                        other.name
+                    ));
+                }
             }
             if entry.scopes.is_empty() {
                 return Err(format!("keys file: key {name:?} has no scope"));
@@ -281,10 +301,25 @@ impl ApiKeys {
         Ok(Self { keys })
     }
 
-    /// These keys and those of `other`.
-    pub fn merged(mut self, other: ApiKeys) -> Self {
+    /// These keys (from `--api-keys`) and those of `other` (a keys file); refuses a name
+    /// or a secret the two share, naming it (never the secret).
+    pub fn merged(mut self, other: ApiKeys) -> Result<Self, String> {
+        for key in &other.keys {
+            if let Some(plain) = self.keys.iter().find(|k| k.name == key.name) {
+                return Err(format!(
+                    "keys file: the name {:?} is already that of a key of --api-keys (they are named key-1, key-2, …); rename it",
+                    plain.name
+                ));
+            }
+            if let Some(plain) = self.keys.iter().find(|k| k.secret == key.secret) {
+                return Err(format!(
+                    "keys file: key {:?} has the same secret as {:?} of --api-keys",
+                    key.name, plain.name
+                ));
+            }
+        }
         self.keys.extend(other.keys);
-        self
+        Ok(self)
     }
 
     /// How many keys there are.
@@ -514,10 +549,42 @@ mod tests {
             r#"{"keys": [
                 {"name": "logs", "key": "s1", "scopes": ["publish"], "topics": ["logs:*", "audit"]},
                 {"name": "ops", "key": "s2", "scopes": ["admin"]},
-                {"name": "old", "key": "s3", "expiresAt": 1}
+                {"name": "old", "key": "s3", "expiresAt": 1},
+                {"name": "plain", "key": "s4"}
             ]}"#,
         )
         .unwrap();
+        // An entry that names no scope may publish, and nothing more.
+        assert_eq!(
+            check(&keys, Some("Bearer s4"), Scope::Publish),
+            Ok("plain".into())
+        );
+        for scope in [Scope::Admin, Scope::Sign] {
+            assert_eq!(check(&keys, Some("Bearer s4"), scope), Err("forbidden"));
+        }
+        // A file key may not take the name or the secret of an --api-keys key.
+        let file = |json: &str| ApiKeys::from_json(json).unwrap();
+        let named = ApiKeys::parse("p1,p2")
+            .merged(file(r#"{"keys": [{"name": "key-2", "key": "other"}]}"#))
+            .unwrap_err();
+        assert!(
+            named.contains("\"key-2\" is already that of a key of --api-keys"),
+            "{named}"
+        );
+        let same = ApiKeys::parse("p1")
+            .merged(file(r#"{"keys": [{"name": "f", "key": "p1"}]}"#))
+            .unwrap_err();
+        assert!(
+            same.contains("same secret") && !same.contains("p1\""),
+            "{same}"
+        );
+        assert_eq!(
+            ApiKeys::parse("p1")
+                .merged(file(r#"{"keys": [{"name": "f", "key": "s"}]}"#))
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(
             check(&keys, Some("Bearer s1"), Scope::Publish),
             Ok("logs".into())
@@ -547,6 +614,15 @@ mod tests {
         );
         for (bad, says) in [
             (r#"{"keys": [{"name": "a", "key": ""}]}"#, "is empty"),
+            (
+                r#"{"keys": [{"name": "a", "key": "k1"}, {"name": "a", "key": "k2"}]}"#,
+                "the name \"a\" is given to two keys",
+            ),
+            (
+                r#"{"keys": [{"name": "a", "key": "k1"}, {"name": "b", "key": "k1"}]}"#,
+                "keys \"a\" and \"b\" have the same secret",
+            ),
+            (r#"{"keys": [{"name": "", "key": "k"}]}"#, "1 to 64 bytes"),
             (
                 r#"{"keys": [{"name": "a", "key": "k", "scopes": []}]}"#,
                 "no scope",
@@ -625,5 +701,57 @@ mod tests {
             let _ = TopicPattern::parse(&text);
             let _ = ApiKeys::from_json(&text);
         }
+
+        /// Keys files shaped like real ones, with hostile values in every field: reading
+        /// one never panics, and every refusal says it is the keys file and, where an
+        /// entry is at fault, names it.
+        #[test]
+        fn key_files_are_taken_whole_or_refused_by_entry(entries in proptest::collection::vec(key_entry(), 0..5)) {
+            let json = format!(r#"{{"keys": [{}]}}"#, entries.join(","));
+            match ApiKeys::from_json(&json) {
+                Ok(keys) => prop_assert!(keys.len() <= entries.len()),
+                Err(err) => {
+                    prop_assert!(err.starts_with("keys file:"), "{err}");
+                    prop_assert!(!err.contains("secret-"), "a secret was printed: {err}");
+                }
+            }
+        }
+    }
+
+    /// One entry of a keys file, as JSON: names, secrets, scopes, topics, rates and
+    /// tenants drawn from valid values and from noise.
+    fn key_entry() -> impl Strategy<Value = String> {
+        let text = prop_oneof!["[a-z0-9:*-]{0,12}", "\\PC{0,12}"];
+        (
+            prop_oneof!["[a-z]{1,4}", "\\PC{0,70}"],
+            prop_oneof!["secret-[a-z]{1,4}", Just(String::new())],
+            proptest::collection::vec(
+                prop_oneof![Just("publish"), Just("admin"), Just("sign"), Just("root")],
+                0..3,
+            ),
+            proptest::collection::vec(text.clone(), 0..3),
+            proptest::option::of((
+                prop_oneof![Just(0.0), Just(1e-20), 0.001f64..1e7],
+                prop_oneof![Just(0.0), 1.0f64..1e7],
+            )),
+            proptest::option::of(text),
+        )
+            .prop_map(|(name, key, scopes, topics, rate, tenant)| {
+                let mut entry = serde_json::json!({"name": name, "key": key});
+                if !scopes.is_empty() {
+                    entry["scopes"] = serde_json::json!(scopes);
+                }
+                if !topics.is_empty() {
+                    entry["topics"] = serde_json::json!(topics);
+                }
+                if let Some((per_second, burst)) = rate {
+                    entry["publishRate"] =
+                        serde_json::json!({"perSecond": per_second, "burst": burst});
+                }
+                if let Some(tenant) = tenant {
+                    entry["tenant"] = serde_json::json!(tenant);
+                }
+                entry.to_string()
+            })
     }
 }

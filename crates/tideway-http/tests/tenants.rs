@@ -10,8 +10,8 @@ use tokio::net::TcpStream;
 fn config() -> HttpConfig {
     let keys = ApiKeys::from_json(
         r#"{"keys": [
-            {"name": "acme", "key": "acme-secret", "tenant": "acme"},
-            {"name": "globex", "key": "globex-secret", "tenant": "globex"}
+            {"name": "acme", "key": "acme-secret", "tenant": "acme", "scopes": ["publish", "admin", "sign"]},
+            {"name": "globex", "key": "globex-secret", "tenant": "globex", "scopes": ["publish", "admin", "sign"]}
         ]}"#,
     )
     .unwrap();

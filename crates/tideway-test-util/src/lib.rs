@@ -89,7 +89,8 @@ impl TestGateway {
             .expect("start gateway");
         // Keys the test set stay; the two test keys are always there too.
         let keys = ApiKeys::parse(&format!("{API_KEY},test-key-2"))
-            .merged((*http.api_keys.current()).clone());
+            .merged((*http.api_keys.current()).clone())
+            .expect("a test's keys take neither the test keys' names nor their secrets");
         http.api_keys.replace(keys);
         let config = http;
         let (shutdown, signal) = oneshot::channel::<()>();
