@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::{
     ConnectionId, ConnectionRecord, EndReason, Event, Gap, GapReason, Grant, Inbox, Interruption,
-    NodeRecord, Page, Paged, Revocation, Stats, Store, StoreError, TopicEvent, TopicRecord,
+    Listed, NodeRecord, Page, Paged, Revocation, Stats, Store, StoreError, TopicEvent, TopicRecord,
     Transport,
     hub::{Hub, SubscriberState},
     queue::QueueReceiver,
@@ -470,12 +470,14 @@ impl<S: Store> Gateway<S> {
 
     /// One page of the cluster's live topics.
     pub async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, CoreError> {
-        self.counted(self.shared.store.topics(page).await)
+        let paged = self.counted(self.shared.store.topics(page.clone()).await)?;
+        Ok(only_listed(&page, paged, "topics"))
     }
 
     /// One page of the cluster's connections.
     pub async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, CoreError> {
-        self.counted(self.shared.store.connections(page).await)
+        let paged = self.counted(self.shared.store.connections(page.clone()).await)?;
+        Ok(only_listed(&page, paged, "connections"))
     }
 
     /// A topic's last `limit` events, oldest first; `None` when the topic is not live.
@@ -627,6 +629,21 @@ impl Counted {
     fn names(&self) -> impl Iterator<Item = &str> {
         self.ip.iter().chain(&self.subject).map(String::as_str)
     }
+}
+
+/// Every listing passes here on its way out: whatever a store answered, nothing of
+/// another tenant leaves. A store that listed some is a bug, said loudly.
+fn only_listed<T: Listed>(page: &Page, mut paged: Paged<T>, what: &str) -> Paged<T> {
+    let answered = paged.items.len();
+    paged.items.retain(|item| item.listed_on(page));
+    if paged.items.len() != answered {
+        tracing::error!(
+            what,
+            withheld = answered - paged.items.len(),
+            "the store listed items of another tenant; they were withheld"
+        );
+    }
+    paged
 }
 
 /// An open subscription. Dropping it leaves every topic and forgets the connection.

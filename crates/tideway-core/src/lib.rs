@@ -28,7 +28,8 @@ pub use gateway::{
 pub use history::History;
 pub use hub::{EndReason, Grant, Inbox, Interruption, Revocation};
 pub use record::{
-    ConnectionId, ConnectionRecord, NodeRecord, Page, Paged, TopicRecord, Transport, unix_millis,
+    ConnectionId, ConnectionRecord, Listed, NodeRecord, Page, Paged, TopicRecord, Transport,
+    unix_millis,
 };
 pub use resume::{Gap, GapReason, HistoryRead, TopicHistory, new_epoch};
 pub use stats::{Histogram, LATENCY_BUCKETS_US, Stats};

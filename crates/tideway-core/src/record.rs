@@ -142,6 +142,20 @@ impl Page {
             .is_some_and(|t| self.lists(t))
     }
 
+    /// This page of `all` (in listing order): only what the page's tenant may see,
+    /// counted, then cut. The one rule of tenant filtering and paging for stores that
+    /// list in this process; [`crate::Gateway`] checks every store's answer against
+    /// [`Listed::listed_on`] again.
+    pub fn select<T: Listed + Clone>(&self, all: impl IntoIterator<Item = T>) -> Paged<T> {
+        let listed: Vec<T> = all.into_iter().filter(|i| i.listed_on(self)).collect();
+        Paged {
+            items: self.slice(&listed),
+            page: self.page,
+            page_size: self.page_size,
+            total: listed.len(),
+        }
+    }
+
     /// The items of `all` (already in their listing order) on this page.
     pub fn slice<T: Clone>(&self, all: &[T]) -> Vec<T> {
         let start = self
@@ -151,6 +165,30 @@ impl Page {
             .min(all.len());
         let end = start.saturating_add(self.page_size).min(all.len());
         all[start..end].to_vec()
+    }
+}
+
+/// Something a [`Page`] lists, which belongs to one tenant or to none.
+pub trait Listed {
+    /// Whether it is listed on `page` (a tenant's page lists only the tenant's).
+    fn listed_on(&self, page: &Page) -> bool;
+}
+
+impl Listed for TopicName {
+    fn listed_on(&self, page: &Page) -> bool {
+        page.lists(self)
+    }
+}
+
+impl Listed for TopicRecord {
+    fn listed_on(&self, page: &Page) -> bool {
+        page.lists(&self.name)
+    }
+}
+
+impl Listed for ConnectionRecord {
+    fn listed_on(&self, page: &Page) -> bool {
+        page.lists_connection(self)
     }
 }
 

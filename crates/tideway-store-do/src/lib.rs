@@ -230,27 +230,21 @@ impl Store for DoStore {
     }
 
     async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
-        self.directory(move |d| {
-            let skip = page.page.saturating_sub(1).saturating_mul(page.page_size);
-            Paged {
-                items: d
-                    .connections
-                    .values()
-                    .skip(skip)
-                    .take(page.page_size)
-                    .cloned()
-                    .collect(),
-                page: page.page,
-                page_size: page.page_size,
-                total: d.connections.len(),
-            }
-        })
-        .await
+        self.directory(move |d| page.select(d.connections.values().cloned()))
+            .await
     }
 
     async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, StoreError> {
+        // Only the page's tenant's topics are asked for their records at all.
+        let listing = page.clone();
         let names: Vec<TopicName> = self
-            .directory(|d| d.topics.iter().cloned().collect())
+            .directory(move |d| {
+                d.topics
+                    .iter()
+                    .filter(|t| listing.lists(t))
+                    .cloned()
+                    .collect()
+            })
             .await?;
         let mut records = Vec::new();
         let mut expired = Vec::new();
@@ -282,12 +276,7 @@ impl Store for DoStore {
         for name in &expired {
             self.index(name, false).await?;
         }
-        Ok(Paged {
-            items: page.slice(&records),
-            page: page.page,
-            page_size: page.page_size,
-            total: records.len(),
-        })
+        Ok(page.select(records))
     }
 
     async fn join(

@@ -178,31 +178,19 @@ impl Store for MemoryStore {
 
     async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
         let state = self.lock();
-        let skip = page.page.saturating_sub(1).saturating_mul(page.page_size);
-        let listed = || {
-            state
-                .connections
-                .values()
-                .filter(|c| page.lists_connection(c))
-        };
-        let items = listed().skip(skip).take(page.page_size).cloned().collect();
-        Ok(Paged {
-            items,
-            page: page.page,
-            page_size: page.page_size,
-            total: listed().count(),
-        })
+        Ok(page.select(state.connections.values().cloned()))
     }
 
     async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, StoreError> {
         let grace = self.shared.config.topic_grace;
         let mut state = self.lock();
         state.topics.retain(|_, topic| !topic.expired(grace));
-        let mut names: Vec<&TopicName> = state.topics.keys().filter(|n| page.lists(n)).collect();
+        let mut names: Vec<TopicName> = state.topics.keys().cloned().collect();
         names.sort_unstable();
-        let items = page
-            .slice(&names)
-            .into_iter()
+        let names = page.select(names);
+        let items = names
+            .items
+            .iter()
             .filter_map(|name| {
                 let topic = state.topics.get(name)?;
                 Some(TopicRecord {
@@ -218,7 +206,7 @@ impl Store for MemoryStore {
             items,
             page: page.page,
             page_size: page.page_size,
-            total: names.len(),
+            total: names.total,
         })
     }
 

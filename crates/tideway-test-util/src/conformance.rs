@@ -12,7 +12,7 @@ use tideway_core::{
     Next, NodeRecord, Page, Revocation, Route, Store, Subscribe, Subscription, Transport,
     unix_millis,
 };
-use tideway_protocol::{EventData, EventId, TopicList, TopicName};
+use tideway_protocol::{EventData, EventId, Tenant, TopicList, TopicName};
 
 use crate::{TIMEOUT, wait_until};
 
@@ -109,6 +109,71 @@ pub async fn join_and_leave<S: Store>(store: S) {
     assert_eq!(store.topics(PAGE).await.expect("topics").total, 0);
     assert_eq!(store.connections(PAGE).await.expect("connections").total, 0);
     assert!(store.tail(&name("t"), 10).await.expect("tail").is_none());
+}
+
+/// A tenant's page lists that tenant's topics and connections only, paged and counted
+/// within the tenant; a page of no tenant lists everything. Checked on the store itself
+/// (the gateway withholds what a store leaks, but a store must not leak).
+pub async fn listings_keep_tenants_apart<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let store = gateway.store();
+    let acme = Tenant::parse("acme").expect("a tenant");
+    let globex = Tenant::parse("globex").expect("a tenant");
+    let layout = [
+        ("orders", Some(&acme)),
+        ("orders", Some(&globex)),
+        ("audit", Some(&acme)),
+        ("orders", None),
+    ];
+    for (n, (topics, tenant)) in layout.into_iter().enumerate() {
+        let mut connection = record(n as u64 + 1, topics);
+        if let Some(tenant) = tenant {
+            connection.topics = connection.topics.in_tenant(tenant);
+        }
+        store.add_connection(&connection).await.expect("add");
+        for topic in &connection.topics {
+            store.join(topic, &connection).await.expect("join");
+        }
+    }
+    let page = |tenant: Option<&Tenant>, page| Page {
+        page,
+        page_size: 1,
+        tenant: tenant.cloned(),
+    };
+    for (tenant, topics, connections) in [(Some(&acme), 2, 2), (Some(&globex), 1, 1), (None, 4, 4)]
+    {
+        let mut seen_topics = Vec::new();
+        let mut seen_connections = Vec::new();
+        for number in 1..=4 {
+            let listed = store.topics(page(tenant, number)).await.expect("topics");
+            assert_eq!(listed.total, topics, "{tenant:?}");
+            seen_topics.extend(listed.items.into_iter().map(|t| t.name));
+            let listed = store
+                .connections(page(tenant, number))
+                .await
+                .expect("connections");
+            assert_eq!(listed.total, connections, "{tenant:?}");
+            seen_connections.extend(listed.items);
+        }
+        assert_eq!(seen_topics.len(), topics, "{tenant:?}: {seen_topics:?}");
+        assert_eq!(seen_connections.len(), connections, "{tenant:?}");
+        if let Some(tenant) = tenant {
+            assert!(
+                seen_topics
+                    .iter()
+                    .all(|t| t.tenant() == Some(tenant.as_str())),
+                "{tenant:?} sees only its own topics: {seen_topics:?}"
+            );
+            assert!(
+                seen_connections
+                    .iter()
+                    .all(|c| c.topics.names()[0].tenant() == Some(tenant.as_str())),
+                "{tenant:?} sees only its own connections"
+            );
+        }
+    }
 }
 
 /// Connections page in arrival order, with the total.
@@ -698,6 +763,11 @@ macro_rules! conformance_tests {
         async fn conformance_a_failed_join_takes_nobody_else_out() {
             let (store, _guard) = $make($crate::conformance::Settings::default()).await;
             $crate::conformance::a_failed_join_takes_nobody_else_out(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_listings_keep_tenants_apart() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::listings_keep_tenants_apart(store).await;
         }
         #[tokio::test]
         async fn conformance_grace_keeps_a_topic_for_a_while() {
