@@ -299,7 +299,7 @@ impl RedisStore {
                     inbox.interrupt(Interruption::DeliveryLost);
                 }
             }
-            self.resync(node).await?;
+            self.resync(node, false).await?;
         }
         *self.registered_in() = Some(epoch);
         self.run(
@@ -337,7 +337,11 @@ impl RedisStore {
         Ok((existed, reply.get(1).map(text).unwrap_or_default(), held))
     }
 
-    async fn resync(&self, node: &NodeRecord) -> Result<(), StoreError> {
+    /// Registers the node and its connections again. `first`: the process is starting, so
+    /// whatever Redis holds under this node id is an earlier process's and is cleared
+    /// first. Later (Redis forgot the node) nothing is cleared: a subscription that joined
+    /// meanwhile must keep its place, or publishes would skip it until the restore.
+    async fn resync(&self, node: &NodeRecord, first: bool) -> Result<(), StoreError> {
         // Listen first: once the node's topics are registered again, events are routed
         // to its channel at once, and a channel nobody listens to drops them.
         let channels = vec![
@@ -349,12 +353,14 @@ impl RedisStore {
             .subscribe(channels)
             .await
             .map_err(unavailable)?;
-        let args = vec![
-            self.prefix().to_owned(),
-            self.grace_ms(),
-            node.id.to_string(),
-        ];
-        self.run(&self.shared.scripts.reap, args).await?;
+        if first {
+            let args = vec![
+                self.prefix().to_owned(),
+                self.grace_ms(),
+                node.id.to_string(),
+            ];
+            self.run(&self.shared.scripts.reap, args).await?;
+        }
         let connections: Vec<ConnectionRecord> = self.mirror().values().cloned().collect();
         self.restore(node, &connections).await?;
         // A connection that closed while this ran was registered again from the copy
@@ -817,7 +823,7 @@ impl Store for RedisStore {
             drop(self.shared.subscriber.manage_subscriptions());
             // Subscribes, clears leftovers of an earlier process with this node id, and
             // registers (no) connections.
-            self.resync(node).await?;
+            self.resync(node, true).await?;
             spawn_tasks(self);
             return Ok(());
         }
