@@ -16,13 +16,17 @@ export function Login({ onLogin, notice }: { onLogin: (key: string) => void; not
     setChecking(true);
     setError(null);
     try {
-      await request(key.trim(), "/v1/admin/nodes");
+      // Any key with the admin scope may list topics (a tenant's or a topic-bound key
+      // sees its own), so this checks the key without asking for more than it may read.
+      await request(key.trim(), "/v1/admin/topics?pageSize=1");
       onLogin(key.trim());
     } catch (err) {
       setError(
         err instanceof ApiError && err.status === 401
           ? "That key is not valid. Use one of SSE_PUBLISHER_API_KEYS, or the key the gateway printed at start."
-          : `The gateway did not answer: ${String(err)}`,
+          : err instanceof ApiError && err.status === 403
+            ? "That key may not use the admin API: it needs the admin scope."
+            : `The gateway did not answer: ${String(err)}`,
       );
     } finally {
       setChecking(false);

@@ -3,7 +3,7 @@
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
-use tideway_core::{Page, Store};
+use tideway_core::{ConnectionRecord, Page, Paged, Store, TopicRecord};
 use tideway_protocol::{Tenant, TopicList, TopicName, query_value};
 
 use crate::{
@@ -34,7 +34,17 @@ pub(crate) async fn route<S: Store>(
     let tenant = key.tenant.clone();
     match path {
         "/v1/admin/topics" => {
-            let mut topics = gateway.topics(page(query, tenant.clone())?).await?;
+            let requested = page(query, tenant.clone())?;
+            let mut topics = if key.is_bounded() {
+                bounded(
+                    requested,
+                    |p| gateway.topics(p),
+                    |t: &TopicRecord| key.allows(t.name.public_name()),
+                )
+                .await?
+            } else {
+                gateway.topics(requested).await?
+            };
             if tenant.is_some() {
                 for topic in &mut topics.items {
                     topic.name = public(&topic.name);
@@ -43,7 +53,19 @@ pub(crate) async fn route<S: Store>(
             Ok(json(StatusCode::OK, &topics))
         }
         "/v1/admin/connections" => {
-            let mut connections = gateway.connections(page(query, tenant.clone())?).await?;
+            let requested = page(query, tenant.clone())?;
+            // A connection is shown to a key bound to patterns only if it may read every
+            // topic of it: the listing would otherwise tell what else it follows.
+            let mut connections = if key.is_bounded() {
+                bounded(
+                    requested,
+                    |p| gateway.connections(p),
+                    |c: &ConnectionRecord| c.topics.iter().all(|t| key.allows(t.public_name())),
+                )
+                .await?
+            } else {
+                gateway.connections(requested).await?
+            };
             if tenant.is_some() {
                 for connection in &mut connections.items {
                     let names = connection.topics.iter().map(public).collect();
@@ -55,6 +77,17 @@ pub(crate) async fn route<S: Store>(
             Ok(json(StatusCode::OK, &connections))
         }
         "/v1/admin/nodes" => {
+            if tenant.is_some() || key.is_bounded() {
+                // The cluster's hosts and their load are the operator's, not a tenant's.
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "key {:?} is limited to a tenant or to topics; only a key of the whole gateway lists its nodes",
+                        key.name
+                    ),
+                ));
+            }
             let items = gateway.nodes().await?;
             Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
         }
@@ -65,9 +98,47 @@ pub(crate) async fn route<S: Store>(
             else {
                 return Err(ApiError::not_found("not_found", format!("no route {path}")));
             };
-            tail(app, name, query, tenant.as_ref()).await
+            tail(app, name, query, key).await
         }
     }
+}
+
+/// Most items a listing for a key bound to topic patterns looks through (pages of
+/// [`MAX_PAGE_SIZE`]); such a key's listing is filtered here, over its tenant's list.
+const MAX_BOUNDED_SCAN: usize = 100_000;
+
+/// The `requested` page of what `allowed` lets a key see: the store pages by tenant, so
+/// the tenant's whole list is read (up to [`MAX_BOUNDED_SCAN`] items), filtered, then cut.
+async fn bounded<T, F, Fut>(
+    requested: Page,
+    mut fetch: F,
+    allowed: impl Fn(&T) -> bool,
+) -> Result<Paged<T>, ApiError>
+where
+    T: Clone,
+    F: FnMut(Page) -> Fut,
+    Fut: std::future::Future<Output = Result<Paged<T>, tideway_core::CoreError>>,
+{
+    let mut seen = Vec::new();
+    for number in 1..=MAX_BOUNDED_SCAN / MAX_PAGE_SIZE {
+        let got = fetch(Page {
+            page: number,
+            page_size: MAX_PAGE_SIZE,
+            tenant: requested.tenant.clone(),
+        })
+        .await?;
+        let last = got.items.len() < MAX_PAGE_SIZE || number * MAX_PAGE_SIZE >= got.total;
+        seen.extend(got.items.into_iter().filter(|item| allowed(item)));
+        if last {
+            break;
+        }
+    }
+    Ok(Paged {
+        items: requested.slice(&seen),
+        page: requested.page,
+        page_size: requested.page_size,
+        total: seen.len(),
+    })
 }
 
 /// A topic as its tenant's clients name it.
@@ -227,12 +298,15 @@ async fn tail<S: Store>(
     app: &App<S>,
     encoded: &str,
     query: &str,
-    tenant: Option<&Tenant>,
+    key: &ApiKey,
 ) -> Result<Response, ApiError> {
     let name = percent_decode(encoded);
     let topic = TopicName::parse(&name)
         .map_err(|err| ApiError::bad_request("invalid_topic", err.to_string()))?;
-    let topic = match tenant {
+    if let Some(list) = TopicList::from_names(vec![topic.clone()]) {
+        key.check_topics(&list, "read")?;
+    }
+    let topic = match key.tenant.as_ref() {
         Some(tenant) => topic.in_tenant(tenant),
         None => topic,
     };

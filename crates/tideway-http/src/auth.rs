@@ -157,6 +157,11 @@ impl ApiKey {
         self.topics.is_empty() || self.topics.iter().any(|p| p.matches(topic))
     }
 
+    /// Whether the key is bound to topic patterns (then every read it makes is too).
+    pub(crate) fn is_bounded(&self) -> bool {
+        !self.topics.is_empty()
+    }
+
     /// Refuses the first of `topics` the key may not reach.
     pub(crate) fn check_topics(&self, topics: &TopicList, verb: &str) -> Result<(), ApiError> {
         match topics.iter().find(|t| !self.allows(t.as_str())) {

@@ -803,6 +803,7 @@ fn scoped_gateway_config() -> HttpConfig {
         r#"{"keys": [
             {"name": "logs-writer", "key": "logs-secret", "scopes": ["publish"], "topics": ["logs:*"]},
             {"name": "ops", "key": "ops-secret", "scopes": ["admin"]},
+            {"name": "billing-ops", "key": "billing-ops-secret", "scopes": ["admin"], "topics": ["billing:*"]},
             {"name": "slow", "key": "slow-secret", "scopes": ["publish"], "publishRate": {"perSecond": 0.2, "burst": 2}}
         ]}"#,
     )
@@ -822,6 +823,80 @@ async fn publish_as(gw: &TestGateway, key: &str, topic: &str) -> tideway_test_ut
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
     gw.raw(request("POST", "/v1/publish", &headers, b"x").as_bytes())
         .await
+}
+
+#[tokio::test]
+async fn an_admin_key_bound_to_topics_reads_only_those() {
+    let gw = TestGateway::start_with(
+        scoped_gateway_config(),
+        MemoryConfig::default(),
+        CoreConfig::default(),
+    )
+    .await;
+    let _inside = gw.subscribe("/v1/stream?topic=billing:1", &[]).await;
+    let _outside = gw.subscribe("/v1/stream?topic=hr:salaries", &[]).await;
+    let _mixed = gw
+        .subscribe("/v1/stream?topic=billing:2,hr:salaries", &[])
+        .await;
+    let as_billing = ["authorization: Bearer billing-ops-secret"];
+    let topics = gw.get("/v1/admin/topics", &as_billing).await.json();
+    let names: Vec<&str> = topics["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["billing:1", "billing:2"], "{topics}");
+    assert_eq!(topics["total"], 2);
+    let page = gw
+        .get("/v1/admin/topics?page=2&pageSize=1", &as_billing)
+        .await
+        .json();
+    assert_eq!(
+        (page["items"][0]["name"].as_str(), page["total"].as_u64()),
+        (Some("billing:2"), Some(2))
+    );
+    // Only the connection all of whose topics it may read: not one that would tell it
+    // that someone follows hr:salaries.
+    let connections = gw.get("/v1/admin/connections", &as_billing).await.json();
+    assert_eq!(connections["total"], 1, "{connections}");
+    assert_eq!(
+        connections["items"][0]["topics"],
+        serde_json::json!(["billing:1"])
+    );
+    let tail = gw
+        .get("/v1/admin/topics/hr:salaries/tail", &as_billing)
+        .await;
+    assert_eq!(
+        (tail.status, tail.error_code().as_str()),
+        (403, "topic_not_allowed")
+    );
+    assert_eq!(
+        gw.get("/v1/admin/topics/billing:1/tail", &as_billing)
+            .await
+            .status,
+        200
+    );
+    let nodes = gw.get("/v1/admin/nodes", &as_billing).await;
+    assert_eq!(
+        (nodes.status, nodes.error_code().as_str()),
+        (403, "forbidden")
+    );
+    // A key of the whole gateway still reads everything.
+    let all = gw
+        .get(
+            "/v1/admin/connections",
+            &["authorization: Bearer ops-secret"],
+        )
+        .await
+        .json();
+    assert_eq!(all["total"], 3);
+    assert_eq!(
+        gw.get("/v1/admin/nodes", &["authorization: Bearer ops-secret"])
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
