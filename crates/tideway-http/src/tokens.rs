@@ -201,13 +201,32 @@ pub(crate) async fn revoke<S: Store>(
     app: &App<S>,
     request: Request<Incoming>,
 ) -> Result<Response, ApiError> {
-    app.authorize(request.headers(), Scope::Sign)?;
+    let key = app.authorize(request.headers(), Scope::Sign)?;
     let config = &app.config.tokens;
     if config.secret.is_empty() {
         return Err(no_tokens());
     }
     let wanted: RevokeRequest = read_json(request).await?;
     let claims = decode(config, &wanted.token, false)?;
+    // A key revokes only what it could have signed: its tenant's tokens, within its
+    // topics. A key of the whole gateway (no tenant, no topic bound) revokes any.
+    let whole_gateway = key.tenant.is_none() && !key.is_bounded();
+    let own_tenant =
+        whole_gateway || key.tenant.as_ref().map(|t| t.as_str()) == claims.tenant.as_deref();
+    let within = claims
+        .topics
+        .iter()
+        .all(|text| TopicPattern::parse(text).is_ok_and(|pattern| key.covers(&pattern)));
+    if !own_tenant || !within {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "key {:?} may not revoke this token: it was not for the key's tenant and topics",
+                key.name
+            ),
+        ));
+    }
     app.gateway
         .revoke_token(&claims.jti, claims.exp * 1000)
         .await?;

@@ -153,4 +153,25 @@ async fn a_tenants_token_opens_its_private_topics_and_no_others() {
     .await;
     assert_eq!(other.status, 403);
     assert!(other.error_body().await.contains("tenant_not_granted"));
+    // Only acme (or a key of the whole gateway) may revoke acme's token.
+    let revoke = format!(r#"{{"token": "{token}"}}"#);
+    let by_globex = gw
+        .raw(
+            request(
+                "POST",
+                "/v1/tokens/revoke",
+                &["authorization: Bearer globex-secret"],
+                revoke.as_bytes(),
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (by_globex.status, by_globex.error_code().as_str()),
+        (403, "forbidden")
+    );
+    let by_acme = gw
+        .raw(request("POST", "/v1/tokens/revoke", &[auth], revoke.as_bytes()).as_bytes())
+        .await;
+    assert_eq!(by_acme.status, 200, "{}", by_acme.text());
 }
