@@ -181,18 +181,26 @@ mod follow {
     use tideway_protocol::{TopicName, sse::FrameBuilder};
     use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-    use super::TailEvent;
+    use super::{MAX_TAIL, TailEvent};
     use crate::{
+        ApiKey,
+        error::ApiError,
         response::{Response, event_stream},
-        routes::App,
+        routes::{App, Following},
     };
 
     /// How often the store's history is read for new events. Reading the shared state
     /// (not this node's subscribers) keeps a follower from making a topic live, and shows
     /// the same on every node.
     const POLL: Duration = Duration::from_millis(250);
+    /// Events read per poll at first; more (up to [`MAX_TAIL`]) only when the follower
+    /// is further behind.
+    const FIRST_READ: usize = 32;
+    /// Followers one key may have open at once.
+    pub(super) const MAX_FOLLOWERS_PER_KEY: usize = 8;
 
     struct Follow<S> {
+        _counted: Following,
         gateway: Gateway<S>,
         topic: TopicName,
         limit: usize,
@@ -206,10 +214,26 @@ mod follow {
         ended: bool,
     }
 
-    pub(super) fn stream<S: Store>(app: &App<S>, topic: TopicName, limit: usize) -> Response {
+    pub(super) fn stream<S: Store>(
+        app: &App<S>,
+        key: &ApiKey,
+        topic: TopicName,
+        limit: usize,
+    ) -> Result<Response, ApiError> {
+        let Some(counted) = app.followers.start(&key.name, MAX_FOLLOWERS_PER_KEY) else {
+            return Err(ApiError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_followers",
+                format!(
+                    "key {:?} follows {MAX_FOLLOWERS_PER_KEY} tails already; close one first",
+                    key.name
+                ),
+            ));
+        };
         let mut ticker = tokio::time::interval(POLL);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let state = Follow {
+            _counted: counted,
             gateway: app.gateway.clone(),
             topic,
             limit,
@@ -222,7 +246,7 @@ mod follow {
             ended: false,
         };
         let body = StreamBody::new(futures_util::stream::unfold(state, next)).boxed_unsync();
-        event_stream(body)
+        Ok(event_stream(body))
     }
 
     async fn next<S: Store>(
@@ -243,11 +267,25 @@ mod follow {
                     state,
                 ));
             }
-            let tail = match state.gateway.tail(&state.topic, 1000).await {
-                Ok(tail) => tail,
-                // The store is unreachable for now: keep following, say nothing.
-                Err(_) => continue,
+            // A few events per poll; more only while the read does not reach back to the
+            // last one sent (a follower one event behind reads one event's worth).
+            let mut want = if state.first { state.limit } else { FIRST_READ };
+            let tail = loop {
+                match state.gateway.tail(&state.topic, want).await {
+                    Ok(Some(events))
+                        if !state.first
+                            && events.len() == want
+                            && want < MAX_TAIL
+                            && events.first().is_some_and(|e| e.position > state.last) =>
+                    {
+                        want = (want * 4).min(MAX_TAIL);
+                    }
+                    Ok(tail) => break Some(tail),
+                    // The store is unreachable for now: keep following, say nothing.
+                    Err(_) => break None,
+                }
             };
+            let Some(tail) = tail else { continue };
             let mut out = Vec::new();
             let live = tail.is_some();
             if state.live != Some(live) {
@@ -260,6 +298,20 @@ mod follow {
             // it holds now is all new to the follower.
             if events.last().is_some_and(|e| e.position < state.last) {
                 state.last = 0;
+            }
+            // Even the longest read does not reach back to the last event sent: what came
+            // between is no longer read, and the follower is told so.
+            if !state.first
+                && state.last > 0
+                && events.len() == want
+                && events.first().is_some_and(|e| e.position > state.last)
+            {
+                let data = serde_json::json!({
+                    "reason": "follower_behind",
+                    "message": format!("more than {want} events came within one poll; some were not shown"),
+                })
+                .to_string();
+                out.extend_from_slice(&system("tideway.gap", &data));
             }
             let fresh: Vec<&Arc<TopicEvent>> = if state.first {
                 let skip = events.len().saturating_sub(state.limit);
@@ -315,7 +367,7 @@ async fn tail<S: Store>(
         .clamp(1, MAX_TAIL);
     match query_value(query, "follow").as_deref() {
         None | Some("0") | Some("false") => {}
-        Some("1") | Some("true") => return Ok(follow::stream(app, topic, limit)),
+        Some("1") | Some("true") => return follow::stream(app, key, topic, limit),
         Some(other) => {
             return Err(ApiError::bad_request(
                 "invalid_parameter",

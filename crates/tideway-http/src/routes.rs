@@ -24,6 +24,55 @@ pub(crate) struct App<S> {
     pub(crate) auth_failures: AuthFailures,
     /// Publish rate buckets of the keys that have a rate.
     pub(crate) rate_limits: crate::auth::RateLimits,
+    /// Open admin tail followers, by key name (see `admin::follow`).
+    pub(crate) followers: Followers,
+}
+
+/// How many admin tail followers each key has open. Cloning bumps a reference count.
+#[derive(Clone, Default)]
+pub(crate) struct Followers {
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// One follower counted for its key until dropped.
+pub(crate) struct Following {
+    followers: Followers,
+    key: String,
+}
+
+impl Followers {
+    fn open(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        // One map operation per critical section: a poisoned lock holds whole counts.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one more follower of `key`, unless it has `most` already.
+    pub(crate) fn start(&self, key: &str, most: usize) -> Option<Following> {
+        let mut open = self.open();
+        let count = open.entry(key.to_owned()).or_default();
+        if *count >= most {
+            return None;
+        }
+        *count += 1;
+        Some(Following {
+            followers: self.clone(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let mut open = self.followers.open();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Counts of refused credentials, by the error code the client got.

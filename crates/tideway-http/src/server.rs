@@ -223,6 +223,7 @@ impl<S: Store> Tideway<S> {
                 config,
                 auth_failures: Default::default(),
                 rate_limits: Default::default(),
+                followers: Default::default(),
             }),
             _key_watch: Arc::new(KeyWatch(task)),
         }

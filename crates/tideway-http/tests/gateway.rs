@@ -798,6 +798,104 @@ async fn the_admin_tail_follows_new_events_live() {
     );
 }
 
+#[tokio::test]
+async fn an_admin_follower_far_behind_is_told_and_a_key_follows_at_most_eight_tails() {
+    let memory = MemoryConfig {
+        history: 5000,
+        ..MemoryConfig::default()
+    };
+    // The subscriber that keeps the topic live reads nothing: it must not be cut off.
+    let core = CoreConfig {
+        queue_capacity: 8192,
+        ..CoreConfig::default()
+    };
+    let gw = TestGateway::start_with(HttpConfig::default(), memory, core).await;
+    let _subscriber = gw.subscribe("/v1/stream?topic=busy", &[]).await;
+    let auth = format!("authorization: Bearer {API_KEY}");
+    let mut follow = tideway_test_util::Sse::open(
+        TcpStream::connect(gw.addr).await.unwrap(),
+        "/v1/admin/topics/busy/tail?follow=1&limit=1",
+        &[&auth],
+    )
+    .await;
+    let state = follow.next_event().await.unwrap();
+    assert_eq!(state.event.as_deref(), Some("tideway.topic_state"));
+    gw.publish("busy", "first", "x").await;
+    let first = follow.next_event().await.unwrap();
+    assert!(first.data.unwrap().contains("\"first\""));
+    // 3,000 events in a burst (in process: microseconds each) shorter than a poll: at
+    // most one poll falls inside it, so one read at least is more than 1,000 behind and
+    // the follower is told what it missed instead of skipping it.
+    let topics = tideway_protocol::TopicList::parse(b"busy", 8).unwrap();
+    for n in 0..3000 {
+        let id = tideway_protocol::EventId::parse(format!("burst-{n}").as_bytes()).unwrap();
+        let tideway_core::Route::Live(live) = gw.gateway.route(&topics, &id).await.unwrap() else {
+            panic!("busy is live");
+        };
+        let event = tideway_core::Event {
+            id,
+            event_type: None,
+            data: tideway_protocol::EventData::parse("x".into()).unwrap(),
+            published_at: 0,
+        };
+        gw.gateway.publish(live, event).await.unwrap();
+    }
+    let gap = follow.next_event().await.unwrap();
+    assert_eq!(gap.event.as_deref(), Some("tideway.gap"), "{gap:?}");
+    assert!(gap.data.unwrap().contains("follower_behind"));
+    let next = follow.next_event().await.unwrap();
+    assert!(
+        next.data.unwrap().contains("burst-"),
+        "the newest events follow"
+    );
+
+    // Seven more followers of this key are let in; a ninth is not.
+    let mut open = Vec::new();
+    for _ in 0..7 {
+        let sse = tideway_test_util::Sse::open(
+            TcpStream::connect(gw.addr).await.unwrap(),
+            "/v1/admin/topics/busy/tail?follow=1",
+            &[&auth],
+        )
+        .await;
+        assert_eq!(sse.status, 200);
+        open.push(sse);
+    }
+    let mut ninth = tideway_test_util::Sse::open(
+        TcpStream::connect(gw.addr).await.unwrap(),
+        "/v1/admin/topics/busy/tail?follow=1",
+        &[&auth],
+    )
+    .await;
+    assert_eq!(ninth.status, 429);
+    assert!(ninth.error_body().await.contains("too_many_followers"));
+    // Another key is counted on its own.
+    let other = tideway_test_util::Sse::open(
+        TcpStream::connect(gw.addr).await.unwrap(),
+        "/v1/admin/topics/busy/tail?follow=1",
+        &["authorization: Bearer test-key-2"],
+    )
+    .await;
+    assert_eq!(other.status, 200);
+    // A follower that leaves frees its place.
+    drop(open.pop());
+    drop(follow);
+    wait_until("a closed follower's place to free", || async {
+        let sse = tideway_test_util::Sse::open(
+            TcpStream::connect(gw.addr).await.unwrap(),
+            "/v1/admin/topics/busy/tail?follow=1",
+            &[&auth],
+        )
+        .await;
+        if sse.status == 200 {
+            Ok(())
+        } else {
+            Err(sse.status.to_string())
+        }
+    })
+    .await;
+}
+
 fn scoped_gateway_config() -> HttpConfig {
     let keys = tideway_http::ApiKeys::from_json(
         r#"{"keys": [
