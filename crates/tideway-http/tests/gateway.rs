@@ -590,12 +590,10 @@ async fn cors_for_browsers() {
         .await;
     assert_eq!(preflight.status, 204);
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
-    assert!(
-        preflight
-            .header("access-control-allow-headers")
-            .unwrap()
-            .contains("x-sse-topic")
-    );
+    let allowed = preflight.header("access-control-allow-headers").unwrap();
+    for header in ["x-sse-topic", "x-sse-tenant", "last-event-id"] {
+        assert!(allowed.contains(header), "{header}: {allowed}");
+    }
     let sse = gw
         .subscribe("/v1/stream?topic=a", &["origin: https://app.example"])
         .await;
