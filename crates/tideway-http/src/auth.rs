@@ -327,6 +327,16 @@ impl ApiKeys {
         Ok(self)
     }
 
+    /// When the next of these keys expires (milliseconds since the Unix epoch), if one
+    /// still will.
+    pub(crate) fn next_expiry(&self, now: u64) -> Option<u64> {
+        self.keys
+            .iter()
+            .filter_map(|k| k.expires_at)
+            .filter(|&at| at > now)
+            .min()
+    }
+
     /// How many keys there are.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -410,9 +420,17 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&[u8]>, ApiError> {
 
 /// The keys in force, replaceable while the server runs (a keys file that changed).
 /// Cloning bumps a reference count.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct KeyRing {
     keys: Arc<RwLock<Arc<ApiKeys>>>,
+    /// Counts replacements, so a watcher wakes on each (see [`KeyRing::changes`]).
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for KeyRing {
+    fn default() -> Self {
+        Self::new(ApiKeys::default())
+    }
 }
 
 impl KeyRing {
@@ -420,7 +438,13 @@ impl KeyRing {
     pub fn new(keys: ApiKeys) -> Self {
         Self {
             keys: Arc::new(RwLock::new(Arc::new(keys))),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// Wakes its holder each time the keys are replaced.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// The keys in force now.
@@ -434,6 +458,7 @@ impl KeyRing {
     /// Puts `keys` in force for every request from now on.
     pub fn replace(&self, keys: ApiKeys) {
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        self.changed.send_modify(|n| *n += 1);
     }
 }
 

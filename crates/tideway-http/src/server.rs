@@ -202,10 +202,11 @@ impl<S: Store> Tideway<S> {
     pub fn new(gateway: Gateway<S>, config: HttpConfig) -> Self {
         let keys = config.api_keys.clone();
         let watched = gateway.clone();
+        // Woken by what can take a key out of force — the keys being replaced (a keys
+        // file reloaded) and the next key's expiry — not by a clock scanning every grant.
+        let mut changes = keys.changes();
         let task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
-                ticker.tick().await;
                 let current = keys.current();
                 let ended = watched.revoke_keys(|name| {
                     current
@@ -214,6 +215,21 @@ impl<S: Store> Tideway<S> {
                 });
                 if ended > 0 {
                     tracing::info!(subscriptions = ended, "ended subscriptions of revoked keys");
+                }
+                let now = tideway_core::unix_millis();
+                let until_expiry = current
+                    .next_expiry(now)
+                    .map_or(std::time::Duration::from_secs(3600), |at| {
+                        std::time::Duration::from_millis(at - now + 1)
+                    });
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            // The ring is gone: nothing will change it any more.
+                            tokio::time::sleep(until_expiry).await;
+                        }
+                    }
+                    () = tokio::time::sleep(until_expiry) => {}
                 }
             }
         });

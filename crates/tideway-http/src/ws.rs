@@ -105,6 +105,11 @@ type Writer = WebSocketWrite<BufWriter<WriteHalf<TokioIo<Upgraded>>>>;
 /// out in several writes.
 const WRITE_BUFFER: usize = 8 * 1024;
 
+/// Most events written in one batch before the connection looks at its pings, its
+/// client's frames and its close again: a subscriber whose queue never empties must not
+/// starve them.
+const MAX_BATCH: usize = 64;
+
 async fn serve<S: Store>(
     upgrade: UpgradeFut,
     mut subscription: Subscription<S>,
@@ -164,10 +169,16 @@ async fn serve<S: Store>(
                 let mut next = Some(next);
                 let mut ended = None;
                 let mut written = Ok(());
+                let mut batch = 0;
                 while let Some(item) = next.take() {
+                    batch += 1;
                     match frames(&mut writer, item, &subscription, settings).await {
                         Ok(true) => ended = Some(Ok(())),
-                        Ok(false) => next = subscription.next().now_or_never(),
+                        Ok(false) if batch < MAX_BATCH => {
+                            next = subscription.next().now_or_never();
+                        }
+                        // The rest waits for the next turn of the loop (cancel-safe).
+                        Ok(false) => {}
                         Err(err) => written = Err(err),
                     }
                 }

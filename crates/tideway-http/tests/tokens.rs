@@ -305,6 +305,42 @@ async fn removing_the_signing_key_ends_its_tokens_subscriptions() {
 }
 
 #[tokio::test]
+async fn a_signing_key_that_expires_ends_its_tokens_subscriptions() {
+    let expires = tideway_core::unix_millis() + 1500;
+    let keys = ApiKeys::from_json(&format!(
+        r#"{{"keys": [{{"name": "brief", "key": "brief-secret", "scopes": ["sign"], "expiresAt": {expires}}}]}}"#
+    ))
+    .unwrap();
+    let http = HttpConfig {
+        api_keys: KeyRing::new(keys),
+        tokens: TokenConfig {
+            secret: SECRET.to_vec(),
+            ..TokenConfig::default()
+        },
+        ..HttpConfig::default()
+    };
+    let gw = TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    let signed = post(
+        &gw,
+        "/v1/tokens",
+        "brief-secret",
+        r#"{"subject": "u1", "topics": ["private:u1:*"]}"#,
+    )
+    .await;
+    assert_eq!(signed.status, 201, "{}", signed.text());
+    let token = signed.json()["token"].as_str().unwrap().to_owned();
+    let mut sse = open(
+        &gw,
+        "/v1/stream?topic=private:u1:inbox",
+        &[&format!("authorization: Bearer {token}")],
+    )
+    .await;
+    assert_eq!(sse.status, 200);
+    // Nothing replaces the keys: the key's own expiry wakes the watch.
+    assert_eq!(ended_with(&mut sse).await, "key_revoked");
+}
+
+#[tokio::test]
 async fn connections_per_token_subject_are_limited() {
     let gw = start().await;
     let granted = token(&gw, "busy-user", r#""private:user42:*""#, 600).await;
