@@ -236,7 +236,46 @@ mod tests {
         );
     }
 
+    /// Ids from the grammar: 1–128 bytes of printable ASCII, spaces inside only.
+    fn valid_id() -> impl Strategy<Value = String> {
+        "[!-~]([ -~]{0,126}[!-~])?"
+    }
+
+    /// A byte no id or event type may hold.
+    fn bad_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![0u8..0x20, Just(0x7f), 0x80u8..=0xff]
+    }
+
     proptest! {
+        /// Random bytes rarely make an id, so valid ones come from the grammar too:
+        /// every one is taken whole.
+        #[test]
+        fn ids_from_the_grammar_are_taken_whole(id in valid_id()) {
+            let parsed = EventId::parse(id.as_bytes());
+            prop_assert_eq!(parsed.as_ref().map(EventId::as_str), Ok(id.as_str()));
+            if !id.contains(' ') && !id.starts_with("tideway.") {
+                let event = EventType::parse(id.as_bytes());
+                prop_assert_eq!(event.as_ref().map(EventType::as_str), Ok(id.as_str()));
+            }
+        }
+
+        /// One bad byte anywhere in a valid id is refused, naming that byte and where.
+        #[test]
+        fn one_bad_byte_anywhere_in_an_id_is_refused_at_its_place(
+            id in "[!-~]{1,100}",
+            at in any::<prop::sample::Index>(),
+            bad in bad_byte(),
+        ) {
+            let mut bytes = id.into_bytes();
+            let index = at.index(bytes.len() + 1);
+            bytes.insert(index, bad);
+            prop_assert_eq!(
+                EventId::parse(&bytes),
+                Err(EventIdError::NotPrintable { byte: bad, index })
+            );
+            prop_assert!(EventType::parse(&bytes).is_err());
+        }
+
         #[test]
         fn accepted_ids_are_safe_on_an_sse_line(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(id) = EventId::parse(&bytes) {

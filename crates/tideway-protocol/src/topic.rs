@@ -511,6 +511,37 @@ mod tests {
             }
         }
 
+        /// One character outside the set, anywhere in an otherwise valid list, is refused
+        /// naming the name, the character and where it is.
+        #[test]
+        fn one_bad_char_in_a_valid_list_is_refused_at_its_place(
+            names in proptest::collection::vec(name_strategy(), 1..6),
+            which in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            bad in prop_oneof![Just(' '), Just('~'), Just('*'), Just('é'), Just('\u{0}'), Just('"')],
+        ) {
+            let mut names = names;
+            let target = which.index(names.len());
+            let mut name: Vec<char> = names[target].chars().collect();
+            // Not at either end of a name: a space there would be trimmed as separator
+            // padding, which is allowed.
+            let index = 1 + at.index(name.len().max(1));
+            if index >= name.len() {
+                return Ok(());
+            }
+            name.insert(index, bad);
+            names[target] = name.into_iter().collect();
+            match TopicList::parse(names.join(",").as_bytes(), DEFAULT_MAX_TOPICS) {
+                Err(TopicError::Name(TopicNameError::InvalidChar { found, index: at, .. })) => {
+                    prop_assert_eq!(found, bad);
+                    prop_assert_eq!(at, index);
+                }
+                // Made too long by the insertion (each name is up to 128 bytes).
+                Err(TopicError::Name(TopicNameError::TooLong { .. })) => {}
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+
         #[test]
         fn parsed_names_obey_the_rules(text in "[ -~]{0,300}") {
             if let Ok(list) = TopicList::parse(text.as_bytes(), DEFAULT_MAX_TOPICS) {
