@@ -291,26 +291,14 @@ impl Hub {
     /// Tells every subscriber of this node that delivery was interrupted.
     pub(crate) fn interrupt(&self, why: Interruption) -> usize {
         let table = self.lock();
-        let mut told = std::collections::HashSet::new();
-        for subscriber in table.values().flatten() {
-            if told.insert(subscriber.number) {
-                subscriber.state.interrupt(why);
-            }
-        }
-        told.len()
+        tell(table.values().flatten(), why)
     }
 
     /// Tells the subscribers of any of `topics` that delivery was interrupted; returns how
     /// many.
     pub(crate) fn interrupt_topics(&self, why: Interruption, topics: &[TopicName]) -> usize {
         let table = self.lock();
-        let mut told = std::collections::HashSet::new();
-        for subscriber in topics.iter().filter_map(|t| table.get(t)).flatten() {
-            if told.insert(subscriber.number) {
-                subscriber.state.interrupt(why);
-            }
-        }
-        told.len()
+        tell(topics.iter().filter_map(|t| table.get(t)).flatten(), why)
     }
 
     /// The topics with a subscriber on this node.
@@ -339,6 +327,18 @@ impl Hub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Tells each connection among `subscribers` once (one following several topics is met
+/// once per topic) that delivery was interrupted; returns how many were told.
+fn tell<'s>(subscribers: impl Iterator<Item = &'s Subscriber>, why: Interruption) -> usize {
+    let mut told = std::collections::HashSet::new();
+    for subscriber in subscribers {
+        if told.insert(subscriber.number) {
+            subscriber.state.interrupt(why);
+        }
+    }
+    told.len()
 }
 
 fn remove(table: &mut HashMap<TopicName, Vec<Subscriber>>, number: u64, topics: &TopicList) {

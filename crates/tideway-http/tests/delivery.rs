@@ -332,20 +332,8 @@ async fn a_websocket_burst_longer_than_one_batch_arrives_whole_and_in_order() {
     let mut ws = gw.ws("/v1/ws?topic=burst", &[]).await;
     // 300 events queued at once (in process), several batches' worth: each batch is
     // flushed and the rest waits its turn behind pings and closes, none lost.
-    let topics = tideway_protocol::TopicList::parse(b"burst", 8).unwrap();
-    for n in 0..300 {
-        let id = tideway_protocol::EventId::parse(format!("b{n}").as_bytes()).unwrap();
-        let tideway_core::Route::Live(live) = gw.gateway.route(&topics, &id).await.unwrap() else {
-            panic!("burst is live");
-        };
-        let event = tideway_core::Event {
-            id,
-            event_type: None,
-            data: tideway_protocol::EventData::parse("x".into()).unwrap(),
-            published_at: 0,
-        };
-        gw.gateway.publish(live, event).await.unwrap();
-    }
+    gw.publish_in_process("burst", (0..300).map(|n| format!("b{n}")))
+        .await;
     for n in 0..300 {
         assert_eq!(ws.next_json().await["id"], format!("b{n}"));
     }

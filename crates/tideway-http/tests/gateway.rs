@@ -824,20 +824,8 @@ async fn an_admin_follower_far_behind_is_told_and_a_key_follows_at_most_eight_ta
     // 3,000 events in a burst (in process: microseconds each) shorter than a poll: at
     // most one poll falls inside it, so one read at least is more than 1,000 behind and
     // the follower is told what it missed instead of skipping it.
-    let topics = tideway_protocol::TopicList::parse(b"busy", 8).unwrap();
-    for n in 0..3000 {
-        let id = tideway_protocol::EventId::parse(format!("burst-{n}").as_bytes()).unwrap();
-        let tideway_core::Route::Live(live) = gw.gateway.route(&topics, &id).await.unwrap() else {
-            panic!("busy is live");
-        };
-        let event = tideway_core::Event {
-            id,
-            event_type: None,
-            data: tideway_protocol::EventData::parse("x".into()).unwrap(),
-            published_at: 0,
-        };
-        gw.gateway.publish(live, event).await.unwrap();
-    }
+    gw.publish_in_process("busy", (0..3000).map(|n| format!("burst-{n}")))
+        .await;
     let gap = follow.next_event().await.unwrap();
     assert_eq!(gap.event.as_deref(), Some("tideway.gap"), "{gap:?}");
     assert!(gap.data.unwrap().contains("follower_behind"));

@@ -496,9 +496,9 @@ impl RedisStore {
     }
 
     /// Reads what [`RedisStore::repair`] needs, a batch of token ids or topics per round
-    /// trip (positions before `before` no longer change, so batches agree), and ends the
-    /// subscriptions of revoked tokens. The read's epoch is 0 unless every batch saw the
-    /// same one.
+    /// trip (positions before `before` no longer change, so batches agree; at least one
+    /// call, for the epoch), and ends the subscriptions of revoked tokens. The read's
+    /// epoch is 0 unless every batch saw the same one.
     async fn read_between(
         &self,
         inbox: &Inbox,
@@ -512,10 +512,15 @@ impl RedisStore {
             topics: Vec::new(),
         };
         let mut epochs = std::collections::HashSet::new();
-        let batches = tokens
+        let mut batches: Vec<(&[String], &[String])> = tokens
             .chunks(REPAIR_BATCH)
             .map(|t| (t, &[][..]))
-            .chain(topics.chunks(REPAIR_BATCH).map(|t| (&[][..], t)));
+            .chain(topics.chunks(REPAIR_BATCH).map(|t| (&[][..], t)))
+            .collect();
+        if batches.is_empty() {
+            // No subscriber here, no token: one call all the same, for the epoch.
+            batches.push((&[], &[]));
+        }
         for (tokens, topics) in batches {
             let mut args = vec![
                 self.prefix().to_owned(),
@@ -537,16 +542,6 @@ impl RedisStore {
         }
         if epochs.len() == 1 {
             read.epoch = epochs.into_iter().next().unwrap_or(0);
-        } else if epochs.is_empty() {
-            // Nothing to read back: no subscriber here, no token. Ask for the epoch alone.
-            let args = vec![
-                self.prefix().to_owned(),
-                after.to_string(),
-                before.to_string(),
-                "0".to_owned(),
-            ];
-            let flat = values(self.run(&self.shared.scripts.read_between, args).await?);
-            read.epoch = epoch_number(&flat.first().map(text).unwrap_or_default());
         }
         Ok(read)
     }

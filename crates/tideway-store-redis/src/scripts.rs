@@ -121,6 +121,11 @@ local function entries_between(topic, after, before)
   for k = #newest_first, 1, -1 do entries[#entries + 1] = newest_first[k] end
   return entries
 end
+-- One topic of a read of histories, in the shape `parse_topic_history` takes.
+local function topic_read(topic, matches, entries)
+  local meta = redis.call('HMGET', key(topic, 'meta'), 'createdAfter', 'evictedThrough')
+  return {topic, meta[1] or '0', meta[2] or '0', matches, entries}
+end
 local function deliver(node, ep, pos, body)
   local n = redis.call('HINCRBY', p .. 'delivered', node, 1)
   redis.call('PUBLISH', p .. 'node:' .. node .. ':events', ep .. ' ' .. pos .. ' ' .. n .. '\n' .. body)
@@ -270,10 +275,9 @@ for i = 4, #ARGV do
 end
 local out = {ep}
 for _, t in ipairs(live) do
-  local meta = redis.call('HMGET', key(t[1], 'meta'), 'createdAfter', 'evictedThrough')
   local after = {}
   if earliest ~= nil then after = entries_between(t[1], earliest, math.huge) end
-  out[#out + 1] = {t[1], meta[1] or '0', meta[2] or '0', t[2] and {t[2]} or {}, after}
+  out[#out + 1] = topic_read(t[1], t[2] and {t[2]} or {}, after)
 end
 return out
 "#;
@@ -293,9 +297,7 @@ local out = {redis.call('GET', p .. 'epoch') or '', revoked}
 for i = 5 + tokens, #ARGV do
   local topic = ARGV[i]
   if is_live(topic) then
-    local entries = entries_between(topic, after, before)
-    local meta = redis.call('HMGET', key(topic, 'meta'), 'createdAfter', 'evictedThrough')
-    out[#out + 1] = {topic, meta[1] or '0', meta[2] or '0', {}, entries}
+    out[#out + 1] = topic_read(topic, {}, entries_between(topic, after, before))
   end
 end
 return out

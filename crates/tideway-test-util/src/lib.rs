@@ -17,9 +17,12 @@ pub use redis::RedisServer;
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use bytes::{Buf, BytesMut};
-use tideway_core::{CoreConfig, Gateway, NodeRecord, unix_millis};
+use tideway_core::{CoreConfig, Event, Gateway, NodeRecord, Route, unix_millis};
 use tideway_http::{ApiKeys, HttpConfig};
-use tideway_protocol::sse::{Block, ParseError, parse_block};
+use tideway_protocol::{
+    EventData, EventId, TopicList,
+    sse::{Block, ParseError, parse_block},
+};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -119,6 +122,26 @@ impl TestGateway {
             .await
             .expect("drain within the timeout")
             .expect("server task")
+    }
+
+    /// Publishes an event with each of `ids` to `topic` through the engine itself, not
+    /// HTTP: microseconds each, so a test can queue a burst faster than any reader or
+    /// poll keeps up. Panics if the topic has no subscriber.
+    pub async fn publish_in_process(&self, topic: &str, ids: impl IntoIterator<Item = String>) {
+        let topics = TopicList::parse(topic.as_bytes(), 8).expect("a valid topic");
+        for id in ids {
+            let id = EventId::parse(id.as_bytes()).expect("a valid id");
+            let Route::Live(live) = self.gateway.route(&topics, &id).await.expect("route") else {
+                panic!("{topic} has no subscriber");
+            };
+            let event = Event {
+                id,
+                event_type: None,
+                data: EventData::parse("x".into()).expect("utf-8"),
+                published_at: 0,
+            };
+            self.gateway.publish(live, event).await.expect("publish");
+        }
     }
 }
 
