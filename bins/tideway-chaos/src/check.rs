@@ -9,6 +9,18 @@ pub(crate) enum Entry {
     Event { topic: String, id: String },
     /// A `tideway.gap` naming `topics`.
     Gap { reason: String, topics: Vec<String> },
+    /// Another `tideway.*` message (`event`), which ends the stream; the client resumes.
+    End { event: String },
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Event { topic, id } => write!(f, "{topic}:{id}"),
+            Self::Gap { reason, topics } => write!(f, "gap({reason}, {})", topics.join(",")),
+            Self::End { event } => write!(f, "{event}"),
+        }
+    }
 }
 
 /// What the checker found for one subscriber.
@@ -24,6 +36,25 @@ pub(crate) struct Verdict {
     pub(crate) duplicates: u64,
     /// Events received after a later one of the same topic.
     pub(crate) reorders: u64,
+    /// Where each loss, duplicate or reorder was found (the first few), for the report.
+    pub(crate) findings: Vec<String>,
+}
+
+/// How many findings one verdict keeps.
+const FINDINGS: usize = 8;
+
+impl Verdict {
+    /// Notes `what`, found at entry `at` of `log`, with the entries just before it.
+    fn found(&mut self, log: &[Entry], at: usize, what: String) {
+        if self.findings.len() < FINDINGS {
+            let before: Vec<String> = log[at.saturating_sub(4)..at.min(log.len())]
+                .iter()
+                .map(Entry::to_string)
+                .collect();
+            self.findings
+                .push(format!("entry {at}: {what}; before it: {}", before.join(" ")));
+        }
+    }
 }
 
 /// Checks one subscriber's record on its `topics`.
@@ -55,12 +86,13 @@ pub(crate) fn check(
         let mut expected = Some(1u64);
         let mut seen = HashSet::new();
         let mut last = None;
-        for entry in log {
+        for (at, entry) in log.iter().enumerate() {
             match entry {
                 Entry::Gap { topics, .. } if topics.contains(topic) => expected = None,
                 Entry::Event { topic: t, id } if t == topic => {
                     if !seen.insert(id.as_str()) {
                         verdict.duplicates += 1;
+                        verdict.found(log, at, format!("{topic} event {id} again"));
                         continue;
                     }
                     last = Some(id.as_str());
@@ -73,9 +105,13 @@ pub(crate) fn check(
                         Some(e) if seq == e => expected = Some(e + 1),
                         Some(e) if seq > e => {
                             verdict.lost += seq - e;
+                            verdict.found(log, at, format!("{topic} {seq} ({id}) where {e} was due"));
                             expected = Some(seq + 1);
                         }
-                        Some(_) => verdict.reorders += 1,
+                        Some(e) => {
+                            verdict.reorders += 1;
+                            verdict.found(log, at, format!("{topic} {seq} ({id}) after {e}"));
+                        }
                     }
                 }
                 _ => {}
@@ -86,6 +122,7 @@ pub(crate) fn check(
             && !seen.contains(newest.as_str())
         {
             verdict.lost += 1;
+            verdict.found(log, log.len(), format!("{topic} never reached its newest, {newest}"));
         }
     }
     verdict

@@ -136,7 +136,8 @@ impl Subscriber {
                     Ok(Some(Message::Gap { reason, topics, .. })) => {
                         lock(&record.log).push(Entry::Gap { reason, topics });
                     }
-                    Ok(Some(Message::System { .. })) => {
+                    Ok(Some(Message::System { event, .. })) => {
+                        lock(&record.log).push(Entry::End { event });
                         record.ends.fetch_add(1, Relaxed);
                     }
                     Ok(None) => return,

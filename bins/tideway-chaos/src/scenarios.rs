@@ -113,7 +113,8 @@ impl Outcome {
         let mut total = Verdict::default();
         let mut ends = 0;
         let mut errors = 0;
-        for subscriber in &self.subscribers {
+        let mut findings = Vec::new();
+        for (n, subscriber) in self.subscribers.iter().enumerate() {
             let log = subscriber
                 .record
                 .log
@@ -126,6 +127,12 @@ impl Outcome {
             total.lost += verdict.lost;
             total.duplicates += verdict.duplicates;
             total.reorders += verdict.reorders;
+            findings.extend(
+                verdict
+                    .findings
+                    .iter()
+                    .map(|f| format!("subscriber {n} ({}): {f}", subscriber.topics.join(","))),
+            );
             ends += subscriber.record.ends.load(Relaxed);
             errors += subscriber.record.errors.load(Relaxed);
         }
@@ -145,6 +152,7 @@ impl Outcome {
             "lost_silently": total.lost,
             "duplicated": total.duplicates,
             "reordered": total.reorders,
+            "findings": findings,
             "expected_quiet": self.quiet,
             "notes": self.notes,
             "unmet": self.unmet,

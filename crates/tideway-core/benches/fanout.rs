@@ -61,13 +61,23 @@ async fn publish(gateway: &Gateway<MemoryStore>, list: &TopicList, id: &EventId,
 /// One event to `n` subscribers of one topic, each dequeuing it and reading its frame.
 #[divan::bench(args = [1, 100, 1_000, 10_000], sample_count = 30)]
 fn fan_out(bencher: divan::Bencher, n: usize) {
+    fan_out_on(bencher, n, "fanout");
+}
+
+/// One event to two topics and `n` subscribers of both: each gets the two copies.
+#[divan::bench(args = [1, 100, 1_000, 10_000], sample_count = 30)]
+fn fan_out_two_topics(bencher: divan::Bencher, n: usize) {
+    fan_out_on(bencher, n, "left,right");
+}
+
+fn fan_out_on(bencher: divan::Bencher, n: usize, list: &str) {
     let runtime = runtime();
     let (gateway, mut subscriptions) = runtime.block_on(async {
         let gateway = gateway().await;
         let mut subscriptions: Vec<Subscription<MemoryStore>> = Vec::with_capacity(n);
         for _ in 0..n {
             let request = Subscribe {
-                topics: topics("fanout"),
+                topics: topics(list),
                 label: None,
                 transport: Transport::Sse,
                 remote: None,
@@ -78,18 +88,24 @@ fn fan_out(bencher: divan::Bencher, n: usize) {
         }
         (gateway, subscriptions)
     });
-    let list = topics("fanout");
-    let id = EventId::parse(b"evt-000001").expect("valid id");
+    let copies = topics(list).len();
+    let list = topics(list);
     let data = EventData::parse("x".repeat(256).into()).expect("utf-8");
+    // Each publish its own id: a repeated one is a retry, answered without delivery.
+    let mut number = 0u64;
     bencher
-        .counter(divan::counter::ItemsCount::new(n))
+        .counter(divan::counter::ItemsCount::new(n * copies))
         .bench_local(|| {
+            number += 1;
+            let id = EventId::parse(format!("evt-{number}").as_bytes()).expect("valid id");
             runtime.block_on(async {
                 publish(&gateway, &list, &id, &data).await;
                 let mut bytes = 0;
                 for subscription in &mut subscriptions {
-                    if let Next::Event(event) = subscription.next().await {
-                        bytes += event.encoded(Encoding::Sse).len();
+                    for _ in 0..copies {
+                        if let Next::Event(event) = subscription.next().await {
+                            bytes += event.encoded(Encoding::Sse).len();
+                        }
                     }
                 }
                 divan::black_box(bytes)

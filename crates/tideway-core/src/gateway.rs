@@ -285,6 +285,7 @@ impl<S: Store> Gateway<S> {
             replay: VecDeque::new(),
             floor: None,
             epoch: None,
+            position: 0,
             held: None,
             opened: false,
         };
@@ -669,6 +670,9 @@ pub struct Subscription<S: Store> {
     /// The store epoch of the last event sent (or of the resume's read): an event of
     /// another epoch is the first after a restart, and a gap goes before it.
     epoch: Option<u64>,
+    /// The position of the last event sent (with `epoch`): its publish's other copies
+    /// go out before anything ends the stream.
+    position: u64,
     /// An event held back while the gap before it goes out.
     held: Option<Arc<TopicEvent>>,
     /// Whether the counters and limits count this connection.
@@ -714,11 +718,12 @@ impl<S: Store> Subscription<S> {
     /// the drain once the queue is empty.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
         loop {
-            if let Some(why) = self.state.revocation() {
+            // Checked when something would end the stream, not before every event: the
+            // copies of one publish go out together, whatever ends it.
+            if let Some(why) = self.revoked()
+                && !self.mid_publish()
+            {
                 return Poll::Ready(Next::End(EndReason::Revoked(why)));
-            }
-            if self.expires_at.is_some_and(|at| at <= unix_millis()) {
-                return Poll::Ready(Next::End(EndReason::Revoked(Revocation::TokenExpired)));
             }
             if let Some(gap) = self.gaps.pop_front() {
                 self.gateway
@@ -729,11 +734,10 @@ impl<S: Store> Subscription<S> {
                 return Poll::Ready(Next::Gap(gap));
             }
             if let Some(event) = self.held.take().or_else(|| self.replay.pop_front()) {
-                self.epoch = Some(event.epoch);
-                return Poll::Ready(Next::Event(event));
+                return Poll::Ready(Next::Event(self.sent(event)));
             }
             match self.state.interruption() {
-                Some(Interruption::DeliveryLost) => {
+                Some(Interruption::DeliveryLost) if !self.mid_publish() => {
                     return Poll::Ready(Next::End(EndReason::Interrupted));
                 }
                 // Nothing sent yet, so nothing queued before the restart to keep in front.
@@ -761,8 +765,7 @@ impl<S: Store> Subscription<S> {
                         self.held = Some(event);
                         continue;
                     }
-                    self.epoch = Some(event.epoch);
-                    return Poll::Ready(Next::Event(event));
+                    return Poll::Ready(Next::Event(self.sent(event)));
                 }
                 // Every sender is gone only when the hub cut this subscriber off: the hub
                 // removes a connection otherwise only after this subscription is dropped.
@@ -774,7 +777,8 @@ impl<S: Store> Subscription<S> {
             }
         }
         // The queue holds the waker now, and a revocation, an interruption or a drain
-        // wakes it after setting its flag: checking the flags again cannot miss one.
+        // wakes it after setting its flag: checking the flags again cannot miss one. The
+        // queue is empty, so no copy of the last publish is left behind.
         if let Some(why) = self.state.revocation() {
             return Poll::Ready(Next::End(EndReason::Revoked(why)));
         }
@@ -802,6 +806,36 @@ impl<S: Store> Subscription<S> {
             }
         }
         Poll::Pending
+    }
+
+    /// Why the grant no longer stands, if it does not.
+    fn revoked(&self) -> Option<Revocation> {
+        if let Some(why) = self.state.revocation() {
+            return Some(why);
+        }
+        self.expires_at
+            .is_some_and(|at| at <= unix_millis())
+            .then_some(Revocation::TokenExpired)
+    }
+
+    /// Whether the next event to go is another copy of the publish just sent (one per
+    /// topic of this subscription it went to). A stream never ends between them: the
+    /// client's cursor, the publisher's id, stands for every copy, so a resume would
+    /// skip those not sent. The hub queues them all or none ([`Inbox::deliver`]), and a
+    /// replay holds them side by side.
+    fn mid_publish(&self) -> bool {
+        let Some(epoch) = self.epoch else {
+            return false;
+        };
+        let same = |e: &TopicEvent| e.epoch == epoch && e.position == self.position;
+        self.replay.front().is_some_and(|e| same(e)) || self.queue.next_is(same)
+    }
+
+    /// Notes `event` as the last sent.
+    fn sent(&mut self, event: Arc<TopicEvent>) -> Arc<TopicEvent> {
+        self.epoch = Some(event.epoch);
+        self.position = event.position;
+        event
     }
 
     /// The store restarted: the subscriber is told, once, and nothing is skipped after.

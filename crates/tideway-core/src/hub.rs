@@ -247,10 +247,11 @@ impl Hub {
         };
         let mut table = self.lock();
         for topic in topics {
-            table
-                .entry(topic.clone())
-                .or_default()
-                .push(subscriber.clone());
+            // In connection-number order, which `Inbox::deliver` relies on: numbers are
+            // given out in order, so this is nearly always the end.
+            let list = table.entry(topic.clone()).or_default();
+            let at = list.partition_point(|s| s.number < number);
+            list.insert(at, subscriber.clone());
         }
         (receiver, state)
     }
@@ -439,8 +440,8 @@ impl Inbox {
                 "a hole in delivery to this node that history cannot fill; those subscribers are told"
             );
         }
-        for event in &events {
-            self.deliver(event);
+        for copies in events.chunk_by(|x, y| x.position == y.position) {
+            self.deliver(copies);
         }
         stats.delivery_repairs.fetch_add(1, Relaxed);
         stats
@@ -453,39 +454,72 @@ impl Inbox {
         );
     }
 
-    /// Queues `event` to every local subscriber of its topic, without waiting.
+    /// Queues the copies of one publish (one per topic it went to, in one position) to
+    /// every local subscriber of their topics, without waiting. A subscriber of several
+    /// of them gets its copies together, all or none: its client's cursor (the
+    /// publisher's id) stands for every copy, so a stream must never end between them.
     ///
     /// A subscriber whose queue is full is cut off at once: it leaves every topic, reads
     /// what is already queued, and then learns it fell behind (see
     /// [`EndReason::SlowConsumer`]). Nobody else waits for it.
-    pub fn deliver(&self, event: &Arc<TopicEvent>) {
+    pub fn deliver(&self, copies: &[Arc<TopicEvent>]) {
         let shared = &self.hub.shared;
         let mut table = self.hub.lock();
-        let Some(subscribers) = table.get(&event.topic) else {
-            return;
-        };
         let mut delivered = 0;
-        let mut behind: Vec<(u64, Arc<SubscriberState>)> = Vec::new();
-        for subscriber in subscribers {
-            match subscriber.queue.try_send(event.clone()) {
-                Ok(()) => delivered += 1,
-                Err(TrySendError::Full) => {
-                    behind.push((subscriber.number, subscriber.state.clone()));
+        let mut behind: Vec<(u64, Arc<SubscriberState>, usize)> = Vec::new();
+        let mut sent = |subscriber: &Subscriber, result, count: usize| match result {
+            Ok(()) => delivered += count as u64,
+            Err(TrySendError::Full) => {
+                behind.push((subscriber.number, subscriber.state.clone(), count));
+            }
+            // The reader is gone; its connection is being closed and will leave.
+            Err(TrySendError::Closed) => {}
+        };
+        if let [copy] = copies {
+            for subscriber in table.get(&copy.topic).into_iter().flatten() {
+                sent(subscriber, subscriber.queue.try_send(copy.clone()), 1);
+            }
+        } else {
+            // Each topic's subscribers are in connection-number order (see `add`), so a
+            // merge of the copies' lists meets each subscriber once, with every copy it
+            // follows, without looking at its topics.
+            let lists: Vec<(&Arc<TopicEvent>, &[Subscriber])> = copies
+                .iter()
+                .filter_map(|copy| Some((copy, table.get(&copy.topic)?.as_slice())))
+                .collect();
+            let mut heads = vec![0; lists.len()];
+            let mut together = Vec::with_capacity(lists.len());
+            loop {
+                let next = lists.iter().zip(&heads).filter_map(|((_, list), &head)| list.get(head));
+                let Some(number) = next.map(|s| s.number).min() else {
+                    break;
+                };
+                together.clear();
+                let mut first = None;
+                for ((copy, list), head) in lists.iter().zip(heads.iter_mut()) {
+                    if let Some(subscriber) = list.get(*head)
+                        && subscriber.number == number
+                    {
+                        together.push(*copy);
+                        first.get_or_insert(subscriber);
+                        *head += 1;
+                    }
                 }
-                // The reader is gone; its connection is being closed and will leave.
-                Err(TrySendError::Closed) => {}
+                if let Some(subscriber) = first {
+                    sent(subscriber, subscriber.queue.try_send_all(&together), together.len());
+                }
             }
         }
         shared.stats.events_delivered.fetch_add(delivered, Relaxed);
-        for (number, state) in behind {
+        for (number, state, dropped) in behind {
             state.cut();
             shared.stats.slow_consumers_cut.fetch_add(1, Relaxed);
             shared
                 .stats
                 .events_dropped_slow_consumer
-                .fetch_add(1, Relaxed);
+                .fetch_add(dropped as u64, Relaxed);
             remove(&mut table, number, &state.topics);
-            tracing::info!(connection = number, topic = %event.topic, "cut off: queue full (slow consumer)");
+            tracing::info!(connection = number, "cut off: queue full (slow consumer)");
         }
     }
 }

@@ -91,6 +91,27 @@ impl QueueSender {
         Ok(())
     }
 
+    /// Queues every one of `events` or none: they are the copies of one publish, and a
+    /// reader that gets one must get them all (its cursor, the publisher's id, stands
+    /// for all of them).
+    pub(crate) fn try_send_all(&self, events: &[&Arc<TopicEvent>]) -> Result<(), TrySendError> {
+        let waker = {
+            let mut inner = self.0.lock();
+            if !inner.reading {
+                return Err(TrySendError::Closed);
+            }
+            if inner.items.len() + events.len() > self.0.capacity.max(events.len()) {
+                return Err(TrySendError::Full);
+            }
+            inner.items.extend(events.iter().map(|&event| event.clone()));
+            inner.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
     /// A handle that wakes the reader without being a sender.
     pub(crate) fn waker(&self) -> QueueWaker {
         QueueWaker(self.0.clone())
@@ -151,6 +172,13 @@ impl QueueReceiver {
             slot => *slot = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+impl QueueReceiver {
+    /// Whether the next event queued is one `pick` picks.
+    pub(crate) fn next_is(&self, pick: impl FnOnce(&TopicEvent) -> bool) -> bool {
+        self.0.lock().items.front().is_some_and(|event| pick(event))
     }
 }
 
@@ -245,6 +273,29 @@ mod tests {
         assert_eq!(count.0.load(SeqCst), 3);
         assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
         assert_eq!(pop(&mut rx), Some(None));
+    }
+
+    #[test]
+    fn the_copies_of_one_publish_are_queued_all_or_none() {
+        let (tx, mut rx) = queue(3);
+        tx.try_send(event(1)).unwrap();
+        tx.try_send_all(&[&event(2), &event(3)]).unwrap();
+        assert_eq!(
+            tx.try_send_all(&[&event(4), &event(5)]),
+            Err(TrySendError::Full),
+            "room for one copy of two is no room"
+        );
+        assert!(rx.next_is(|e| e.seq == 1));
+        assert_eq!(pop(&mut rx), Some(Some(1)));
+        assert!(!rx.next_is(|e| e.seq == 1));
+        assert_eq!(pop(&mut rx), Some(Some(2)));
+        assert_eq!(pop(&mut rx), Some(Some(3)));
+        assert_eq!(pop(&mut rx), None, "nothing of the refused publish was queued");
+        // More copies than the capacity still go to an empty queue: one publish to more
+        // topics than a queue holds is not a slow reader.
+        tx.try_send_all(&[&event(6), &event(7), &event(8), &event(9)])
+            .unwrap();
+        assert_eq!(pop(&mut rx), Some(Some(6)));
     }
 
     #[test]

@@ -384,3 +384,57 @@ async fn a_token_revoked_before_its_grant_is_registered_gets_nothing() {
         other => panic!("expected the revocation before any replay, got {other:?}"),
     }
 }
+
+/// A client's cursor is the publisher's id, the same on every copy of a publish to
+/// several of its topics: a stream that ended between two copies would make its resume
+/// skip the rest without a word. Whatever ends it waits for the copies, and a queue takes
+/// all of them or none.
+#[tokio::test]
+async fn the_copies_of_one_publish_are_never_split_by_the_end_of_a_stream() {
+    let gateway = gateway(4).await;
+    let mut revoked = gateway
+        .subscribe(Subscribe {
+            topics: topics("a,b"),
+            label: None,
+            transport: Transport::Sse,
+            remote: None,
+            last_event_id: None,
+            grant: Some(Grant {
+                token_id: "t1".into(),
+                key: "signer".into(),
+                subject: "alice".into(),
+                expires_at: u64::MAX,
+            }),
+        })
+        .await
+        .expect("subscribe");
+    publish(&gateway, "a,b", "1").await;
+    assert_eq!(next_delivery(&mut revoked).await, "a:1");
+    assert_eq!(gateway.revoke_keys(|_| false), 1);
+    assert_eq!(
+        next_delivery(&mut revoked).await,
+        "b:1",
+        "the other copy goes before the end"
+    );
+    assert!(matches!(
+        revoked.next().await,
+        Next::End(EndReason::Revoked(Revocation::KeyRevoked))
+    ));
+    drop(revoked);
+
+    // Capacity 4: one event, then two copies fit; two more copies do not, and neither
+    // goes in (one alone would, and the cut would come between them).
+    let mut stalled = subscribe(&gateway, "a,b").await;
+    publish(&gateway, "a", "2").await;
+    publish(&gateway, "a,b", "3").await;
+    publish(&gateway, "b,a", "4").await;
+    assert_eq!(gateway.stats().slow_consumers_cut(), 1);
+    assert_eq!(gateway.stats().events_dropped_slow_consumer(), 2);
+    for expected in ["a:2", "a:3", "b:3"] {
+        assert_eq!(next_delivery(&mut stalled).await, expected);
+    }
+    assert!(matches!(
+        stalled.next().await,
+        Next::End(EndReason::SlowConsumer)
+    ));
+}

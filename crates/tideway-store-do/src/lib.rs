@@ -3,12 +3,13 @@
 //! them could move to Cloudflare Durable Objects unchanged.
 //!
 //! - One **topic object** per topic name (a [`Namespace`] of them): its connections, its
-//!   bounded history, its sequence, its grace. It delivers its events to the node's inbox
-//!   itself, as a Durable Object holding WebSockets would.
+//!   bounded history, its sequence, its grace.
 //! - One **directory object**: nodes, connections in arrival order, and the index of live
 //!   topic names (a Durable Object cannot list its siblings, so the directory keeps one).
 //! - One **sequencer object**: gives each publish its position and hands it to each topic
-//!   object in turn, so every topic and every inbox sees publishes in position order.
+//!   object in turn, then the copies together to the node's inbox, so every topic and
+//!   every inbox sees publishes in position order and a subscriber of several of a
+//!   publish's topics gets its copies back to back.
 //!
 //! How each maps to Cloudflare is in `docs/durable-objects.md`.
 #![forbid(unsafe_code)]
@@ -389,7 +390,6 @@ impl Store for DoStore {
         let mut appended = Vec::with_capacity(topics.len());
         for topic in topics {
             let (name, event, at) = (topic.clone(), event.clone(), position);
-            let inbox = self.shared.inbox.clone();
             let delivered = self
                 .shared
                 .topics
@@ -402,15 +402,17 @@ impl Store for DoStore {
                     t.last_event_at = Some(event.published_at);
                     let delivered = Arc::new(TopicEvent::new(name, t.seq, epoch, at, event));
                     t.history.push(delivered.clone());
-                    if let Some(inbox) = inbox.get() {
-                        inbox.deliver(&delivered);
-                    }
                     Some(delivered)
                 })
                 .await
                 .map_err(gone)?
                 .flatten();
             appended.extend(delivered);
+        }
+        // Still in the sequencer's turn, so every inbox receives publishes in position
+        // order; after every topic took it, so the copies go out together.
+        if let Some(inbox) = self.shared.inbox.get() {
+            inbox.deliver(&appended);
         }
         Ok(appended)
     }

@@ -307,12 +307,12 @@ impl Store for MemoryStore {
             entry.events += 1;
             entry.last_event_at = Some(event.published_at);
             entry.history.push(delivered.clone());
-            // Delivered under the lock, so every subscriber sees the events in position
-            // order even when several publishers race.
-            if let Some(inbox) = inbox {
-                inbox.deliver(&delivered);
-            }
             appended.push(delivered);
+        }
+        // Delivered under the lock, so every subscriber sees the events in position
+        // order even when several publishers race.
+        if let Some(inbox) = inbox {
+            inbox.deliver(&appended);
         }
         Ok(appended)
     }

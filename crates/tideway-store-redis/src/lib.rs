@@ -467,10 +467,20 @@ impl RedisStore {
         };
         let event = Arc::new(event);
         let epoch = epoch_number(&delivery.epoch);
-        for (topic, seq) in delivery.routes {
-            let delivered = TopicEvent::new(topic, seq, epoch, delivery.position, event.clone());
-            inbox.deliver(&Arc::new(delivered));
-        }
+        let copies: Vec<Arc<TopicEvent>> = delivery
+            .routes
+            .into_iter()
+            .map(|(topic, seq)| {
+                Arc::new(TopicEvent::new(
+                    topic,
+                    seq,
+                    epoch,
+                    delivery.position,
+                    event.clone(),
+                ))
+            })
+            .collect();
+        inbox.deliver(&copies);
     }
 
     /// Fills a hole in this node's channel from history: the events of this node's
