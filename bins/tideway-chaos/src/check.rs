@@ -51,8 +51,10 @@ impl Verdict {
                 .iter()
                 .map(Entry::to_string)
                 .collect();
-            self.findings
-                .push(format!("entry {at}: {what}; before it: {}", before.join(" ")));
+            self.findings.push(format!(
+                "entry {at}: {what}; before it: {}",
+                before.join(" ")
+            ));
         }
     }
 }
@@ -105,7 +107,11 @@ pub(crate) fn check(
                         Some(e) if seq == e => expected = Some(e + 1),
                         Some(e) if seq > e => {
                             verdict.lost += seq - e;
-                            verdict.found(log, at, format!("{topic} {seq} ({id}) where {e} was due"));
+                            verdict.found(
+                                log,
+                                at,
+                                format!("{topic} {seq} ({id}) where {e} was due"),
+                            );
                             expected = Some(seq + 1);
                         }
                         Some(e) => {
@@ -122,7 +128,11 @@ pub(crate) fn check(
             && !seen.contains(newest.as_str())
         {
             verdict.lost += 1;
-            verdict.found(log, log.len(), format!("{topic} never reached its newest, {newest}"));
+            verdict.found(
+                log,
+                log.len(),
+                format!("{topic} never reached its newest, {newest}"),
+            );
         }
     }
     verdict

@@ -109,6 +109,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             max_ttl: args.token_max_ttl.0,
             ..TokenConfig::default()
         },
+        direct_subscribe: true,
     };
     let listener = listen(args.listen).with_context(|| format!("listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, adapter = ?args.adapter, "tideway listening");

@@ -490,7 +490,10 @@ impl Inbox {
             let mut heads = vec![0; lists.len()];
             let mut together = Vec::with_capacity(lists.len());
             loop {
-                let next = lists.iter().zip(&heads).filter_map(|((_, list), &head)| list.get(head));
+                let next = lists
+                    .iter()
+                    .zip(&heads)
+                    .filter_map(|((_, list), &head)| list.get(head));
                 let Some(number) = next.map(|s| s.number).min() else {
                     break;
                 };
@@ -506,7 +509,11 @@ impl Inbox {
                     }
                 }
                 if let Some(subscriber) = first {
-                    sent(subscriber, subscriber.queue.try_send_all(&together), together.len());
+                    sent(
+                        subscriber,
+                        subscriber.queue.try_send_all(&together),
+                        together.len(),
+                    );
                 }
             }
         }

@@ -103,7 +103,9 @@ impl QueueSender {
             if inner.items.len() + events.len() > self.0.capacity.max(events.len()) {
                 return Err(TrySendError::Full);
             }
-            inner.items.extend(events.iter().map(|&event| event.clone()));
+            inner
+                .items
+                .extend(events.iter().map(|&event| event.clone()));
             inner.waker.take()
         };
         if let Some(waker) = waker {
@@ -290,7 +292,11 @@ mod tests {
         assert!(!rx.next_is(|e| e.seq == 1));
         assert_eq!(pop(&mut rx), Some(Some(2)));
         assert_eq!(pop(&mut rx), Some(Some(3)));
-        assert_eq!(pop(&mut rx), None, "nothing of the refused publish was queued");
+        assert_eq!(
+            pop(&mut rx),
+            None,
+            "nothing of the refused publish was queued"
+        );
         // More copies than the capacity still go to an empty queue: one publish to more
         // topics than a queue holds is not a slow reader.
         tx.try_send_all(&[&event(6), &event(7), &event(8), &event(9)])

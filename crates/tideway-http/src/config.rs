@@ -100,6 +100,10 @@ pub struct HttpConfig {
     pub write_timeout: Duration,
     /// Subscriber tokens and private topics.
     pub tokens: TokenConfig,
+    /// Whether a connection whose first bytes are exactly one bodiless subscribe head is
+    /// served without hyper (see `direct`). On by default; off only to compare the two
+    /// paths, which must answer alike.
+    pub direct_subscribe: bool,
 }
 
 impl Default for HttpConfig {
@@ -116,6 +120,7 @@ impl Default for HttpConfig {
             max_header_bytes: 16 * 1024,
             write_timeout: Duration::from_secs(10),
             tokens: TokenConfig::default(),
+            direct_subscribe: true,
         }
     }
 }

@@ -14,6 +14,11 @@ use crate::{
     routes::{App, Peer},
 };
 
+/// A first head that took less than this before hyper took over keeps the shared
+/// settings; a slower one gets hyper's header timeout shortened by the time it took (for
+/// every head of that connection: hyper has one setting per connection).
+const HEAD_TIME_SLACK: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Serves `gateway` on `listener` until `shutdown` completes, then drains.
 ///
 /// Draining stops accepting, refuses new streams and publishes with 503, tells every
@@ -28,6 +33,7 @@ pub async fn run<S: Store>(
 ) -> io::Result<()> {
     let drain_timeout = config.drain_timeout;
     let header_read_timeout = config.header_read_timeout;
+    let direct = config.direct_subscribe;
     // hyper's own cap on a request head sits well above ours, so heads between the two
     // get our JSON 431 and only absurd ones get hyper's bare one.
     let max_buf_size = (config.max_header_bytes * 2).max(8192) + 8192;
@@ -79,11 +85,12 @@ pub async fn run<S: Store>(
             // connection still silent when the server stops is closed, as hyper closes
             // its idle ones.
             let mut stop = stopping.clone();
+            let accepted = tokio::time::Instant::now();
             let first = Box::pin(async {
                 tokio::select! {
                     first = tokio::time::timeout(
                         header_read_timeout,
-                        crate::direct::take_subscribe(&mut stream),
+                        crate::direct::take_subscribe(&mut stream, direct),
                     ) => Some(first),
                     _ = stop.wait_for(|&stop| stop) => None,
                 }
@@ -99,6 +106,16 @@ pub async fn run<S: Store>(
                     Box::pin(crate::direct::serve(stream, response, &context)).await;
                 }
                 Ok(Ok(None)) => {
+                    // The first head's time started at the accept, not when hyper took
+                    // over: a head that trickles in gets one timeout, not two.
+                    let waited = accepted.elapsed();
+                    let builder = if waited < HEAD_TIME_SLACK {
+                        builder
+                    } else {
+                        let mut shorter = (*builder).clone();
+                        shorter.header_read_timeout(header_read_timeout.saturating_sub(waited));
+                        Arc::new(shorter)
+                    };
                     Box::pin(serve_hyper(&builder, stream, app, context, stopping)).await;
                 }
                 Ok(Err(err)) => {

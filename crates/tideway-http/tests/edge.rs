@@ -1,0 +1,409 @@
+//! One edge policy for both subscribe paths: a connection whose first bytes are exactly a
+//! bodiless `GET /v1/stream` head is served without hyper (`direct`), anything else by
+//! hyper. Every request here goes, byte for byte, to a gateway with the direct path and to
+//! one without it, and the two answers must be the same: status, headers (but `date` and
+//! the framing, which differ by design: the direct path closes the connection after the
+//! stream, hyper keeps it) and body (de-chunked; for a stream, what it sends at once).
+
+use std::time::Duration;
+
+use tideway_core::CoreConfig;
+use tideway_http::{CorsOrigins, HttpConfig, TokenConfig};
+use tideway_store_memory::MemoryConfig;
+use tideway_test_util::TestGateway;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+const SECRET: &[u8] = b"edge-test-token-secret-of-32-bytes!";
+
+/// A head this small stays within what the direct path peeks at (4 KiB), so its size
+/// check is the one that answers.
+const MAX_HEAD: usize = 1024;
+
+fn config(direct: bool) -> HttpConfig {
+    let mut config = HttpConfig {
+        max_header_bytes: MAX_HEAD,
+        max_topics: 4,
+        tokens: TokenConfig {
+            secret: SECRET.to_vec(),
+            ..TokenConfig::default()
+        },
+        direct_subscribe: direct,
+        ..HttpConfig::default()
+    };
+    config.cors.subscribe = CorsOrigins::parse("https://good.example");
+    config
+}
+
+/// The two gateways: with the direct path, and without it.
+async fn pair() -> (TestGateway, TestGateway) {
+    let start = |direct| {
+        TestGateway::start_with(
+            config(direct),
+            MemoryConfig::default(),
+            CoreConfig::default(),
+        )
+    };
+    (start(true).await, start(false).await)
+}
+
+/// What a client saw of one answer.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    /// Sorted, without `date`, `connection` and `transfer-encoding`.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Whether the head said `connection: close` (the direct path always does).
+    closes: bool,
+}
+
+/// Sends `bytes` (then half-closes, if `eof`) and reads what comes back: `None` if the
+/// connection closed with no answer. Reading stops at the end of a whole body, at the
+/// connection's end, or once a stream is quiet for a moment.
+async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], eof: bool) -> Option<Answer> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    if eof {
+        let _ = stream.shutdown().await;
+    }
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let mut more = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut more)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&more[..n]),
+            _ => return None,
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut rest = buf[head_end + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let all: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let find = |name: &str| all.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let chunked = find("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+    let length = find("content-length").and_then(|v| v.parse::<usize>().ok());
+    let closes = find("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    // The body: a length is read whole; a stream until it ends or is quiet.
+    loop {
+        if length.is_some_and(|length| rest.len() >= length) {
+            rest.truncate(length.unwrap_or_default());
+            break;
+        }
+        let wait = if chunked {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(5)
+        };
+        let mut more = [0u8; 4096];
+        match tokio::time::timeout(wait, stream.read(&mut more)).await {
+            Ok(Ok(n)) if n > 0 => rest.extend_from_slice(&more[..n]),
+            _ => break,
+        }
+    }
+    // A stream's comments (the hello names the node and the connection's number, which
+    // differ between two gateways) carry nothing a client reads.
+    let body = if chunked {
+        let data = dechunk(&rest);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        let kept: Vec<&str> = text.split('\n').filter(|l| !l.starts_with(':')).collect();
+        kept.join("\n").into_bytes()
+    } else {
+        rest
+    };
+    let mut headers: Vec<(String, String)> = all
+        .into_iter()
+        .filter(|(n, _)| !matches!(n.as_str(), "date" | "connection" | "transfer-encoding"))
+        .collect();
+    headers.sort();
+    Some(Answer {
+        status,
+        headers,
+        body,
+        closes,
+    })
+}
+
+/// The data of a chunked body, as far as it is whole.
+fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    while let Some(end) = bytes.windows(2).position(|w| w == b"\r\n") {
+        let Ok(size) = usize::from_str_radix(&String::from_utf8_lossy(&bytes[..end]), 16) else {
+            break;
+        };
+        let start = end + 2;
+        if size == 0 || bytes.len() < start + size {
+            break;
+        }
+        data.extend_from_slice(&bytes[start..start + size]);
+        bytes = &bytes[(start + size + 2).min(bytes.len())..];
+    }
+    data
+}
+
+/// Sends `bytes` to both gateways and asserts the same answer; returns whether there was
+/// one and the direct path served it (it closed the connection where hyper kept it).
+async fn same(pair: &(TestGateway, TestGateway), bytes: &[u8], eof: bool) -> (bool, bool) {
+    let direct = exchange(pair.0.addr, bytes, eof).await;
+    let hyper = exchange(pair.1.addr, bytes, eof).await;
+    assert_eq!(
+        direct.as_ref().map(|a| (a.status, &a.headers, &a.body)),
+        hyper.as_ref().map(|a| (a.status, &a.headers, &a.body)),
+        "the two paths answered {:?} differently",
+        String::from_utf8_lossy(bytes)
+    );
+    match (direct, hyper) {
+        (Some(direct), Some(hyper)) => (true, direct.closes && !hyper.closes),
+        _ => (false, false),
+    }
+}
+
+/// A `GET` head as a browser's `EventSource` sends it: kept alive, no body.
+fn get(path: &str, headers: &[&str]) -> Vec<u8> {
+    let mut text = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n");
+    for header in headers {
+        text.push_str(header);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    text.into_bytes()
+}
+
+#[tokio::test]
+async fn the_subscribe_suite_answers_alike_on_both_paths() {
+    let gateways = pair().await;
+    // A subscriber keeps topic `a` alive, so a resume finds its history.
+    let _keeper = gateways.0.subscribe("/v1/stream?topic=a", &[]).await;
+    let _keeper_b = gateways.1.subscribe("/v1/stream?topic=a", &[]).await;
+    for gateway in [&gateways.0, &gateways.1] {
+        assert_eq!(gateway.publish("a", "e1", "one").await.status, 202);
+        assert_eq!(gateway.publish("a", "e2", "two").await.status, 202);
+    }
+    let long = format!("x-pad: {}", "p".repeat(MAX_HEAD));
+    // (request, whether the direct path takes it)
+    let cases: Vec<(Vec<u8>, bool)> = vec![
+        (get("/v1/stream?topic=a", &[]), true),
+        (get("/v1/stream", &["x-sse-topic: a, b"]), true),
+        (get("/v1/stream?topic=a&envelope=json", &[]), true),
+        (get("/v1/stream?topic=a", &["last-event-id: e1"]), true),
+        (get("/v1/stream?topic=a&lastEventId=e1", &[]), true),
+        (get("/v1/stream?topic=a", &["last-event-id: never"]), true),
+        (get("/v1/stream?topic=a", &["x-sse-id: my-label"]), true),
+        (
+            get("/v1/stream?topic=a", &["origin: https://good.example"]),
+            true,
+        ),
+        (
+            get("/v1/stream?topic=a", &["origin: https://evil.example"]),
+            true,
+        ),
+        (get("/v1/stream?topic=a", &["content-length: 0"]), true),
+        (get("/v1/stream", &[]), true),
+        (get("/v1/stream?topic=bad%20topic", &[]), true),
+        (get("/v1/stream?topic=a,b,c,d,e", &[]), true),
+        (get("/v1/stream?topic=private:x", &[]), true),
+        (get("/v1/stream?topic=a&tenant=acme", &[]), true),
+        (
+            get("/v1/stream?topic=a", &["authorization: Bearer not-a-token"]),
+            true,
+        ),
+        (get("/v1/stream?topic=a", &[&long]), true),
+        // Left to hyper: a body, conflicting or doubled lengths, pipelined bytes.
+        (
+            get(
+                "/v1/stream?topic=a",
+                &["content-length: 0", "content-length: 5"],
+            ),
+            false,
+        ),
+        (
+            get(
+                "/v1/stream?topic=a",
+                &["content-length: 0", "content-length: 0"],
+            ),
+            false,
+        ),
+        (get("/v1/stream?topic=a", &["content-length: 3"]), false),
+        (
+            [get("/v1/stream?topic=a", &[]), get("/healthz", &[])].concat(),
+            false,
+        ),
+        (
+            get("/v1/stream?topic=a", &["transfer-encoding: chunked"]),
+            false,
+        ),
+        (get("/v1/stream?topic=a", &["expect: 100-continue"]), false),
+    ];
+    for (bytes, direct) in &cases {
+        let (answered, served_directly) = same(&gateways, bytes, false).await;
+        let text = String::from_utf8_lossy(bytes);
+        assert!(answered, "no answer to {text:?}");
+        assert_eq!(served_directly, *direct, "which path served {text:?}");
+    }
+    // The ones that must be refused are.
+    let status = |bytes: &[u8]| {
+        let bytes = bytes.to_vec();
+        let addr = gateways.0.addr;
+        async move { exchange(addr, &bytes, false).await.map(|a| a.status) }
+    };
+    assert_eq!(
+        status(&get("/v1/stream?topic=a", &[&long])).await,
+        Some(431)
+    );
+    assert_eq!(
+        status(&get(
+            "/v1/stream?topic=a",
+            &["content-length: 0", "content-length: 5"]
+        ))
+        .await,
+        Some(400)
+    );
+}
+
+#[tokio::test]
+async fn a_head_that_trickles_in_gets_one_header_timeout_not_two() {
+    let http = HttpConfig {
+        header_read_timeout: Duration::from_millis(600),
+        ..config(true)
+    };
+    let gateway =
+        TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
+    let started = tokio::time::Instant::now();
+    // The first bytes at once (the direct path sees a partial head and hands over), then
+    // nothing more.
+    stream.write_all(b"GET /v1/str").await.expect("write");
+    let mut sink = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was closed");
+    // Closed by the one timeout of 600 ms: well before a second one would end (1.2 s).
+    // (A bound, not a speed: a loaded machine only makes it later, towards the limit.)
+    assert!(
+        started.elapsed() < Duration::from_millis(1150),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+/// Hostile heads — doubled and conflicting headers, bodies, pipelined bytes, bytes that
+/// are not UTF-8, oversize and cut-short heads — get the same answer from both paths
+/// (which, for many, means the direct path left them to hyper). Ordinary heads are
+/// generated more often, so that the direct path serves some: the test says how many.
+#[test]
+fn hostile_heads_answer_alike() {
+    let heads = (
+        proptest::prop_oneof![
+            3 => proptest::strategy::Just("/v1/stream?topic=a"),
+            1 => proptest::sample::select(vec![
+                "/v1/stream", "/v1/stream?topic=a%2Cb", "/v1/stream?topic=",
+                "/v1/stream?topic=a&topic=a", "/v1/stream?topic=%FF", "/v1/stream?topic=a#frag",
+                "/v1/stream/", "/V1/STREAM?topic=a", "//v1/stream?topic=a",
+            ]),
+        ],
+        proptest::prop_oneof![
+            3 => proptest::strategy::Just("HTTP/1.1"),
+            1 => proptest::sample::select(vec!["HTTP/1.0", "HTTP/1.2", "http/1.1"]),
+        ],
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                // What a client may well send: the direct path takes these.
+                3 => proptest::sample::select(vec![
+                    &b"host: x"[..], b"content-length: 0", b"x-sse-topic: b",
+                    b"x-sse-topic: bad topic!", b"last-event-id: e1", b"last-event-id: \xff\xfe",
+                    b"x-sse-id: \x80label", b"origin: https://good.example",
+                    b"origin: https://evil.example", b"origin: null", b"accept: text/event-stream",
+                    b"connection: close", b"x-empty:",
+                ]),
+                // What it should not: most of these are hyper's.
+                1 => proptest::sample::select(vec![
+                    &b"content-length: 5"[..], b"content-length: -1", b"content-length: 0, 0",
+                    b"transfer-encoding: chunked", b"transfer-encoding: identity",
+                    b"upgrade: websocket", b"expect: 100-continue", b"connection: keep-alive, upgrade",
+                    b" leading-space: x", b"no-colon", b"bad\x01name: x",
+                ]),
+            ],
+            0..6,
+        ),
+        proptest::prop_oneof![3 => proptest::strategy::Just(0usize), 1 => 0usize..1400],
+        proptest::prop_oneof![
+            3 => proptest::strategy::Just(&b""[..]),
+            1 => proptest::sample::select(vec![&b"abc"[..], b"GET /healthz HTTP/1.1\r\n\r\n"]),
+        ],
+        proptest::option::weighted(0.1, 0usize..200),
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 64,
+        ..Default::default()
+    });
+    let taken = std::cell::Cell::new(0);
+    let result = runner.run(&heads, |(target, version, headers, pad, trailer, cut)| {
+        let mut bytes = format!("GET {target} {version}\r\n").into_bytes();
+        for header in &headers {
+            bytes.extend_from_slice(header);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        if pad > 0 {
+            bytes.extend_from_slice(format!("x-pad: {}\r\n", "p".repeat(pad)).as_bytes());
+        }
+        bytes.extend_from_slice(b"\r\n");
+        bytes.extend_from_slice(trailer);
+        // Cut short: the client sends part of a head, then closes its side.
+        let eof = cut.is_some();
+        if let Some(cut) = cut {
+            bytes.truncate(cut.min(bytes.len().saturating_sub(1)));
+        }
+        let (_, served_directly) =
+            runtime().block_on(async { same(gateways().await, &bytes, eof).await });
+        if served_directly {
+            taken.set(taken.get() + 1);
+        }
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    let taken = taken.get();
+    eprintln!("{taken} of the generated heads were served directly");
+    assert!(
+        taken >= 3,
+        "only {taken} of the generated heads were served directly"
+    );
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    })
+}
+
+/// The pair the property shares across its cases, started on its runtime.
+async fn gateways() -> &'static (TestGateway, TestGateway) {
+    static PAIR: tokio::sync::OnceCell<(TestGateway, TestGateway)> =
+        tokio::sync::OnceCell::const_new();
+    PAIR.get_or_init(pair).await
+}
