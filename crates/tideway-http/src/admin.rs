@@ -8,9 +8,9 @@ use tideway_protocol::{Tenant, TopicList, TopicName, query_value};
 
 use crate::{
     ApiKey,
-    error::ApiError,
+    app::App,
+    error::{ApiError, ErrorCode},
     response::{Response, json},
-    routes::App,
 };
 
 /// Page size when the request names none.
@@ -80,8 +80,7 @@ pub(crate) async fn route<S: Store>(
             if tenant.is_some() || key.is_bounded() {
                 // The cluster's hosts and their load are the operator's, not a tenant's.
                 return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
+                    ErrorCode::Forbidden,
                     format!(
                         "key {:?} is limited to a tenant or to topics; only a key of the whole gateway lists its nodes",
                         key.name
@@ -96,7 +95,10 @@ pub(crate) async fn route<S: Store>(
                 .strip_prefix("/v1/admin/topics/")
                 .and_then(|rest| rest.strip_suffix("/tail"))
             else {
-                return Err(ApiError::not_found("not_found", format!("no route {path}")));
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("no route {path}"),
+                ));
             };
             tail(app, name, query, key).await
         }
@@ -184,9 +186,9 @@ mod follow {
     use super::{MAX_TAIL, TailEvent};
     use crate::{
         ApiKey,
-        error::ApiError,
+        app::{App, Following},
+        error::{ApiError, ErrorCode},
         response::{Response, event_stream},
-        routes::{App, Following},
     };
 
     /// How often the store's history is read for new events. Reading the shared state
@@ -222,8 +224,7 @@ mod follow {
     ) -> Result<Response, ApiError> {
         let Some(counted) = app.followers.start(&key.name, MAX_FOLLOWERS_PER_KEY) else {
             return Err(ApiError::new(
-                http::StatusCode::TOO_MANY_REQUESTS,
-                "too_many_followers",
+                ErrorCode::TooManyFollowers,
                 format!(
                     "key {:?} follows {MAX_FOLLOWERS_PER_KEY} tails already; close one first",
                     key.name
@@ -354,7 +355,7 @@ async fn tail<S: Store>(
 ) -> Result<Response, ApiError> {
     let name = percent_decode(encoded);
     let topic = TopicName::parse(&name)
-        .map_err(|err| ApiError::bad_request("invalid_topic", err.to_string()))?;
+        .map_err(|err| ApiError::new(ErrorCode::InvalidTopic, err.to_string()))?;
     if let Some(list) = TopicList::from_names(vec![topic.clone()]) {
         key.check_topics(&list, "read")?;
     }
@@ -369,15 +370,15 @@ async fn tail<S: Store>(
         None | Some("0") | Some("false") => {}
         Some("1") | Some("true") => return follow::stream(app, key, topic, limit),
         Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
                 format!("follow {other:?}: use 1 or true"),
             ));
         }
     }
     let Some(events) = app.gateway.tail(&topic, limit).await? else {
-        return Err(ApiError::not_found(
-            "topic_not_found",
+        return Err(ApiError::new(
+            ErrorCode::TopicNotFound,
             format!("topic {:?} has no subscribers", topic.public_name()),
         ));
     };
@@ -393,15 +394,15 @@ async fn tail<S: Store>(
 fn page(query: &str, tenant: Option<Tenant>) -> Result<Page, ApiError> {
     let page = number(query, "page")?.unwrap_or(1);
     if page == 0 {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
             "page: pages count from 1",
         ));
     }
     let page_size = number(query, "pageSize")?.unwrap_or(DEFAULT_PAGE_SIZE);
     if page_size == 0 {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
             "pageSize: must be at least 1",
         ));
     }
@@ -417,8 +418,8 @@ fn number(query: &str, key: &str) -> Result<Option<usize>, ApiError> {
         return Ok(None);
     };
     value.parse().map(Some).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_parameter",
+        ApiError::new(
+            ErrorCode::InvalidParameter,
             format!("{key} {value:?}: expected a whole number"),
         )
     })
@@ -489,12 +490,18 @@ mod tests {
                 tenant: None
             }
         );
-        assert_eq!(page("page=0", None).unwrap_err().code, "invalid_parameter");
+        assert_eq!(
+            page("page=0", None).unwrap_err().code,
+            ErrorCode::InvalidParameter
+        );
         assert_eq!(
             page("pageSize=0", None).unwrap_err().code,
-            "invalid_parameter"
+            ErrorCode::InvalidParameter
         );
-        assert_eq!(page("page=-1", None).unwrap_err().code, "invalid_parameter");
+        assert_eq!(
+            page("page=-1", None).unwrap_err().code,
+            ErrorCode::InvalidParameter
+        );
         assert_eq!(
             page("pageSize=ten", None).unwrap_err().message,
             "pageSize \"ten\": expected a whole number"

@@ -29,7 +29,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{response::Response, routes::Peer};
+use crate::{app::Peer, response::Response};
 
 /// How much of a connection's first bytes are looked at. A subscribe head is a few hundred
 /// bytes (a token in a header adds a few hundred more); a larger one goes to hyper.

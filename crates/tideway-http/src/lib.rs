@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod app;
 mod auth;
 mod config;
 mod cors;
@@ -24,8 +25,9 @@ mod tokens;
 mod ui;
 mod ws;
 
-pub use auth::{ApiKey, ApiKeys, KeyRing, Rate, Scope, TopicPattern};
+pub use auth::{ApiKey, ApiKeys, KeyRing, Rate, Scope, TopicPattern, TopicPatternError};
 pub use config::{Cors, CorsOrigins, HttpConfig};
+pub use error::ErrorCode;
 pub use response::Body;
 pub use server::{Tideway, run};
 pub use tokens::TokenConfig;

@@ -7,8 +7,8 @@ use http::StatusCode;
 use tideway_core::{LATENCY_BUCKETS_US, Store, Transport};
 
 use crate::{
+    app::App,
     response::{Response, full},
-    routes::App,
 };
 
 pub(crate) fn render<S: Store>(app: &App<S>) -> Response {

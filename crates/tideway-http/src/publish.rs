@@ -12,9 +12,9 @@ use tideway_protocol::{EventData, EventId, EventType};
 
 use crate::{
     Scope,
-    error::ApiError,
+    app::App,
+    error::{ApiError, ErrorCode},
     response::{Response, json},
-    routes::App,
 };
 
 /// The reply to a publish.
@@ -63,15 +63,15 @@ pub(crate) async fn publish<S: Store>(
     let headers = request.headers();
     let id = headers
         .get("x-sse-id")
-        .ok_or_else(|| ApiError::bad_request("missing_id", "send the event's id in x-sse-id"))
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingId, "send the event's id in x-sse-id"))
         .and_then(|value| {
             EventId::parse(value.as_bytes())
-                .map_err(|err| ApiError::bad_request("invalid_id", format!("x-sse-id: {err}")))
+                .map_err(|err| ApiError::new(ErrorCode::InvalidId, format!("x-sse-id: {err}")))
         })?;
     let event_type = match headers.get("x-sse-event") {
         None => None,
         Some(value) => Some(EventType::parse(value.as_bytes()).map_err(|err| {
-            ApiError::bad_request("invalid_event", format!("x-sse-event: {err}"))
+            ApiError::new(ErrorCode::InvalidEvent, format!("x-sse-event: {err}"))
         })?),
     };
 
@@ -118,8 +118,7 @@ pub(crate) async fn publish<S: Store>(
         .await
         .map_err(|_| {
             ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                ErrorCode::BodyTimeout,
                 format!(
                     "the body did not arrive within {} ms (--header-read-timeout)",
                     wait.as_millis()
@@ -130,15 +129,15 @@ pub(crate) async fn publish<S: Store>(
             if err.is::<http_body_util::LengthLimitError>() {
                 too_large(max)
             } else {
-                ApiError::bad_request(
-                    "body_read_failed",
+                ApiError::new(
+                    ErrorCode::BodyReadFailed,
                     format!("could not read the body: {err}"),
                 )
             }
         })?
         .to_bytes();
     let data = EventData::parse(body)
-        .map_err(|err| ApiError::bad_request("invalid_body", err.to_string()))?;
+        .map_err(|err| ApiError::new(ErrorCode::InvalidBody, err.to_string()))?;
     let event = Event {
         id: id.clone(),
         event_type,
@@ -180,8 +179,7 @@ fn dropped(id: &EventId) -> Response {
 
 fn too_large(max: usize) -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
+        ErrorCode::BodyTooLarge,
         format!("the body is larger than the {max} bytes allowed"),
     )
 }

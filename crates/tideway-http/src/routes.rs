@@ -1,116 +1,20 @@
-//! Which handler answers which method and path, and what the subscribe routes share.
+//! Which handler answers which method and path.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
-use tideway_core::{Gateway, Store, Subscribe, Transport};
-use tideway_protocol::{EventId, TopicList, query_value};
-use tokio::sync::Notify;
+use tideway_core::Store;
 
 use crate::{
-    ApiKey, HttpConfig, Scope, admin, cors,
-    error::ApiError,
+    Scope, admin,
+    app::{App, Peer},
+    cors,
+    error::{ApiError, ErrorCode},
     metrics, publish,
     response::{Response, json},
     stream, tokens, ui, ws,
 };
-
-/// What every handler needs. Shared by all connections of a server.
-pub(crate) struct App<S> {
-    pub(crate) gateway: Gateway<S>,
-    pub(crate) config: HttpConfig,
-    /// Refused credentials by error code, for `/metrics`.
-    pub(crate) auth_failures: AuthFailures,
-    /// Publish rate buckets of the keys that have a rate.
-    pub(crate) rate_limits: crate::auth::RateLimits,
-    /// Open admin tail followers, by key name (see `admin::follow`).
-    pub(crate) followers: Followers,
-}
-
-/// How many admin tail followers each key has open. Cloning bumps a reference count.
-#[derive(Clone, Default)]
-pub(crate) struct Followers {
-    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-}
-
-/// One follower counted for its key until dropped.
-pub(crate) struct Following {
-    followers: Followers,
-    key: String,
-}
-
-impl Followers {
-    fn open(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
-        // One map operation per critical section: a poisoned lock holds whole counts.
-        self.open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Counts one more follower of `key`, unless it has `most` already.
-    pub(crate) fn start(&self, key: &str, most: usize) -> Option<Following> {
-        let mut open = self.open();
-        let count = open.entry(key.to_owned()).or_default();
-        if *count >= most {
-            return None;
-        }
-        *count += 1;
-        Some(Following {
-            followers: self.clone(),
-            key: key.to_owned(),
-        })
-    }
-}
-
-impl Drop for Following {
-    fn drop(&mut self) {
-        let mut open = self.followers.open();
-        if let Some(count) = open.get_mut(&self.key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// Counts of refused credentials, by the error code the client got.
-#[derive(Default)]
-pub(crate) struct AuthFailures {
-    counts: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
-}
-
-impl AuthFailures {
-    pub(crate) fn count(&self, code: &'static str) {
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *counts.entry(code).or_default() += 1;
-    }
-
-    /// Each error code with its count, by code.
-    pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        counts.iter().map(|(code, n)| (*code, *n)).collect()
-    }
-}
-
-/// The TCP connection a request came on.
-#[derive(Clone)]
-pub(crate) struct Peer {
-    pub(crate) addr: SocketAddr,
-    /// Notified to close the connection at once, whatever it is doing (a subscriber that
-    /// was cut off and stopped reading).
-    pub(crate) kill: Arc<Notify>,
-    /// Held by whatever serves this connection, upgraded WebSockets included, so a drain
-    /// waits for them all.
-    pub(crate) alive: tokio::sync::mpsc::Sender<()>,
-}
 
 impl<S: Store> App<S> {
     /// Answers one request. Every error becomes the contract's JSON error here.
@@ -191,15 +95,10 @@ impl<S: Store> App<S> {
                         &serde_json::json!({"status": "ready"}),
                     ))
                 } else if self.gateway.is_draining() {
-                    Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "draining",
-                        "this node is draining",
-                    ))
+                    Err(ApiError::new(ErrorCode::Draining, "this node is draining"))
                 } else {
                     Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "store_unavailable",
+                        ErrorCode::StoreUnavailable,
                         "the state store is unreachable",
                     ))
                 }
@@ -214,7 +113,10 @@ impl<S: Store> App<S> {
                 let key = self.authorize(request.headers(), Scope::Admin)?;
                 admin::route(self, &request, &key).await
             }
-            _ => Err(ApiError::not_found("not_found", format!("no route {path}"))),
+            _ => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no route {path}"),
+            )),
         }
     }
 
@@ -229,111 +131,6 @@ impl<S: Store> App<S> {
         let mut response = answer.unwrap_or_else(ApiError::into_response);
         cors::allow(&self.config.cors.subscribe, origin.as_ref(), &mut response);
         response
-    }
-
-    /// The request's API key if it may use `scope`; refusals are counted for `/metrics`.
-    pub(crate) fn authorize(
-        &self,
-        headers: &http::HeaderMap,
-        scope: Scope,
-    ) -> Result<ApiKey, ApiError> {
-        self.config
-            .api_keys
-            .current()
-            .check(headers, scope)
-            .inspect_err(|err| self.auth_failures.count(err.code))
-    }
-
-    /// Refuses a request whose line and headers exceed `max_header_bytes`. hyper refuses
-    /// far larger heads itself (431 without a body); this gives the usual JSON error.
-    pub(crate) fn check_head_size<B>(&self, request: &Request<B>) -> Result<(), ApiError> {
-        let max = self.config.max_header_bytes;
-        let headers: usize = request
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum();
-        let size = headers + request.uri().to_string().len();
-        if size > max {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers_too_large",
-                format!("the request line and headers are {size} bytes; at most {max} are allowed"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The topic list of a request: every `x-sse-topic` header and, when `query_too`,
-    /// every `topic` query value, parsed as one list.
-    pub(crate) fn topics<B>(
-        &self,
-        request: &Request<B>,
-        query_too: bool,
-    ) -> Result<TopicList, ApiError> {
-        let query = request.uri().query().unwrap_or("");
-        let from_query = if query_too {
-            tideway_protocol::query_values(query, "topic")
-        } else {
-            Vec::new()
-        };
-        let headers = request.headers().get_all("x-sse-topic");
-        let values = headers
-            .iter()
-            .map(|v| v.as_bytes())
-            .chain(from_query.iter().map(|v| v.as_bytes()));
-        TopicList::parse_all(values, self.config.max_topics)
-            .map_err(|err| ApiError::bad_request("invalid_topic", err.to_string()))
-    }
-
-    /// What SSE and WebSocket subscribers both send: topics, an optional label
-    /// (`x-sse-id`) and an optional resume cursor (`Last-Event-ID` or `?lastEventId=`).
-    pub(crate) async fn subscribe_request<B>(
-        &self,
-        request: &Request<B>,
-        peer: &Peer,
-        transport: Transport,
-    ) -> Result<Subscribe, ApiError> {
-        let topics = self.topics(request, true)?;
-        let query = request.uri().query().unwrap_or("");
-        let access = tokens::access(self, request.headers(), query, &topics)
-            .await
-            .inspect_err(|err| self.auth_failures.count(err.code))?;
-        // A tenant's subscribers reach its namespace, and only it.
-        let topics = match &access.tenant {
-            Some(tenant) => topics.in_tenant(tenant),
-            None => topics,
-        };
-        let headers = request.headers();
-        let label = match headers.get("x-sse-id") {
-            None => None,
-            Some(value) => Some(
-                EventId::parse(value.as_bytes())
-                    .map_err(|err| ApiError::bad_request("invalid_id", format!("x-sse-id: {err}")))?
-                    .as_str()
-                    .to_owned(),
-            ),
-        };
-        let from_query = query_value(query, "lastEventId");
-        let last_event_id = match (headers.get("last-event-id"), from_query.as_deref()) {
-            (Some(value), _) => Some(value.as_bytes()),
-            (None, Some(value)) => Some(value.as_bytes()),
-            (None, None) => None,
-        };
-        let last_event_id = match last_event_id {
-            None => None,
-            Some(bytes) => Some(EventId::parse(bytes).map_err(|err| {
-                ApiError::bad_request("invalid_last_event_id", format!("Last-Event-ID: {err}"))
-            })?),
-        };
-        Ok(Subscribe {
-            topics,
-            label,
-            transport,
-            remote: Some(peer.addr.ip().to_string()),
-            last_event_id,
-            grant: access.grant,
-        })
     }
 }
 

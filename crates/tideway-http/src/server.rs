@@ -11,7 +11,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::{
     HttpConfig,
-    routes::{App, Peer},
+    app::{App, Peer},
 };
 
 /// A first head that took less than this before hyper took over keeps the shared

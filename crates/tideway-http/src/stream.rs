@@ -16,9 +16,9 @@ use tideway_protocol::{query_value, sse::FrameBuilder};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::{
-    error::ApiError,
+    app::{App, Peer},
+    error::{ApiError, ErrorCode},
     response::{Response, event_stream},
-    routes::{App, Peer},
     system::System,
 };
 
@@ -35,8 +35,8 @@ pub(crate) async fn subscribe<S: Store, B>(
         None | Some("sse") => Encoding::Sse,
         Some("json") => Encoding::SseJson,
         Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
                 format!("envelope {other:?}: use `json`, or leave it out for plain SSE"),
             ));
         }

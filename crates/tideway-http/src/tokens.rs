@@ -13,10 +13,10 @@ use tideway_protocol::{Tenant, TopicList, query_value};
 
 use crate::{
     Scope, TopicPattern,
+    app::App,
     auth::bearer,
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     response::{Response, json},
-    routes::App,
 };
 
 /// Settings of subscriber tokens. Defaults are the ones `tideway --help` prints.
@@ -95,8 +95,7 @@ struct RevokeRequest {
 
 fn no_tokens() -> ApiError {
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "tokens_disabled",
+        ErrorCode::TokensDisabled,
         "this gateway has no token secret (--token-secret), so it signs and accepts no tokens",
     )
 }
@@ -108,12 +107,15 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         .collect()
         .await
         .map_err(|err| {
-            ApiError::bad_request("invalid_body", format!("could not read the body: {err}"))
+            ApiError::new(
+                ErrorCode::InvalidBody,
+                format!("could not read the body: {err}"),
+            )
         })?
         .to_bytes();
     serde_json::from_slice(&body).map_err(|err| {
-        ApiError::bad_request(
-            "invalid_body",
+        ApiError::new(
+            ErrorCode::InvalidBody,
             format!("the body is not the JSON this route takes: {err}"),
         )
     })
@@ -131,24 +133,23 @@ pub(crate) async fn sign<S: Store>(
     }
     let wanted: SignRequest = read_json(request).await?;
     if wanted.subject.is_empty() || wanted.subject.len() > 128 {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
             "subject: 1 to 128 bytes",
         ));
     }
     if wanted.topics.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
             "topics: grant at least one topic or pattern",
         ));
     }
     for text in &wanted.topics {
-        let pattern =
-            TopicPattern::parse(text).map_err(|e| ApiError::bad_request("invalid_topic", e))?;
+        let pattern = TopicPattern::parse(text)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
         if !key.covers(&pattern) {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "topic_not_allowed",
+                ErrorCode::TopicNotAllowed,
                 format!(
                     "key {:?} may not grant {text:?}: it reaches only its own topics",
                     key.name
@@ -160,8 +161,8 @@ pub(crate) async fn sign<S: Store>(
         .ttl_seconds
         .map_or(config.default_ttl, Duration::from_secs);
     if ttl.is_zero() || ttl > config.max_ttl {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
             format!("ttlSeconds: between 1 and {}", config.max_ttl.as_secs()),
         ));
     }
@@ -181,13 +182,7 @@ pub(crate) async fn sign<S: Store>(
         &claims,
         &EncodingKey::from_secret(&config.secret),
     )
-    .map_err(|err| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "token_failed",
-            err.to_string(),
-        )
-    })?;
+    .map_err(|err| ApiError::new(ErrorCode::TokenFailed, err.to_string()))?;
     tracing::info!(key = %key.name, subject = %claims.sub, token = %claims.jti, "token signed");
     Ok(json(
         StatusCode::CREATED,
@@ -219,8 +214,7 @@ pub(crate) async fn revoke<S: Store>(
         .all(|text| TopicPattern::parse(text).is_ok_and(|pattern| key.covers(&pattern)));
     if !own_tenant || !within {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             format!(
                 "key {:?} may not revoke this token: it was not for the key's tenant and topics",
                 key.name
@@ -263,7 +257,7 @@ pub(crate) async fn access<S: Store>(
         .as_deref()
         .map(Tenant::parse)
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_tenant", e))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidTenant, e.to_string()))?;
     let private: Vec<&str> = topics
         .iter()
         .map(|t| t.as_str())
@@ -275,8 +269,8 @@ pub(crate) async fn access<S: Store>(
         (None, Some(token)) => token.to_owned(),
         (None, None) => {
             if let Some(first) = private.first() {
-                return Err(ApiError::unauthorized(
-                    "missing_token",
+                return Err(ApiError::new(
+                    ErrorCode::MissingToken,
                     format!(
                         "topic {first:?} is private: send a subscriber token as `Authorization: Bearer <token>` or `?token=`"
                     ),
@@ -299,8 +293,8 @@ pub(crate) async fn access<S: Store>(
         .named(&claims.kid)
         .is_some_and(|k| k.may(Scope::Sign));
     if !in_force || app.gateway.token_revoked(&claims.jti).await? {
-        return Err(ApiError::unauthorized(
-            "token_revoked",
+        return Err(ApiError::new(
+            ErrorCode::TokenRevoked,
             "this token was revoked, or the key that signed it was",
         ));
     }
@@ -314,8 +308,7 @@ pub(crate) async fn access<S: Store>(
         .find(|t| !patterns.iter().any(|p| p.matches(t)))
     {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "topic_not_granted",
+            ErrorCode::TopicNotGranted,
             format!(
                 "the token does not grant topic {topic:?}; it grants {}",
                 claims.topics.join(", ")
@@ -327,11 +320,10 @@ pub(crate) async fn access<S: Store>(
         .as_deref()
         .map(Tenant::parse)
         .transpose()
-        .map_err(|e| ApiError::unauthorized("invalid_token", e))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidToken, e.to_string()))?;
     if named_tenant.is_some() && named_tenant != tenant {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "tenant_not_granted",
+            ErrorCode::TenantNotGranted,
             "the token is for another tenant than the one asked for",
         ));
     }
@@ -359,14 +351,14 @@ fn decode(config: &TokenConfig, token: &str, check_expiry: bool) -> Result<Claim
     )
     .map(|data| data.claims)
     .map_err(|err| match err.kind() {
-        jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::unauthorized(
-            "token_expired",
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::new(
+            ErrorCode::TokenExpired,
             "the subscriber token has expired; ask for a new one",
         ),
         _ => {
             tracing::warn!(error = %err, "auth failure: invalid subscriber token");
-            ApiError::unauthorized(
-                "invalid_token",
+            ApiError::new(
+                ErrorCode::InvalidToken,
                 format!("the subscriber token is not valid: {err}"),
             )
         }
@@ -379,8 +371,7 @@ fn token_id() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|err| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_randomness",
+            ErrorCode::NoRandomness,
             format!("the operating system gave no randomness for a token id: {err}"),
         )
     })?;

@@ -5,7 +5,7 @@ use http::{HeaderValue, StatusCode, header};
 use rust_embed::RustEmbed;
 
 use crate::{
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     response::{Response, full},
 };
 
@@ -31,8 +31,8 @@ pub(crate) fn serve(path: &str) -> Result<Response, ApiError> {
         _ => match Assets::get("index.html") {
             Some(asset) => ("index.html", asset),
             None => {
-                return Err(ApiError::not_found(
-                    "admin_ui_missing",
+                return Err(ApiError::new(
+                    ErrorCode::AdminUiMissing,
                     "this build has no admin UI; run `npm run build` in admin/ and rebuild",
                 ));
             }

@@ -14,7 +14,7 @@ use fastwebsockets::{
     upgrade::{UpgradeFut, is_upgrade_request, upgrade},
 };
 use futures_util::FutureExt as _;
-use http::{Request, StatusCode};
+use http::Request;
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, upgrade::Upgraded};
 use hyper_util::rt::TokioIo;
@@ -26,9 +26,9 @@ use tokio::{
 };
 
 use crate::{
-    error::ApiError,
+    app::{App, Peer},
+    error::{ApiError, ErrorCode},
     response::Response,
-    routes::{App, Peer},
     system::System,
 };
 
@@ -48,8 +48,7 @@ pub(crate) async fn subscribe<S: Store>(
             String::from_utf8_lossy(o.as_bytes()).into_owned()
         });
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+            ErrorCode::OriginNotAllowed,
             format!(
                 "a WebSocket from the page origin {shown:?} is refused: it is not in the gateway's allowed subscribe origins (--cors-origins)"
             ),
@@ -57,8 +56,7 @@ pub(crate) async fn subscribe<S: Store>(
     }
     if !is_upgrade_request(&request) {
         return Err(ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
+            ErrorCode::UpgradeRequired,
             "GET /v1/ws needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
         ));
     }
@@ -66,7 +64,10 @@ pub(crate) async fn subscribe<S: Store>(
         .subscribe_request(&request, peer, Transport::WebSocket)
         .await?;
     let (response, upgrade) = upgrade(&mut request).map_err(|err| {
-        ApiError::bad_request("invalid_upgrade", format!("WebSocket handshake: {err}"))
+        ApiError::new(
+            ErrorCode::InvalidUpgrade,
+            format!("WebSocket handshake: {err}"),
+        )
     })?;
     let subscription = app.gateway.subscribe(subscribe).await?;
     let settings = Settings {

@@ -233,3 +233,29 @@ async fn every_answer_of_the_server_is_documented() {
     // And a route the server does not have is a documented 404.
     assert_eq!(gw.get("/v1/nothing", &[]).await.error_code(), "not_found");
 }
+
+#[test]
+fn the_documented_error_codes_are_exactly_the_servers() {
+    let doc: serde_json::Value = serde_json::from_str(DOC).expect("openapi.json is JSON");
+    let documented: std::collections::BTreeSet<&str> =
+        doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+            .as_array()
+            .expect("the error codes are listed")
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
+    let answered: std::collections::BTreeSet<&str> = tideway_http::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(
+        answered.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&&str>::new(),
+        "answered, not documented"
+    );
+    assert_eq!(
+        documented.difference(&answered).collect::<Vec<_>>(),
+        Vec::<&&str>::new(),
+        "documented, never answered"
+    );
+}

@@ -81,6 +81,11 @@ fn is_topic_char(c: char) -> bool {
 /// it, so no publisher can reach into a tenant by naming a topic.
 pub const TENANT_SEPARATOR: char = '~';
 
+/// Why a name is not a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tenant {0:?}: 1 to 32 bytes of a-z 0-9 -")]
+pub struct TenantError(String);
+
 /// A tenant: 1–32 bytes of `a-z 0-9 -`. A tenant's topics are its own namespace.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -88,7 +93,7 @@ pub struct Tenant(Arc<str>);
 
 impl Tenant {
     /// Checks `name` against the tenant rules.
-    pub fn parse(name: &str) -> Result<Self, String> {
+    pub fn parse(name: &str) -> Result<Self, TenantError> {
         let valid = !name.is_empty()
             && name.len() <= 32
             && name
@@ -97,7 +102,7 @@ impl Tenant {
         if valid {
             Ok(Self(Arc::from(name)))
         } else {
-            Err(format!("tenant {name:?}: 1 to 32 bytes of a-z 0-9 -"))
+            Err(TenantError(name.to_owned()))
         }
     }
 

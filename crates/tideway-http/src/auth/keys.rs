@@ -1,95 +1,16 @@
-//! API keys: who may publish, read the admin API or sign subscriber tokens, for which
-//! topics, how fast; parsed from `SSE_PUBLISHER_API_KEYS` (full access) or a keys file,
-//! checked from `Authorization: Bearer` in constant time.
+//! One API key and what it may do, the keys file that lists them, and the check of a
+//! request's `Authorization: Bearer` against them in constant time.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    sync::{Arc, Mutex, PoisonError, RwLock},
-    time::{Duration, Instant},
-};
+use std::fmt;
 
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use serde::Deserialize;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tideway_core::unix_millis;
-use tideway_protocol::{Tenant, TopicList, TopicName};
+use tideway_protocol::{Tenant, TopicList};
 
-use crate::error::ApiError;
-
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// `POST /v1/publish`.
-    Publish,
-    /// `GET /v1/admin/...` and the admin UI.
-    Admin,
-    /// `POST /v1/tokens`: sign subscriber tokens for private topics.
-    Sign,
-}
-
-impl Scope {
-    fn verb(self) -> &'static str {
-        match self {
-            Scope::Publish => "publish",
-            Scope::Admin => "read the admin API",
-            Scope::Sign => "sign subscriber tokens",
-        }
-    }
-}
-
-/// A topic pattern: an exact name, `prefix*` (every name starting with `prefix`), or `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicPattern {
-    prefix: String,
-    wildcard: bool,
-}
-
-impl TopicPattern {
-    /// Parses `logs:*`, `metrics:workspace123:*`, `orders` or `*`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (prefix, wildcard) = match text.strip_suffix('*') {
-            Some(prefix) => (prefix, true),
-            None => (text, false),
-        };
-        let valid =
-            prefix.is_empty() && wildcard || TopicName::parse(&format!("{prefix}x")).is_ok();
-        if !valid || prefix.contains('*') {
-            return Err(format!(
-                "topic pattern {text:?}: use a topic name, a prefix ending in *, or *"
-            ));
-        }
-        Ok(Self {
-            prefix: prefix.to_owned(),
-            wildcard,
-        })
-    }
-
-    /// Whether every topic `other` matches, this one matches too.
-    pub fn covers(&self, other: &TopicPattern) -> bool {
-        if self.wildcard {
-            other.prefix.starts_with(&self.prefix)
-        } else {
-            !other.wildcard && other.prefix == self.prefix
-        }
-    }
-
-    /// Whether `topic` matches.
-    pub fn matches(&self, topic: &str) -> bool {
-        if self.wildcard {
-            topic.starts_with(&self.prefix)
-        } else {
-            topic == self.prefix
-        }
-    }
-}
-
-impl fmt::Display for TopicPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.prefix, if self.wildcard { "*" } else { "" })
-    }
-}
+use super::{Scope, TopicPattern, bearer};
+use crate::error::{ApiError, ErrorCode};
 
 /// A token bucket's settings: a sustained rate and a burst.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -167,8 +88,7 @@ impl ApiKey {
         match topics.iter().find(|t| !self.allows(t.as_str())) {
             None => Ok(()),
             Some(topic) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "topic_not_allowed",
+                ErrorCode::TopicNotAllowed,
                 format!(
                     "key {:?} may not {verb} topic {:?}; it is limited to {}",
                     self.name,
@@ -371,145 +291,33 @@ impl ApiKeys {
     /// The key of a request's `Authorization: Bearer <key>`, if it may use `scope`.
     pub(crate) fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<ApiKey, ApiError> {
         let Some(token) = bearer(headers)? else {
-            return Err(ApiError::unauthorized(
-                "missing_api_key",
+            return Err(ApiError::new(
+                ErrorCode::MissingApiKey,
                 "send an API key as `Authorization: Bearer <key>`",
             ));
         };
         let Some(key) = self.find(token) else {
             tracing::warn!("auth failure: unknown API key");
-            return Err(ApiError::unauthorized(
-                "invalid_api_key",
+            return Err(ApiError::new(
+                ErrorCode::InvalidApiKey,
                 "the API key is not valid",
             ));
         };
         if key.expires_at.is_some_and(|at| at <= unix_millis()) {
             tracing::warn!(key = %key.name, "auth failure: expired API key");
-            return Err(ApiError::unauthorized(
-                "expired_api_key",
+            return Err(ApiError::new(
+                ErrorCode::ExpiredApiKey,
                 format!("the API key {:?} has expired", key.name),
             ));
         }
         if !key.scopes.contains(&scope) {
             tracing::warn!(key = %key.name, scope = ?scope, "auth failure: key lacks the scope");
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!("key {:?} may not {}", key.name, scope.verb()),
             ));
         }
         Ok(key.clone())
-    }
-}
-
-/// The credentials of `Authorization: Bearer <value>`; `None` without the header.
-pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&[u8]>, ApiError> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    match value.as_bytes().split_first_chunk::<7>() {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => {
-            Ok(Some(rest.trim_ascii()))
-        }
-        _ => Err(ApiError::unauthorized(
-            "invalid_api_key",
-            "the Authorization header must use the Bearer scheme: `Bearer <key>`",
-        )),
-    }
-}
-
-/// The keys in force, replaceable while the server runs (a keys file that changed).
-/// Cloning bumps a reference count.
-#[derive(Clone)]
-pub struct KeyRing {
-    keys: Arc<RwLock<Arc<ApiKeys>>>,
-    /// Counts replacements, so a watcher wakes on each (see [`KeyRing::changes`]).
-    changed: Arc<tokio::sync::watch::Sender<u64>>,
-}
-
-impl Default for KeyRing {
-    fn default() -> Self {
-        Self::new(ApiKeys::default())
-    }
-}
-
-impl KeyRing {
-    /// A ring holding `keys`.
-    pub fn new(keys: ApiKeys) -> Self {
-        Self {
-            keys: Arc::new(RwLock::new(Arc::new(keys))),
-            changed: Arc::new(tokio::sync::watch::channel(0).0),
-        }
-    }
-
-    /// Wakes its holder each time the keys are replaced.
-    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
-    /// The keys in force now.
-    pub fn current(&self) -> Arc<ApiKeys> {
-        self.keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Puts `keys` in force for every request from now on.
-    pub fn replace(&self, keys: ApiKeys) {
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
-        self.changed.send_modify(|n| *n += 1);
-    }
-}
-
-impl fmt::Debug for KeyRing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyRing({} keys)", self.current().len())
-    }
-}
-
-/// Token buckets of the keys that have a publish rate.
-#[derive(Default)]
-pub(crate) struct RateLimits {
-    /// A std mutex: one map lookup and a little arithmetic per publish.
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
-
-impl RateLimits {
-    /// Takes one publish from `key`'s bucket, or says how long until one is there.
-    pub(crate) fn take(&self, key: &ApiKey) -> Result<(), ApiError> {
-        let Some(rate) = key.rate else {
-            return Ok(());
-        };
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let (tokens, at) = buckets.entry(key.name.clone()).or_insert((rate.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_second).min(rate.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            return Ok(());
-        }
-        // Rates are bounded when the keys are read; a wait too long for a Duration is
-        // still no reason to panic.
-        let wait = Duration::try_from_secs_f64((1.0 - *tokens) / rate.per_second)
-            .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
-        let seconds = wait.as_secs() as u32 + u32::from(wait.subsec_nanos() > 0);
-        Err(ApiError {
-            retry_after: Some(seconds.max(1)),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "key {:?} may publish {} times per second (burst {}); try again in {} ms",
-                    key.name,
-                    rate.per_second,
-                    rate.burst,
-                    wait.as_millis().max(1)
-                ),
-            )
-        })
     }
 }
 
@@ -534,7 +342,7 @@ mod tests {
         }
         keys.check(&headers, scope)
             .map(|k| k.name)
-            .map_err(|e| e.code)
+            .map_err(|e| e.code.as_str())
     }
 
     #[test]
@@ -689,28 +497,6 @@ mod tests {
             let err = ApiKeys::from_json(bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
-    }
-
-    #[test]
-    fn a_bucket_refuses_past_its_burst_and_says_when_to_retry() {
-        let mut key = ApiKey::full("limited".into(), "s");
-        key.rate = Some(Rate {
-            per_second: 0.5,
-            burst: 2.0,
-        });
-        let limits = RateLimits::default();
-        assert!(limits.take(&key).is_ok());
-        assert!(limits.take(&key).is_ok());
-        let refused = limits.take(&key).unwrap_err();
-        assert_eq!(
-            (refused.status.as_u16(), refused.code),
-            (429, "rate_limited")
-        );
-        assert_eq!(refused.retry_after, Some(2));
-        assert!(
-            limits.take(&ApiKey::full("free".into(), "t")).is_ok(),
-            "no rate, no limit"
-        );
     }
 
     proptest! {
