@@ -15,6 +15,7 @@ mod event;
 mod gateway;
 mod history;
 mod hub;
+mod objects;
 mod queue;
 mod record;
 mod resume;
@@ -27,6 +28,7 @@ pub use gateway::{
 };
 pub use history::History;
 pub use hub::{EndReason, Grant, Inbox, Interruption, Revocation};
+pub use objects::{Directory, TopicObject};
 pub use record::{
     ConnectionId, ConnectionRecord, Listed, NodeRecord, Page, Paged, TopicRecord, Transport,
     unix_millis,

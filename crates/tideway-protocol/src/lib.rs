@@ -16,9 +16,8 @@ pub use event::{
 };
 pub use query::{query_value, query_values};
 pub use topic::{
-    DEFAULT_MAX_TOPICS, MAX_TOPIC_LEN, TENANT_SEPARATOR, Tenant, TenantError, TopicError, TopicList,
-    TopicName,
-    TopicNameError,
+    DEFAULT_MAX_TOPICS, MAX_TOPIC_LEN, TENANT_SEPARATOR, Tenant, TenantError, TopicError,
+    TopicList, TopicName, TopicNameError,
 };
 
 /// Prefix of the event types the gateway itself sends (resume gaps, slow-consumer cuts,

@@ -17,7 +17,7 @@
 mod object;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::BTreeSet,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering::SeqCst},
@@ -26,11 +26,10 @@ use std::{
 };
 
 use tideway_core::{
-    ConnectionId, ConnectionRecord, Event, History, HistoryRead, Inbox, NodeRecord, Page, Paged,
-    Store, StoreError, TopicEvent, TopicHistory, TopicRecord, new_epoch, unix_millis,
+    ConnectionId, ConnectionRecord, Directory, Event, HistoryRead, Inbox, NodeRecord, Page, Paged,
+    Store, StoreError, TopicEvent, TopicHistory, TopicObject, TopicRecord, new_epoch,
 };
 use tideway_protocol::{EventId, TopicList, TopicName};
-use tokio::time::Instant;
 
 use crate::object::{Gone, Namespace, ObjectState};
 
@@ -61,7 +60,7 @@ pub struct DoStore {
 struct Shared {
     config: DoConfig,
     inbox: Arc<OnceLock<Inbox>>,
-    topics: Namespace<TopicState>,
+    topics: Namespace<TopicObject>,
     directory: Namespace<DirectoryState>,
     /// The sequencer object's turn: its one message, `append`, awaits the topic objects
     /// while it holds the turn, so publishes reach them one after another. A resume's
@@ -79,50 +78,18 @@ struct Shared {
 /// The directory is the one object of its namespace.
 const DIRECTORY: &str = "directory";
 
-#[derive(Default)]
-struct TopicState {
-    connections: HashSet<ConnectionId>,
-    history: History,
-    seq: u64,
-    events: u64,
-    /// The last position given out when the topic came into being.
-    created_after: u64,
-    created_at: u64,
-    last_event_at: Option<u64>,
-    /// When the grace of a topic without connections ends.
-    orphaned_until: Option<Instant>,
-}
-
-impl TopicState {
-    fn live(&mut self) -> bool {
-        if !self.connections.is_empty() {
-            return true;
-        }
-        match self.orphaned_until {
-            Some(until) if Instant::now() < until => true,
-            _ => {
-                *self = Self::default();
-                false
-            }
-        }
-    }
-}
-
-impl ObjectState for TopicState {
+impl ObjectState for TopicObject {
     fn is_empty(&self) -> bool {
-        self.connections.is_empty() && self.orphaned_until.is_none()
+        self.is_idle()
     }
 }
 
+/// The directory object: core's [`Directory`], and the index of live topic names (a
+/// Durable Object cannot list its siblings).
 #[derive(Default)]
 struct DirectoryState {
-    nodes: BTreeMap<Arc<str>, NodeRecord>,
-    connections: BTreeMap<u64, ConnectionRecord>,
-    arrivals: HashMap<ConnectionId, u64>,
-    next_arrival: u64,
+    directory: Directory,
     topics: BTreeSet<TopicName>,
-    /// Revoked token ids, with when they expire anyway (ms since the epoch).
-    revoked: HashMap<String, u64>,
 }
 
 impl ObjectState for DirectoryState {
@@ -191,47 +158,28 @@ impl Store for DoStore {
 
     async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
         let node = node.clone();
-        self.directory(move |d| {
-            d.nodes.insert(node.id.clone(), node);
-        })
-        .await
+        self.directory(move |d| d.directory.register_node(node))
+            .await
     }
 
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        self.directory(|d| {
-            d.nodes
-                .values()
-                .map(|node| NodeRecord {
-                    connections: d.connections.values().filter(|c| c.node == node.id).count(),
-                    ..node.clone()
-                })
-                .collect()
-        })
-        .await
+        self.directory(|d| d.directory.nodes()).await
     }
 
     async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
         let connection = connection.clone();
-        self.directory(move |d| {
-            d.next_arrival += 1;
-            d.arrivals.insert(connection.id.clone(), d.next_arrival);
-            d.connections.insert(d.next_arrival, connection);
-        })
-        .await
+        self.directory(move |d| d.directory.add_connection(connection))
+            .await
     }
 
     async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
         let id = id.clone();
-        self.directory(move |d| {
-            if let Some(arrival) = d.arrivals.remove(&id) {
-                d.connections.remove(&arrival);
-            }
-        })
-        .await
+        self.directory(move |d| d.directory.remove_connection(&id))
+            .await
     }
 
     async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
-        self.directory(move |d| page.select(d.connections.values().cloned()))
+        self.directory(move |d| d.directory.connections(&page))
             .await
     }
 
@@ -254,18 +202,7 @@ impl Store for DoStore {
             let record = self
                 .shared
                 .topics
-                .call_existing(name.as_str(), move |t| {
-                    if !t.live() {
-                        return None;
-                    }
-                    Some(TopicRecord {
-                        name: topic,
-                        connections: t.connections.len(),
-                        events: t.events,
-                        created_at: t.created_at,
-                        last_event_at: t.last_event_at,
-                    })
-                })
+                .call_existing(name.as_str(), move |t| t.live().then(|| t.record(topic)))
                 .await
                 .map_err(gone)?
                 .flatten();
@@ -292,15 +229,7 @@ impl Store for DoStore {
             .shared
             .topics
             .call(topic.as_str(), move |t| {
-                let created = !t.live();
-                if created {
-                    t.created_at = unix_millis();
-                    t.created_after = issued.load(SeqCst);
-                    t.history = History::new(capacity);
-                }
-                t.orphaned_until = None;
-                t.connections.insert(id);
-                created
+                t.join(id, issued.load(SeqCst), capacity)
             })
             .await
             .map_err(gone)?;
@@ -320,19 +249,7 @@ impl Store for DoStore {
         let removed = self
             .shared
             .topics
-            .call_existing(topic.as_str(), move |t| {
-                t.connections.remove(&id);
-                if !t.connections.is_empty() {
-                    return false;
-                }
-                if grace.is_zero() {
-                    *t = TopicState::default();
-                    true
-                } else {
-                    t.orphaned_until.get_or_insert(Instant::now() + grace);
-                    false
-                }
-            })
+            .call_existing(topic.as_str(), move |t| t.leave(&id, grace))
             .await
             .map_err(gone)?
             .unwrap_or(false);
@@ -348,7 +265,7 @@ impl Store for DoStore {
             let answer = self
                 .shared
                 .topics
-                .call_existing(topic.as_str(), TopicState::live)
+                .call_existing(topic.as_str(), TopicObject::live)
                 .await;
             if answer.map_err(gone)? == Some(true) {
                 live.push(topic.clone());
@@ -375,7 +292,7 @@ impl Store for DoStore {
                     if !t.live() {
                         return None;
                     }
-                    t.history.find(&id).cloned()
+                    t.find(&id).cloned()
                 })
                 .await
                 .map_err(gone)?
@@ -394,15 +311,7 @@ impl Store for DoStore {
                 .shared
                 .topics
                 .call_existing(topic.as_str(), move |t| {
-                    if !t.live() {
-                        return None;
-                    }
-                    t.seq += 1;
-                    t.events += 1;
-                    t.last_event_at = Some(event.published_at);
-                    let delivered = Arc::new(TopicEvent::new(name, t.seq, epoch, at, event));
-                    t.history.push(delivered.clone());
-                    Some(delivered)
+                    t.live().then(|| t.append(name, epoch, at, event))
                 })
                 .await
                 .map_err(gone)?
@@ -426,7 +335,7 @@ impl Store for DoStore {
             .shared
             .topics
             .call_existing(topic.as_str(), move |t| {
-                t.live().then(|| t.history.tail(limit))
+                t.live().then(|| t.history().tail(limit))
             })
             .await
             .map_err(gone)?;
@@ -450,8 +359,8 @@ impl Store for DoStore {
                 .topics
                 .call_existing(topic.as_str(), move |t| {
                     t.live().then(|| {
-                        let matched = t.history.find(&id).map(|e| e.position);
-                        (t.created_after, t.history.evicted_through(), matched)
+                        let matched = t.find(&id).map(|e| e.position);
+                        (t.created_after(), t.history().evicted_through(), matched)
                     })
                 })
                 .await
@@ -474,7 +383,7 @@ impl Store for DoStore {
                 Some(cursor) => self
                     .shared
                     .topics
-                    .call_existing(topic.as_str(), move |t| t.history.after(cursor))
+                    .call_existing(topic.as_str(), move |t| t.history().after(cursor))
                     .await
                     .map_err(gone)?
                     .unwrap_or_default(),
@@ -493,12 +402,8 @@ impl Store for DoStore {
 
     async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {
         let token = id.to_owned();
-        self.directory(move |d| {
-            let now = unix_millis();
-            d.revoked.retain(|_, until| *until > now);
-            d.revoked.insert(token, until);
-        })
-        .await?;
+        self.directory(move |d| d.directory.revoke(token, until))
+            .await?;
         if let Some(inbox) = self.shared.inbox.get() {
             inbox.revoke_token(id);
         }
@@ -507,12 +412,8 @@ impl Store for DoStore {
 
     async fn token_revoked(&self, id: &str) -> Result<bool, StoreError> {
         let token = id.to_owned();
-        self.directory(move |d| {
-            d.revoked
-                .get(&token)
-                .is_some_and(|until| *until > unix_millis())
-        })
-        .await
+        self.directory(move |d| d.directory.is_revoked(&token))
+            .await
     }
 
     async fn ready(&self) -> bool {

@@ -1,24 +1,24 @@
 //! Tideway's embedded state store: every object of the store trait kept in this process.
 //!
 //! It is the default (`--adapter memory`): one node, nothing to run beside it. All objects
-//! sit behind one mutex, which gives each message the single-writer, consistent-read
+//! (core's [`TopicObject`]s and [`Directory`], whose rules the DO emulation shares) sit
+//! behind one mutex, which gives each message the single-writer, consistent-read
 //! guarantee of the store trait (more than it asks: messages to different objects are
-//! serialised too). Events are delivered to this node's inbox inside the topic's critical
-//! section, so subscribers see them in the topic's sequence order.
+//! serialised too). A publish's copies are delivered to this node's inbox inside that
+//! critical section, so subscribers see publishes in position order.
 #![forbid(unsafe_code)]
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
 };
 
 use tideway_core::{
-    ConnectionId, ConnectionRecord, Event, History, HistoryRead, Inbox, NodeRecord, Page, Paged,
-    Store, StoreError, TopicEvent, TopicRecord, new_epoch, unix_millis,
+    ConnectionId, ConnectionRecord, Directory, Event, HistoryRead, Inbox, NodeRecord, Page, Paged,
+    Store, StoreError, TopicEvent, TopicObject, TopicRecord, new_epoch,
 };
 use tideway_protocol::{EventId, TopicList, TopicName};
-use tokio::time::Instant;
 
 /// Settings of the in-memory store. Defaults are the ones `tideway --help` prints.
 #[derive(Debug, Clone)]
@@ -55,31 +55,12 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    nodes: BTreeMap<Arc<str>, NodeRecord>,
-    /// Connections in the order they came, keyed by arrival number, so pages are stable.
-    connections: BTreeMap<u64, ConnectionRecord>,
-    arrivals: HashMap<ConnectionId, u64>,
-    next_arrival: u64,
+    directory: Directory,
     /// The lifetime of this store: positions are counted within it.
     epoch: u64,
     /// The position of the last publish.
     next_position: u64,
-    /// Revoked token ids, with when they expire anyway (ms since the epoch).
-    revoked: HashMap<String, u64>,
-    topics: HashMap<TopicName, Topic>,
-}
-
-struct Topic {
-    connections: HashSet<ConnectionId>,
-    history: History,
-    next_seq: u64,
-    events: u64,
-    /// The last position given out when the topic came into being.
-    created_after: u64,
-    created_at: u64,
-    last_event_at: Option<u64>,
-    /// When its last connection left, if it has none now.
-    orphaned_since: Option<Instant>,
+    topics: HashMap<TopicName, TopicObject>,
 }
 
 impl MemoryStore {
@@ -105,29 +86,22 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    /// The topic if it is live; removes it when its grace ran out.
-    fn live_topic<'s>(&self, state: &'s mut State, name: &TopicName) -> Option<&'s mut Topic> {
-        let grace = self.shared.config.topic_grace;
-        let expired = state.topics.get(name)?.expired(grace);
-        if expired {
-            state.topics.remove(name);
+impl State {
+    /// The topic if it is live; forgets it when its grace ran out.
+    fn live_topic(&mut self, name: &TopicName) -> Option<&mut TopicObject> {
+        if !self.topics.get_mut(name)?.live() {
+            self.topics.remove(name);
             return None;
         }
-        state.topics.get_mut(name)
+        self.topics.get_mut(name)
     }
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new(MemoryConfig::default())
-    }
-}
-
-impl Topic {
-    fn expired(&self, grace: Duration) -> bool {
-        self.orphaned_since
-            .is_some_and(|since| since.elapsed() >= grace)
     }
 }
 
@@ -138,69 +112,38 @@ impl Store for MemoryStore {
     }
 
     async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
-        self.lock().nodes.insert(node.id.clone(), node.clone());
+        self.lock().directory.register_node(node.clone());
         Ok(())
     }
 
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let state = self.lock();
-        let nodes = state
-            .nodes
-            .values()
-            .map(|node| NodeRecord {
-                connections: state
-                    .connections
-                    .values()
-                    .filter(|c| c.node == node.id)
-                    .count(),
-                ..node.clone()
-            })
-            .collect();
-        Ok(nodes)
+        Ok(self.lock().directory.nodes())
     }
 
     async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        let arrival = state.next_arrival;
-        state.next_arrival += 1;
-        state.arrivals.insert(connection.id.clone(), arrival);
-        state.connections.insert(arrival, connection.clone());
+        self.lock().directory.add_connection(connection.clone());
         Ok(())
     }
 
     async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        if let Some(arrival) = state.arrivals.remove(id) {
-            state.connections.remove(&arrival);
-        }
+        self.lock().directory.remove_connection(id);
         Ok(())
     }
 
     async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
-        let state = self.lock();
-        Ok(page.select(state.connections.values().cloned()))
+        Ok(self.lock().directory.connections(&page))
     }
 
     async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, StoreError> {
-        let grace = self.shared.config.topic_grace;
         let mut state = self.lock();
-        state.topics.retain(|_, topic| !topic.expired(grace));
+        state.topics.retain(|_, topic| topic.live());
         let mut names: Vec<TopicName> = state.topics.keys().cloned().collect();
         names.sort_unstable();
         let names = page.select(names);
         let items = names
             .items
             .iter()
-            .filter_map(|name| {
-                let topic = state.topics.get(name)?;
-                Some(TopicRecord {
-                    name: name.clone(),
-                    connections: topic.connections.len(),
-                    events: topic.events,
-                    created_at: topic.created_at,
-                    last_event_at: topic.last_event_at,
-                })
-            })
+            .filter_map(|name| Some(state.topics.get(name)?.record(name.clone())))
             .collect();
         Ok(Paged {
             items,
@@ -216,23 +159,12 @@ impl Store for MemoryStore {
         connection: &ConnectionRecord,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
-        let created_after = state.next_position;
-        let capacity = self.shared.config.history;
-        let entry = match self.live_topic(&mut state, topic) {
-            Some(entry) => entry,
-            None => state.topics.entry(topic.clone()).or_insert_with(|| Topic {
-                connections: HashSet::new(),
-                history: History::new(capacity),
-                next_seq: 1,
-                events: 0,
-                created_after,
-                created_at: unix_millis(),
-                last_event_at: None,
-                orphaned_since: None,
-            }),
-        };
-        entry.connections.insert(connection.id.clone());
-        entry.orphaned_since = None;
+        let issued = state.next_position;
+        state.topics.entry(topic.clone()).or_default().join(
+            connection.id.clone(),
+            issued,
+            self.shared.config.history,
+        );
         Ok(())
     }
 
@@ -241,18 +173,12 @@ impl Store for MemoryStore {
         topic: &TopicName,
         connection: &ConnectionRecord,
     ) -> Result<(), StoreError> {
-        let grace = self.shared.config.topic_grace;
         let mut state = self.lock();
         let Some(entry) = state.topics.get_mut(topic) else {
             return Ok(());
         };
-        entry.connections.remove(&connection.id);
-        if entry.connections.is_empty() {
-            if grace.is_zero() {
-                state.topics.remove(topic);
-            } else if entry.orphaned_since.is_none() {
-                entry.orphaned_since = Some(Instant::now());
-            }
+        if entry.leave(&connection.id, self.shared.config.topic_grace) {
+            state.topics.remove(topic);
         }
         Ok(())
     }
@@ -261,7 +187,7 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         Ok(topics
             .iter()
-            .filter(|topic| self.live_topic(&mut state, topic).is_some())
+            .filter(|topic| state.live_topic(topic).is_some())
             .cloned()
             .collect())
     }
@@ -279,8 +205,8 @@ impl Store for MemoryStore {
         let mut live = Vec::with_capacity(topics.len());
         let mut retried = Vec::new();
         for topic in topics {
-            if let Some(entry) = self.live_topic(&mut state, topic) {
-                retried.extend(entry.history.find(&event.id).cloned());
+            if let Some(entry) = state.live_topic(topic) {
+                retried.extend(entry.find(&event.id).cloned());
                 live.push(topic);
             }
         }
@@ -291,24 +217,13 @@ impl Store for MemoryStore {
         // so every queue receives publishes in position order.
         state.next_position += 1;
         let (epoch, position) = (state.epoch, state.next_position);
-        let mut appended = Vec::with_capacity(live.len());
-        for topic in live {
-            let Some(entry) = state.topics.get_mut(topic) else {
-                continue;
-            };
-            let delivered = Arc::new(TopicEvent::new(
-                topic.clone(),
-                entry.next_seq,
-                epoch,
-                position,
-                event.clone(),
-            ));
-            entry.next_seq += 1;
-            entry.events += 1;
-            entry.last_event_at = Some(event.published_at);
-            entry.history.push(delivered.clone());
-            appended.push(delivered);
-        }
+        let appended: Vec<Arc<TopicEvent>> = live
+            .into_iter()
+            .filter_map(|topic| {
+                let entry = state.topics.get_mut(topic)?;
+                Some(entry.append(topic.clone(), epoch, position, event.clone()))
+            })
+            .collect();
         // Delivered under the lock, so every subscriber sees the events in position
         // order even when several publishers race.
         if let Some(inbox) = inbox {
@@ -323,10 +238,9 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Option<Vec<Arc<TopicEvent>>>, StoreError> {
         let mut state = self.lock();
-        let tail = self
-            .live_topic(&mut state, topic)
-            .map(|entry| entry.history.tail(limit));
-        Ok(tail)
+        Ok(state
+            .live_topic(topic)
+            .map(|entry| entry.history().tail(limit)))
     }
 
     async fn read_since(
@@ -337,13 +251,13 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let mut live = Vec::with_capacity(topics.len());
         for topic in topics {
-            if self.live_topic(&mut state, topic).is_some() {
+            if state.live_topic(topic).is_some() {
                 live.push(topic);
             }
         }
         let histories = live.into_iter().filter_map(|topic| {
             let entry = state.topics.get(topic)?;
-            Some((topic.clone(), entry.created_after, &entry.history))
+            Some((topic.clone(), entry.created_after(), entry.history()))
         });
         Ok(HistoryRead::from_histories(
             state.epoch,
@@ -353,12 +267,7 @@ impl Store for MemoryStore {
     }
 
     async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {
-        {
-            let mut state = self.lock();
-            let now = unix_millis();
-            state.revoked.retain(|_, until| *until > now);
-            state.revoked.insert(id.to_owned(), until);
-        }
+        self.lock().directory.revoke(id.to_owned(), until);
         if let Some(inbox) = self.shared.inbox.get() {
             inbox.revoke_token(id);
         }
@@ -366,12 +275,7 @@ impl Store for MemoryStore {
     }
 
     async fn token_revoked(&self, id: &str) -> Result<bool, StoreError> {
-        let now = unix_millis();
-        Ok(self
-            .lock()
-            .revoked
-            .get(id)
-            .is_some_and(|until| *until > now))
+        Ok(self.lock().directory.is_revoked(id))
     }
 
     async fn ready(&self) -> bool {
