@@ -84,9 +84,13 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDEWAY_TOPIC_GRACE", default_value = "0s")]
     pub(crate) topic_grace: Seconds,
 
-    /// Largest publish body (B, KiB, MiB).
+    /// Largest publish body (B, KiB, MiB); in a batch, the largest event data.
     #[arg(long, env = "TIDEWAY_MAX_BODY", default_value = "64KiB")]
     pub(crate) max_body: Size,
+
+    /// Largest batch publish body (`POST /v1/publish/batch`, up to 1,000 events).
+    #[arg(long, env = "TIDEWAY_MAX_BATCH_BODY", default_value = "1MiB")]
+    pub(crate) max_batch_body: Size,
 
     /// Origins allowed to read subscribe routes from a browser: `*` or a comma-separated list.
     #[arg(long, env = "TIDEWAY_CORS_ORIGINS", default_value = "*")]
@@ -240,8 +244,15 @@ impl Args {
                 ));
             }
         }
-        let counts: [(&str, &str, usize, usize, usize); 6] = [
+        let counts: [(&str, &str, usize, usize, usize); 7] = [
             ("max-body", "TIDEWAY_MAX_BODY", self.max_body.0, 1, 64 << 20),
+            (
+                "max-batch-body",
+                "TIDEWAY_MAX_BATCH_BODY",
+                self.max_batch_body.0,
+                1,
+                256 << 20,
+            ),
             (
                 "max-header-bytes",
                 "TIDEWAY_MAX_HEADER_BYTES",
@@ -478,6 +489,11 @@ mod tests {
             (&["--topic-grace", "48h"], "--topic-grace"),
             (&["--max-body", "0B"], "--max-body (TIDEWAY_MAX_BODY) is 0"),
             (&["--max-body", "65MiB"], "--max-body"),
+            (
+                &["--max-batch-body", "0B"],
+                "--max-batch-body (TIDEWAY_MAX_BATCH_BODY) is 0",
+            ),
+            (&["--max-batch-body", "257MiB"], "--max-batch-body"),
             (&["--max-header-bytes", "100B"], "--max-header-bytes"),
             (&["--max-topics", "0"], "--max-topics"),
             (&["--queue-capacity", "0"], "--queue-capacity"),
@@ -666,10 +682,16 @@ mod tests {
                       [default: 0s]
 
                   --max-body <MAX_BODY>
-                      Largest publish body (B, KiB, MiB)
+                      Largest publish body (B, KiB, MiB); in a batch, the largest event data
 
                       [env: TIDEWAY_MAX_BODY=]
                       [default: 64KiB]
+
+                  --max-batch-body <MAX_BATCH_BODY>
+                      Largest batch publish body (`POST /v1/publish/batch`, up to 1,000 events)
+
+                      [env: TIDEWAY_MAX_BATCH_BODY=]
+                      [default: 1MiB]
 
                   --cors-origins <CORS_ORIGINS>
                       Origins allowed to read subscribe routes from a browser: `*` or a comma-separated list

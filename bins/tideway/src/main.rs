@@ -92,6 +92,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         api_keys: ring,
         max_topics: args.max_topics,
         max_body: args.max_body.0,
+        max_batch_body: args.max_batch_body.0,
         heartbeat: args.heartbeat.0,
         retry: args.retry.0,
         cors: Cors {

@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub use publish::Published;
+pub use publish::{BatchEvent, BatchOutcome, Published};
 pub use subscribe::{Message, Subscription, SubscriptionOptions};
 
 /// Why a call failed.

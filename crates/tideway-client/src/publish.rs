@@ -1,9 +1,9 @@
-//! Publishing one event.
+//! Publishing: one event, or many in one request (`publish_batch`).
 
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Client, ClientError, api_error};
 
@@ -21,6 +21,55 @@ struct Reply {
     status: String,
     #[serde(default)]
     topics: Vec<Delivered>,
+    #[serde(default)]
+    error: Option<ErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+/// One event of a batch (see [`Client::publish_batch`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchEvent<'a> {
+    /// Its topics.
+    pub topics: &'a [&'a str],
+    /// Its id (the SSE `id:`), unique per event.
+    pub id: &'a str,
+    /// Its SSE event type, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<&'a str>,
+    /// Its data.
+    pub data: &'a str,
+}
+
+/// What became of one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Published or dropped, as a single publish.
+    Published(Published),
+    /// Refused on its own, with the error code and message a single publish would get.
+    Refused {
+        /// The error code (`invalid_topic`, `rate_limited`, …).
+        code: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// Not published because another event of an atomic batch was refused.
+    Skipped,
+}
+
+#[derive(Serialize)]
+struct BatchRequest<'a> {
+    events: &'a [BatchEvent<'a>],
+    atomic: bool,
+}
+
+#[derive(Deserialize)]
+struct BatchReply {
+    results: Vec<Reply>,
 }
 
 #[derive(Deserialize)]
@@ -59,12 +108,63 @@ impl Client {
         }
         let reply: Reply = serde_json::from_slice(&body)
             .map_err(|e| ClientError::Protocol(format!("publish answer: {e}")))?;
-        match reply.status.as_str() {
-            "accepted" => Ok(Published::Accepted(
-                reply.topics.into_iter().map(|t| (t.topic, t.seq)).collect(),
+        match outcome(reply)? {
+            BatchOutcome::Published(published) => Ok(published),
+            _ => Err(ClientError::Protocol(
+                "a publish answered as refused".into(),
             )),
-            "dropped" => Ok(Published::Dropped),
-            other => Err(ClientError::Protocol(format!("publish status {other:?}"))),
         }
+    }
+
+    /// Publishes `events` in one request, in order (events on one topic arrive in this
+    /// order); returns each one's outcome, in the same order. With `atomic`, either every
+    /// event is published or, if one is refused, none is and the call fails with that
+    /// event's error.
+    pub async fn publish_batch(
+        &self,
+        events: &[BatchEvent<'_>],
+        atomic: bool,
+    ) -> Result<Vec<BatchOutcome>, ClientError> {
+        let body = serde_json::to_vec(&BatchRequest { events, atomic })
+            .map_err(|e| ClientError::Protocol(format!("a batch that is not JSON: {e}")))?;
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/publish/batch")
+            .header("host", &self.authority)
+            .header("content-type", "application/json");
+        if let Some(key) = &self.api_key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Protocol(format!("a header is not valid: {e}")))?;
+        let (status, body) = self.send(request).await?;
+        if !(200..300).contains(&status) {
+            return Err(api_error(status, &body));
+        }
+        let reply: BatchReply = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("batch answer: {e}")))?;
+        reply.results.into_iter().map(outcome).collect()
+    }
+}
+
+/// One publish's outcome as the gateway said it.
+fn outcome(reply: Reply) -> Result<BatchOutcome, ClientError> {
+    match reply.status.as_str() {
+        "accepted" => Ok(BatchOutcome::Published(Published::Accepted(
+            reply.topics.into_iter().map(|t| (t.topic, t.seq)).collect(),
+        ))),
+        "dropped" => Ok(BatchOutcome::Published(Published::Dropped)),
+        "skipped" => Ok(BatchOutcome::Skipped),
+        "error" => {
+            let error = reply.error.ok_or_else(|| {
+                ClientError::Protocol("an event refused without its error".into())
+            })?;
+            Ok(BatchOutcome::Refused {
+                code: error.code,
+                message: error.message,
+            })
+        }
+        other => Err(ClientError::Protocol(format!("publish status {other:?}"))),
     }
 }

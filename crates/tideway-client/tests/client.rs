@@ -154,3 +154,70 @@ async fn a_dropped_stream_reconnects_and_resumes_without_loss() {
         "it did reconnect"
     );
 }
+
+#[tokio::test]
+async fn a_batch_reports_each_event_and_arrives_in_order() {
+    use tideway_client::{BatchEvent, BatchOutcome};
+    let gw = TestGateway::start().await;
+    let client = Client::new(&url(&gw), Some(API_KEY)).unwrap();
+    let mut subscription = client.subscribe(&["orders"]).await.unwrap();
+    let event = |topics, id, data| BatchEvent {
+        topics,
+        id,
+        event: None,
+        data,
+    };
+    let outcomes = client
+        .publish_batch(
+            &[
+                event(&["orders"], "b1", "one"),
+                event(&["nobody"], "b2", "dropped"),
+                event(&["bad topic"], "b3", "refused"),
+                BatchEvent {
+                    event: Some("shipped"),
+                    ..event(&["orders"], "b4", "two")
+                },
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes[..2],
+        [
+            BatchOutcome::Published(Published::Accepted(vec![("orders".into(), 1)])),
+            BatchOutcome::Published(Published::Dropped),
+        ]
+    );
+    assert!(matches!(&outcomes[2], BatchOutcome::Refused { code, .. } if code == "invalid_topic"));
+    assert_eq!(
+        outcomes[3],
+        BatchOutcome::Published(Published::Accepted(vec![("orders".into(), 2)]))
+    );
+    for (id, event) in [("b1", None), ("b4", Some("shipped".to_owned()))] {
+        match subscription.next().await.unwrap() {
+            Some(Message::Event {
+                id: got,
+                event: kind,
+                ..
+            }) => {
+                assert_eq!((got.as_str(), kind), (id, event));
+            }
+            other => panic!("expected {id}, got {other:?}"),
+        }
+    }
+    // Atomic: the bad event sinks the batch, and the call says why.
+    let refused = client
+        .publish_batch(
+            &[
+                event(&["orders"], "b5", "x"),
+                event(&["bad topic"], "b6", "x"),
+            ],
+            true,
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(ClientError::Api { status: 400, code, .. }) if code == "invalid_topic"),
+        "{refused:?}"
+    );
+}

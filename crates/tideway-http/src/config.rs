@@ -81,8 +81,10 @@ pub struct HttpConfig {
     pub api_keys: KeyRing,
     /// Most topics one request may name.
     pub max_topics: usize,
-    /// Largest publish body, in bytes.
+    /// Largest publish body, in bytes (one event's data in a batch too).
     pub max_body: usize,
+    /// Largest batch publish body, in bytes.
+    pub max_batch_body: usize,
     /// Interval of the heartbeat comment on idle streams.
     pub heartbeat: Duration,
     /// The reconnection delay suggested to clients in `retry:`.
@@ -112,6 +114,7 @@ impl Default for HttpConfig {
             api_keys: KeyRing::default(),
             max_topics: tideway_protocol::DEFAULT_MAX_TOPICS,
             max_body: 64 * 1024,
+            max_batch_body: 1024 * 1024,
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(2),
             cors: Cors::default(),

@@ -10,6 +10,7 @@
 mod admin;
 mod app;
 mod auth;
+mod batch;
 mod config;
 mod cors;
 mod direct;

@@ -8,19 +8,19 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 use tideway_core::{Event, Route, Store, unix_millis};
-use tideway_protocol::{EventData, EventId, EventType};
+use tideway_protocol::{EventData, EventId, EventType, TopicList, TopicName};
 
 use crate::{
-    Scope,
+    ApiKey, Scope,
     app::App,
     error::{ApiError, ErrorCode},
     response::{Response, json},
 };
 
-/// The reply to a publish.
+/// The reply to a publish (and one event's outcome in a batch).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Reply<'a> {
+pub(crate) struct Reply<'a> {
     /// `accepted` or `dropped`.
     status: &'static str,
     id: &'a str,
@@ -32,7 +32,7 @@ struct Reply<'a> {
 }
 
 #[derive(Serialize)]
-struct Delivered<'a> {
+pub(crate) struct Delivered<'a> {
     topic: &'a str,
     seq: u64,
 }
@@ -53,27 +53,17 @@ pub(crate) async fn publish<S: Store>(
 ) -> Result<Response, ApiError> {
     let key = app.authorize(request.headers(), Scope::Publish)?;
     let topics = app.topics(&request, false)?;
-    key.check_topics(&topics, "publish to")?;
-    app.rate_limits.take(&key)?;
-    // A tenant's key publishes into its tenant's namespace, and only there.
-    let topics = match &key.tenant {
-        Some(tenant) => topics.in_tenant(tenant),
-        None => topics,
-    };
+    let topics = reachable(&key, topics)?;
+    app.rate_limits.take(&key, 1)?;
     let headers = request.headers();
     let id = headers
         .get("x-sse-id")
         .ok_or_else(|| ApiError::new(ErrorCode::MissingId, "send the event's id in x-sse-id"))
-        .and_then(|value| {
-            EventId::parse(value.as_bytes())
-                .map_err(|err| ApiError::new(ErrorCode::InvalidId, format!("x-sse-id: {err}")))
-        })?;
-    let event_type = match headers.get("x-sse-event") {
-        None => None,
-        Some(value) => Some(EventType::parse(value.as_bytes()).map_err(|err| {
-            ApiError::new(ErrorCode::InvalidEvent, format!("x-sse-event: {err}"))
-        })?),
-    };
+        .and_then(|value| event_id(value.as_bytes(), "x-sse-id"))?;
+    let event_type = headers
+        .get("x-sse-event")
+        .map(|value| event_type(value.as_bytes(), "x-sse-event"))
+        .transpose()?;
 
     let max = app.config.max_body;
     let declared = headers
@@ -113,8 +103,107 @@ pub(crate) async fn publish<S: Store>(
         return Err(too_large(max));
     }
     // A body that stalls would hold its drain permit (and its memory) for ever.
+    let body = read_body(app, request.into_body(), max).await?;
+    let data = EventData::parse(body)
+        .map_err(|err| ApiError::new(ErrorCode::InvalidBody, err.to_string()))?;
+    let event = Event {
+        id: id.clone(),
+        event_type,
+        data,
+        published_at: unix_millis(),
+    };
+    let published = match live {
+        Some(live) => app.gateway.publish(live, event).await?,
+        None => app.gateway.publish_now(&topics, event).await?,
+    };
+    let reply = Reply::of(&id, &published.topics);
+    let status = if reply.status == "accepted" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, &reply))
+}
+
+/// Publishes an event whose body is in hand to `topics` (already checked against the
+/// key): dropped at once when none is live. One store call where the store's liveness
+/// check is a round trip of its own.
+pub(crate) async fn publish_event<S: Store>(
+    app: &App<S>,
+    topics: &TopicList,
+    event: Event,
+) -> Result<Vec<(TopicName, u64)>, ApiError> {
+    let published = if app.gateway.publishes_in_one_call() {
+        app.gateway.publish_now(topics, event).await?
+    } else {
+        match app.gateway.route(topics, &event.id).await? {
+            Route::Dropped => return Ok(Vec::new()),
+            Route::Live(live) => app.gateway.publish(live, event).await?,
+        }
+    };
+    Ok(published.topics)
+}
+
+impl<'a> Reply<'a> {
+    /// The reply for event `id` delivered on `topics` (none: dropped).
+    pub(crate) fn of(id: &'a EventId, topics: &'a [(TopicName, u64)]) -> Self {
+        if topics.is_empty() {
+            return Self {
+                status: "dropped",
+                id: id.as_str(),
+                reason: Some("no_subscribers"),
+                topics: Vec::new(),
+            };
+        }
+        Self {
+            status: "accepted",
+            id: id.as_str(),
+            reason: None,
+            topics: topics
+                .iter()
+                .map(|(topic, seq)| Delivered {
+                    topic: topic.public_name(),
+                    seq: *seq,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn dropped(id: &EventId) -> Response {
+    json(StatusCode::OK, &Reply::of(id, &[]))
+}
+
+/// The topics a publish of `key` reaches: each must be within its patterns, and a
+/// tenant's key publishes into its tenant's namespace, and only there.
+pub(crate) fn reachable(key: &ApiKey, topics: TopicList) -> Result<TopicList, ApiError> {
+    key.check_topics(&topics, "publish to")?;
+    Ok(match &key.tenant {
+        Some(tenant) => topics.in_tenant(tenant),
+        None => topics,
+    })
+}
+
+/// An event id sent as `field`.
+pub(crate) fn event_id(bytes: &[u8], field: &str) -> Result<EventId, ApiError> {
+    EventId::parse(bytes)
+        .map_err(|err| ApiError::new(ErrorCode::InvalidId, format!("{field}: {err}")))
+}
+
+/// An event type sent as `field`.
+pub(crate) fn event_type(bytes: &[u8], field: &str) -> Result<EventType, ApiError> {
+    EventType::parse(bytes)
+        .map_err(|err| ApiError::new(ErrorCode::InvalidEvent, format!("{field}: {err}")))
+}
+
+/// Reads a request body of at most `max` bytes within `--header-read-timeout`.
+pub(crate) async fn read_body<S: Store>(
+    app: &App<S>,
+    body: Incoming,
+    max: usize,
+) -> Result<bytes::Bytes, ApiError> {
     let wait = app.config.header_read_timeout;
-    let body = tokio::time::timeout(wait, Limited::new(request.into_body(), max).collect())
+    let collected = tokio::time::timeout(wait, Limited::new(body, max).collect())
         .await
         .map_err(|_| {
             ApiError::new(
@@ -134,50 +223,11 @@ pub(crate) async fn publish<S: Store>(
                     format!("could not read the body: {err}"),
                 )
             }
-        })?
-        .to_bytes();
-    let data = EventData::parse(body)
-        .map_err(|err| ApiError::new(ErrorCode::InvalidBody, err.to_string()))?;
-    let event = Event {
-        id: id.clone(),
-        event_type,
-        data,
-        published_at: unix_millis(),
-    };
-    let published = match live {
-        Some(live) => app.gateway.publish(live, event).await?,
-        None => app.gateway.publish_now(&topics, event).await?,
-    };
-    if published.topics.is_empty() {
-        return Ok(dropped(&id));
-    }
-    let reply = Reply {
-        status: "accepted",
-        id: id.as_str(),
-        reason: None,
-        topics: published
-            .topics
-            .iter()
-            .map(|(topic, seq)| Delivered {
-                topic: topic.public_name(),
-                seq: *seq,
-            })
-            .collect(),
-    };
-    Ok(json(StatusCode::ACCEPTED, &reply))
+        })?;
+    Ok(collected.to_bytes())
 }
 
-fn dropped(id: &EventId) -> Response {
-    let reply = Reply {
-        status: "dropped",
-        id: id.as_str(),
-        reason: Some("no_subscribers"),
-        topics: Vec::new(),
-    };
-    json(StatusCode::OK, &reply)
-}
-
-fn too_large(max: usize) -> ApiError {
+pub(crate) fn too_large(max: usize) -> ApiError {
     ApiError::new(
         ErrorCode::BodyTooLarge,
         format!("the body is larger than the {max} bytes allowed"),

@@ -9,7 +9,7 @@ use tideway_core::Store;
 use crate::{
     Scope, admin,
     app::{App, Peer},
-    cors,
+    batch, cors,
     error::{ApiError, ErrorCode},
     metrics, publish,
     response::{Response, json},
@@ -34,7 +34,7 @@ impl<S: Store> App<S> {
         let cors = &self.config.cors;
         let origins = match request.uri().path() {
             "/v1/stream" | "/v1/ws" => Some((&cors.subscribe, "GET, OPTIONS")),
-            "/v1/publish" | "/v1/tokens" | "/v1/tokens/revoke" => {
+            "/v1/publish" | "/v1/publish/batch" | "/v1/tokens" | "/v1/tokens/revoke" => {
                 Some((&cors.publish, "POST, OPTIONS"))
             }
             path if path.starts_with("/v1/admin/") => Some((&cors.admin, "GET, OPTIONS")),
@@ -83,6 +83,10 @@ impl<S: Store> App<S> {
             },
             "/v1/publish" => match *method {
                 Method::POST => publish::publish(self, request).await,
+                _ => Err(ApiError::method_not_allowed("POST")),
+            },
+            "/v1/publish/batch" => match *method {
+                Method::POST => batch::publish_batch(self, request).await,
                 _ => Err(ApiError::method_not_allowed("POST")),
             },
             "/healthz" => get_only(method)

@@ -91,6 +91,27 @@ fn requests() -> Vec<(
             "x",
         ),
         (
+            "options",
+            "/v1/publish/batch",
+            "/v1/publish/batch".into(),
+            vec!["origin: https://a.example".into()],
+            "",
+        ),
+        (
+            "post",
+            "/v1/publish/batch",
+            "/v1/publish/batch".into(),
+            vec![key.clone()],
+            r#"{"events": [{"topics": ["watched"], "id": "b1", "data": "x"}, {"topics": ["a b"], "id": "b2", "data": "x"}]}"#,
+        ),
+        (
+            "post",
+            "/v1/publish/batch",
+            "/v1/publish/batch".into(),
+            vec![key.clone()],
+            r#"{"events": []}"#,
+        ),
+        (
             "post",
             "/v1/tokens",
             "/v1/tokens".into(),

@@ -17,24 +17,36 @@ pub(crate) struct RateLimits {
 }
 
 impl RateLimits {
-    /// Takes one publish from `key`'s bucket, or says how long until one is there.
-    pub(crate) fn take(&self, key: &ApiKey) -> Result<(), ApiError> {
+    /// Takes `count` publishes from `key`'s bucket (all or none), or says how long until
+    /// they are there.
+    pub(crate) fn take(&self, key: &ApiKey, count: u32) -> Result<(), ApiError> {
         let Some(rate) = key.rate else {
             return Ok(());
         };
+        let count = f64::from(count);
+        if count > rate.burst {
+            // No wait makes room for more than the burst at once.
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "key {:?} may publish at most {} events at once (its burst); this asked for {count}",
+                    key.name, rate.burst
+                ),
+            ));
+        }
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let (tokens, at) = buckets.entry(key.name.clone()).or_insert((rate.burst, now));
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_second).min(rate.burst);
         *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= count {
+            *tokens -= count;
             return Ok(());
         }
         // Rates are bounded when the keys are read; a wait too long for a Duration is
         // still no reason to panic.
-        let wait = Duration::try_from_secs_f64((1.0 - *tokens) / rate.per_second)
+        let wait = Duration::try_from_secs_f64((count - *tokens) / rate.per_second)
             .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
         let seconds = wait.as_secs() as u32 + u32::from(wait.subsec_nanos() > 0);
         Err(ApiError {
@@ -66,16 +78,24 @@ mod tests {
             burst: 2.0,
         });
         let limits = RateLimits::default();
-        assert!(limits.take(&key).is_ok());
-        assert!(limits.take(&key).is_ok());
-        let refused = limits.take(&key).unwrap_err();
+        assert!(limits.take(&key, 1).is_ok());
+        assert!(limits.take(&key, 1).is_ok());
+        let refused = limits.take(&key, 1).unwrap_err();
         assert_eq!(
             (refused.status().as_u16(), refused.code),
             (429, ErrorCode::RateLimited)
         );
         assert_eq!(refused.retry_after, Some(2));
+        // Three at once: more than the burst ever holds.
+        let beyond = limits.take(&key, 3).unwrap_err();
+        assert_eq!(beyond.code, ErrorCode::RateLimited);
         assert!(
-            limits.take(&ApiKey::full("free".into(), "t")).is_ok(),
+            beyond.message.contains("at most 2 events at once"),
+            "{}",
+            beyond.message
+        );
+        assert!(
+            limits.take(&ApiKey::full("free".into(), "t"), 1).is_ok(),
             "no rate, no limit"
         );
     }
