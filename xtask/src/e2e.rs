@@ -28,7 +28,9 @@ const EVENTS: &[(&str, &str, Option<&str>)] = &[
 ];
 
 /// One language's examples. Every example takes the same arguments:
-/// `publisher TOPIC ID DATA [EVENT]` (prints `accepted` or `dropped`) and
+/// `publisher TOPIC ID DATA [EVENT]` (prints `accepted` or `dropped`), `publisher --batch
+/// TOPIC` (reads `{"id","data","event"}` lines on stdin, publishes them in one batch and
+/// prints each one's outcome on its own line) and
 /// `subscriber TOPICS COUNT` (says `subscribed` on stderr once its stream is open, then
 /// prints each event as a JSON line `{"topic","id","event","data"}`).
 struct Language {
@@ -131,8 +133,19 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
     let single = start_gateway(root, &mut processes, &[])?;
     for sub in &languages {
         for publ in &languages {
-            results.push(pair("single-node", sub, publ, &single, &single));
+            results.push(pair("single-node", sub, publ, &single, &single, false));
         }
+    }
+    // Every publisher's batch call, all events in one request.
+    for publ in &languages {
+        results.push(pair(
+            "single-node-batch",
+            &languages[0],
+            publ,
+            &single,
+            &single,
+            true,
+        ));
     }
     drop(processes);
 
@@ -150,8 +163,26 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
     }
     for sub in &languages {
         for publ in &languages {
-            results.push(pair("three-nodes-redis", sub, publ, &nodes[1], &nodes[0]));
+            results.push(pair(
+                "three-nodes-redis",
+                sub,
+                publ,
+                &nodes[1],
+                &nodes[0],
+                false,
+            ));
         }
+    }
+    for publ in &languages {
+        let (sub, node) = (&languages[0], &nodes[1]);
+        results.push(pair(
+            "three-nodes-redis-batch",
+            sub,
+            publ,
+            node,
+            &nodes[0],
+            true,
+        ));
     }
     drop(processes);
 
@@ -191,11 +222,19 @@ fn start_gateway(root: &Path, processes: &mut Processes, flags: &[&str]) -> Resu
     Ok(format!("http://{addr}"))
 }
 
-/// Runs one subscriber against one publisher and says what arrived.
-fn pair(setup: &str, sub: &Language, publ: &Language, sub_url: &str, pub_url: &str) -> Value {
+/// Runs one subscriber against one publisher (its batch call, if `batch`) and says what
+/// arrived.
+fn pair(
+    setup: &str,
+    sub: &Language,
+    publ: &Language,
+    sub_url: &str,
+    pub_url: &str,
+    batch: bool,
+) -> Value {
     let topic = format!("e2e-{setup}-{}-{}", publ.name, sub.name);
     let started = Instant::now();
-    let outcome = exchange(sub, publ, sub_url, pub_url, &topic);
+    let outcome = exchange(sub, publ, sub_url, pub_url, &topic, batch);
     let (passed, error, received) = match outcome {
         Ok(received) => (true, Value::Null, received),
         Err((error, received)) => (false, Value::String(error), received),
@@ -218,6 +257,7 @@ fn exchange(
     sub_url: &str,
     pub_url: &str,
     topic: &str,
+    batch: bool,
 ) -> Result<Vec<Value>, (String, Vec<Value>)> {
     let fail = |e: String| (e, Vec::new());
     let mut child = Language::command(&sub.subscriber)
@@ -249,7 +289,10 @@ fn exchange(
     is_ready
         .recv_timeout(Duration::from_secs(20))
         .map_err(|_| fail(format!("the {} subscriber did not connect", sub.name)))?;
-    for (id, data, event) in EVENTS {
+    if batch {
+        publish_batch(publ, pub_url, topic).map_err(fail)?;
+    }
+    for (id, data, event) in EVENTS.iter().filter(|_| !batch) {
         let output = Language::command(&publ.publisher)
             .args([topic, id, data])
             .args(event)
@@ -299,6 +342,44 @@ fn exchange(
             received,
         ))
     }
+}
+
+/// Publishes every event of [`EVENTS`] to `topic` in one batch with `publ`'s publisher.
+fn publish_batch(publ: &Language, pub_url: &str, topic: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut child = Language::command(&publ.publisher)
+        .args(["--batch", topic])
+        .env("TIDEWAY_URL", pub_url)
+        .env("TIDEWAY_API_KEY", KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run the {} publisher: {e}", publ.name))?;
+    let lines: String = EVENTS
+        .iter()
+        .map(|(id, data, event)| format!("{}\n", json!({ "id": id, "data": data, "event": event })))
+        .collect();
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(lines.as_bytes())
+        .map_err(|e| format!("write the batch: {e}"))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("run the {} publisher: {e}", publ.name))?;
+    let said = String::from_utf8_lossy(&output.stdout);
+    let outcomes: Vec<&str> = said.lines().map(str::trim).collect();
+    if !output.status.success() || outcomes != vec!["accepted"; EVENTS.len()] {
+        return Err(format!(
+            "the {} publisher's batch said {outcomes:?} ({}): {}",
+            publ.name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// The embedding example: its own `POST /orders` publishes into the engine it embeds, and

@@ -2,6 +2,7 @@ package tideway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -91,6 +92,80 @@ func (c *Client) Publish(ctx context.Context, topics []string, id, data, event s
 		published.Topics[t.Topic] = t.Seq
 	}
 	return published, nil
+}
+
+// BatchEvent is one event of a batch.
+type BatchEvent struct {
+	Topics []string `json:"topics"`
+	ID     string   `json:"id"`
+	Data   string   `json:"data"`
+	Event  string   `json:"event,omitempty"`
+}
+
+// BatchOutcome is what became of one event of a batch: Status is accepted (with Topics),
+// dropped, error (with Code and Message) or skipped (another event of an atomic batch was
+// refused).
+type BatchOutcome struct {
+	Status  string
+	ID      string
+	Topics  map[string]uint64
+	Code    string
+	Message string
+}
+
+// PublishBatch sends events in one request, in order (events on one topic arrive in this
+// order), and returns each one's outcome. With atomic, every event is published or none
+// is, and a refusal is returned as the error.
+func (c *Client) PublishBatch(ctx context.Context, events []BatchEvent, atomic bool) ([]BatchOutcome, error) {
+	body, err := json.Marshal(struct {
+		Events []BatchEvent `json:"events"`
+		Atomic bool         `json:"atomic"`
+	}{events, atomic})
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+"/v1/publish/batch", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("content-type", "application/json")
+	if c.APIKey != "" {
+		req.Header.Set("authorization", "Bearer "+c.APIKey)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return nil, apiError(resp)
+	}
+	var reply struct {
+		Results []struct {
+			Status string `json:"status"`
+			ID     string `json:"id"`
+			Topics []struct {
+				Topic string `json:"topic"`
+				Seq   uint64 `json:"seq"`
+			} `json:"topics"`
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		} `json:"results"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&reply); err != nil {
+		return nil, fmt.Errorf("batch answer: %w", err)
+	}
+	outcomes := make([]BatchOutcome, 0, len(reply.Results))
+	for _, r := range reply.Results {
+		outcome := BatchOutcome{Status: r.Status, ID: r.ID, Topics: map[string]uint64{}, Code: r.Error.Code, Message: r.Error.Message}
+		for _, t := range r.Topics {
+			outcome.Topics[t.Topic] = t.Seq
+		}
+		outcomes = append(outcomes, outcome)
+	}
+	return outcomes, nil
 }
 
 // Message is what a subscription delivers: an event, or (System true) a message of the

@@ -21,6 +21,28 @@ class Published:
 
 
 @dataclass(frozen=True)
+class BatchEvent:
+    """One event of a batch: its topics, id, data and SSE type."""
+
+    topics: Sequence[str]
+    id: str
+    data: str
+    event: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of one event of a batch: ``accepted`` (with its topics and sequence
+    numbers), ``dropped``, ``error`` (with the gateway's code and message) or ``skipped``
+    (another event of an atomic batch was refused)."""
+
+    status: str
+    topics: tuple[tuple[str, int], ...] = ()
+    code: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class Event:
     """An event a publisher sent."""
 
@@ -82,6 +104,41 @@ class Client:
             return Published(accepted=False)
         topics_seq = tuple((str(t["topic"]), int(t["seq"])) for t in reply["topics"])
         return Published(accepted=True, topics=topics_seq)
+
+    def publish_batch(
+        self, events: Sequence[BatchEvent], *, atomic: bool = False
+    ) -> list[BatchOutcome]:
+        """Publishes ``events`` in one request, in order (events on one topic arrive in
+        this order), and returns each one's outcome. With ``atomic``, every event is
+        published or none is, and a refusal raises ``GatewayError``."""
+        body = {
+            "events": [
+                {"topics": list(e.topics), "id": e.id, "data": e.data}
+                | ({"event": e.event} if e.event else {})
+                for e in events
+            ],
+            "atomic": atomic,
+        }
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        response = httpx.post(f"{self.base_url}/v1/publish/batch", headers=headers, json=body)
+        if response.is_error:
+            raise _error(response)
+        outcomes = []
+        for result in response.json()["results"]:
+            error = result.get("error") or {}
+            outcomes.append(
+                BatchOutcome(
+                    status=str(result["status"]),
+                    topics=tuple(
+                        (str(t["topic"]), int(t["seq"])) for t in result.get("topics", [])
+                    ),
+                    code=str(error["code"]) if "code" in error else None,
+                    message=str(error["message"]) if "message" in error else None,
+                )
+            )
+        return outcomes
 
     def subscribe(
         self,

@@ -1,6 +1,7 @@
 // A TypeScript client for Tideway, on fetch: it runs in browsers and in Node 18+.
 //
-// `publish` sends one event and says whether it was accepted or dropped. `subscribe`
+// `publish` sends one event and says whether it was accepted or dropped; `publishBatch`
+// sends many in one request, each with its outcome. `subscribe`
 // reads a Server-Sent Events stream and keeps it open: when it drops, or stays silent past
 // the heartbeat timeout, it reconnects with backoff and resumes after the last event it
 // saw (`Last-Event-ID`). It uses fetch rather than EventSource so it can send a token
@@ -26,6 +27,23 @@ export interface SystemMessage {
 
 /** What became of a publish. */
 export type Published = { status: "accepted"; topics: { topic: string; seq: number }[] } | { status: "dropped" };
+
+/** One event of a batch. */
+export interface BatchEvent {
+  topics: string[];
+  id: string;
+  data: string;
+  event?: string;
+}
+
+/**
+ * What became of one event of a batch: published or dropped as a single publish, refused
+ * with its own error, or skipped (another event of an atomic batch was refused).
+ */
+export type BatchOutcome =
+  | (Published & { id: string })
+  | { status: "error"; id: string; error: { code: string; message: string } }
+  | { status: "skipped"; id: string };
 
 /** An error answer of the gateway. */
 export class GatewayError extends Error {
@@ -79,6 +97,20 @@ export class Client {
     const response = await fetch(`${this.baseUrl}/v1/publish`, { method: "POST", headers, body: data });
     if (!response.ok) throw await gatewayError(response);
     return (await response.json()) as Published;
+  }
+
+  /**
+   * Publishes `events` in one request, in order (events on one topic arrive in this order),
+   * and returns each one's outcome. With `atomic`, every event is published or none is,
+   * and a refusal rejects with the GatewayError.
+   */
+  async publishBatch(events: BatchEvent[], atomic = false): Promise<BatchOutcome[]> {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
+    const body = JSON.stringify({ events, atomic });
+    const response = await fetch(`${this.baseUrl}/v1/publish/batch`, { method: "POST", headers, body });
+    if (!response.ok) throw await gatewayError(response);
+    return ((await response.json()) as { results: BatchOutcome[] }).results;
   }
 
   /** The URL an EventSource subscribes with (it cannot send headers, so all in the query). */
