@@ -122,6 +122,35 @@ const UNICAST_10000: &[&str] = &[
     "--publishers",
     "8",
 ];
+/// Rates for batch publishes, which go past what single publishes reach.
+const BATCH_RATES: &str = "1000,2000,4000,8000,16000,32000,48000,64000,96000,128000,192000,256000";
+
+/// The fan-out steps' rates (tideway-load's default), for batch publishes too.
+const FANOUT_RATES: &str = "5,10,25,50,100,200,400,800,1600,3200";
+
+/// `unicast` or `fanout` (`shape`) to 2,000 subscribers with batches of `n` events, at
+/// `rates`. Judged by throughput: an event waits for those before it in its batch, so the
+/// knee allows a p99 of 50 ms (fan-out's) rather than unicast's 2 ms.
+macro_rules! batched {
+    ($shape:literal, $n:literal, $rates:expr) => {
+        &[
+            $shape,
+            "--connections",
+            "2000",
+            "--body",
+            "256",
+            "--publishers",
+            "8",
+            "--batch",
+            $n,
+            "--rates",
+            $rates,
+            "--knee-ms",
+            "50",
+        ]
+    };
+}
+
 const DROP: &[&str] = &[
     "drop",
     "--events",
@@ -203,6 +232,24 @@ const SCENARIOS: &[Scenario] = &[
     nchan("unicast-2000-nchan", UNICAST_2000),
     tideway("unicast-10000", UNICAST_10000),
     nchan("unicast-10000-nchan", UNICAST_10000),
+    tideway("unicast-2000-batch1", batched!("unicast", "1", BATCH_RATES)),
+    tideway(
+        "unicast-2000-batch10",
+        batched!("unicast", "10", BATCH_RATES),
+    ),
+    tideway(
+        "unicast-2000-batch100",
+        batched!("unicast", "100", BATCH_RATES),
+    ),
+    tideway("fanout-2000-batch1", batched!("fanout", "1", FANOUT_RATES)),
+    tideway(
+        "fanout-2000-batch10",
+        batched!("fanout", "10", FANOUT_RATES),
+    ),
+    tideway(
+        "fanout-2000-batch100",
+        batched!("fanout", "100", FANOUT_RATES),
+    ),
     tideway("drop-memory", DROP),
     nchan("drop-nchan", DROP),
     Scenario {

@@ -17,7 +17,8 @@
 //!   100-continue` and no body sent (see `droppath`).
 //! - `fanout`, `unicast`: N subscribers (SSE, or WebSocket with `--transport ws`) read
 //!   everything while `--publishers` connections publish at rising offered rates until p99
-//!   publish→receive passes five times `--knee-ms` (see `steps`).
+//!   publish→receive passes five times `--knee-ms` (see `steps`). With `--batch N`, each
+//!   publisher sends its events N at a time through `POST /v1/publish/batch`.
 //! - `connections`: N idle SSE subscribers; connect rate and memory against connections.
 //!
 //! Memory and CPU time are read from `/proc` for every process in `--pid` (a comma list:
@@ -57,9 +58,12 @@ pub(crate) struct Options {
     concurrency: usize,
     knee_ms: f64,
     rates: Option<Vec<u32>>,
+    /// Events per publish request: above 0, `POST /v1/publish/batch` with this many
+    /// (Tideway only); 0 publishes one at a time on `/v1/publish`.
+    batch: usize,
 }
 
-const USAGE: &str = "usage: tideway-load <stalled|drain|latency|drop|fanout|unicast|connections> --addr HOST:PORT --pid PID[,PID...] [--key KEY] [--target tideway|nchan] [--transport sse|ws] [--sub-addr HOST:PORT[,...]] [--connections N] [--events N] [--body BYTES] [--publishers N] [--concurrency N] [--knee-ms MS] [--rates R,R,...]";
+const USAGE: &str = "usage: tideway-load <stalled|drain|latency|drop|fanout|unicast|connections> --addr HOST:PORT --pid PID[,PID...] [--key KEY] [--target tideway|nchan] [--transport sse|ws] [--sub-addr HOST:PORT[,...]] [--connections N] [--events N] [--body BYTES] [--publishers N] [--concurrency N] [--knee-ms MS] [--rates R,R,...] [--batch N]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -133,7 +137,11 @@ fn main() -> anyhow::Result<()> {
             },
         )?,
         rates: value("--rates").map(|v| list(&v, "--rates")).transpose()?,
+        batch: number(value("--batch"), "--batch", 0)?,
     };
+    if options.batch > 0 && (options.target != Target::Tideway || shape.is_none()) {
+        bail!("--batch is for fanout and unicast against Tideway");
+    }
     if options.target == Target::Nchan
         && !matches!(
             scenario.as_str(),

@@ -122,24 +122,34 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
                 options.target,
                 options.addr,
             );
+            let batch = options.batch;
             sending.push(tokio::spawn(async move {
-                // Publisher p sends events p, p + P, p + 2P, ... at its share of the rate.
-                for n in (p as u32..events).step_by(count as usize) {
+                // Publisher p sends events p, p + P, p + 2P, ... at its share of the rate;
+                // with batches, each request when the first of its events is due.
+                let mine: Vec<u32> = (p as u32..events).step_by(count as usize).collect();
+                for group in mine.chunks(batch.max(1)) {
+                    let n = group[0];
                     let due =
                         step_started + Duration::from_secs_f64(f64::from(n) / f64::from(rate));
                     tokio::time::sleep_until(due.into()).await;
+                    let sent_us = started_at.elapsed().as_micros();
+                    let event = |n: u32| {
+                        let number = first + n;
+                        let topic = shape.topic(number as usize, subscribers);
+                        (
+                            topic,
+                            format!("f{number}"),
+                            format!("{number} {sent_us} {padding}"),
+                        )
+                    };
+                    let answer = if batch > 0 {
+                        let events: Vec<_> = group.iter().map(|&n| event(n)).collect();
+                        wire::publish_batch(&mut publisher, &key, &events).await?
+                    } else {
+                        let (topic, id, body) = event(n);
+                        wire::publish(target, &mut publisher, &key, &topic, &id, &body).await?
+                    };
                     let number = first + n;
-                    let topic = shape.topic(number as usize, subscribers);
-                    let body = format!("{number} {} {padding}", started_at.elapsed().as_micros());
-                    let answer = wire::publish(
-                        target,
-                        &mut publisher,
-                        &key,
-                        &topic,
-                        &format!("f{number}"),
-                        &body,
-                    )
-                    .await?;
                     anyhow::ensure!(
                         (200..300).contains(&answer.status),
                         "publish {number} answered {}",
@@ -157,7 +167,12 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
             publishers.push(task.await??);
         }
         seq += events;
-        let window = step_started.elapsed().as_secs_f64();
+        // At least the step's own length: with batches, the last request of a step can go
+        // long before the step's time is up, and what it delivers spreads over the step.
+        let window = step_started
+            .elapsed()
+            .as_secs_f64()
+            .max(f64::from(events) / f64::from(rate));
         // Give the last events time to arrive before reading this step's figures.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let used = procfs::cpu(&options.pids)?.since(cpu_before);
@@ -225,6 +240,7 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
         "transport": format!("{:?}", options.transport).to_lowercase(),
         "subscribers": subscribers,
         "publishers": options.publishers,
+        "batch": options.batch,
         "body_bytes": options.body,
         "knee_ms": options.knee_ms,
         "connect_seconds": connect_seconds,

@@ -96,6 +96,31 @@ pub(crate) fn publish_request(
     }
 }
 
+/// A `POST /v1/publish/batch` of `events` (topic, id, data).
+pub(crate) fn batch_request(key: &str, events: &[(String, String, String)]) -> String {
+    let events: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(topic, id, data)| serde_json::json!({"topics": [topic], "id": id, "data": data}))
+        .collect();
+    let body = serde_json::json!({ "events": events }).to_string();
+    format!(
+        "POST /v1/publish/batch HTTP/1.1\r\nhost: load\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Sends one batch publish on a kept-alive connection and reads its answer.
+pub(crate) async fn publish_batch(
+    stream: &mut TcpStream,
+    key: &str,
+    events: &[(String, String, String)],
+) -> anyhow::Result<Answer> {
+    stream
+        .write_all(batch_request(key, events).as_bytes())
+        .await?;
+    read_response(stream).await
+}
+
 /// Sends one publish on a kept-alive connection and reads its answer.
 pub(crate) async fn publish(
     target: Target,
