@@ -301,8 +301,14 @@ async fn a_head_that_trickles_in_gets_one_header_timeout_not_two() {
     // from the handover would close it near 3.2 s. (A bound, not a speed: a loaded
     // machine only makes it later.)
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(1900), "closed early, after {took:?}");
-    assert!(took < Duration::from_millis(2900), "closed after {took:?}: two timeouts");
+    assert!(
+        took >= Duration::from_millis(1900),
+        "closed early, after {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(2900),
+        "closed after {took:?}: two timeouts"
+    );
 }
 
 /// Hostile heads — doubled and conflicting headers, bodies, pipelined bytes, bytes that
