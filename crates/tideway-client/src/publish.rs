@@ -88,26 +88,14 @@ impl Client {
         data: &str,
     ) -> Result<Published, ClientError> {
         let mut request = Request::builder()
-            .method(Method::POST)
             .uri("/v1/publish")
-            .header("host", &self.authority)
             .header("x-sse-topic", topics.join(","))
             .header("x-sse-id", id);
-        if let Some(key) = &self.api_key {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
         if let Some(event) = event {
             request = request.header("x-sse-event", event);
         }
-        let request = request
-            .body(Full::new(Bytes::copy_from_slice(data.as_bytes())))
-            .map_err(|e| ClientError::Protocol(format!("a header is not valid: {e}")))?;
-        let (status, body) = self.send(request).await?;
-        if !(200..300).contains(&status) {
-            return Err(api_error(status, &body));
-        }
-        let reply: Reply = serde_json::from_slice(&body)
-            .map_err(|e| ClientError::Protocol(format!("publish answer: {e}")))?;
+        let body = Bytes::copy_from_slice(data.as_bytes());
+        let reply: Reply = self.post(request, body, "publish answer").await?;
         match outcome(reply)? {
             BatchOutcome::Published(published) => Ok(published),
             _ => Err(ClientError::Protocol(
@@ -127,24 +115,33 @@ impl Client {
     ) -> Result<Vec<BatchOutcome>, ClientError> {
         let body = serde_json::to_vec(&BatchRequest { events, atomic })
             .map_err(|e| ClientError::Protocol(format!("a batch that is not JSON: {e}")))?;
-        let mut request = Request::builder()
-            .method(Method::POST)
+        let request = Request::builder()
             .uri("/v1/publish/batch")
-            .header("host", &self.authority)
             .header("content-type", "application/json");
+        let reply: BatchReply = self.post(request, body.into(), "batch answer").await?;
+        reply.results.into_iter().map(outcome).collect()
+    }
+
+    /// POSTs `body` with `request`'s URI and headers, the host and the API key, and
+    /// reads a 2xx JSON answer (`what` names it in errors) or the gateway's error.
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        request: http::request::Builder,
+        body: Bytes,
+        what: &str,
+    ) -> Result<T, ClientError> {
+        let mut request = request.method(Method::POST).header("host", &self.authority);
         if let Some(key) = &self.api_key {
             request = request.header("authorization", format!("Bearer {key}"));
         }
         let request = request
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| ClientError::Protocol(format!("a header is not valid: {e}")))?;
         let (status, body) = self.send(request).await?;
         if !(200..300).contains(&status) {
             return Err(api_error(status, &body));
         }
-        let reply: BatchReply = serde_json::from_slice(&body)
-            .map_err(|e| ClientError::Protocol(format!("batch answer: {e}")))?;
-        reply.results.into_iter().map(outcome).collect()
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("{what}: {e}")))
     }
 }
 
