@@ -74,11 +74,11 @@ struct ErrorBody {
     message: String,
 }
 
-impl From<ApiError> for ErrorBody {
-    fn from(err: ApiError) -> Self {
+impl From<&ApiError> for ErrorBody {
+    fn from(err: &ApiError) -> Self {
         Self {
             code: err.code.as_str(),
-            message: err.message,
+            message: err.message.clone(),
         }
     }
 }
@@ -184,10 +184,7 @@ pub(crate) async fn publish_batch<S: Store>(
                 Outcome::Failed {
                     status: "error",
                     id: sent.id.as_str(),
-                    error: ErrorBody {
-                        code: err.code.as_str(),
-                        message: err.message.clone(),
-                    },
+                    error: err.into(),
                 }
             }
         };
@@ -253,7 +250,6 @@ async fn publish_one<S: Store>(
 /// The answer to an atomic batch refused before anything was published: `error`, and
 /// each event's own verdict.
 fn refused(error: ApiError, sent: &[Sent], checked: Vec<Result<Checked, ApiError>>) -> Response {
-    let status = error.status();
     let results: Vec<Outcome<'_>> = sent
         .iter()
         .zip(checked)
@@ -265,19 +261,9 @@ fn refused(error: ApiError, sent: &[Sent], checked: Vec<Result<Checked, ApiError
             Err(err) => Outcome::Failed {
                 status: "error",
                 id: sent.id.as_str(),
-                error: err.into(),
+                error: (&err).into(),
             },
         })
         .collect();
-    let body = serde_json::json!({
-        "error": { "code": error.code.as_str(), "message": error.message },
-        "results": results,
-    });
-    let mut response = json(status, &body);
-    if let Some(seconds) = error.retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
-    }
-    response
+    error.into_response_with("results", serde_json::json!(results))
 }

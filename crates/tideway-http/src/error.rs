@@ -117,10 +117,23 @@ impl ApiError {
     }
 
     pub(crate) fn into_response(self) -> Response {
+        self.respond(None)
+    }
+
+    /// The answer with one more field beside `error` (`name`: `value`), as a refused
+    /// atomic batch lists each event's verdict.
+    pub(crate) fn into_response_with(self, name: &str, value: serde_json::Value) -> Response {
+        self.respond(Some((name, value)))
+    }
+
+    fn respond(self, extra: Option<(&str, serde_json::Value)>) -> Response {
         let status = self.status();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": { "code": self.code.as_str(), "message": self.message }
         });
+        if let Some((name, value)) = extra {
+            body[name] = value;
+        }
         let mut response = json(status, &body);
         let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
