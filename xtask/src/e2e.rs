@@ -290,26 +290,11 @@ fn exchange(
         .recv_timeout(Duration::from_secs(20))
         .map_err(|_| fail(format!("the {} subscriber did not connect", sub.name)))?;
     if batch {
-        publish_batch(publ, pub_url, topic).map_err(fail)?;
+        publish_batch(publ, pub_url, topic)
+    } else {
+        publish_each(publ, pub_url, topic)
     }
-    for (id, data, event) in EVENTS.iter().filter(|_| !batch) {
-        let output = Language::command(&publ.publisher)
-            .args([topic, id, data])
-            .args(event)
-            .env("TIDEWAY_URL", pub_url)
-            .env("TIDEWAY_API_KEY", KEY)
-            .output()
-            .map_err(|e| fail(format!("run the {} publisher: {e}", publ.name)))?;
-        let said = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        if !output.status.success() || said != "accepted" {
-            return Err(fail(format!(
-                "the {} publisher said {said:?} ({}): {}",
-                publ.name,
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            )));
-        }
-    }
+    .map_err(fail)?;
     let (lines, got) = mpsc::channel();
     std::thread::spawn(move || {
         let mut text = String::new();
@@ -342,6 +327,29 @@ fn exchange(
             received,
         ))
     }
+}
+
+/// Publishes every event of [`EVENTS`] to `topic`, one run of `publ`'s publisher each.
+fn publish_each(publ: &Language, pub_url: &str, topic: &str) -> Result<(), String> {
+    for (id, data, event) in EVENTS {
+        let output = Language::command(&publ.publisher)
+            .args([topic, id, data])
+            .args(event)
+            .env("TIDEWAY_URL", pub_url)
+            .env("TIDEWAY_API_KEY", KEY)
+            .output()
+            .map_err(|e| format!("run the {} publisher: {e}", publ.name))?;
+        let said = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !output.status.success() || said != "accepted" {
+            return Err(format!(
+                "the {} publisher said {said:?} ({}): {}",
+                publ.name,
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Publishes every event of [`EVENTS`] to `topic` in one batch with `publ`'s publisher.
