@@ -24,6 +24,7 @@ use crate::{
     hub::{Hub, SubscriberState},
     queue::QueueReceiver,
     resume::{self, Floor},
+    store::Order,
     unix_millis,
 };
 
@@ -271,6 +272,7 @@ impl<S: Store> Gateway<S> {
         if let Some(grant) = &request.grant {
             shared.hub.grant(number, grant.clone(), state.clone());
         }
+        let marks = Marks::new(S::ORDER, record.topics.len());
         let mut subscription = Subscription {
             gateway: self.clone(),
             number,
@@ -283,9 +285,7 @@ impl<S: Store> Gateway<S> {
             expiry: None,
             gaps: VecDeque::new(),
             replay: VecDeque::new(),
-            floor: None,
-            epoch: None,
-            position: 0,
+            marks,
             held: None,
             opened: false,
         };
@@ -332,14 +332,18 @@ impl<S: Store> Gateway<S> {
     ) -> Result<(), CoreError> {
         let topics = &subscription.record.topics;
         let read = self.counted(self.shared.store.read_since(topics, &last_event_id).await)?;
-        let plan = resume::plan(topics, &last_event_id, &read);
+        let plan = match S::ORDER {
+            Order::Global => resume::plan(topics, &last_event_id, &read),
+            Order::PerTopic => resume::plan_per_topic(topics, &last_event_id, &read),
+        };
         for gap in &plan.gaps {
             tracing::info!(connection = %subscription.record.id, last_event_id = %last_event_id, reason = gap.reason.code(), topics = gap.topics.len(), "resume: history cannot prove continuity");
         }
+        subscription
+            .marks
+            .resumed(&subscription.record.topics, &read, &plan);
         subscription.gaps = plan.gaps.into();
         subscription.replay = plan.replay.into();
-        subscription.floor = plan.floor;
-        subscription.epoch = Some(read.epoch);
         Ok(())
     }
 
@@ -664,15 +668,8 @@ pub struct Subscription<S: Store> {
     gaps: VecDeque<Gap>,
     /// Events of a resume, sent before the queue's.
     replay: VecDeque<Arc<TopicEvent>>,
-    /// Queued events of the floor's epoch at or below its position were replayed (or
-    /// precede the client's last event) and are skipped.
-    floor: Option<Floor>,
-    /// The store epoch of the last event sent (or of the resume's read): an event of
-    /// another epoch is the first after a restart, and a gap goes before it.
-    epoch: Option<u64>,
-    /// The position of the last event sent (with `epoch`): its publish's other copies
-    /// go out before anything ends the stream.
-    position: u64,
+    /// Where the stream stands in the store's order: one mark, or one per topic.
+    marks: Marks,
     /// An event held back while the gap before it goes out.
     held: Option<Arc<TopicEvent>>,
     /// Whether the counters and limits count this connection.
@@ -741,7 +738,7 @@ impl<S: Store> Subscription<S> {
                     return Poll::Ready(Next::End(EndReason::Interrupted));
                 }
                 // Nothing sent yet, so nothing queued before the restart to keep in front.
-                Some(Interruption::StoreRestarted) if self.epoch.is_none() => {
+                Some(Interruption::StoreRestarted) if self.marks.nothing_sent() => {
                     self.restarted();
                     continue;
                 }
@@ -749,19 +746,31 @@ impl<S: Store> Subscription<S> {
             }
             match self.queue.poll_recv(cx) {
                 Poll::Ready(Some(event)) => {
-                    if let Some(floor) = self.floor {
+                    let mark = self.marks.of(&self.record.topics, &event.topic);
+                    if let Some(floor) = mark.floor {
                         if floor.covers(&event) {
                             continue;
                         }
                         if event.epoch != floor.epoch {
                             // A floor of another epoch says nothing about this one.
-                            self.floor = None;
+                            mark.floor = None;
                         }
                     }
-                    if self.epoch.is_some_and(|epoch| epoch != event.epoch) {
+                    if mark.epoch.is_some_and(|epoch| epoch != event.epoch) {
                         // The first event after a restart: the gap goes right before it,
                         // after everything queued before the restart.
-                        self.restarted();
+                        match self.marks.order {
+                            Order::Global => self.restarted(),
+                            Order::PerTopic => {
+                                // Only this topic's sequencer started again.
+                                *self.marks.of(&self.record.topics, &event.topic) = Mark::default();
+                                self.gaps.push_back(Gap {
+                                    reason: GapReason::StoreRestarted,
+                                    topics: vec![event.topic.clone()],
+                                    last_event_id: None,
+                                });
+                            }
+                        }
                         self.held = Some(event);
                         continue;
                     }
@@ -823,18 +832,26 @@ impl<S: Store> Subscription<S> {
     /// client's cursor, the publisher's id, stands for every copy, so a resume would
     /// skip those not sent. The hub queues them all or none ([`Inbox::deliver`]), and a
     /// replay holds them side by side.
+    ///
+    /// Under [`Order::PerTopic`] the copies of a publish reach the node one by one, so
+    /// there is nothing to keep together (and the resume does not count on it).
     fn mid_publish(&self) -> bool {
-        let Some(epoch) = self.epoch else {
+        let Order::Global = self.marks.order else {
             return false;
         };
-        let same = |e: &TopicEvent| e.epoch == epoch && e.position == self.position;
+        let Some(epoch) = self.marks.marks[0].epoch else {
+            return false;
+        };
+        let position = self.marks.marks[0].position;
+        let same = |e: &TopicEvent| e.epoch == epoch && e.position == position;
         self.replay.front().is_some_and(|e| same(e)) || self.queue.next_is(same)
     }
 
     /// Notes `event` as the last sent.
     fn sent(&mut self, event: Arc<TopicEvent>) -> Arc<TopicEvent> {
-        self.epoch = Some(event.epoch);
-        self.position = event.position;
+        let mark = self.marks.of(&self.record.topics, &event.topic);
+        mark.epoch = Some(event.epoch);
+        mark.position = event.position;
         event
     }
 
@@ -843,13 +860,85 @@ impl<S: Store> Subscription<S> {
         self.state.clear_restart();
         // Nothing of the new epoch was replayed: skip nothing from now on. The next event
         // sent sets the epoch again, without another gap.
-        self.floor = None;
-        self.epoch = None;
+        self.marks.reset();
         self.gaps.push_back(Gap {
             reason: GapReason::StoreRestarted,
             topics: self.record.topics.names().to_vec(),
             last_event_id: None,
         });
+    }
+}
+
+/// Where a stream stands in one of the store's sequences.
+#[derive(Debug, Default, Clone, Copy)]
+struct Mark {
+    /// The epoch of the last event sent (or of the resume's read): an event of another
+    /// epoch is the first after a restart, and a gap goes before it.
+    epoch: Option<u64>,
+    /// The position of the last event sent (with `epoch`): under [`Order::Global`], its
+    /// publish's other copies go out before anything ends the stream.
+    position: u64,
+    /// Queued events of the floor's epoch at or below its position were replayed (or
+    /// precede the client's last event) and are skipped.
+    floor: Option<Floor>,
+}
+
+/// A stream's marks: one for a store of one order, one per topic of the stream (in the
+/// order of its topic list) for a store that orders each topic on its own.
+#[derive(Debug)]
+struct Marks {
+    order: Order,
+    marks: Vec<Mark>,
+}
+
+impl Marks {
+    fn new(order: Order, topics: usize) -> Self {
+        let count = match order {
+            Order::Global => 1,
+            Order::PerTopic => topics,
+        };
+        Self {
+            order,
+            marks: vec![Mark::default(); count.max(1)],
+        }
+    }
+
+    /// The mark of `topic`'s sequence; `topics` is the stream's list.
+    fn of(&mut self, topics: &TopicList, topic: &TopicName) -> &mut Mark {
+        let index = match self.order {
+            Order::Global => 0,
+            Order::PerTopic => topics.iter().position(|t| t == topic).unwrap_or(0),
+        };
+        &mut self.marks[index]
+    }
+
+    fn nothing_sent(&self) -> bool {
+        self.marks.iter().all(|m| m.epoch.is_none())
+    }
+
+    fn reset(&mut self) {
+        self.marks.fill(Mark::default());
+    }
+
+    /// Sets the marks from a resume's read and plan: the read's epoch stands as the last
+    /// one sent, so an event of another epoch gets its gap.
+    fn resumed(&mut self, topics: &TopicList, read: &crate::HistoryRead, plan: &resume::Plan) {
+        match self.order {
+            Order::Global => {
+                self.marks[0].epoch = Some(read.epoch);
+                self.marks[0].floor = plan.floor;
+            }
+            Order::PerTopic => {
+                for history in &read.topics {
+                    if topics.iter().any(|t| *t == history.topic) {
+                        self.of(topics, &history.topic).epoch = Some(history.epoch);
+                    }
+                }
+                for (topic, floor) in &plan.floors {
+                    self.of(topics, topic).floor = Some(*floor);
+                }
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 use tideway_protocol::{TopicList, TopicName};
 
 use crate::{
-    HistoryRead, Stats, TopicEvent,
+    HistoryRead, Stats, TopicEvent, TopicHistory,
     queue::{QueueReceiver, QueueSender, QueueWaker, TrySendError, queue},
 };
 
@@ -452,6 +452,52 @@ impl Inbox {
             recovered = events.len(),
             "a hole in delivery to this node was filled from history"
         );
+    }
+
+    /// Under [`crate::Order::PerTopic`], fills a hole in the delivery of one topic to this
+    /// node: `history` holds the topic's events after position `after` (the last one this
+    /// node received of it, in the history's epoch), up to the message that revealed the
+    /// hole. Its subscribers are told as [`Interrupted`](Interruption::DeliveryLost) when
+    /// the history cannot prove it holds all of them ([`TopicHistory::gap_after`], the rule
+    /// resume uses too); otherwise they get the missing events in order.
+    pub fn recover_topic(&self, after: u64, history: &TopicHistory) {
+        let stats = &self.hub.shared.stats;
+        if history.gap_after(after).is_some() {
+            let told = self.hub.interrupt_topics(
+                Interruption::DeliveryLost,
+                std::slice::from_ref(&history.topic),
+            );
+            stats.delivery_interruptions.fetch_add(1, Relaxed);
+            tracing::warn!(topic = %history.topic, after, subscriptions = told, "a hole in a topic's delivery to this node that history cannot fill; its subscribers are told");
+            return;
+        }
+        let events: Vec<_> = history
+            .events
+            .iter()
+            .filter(|e| e.position > after && e.epoch == history.epoch)
+            .cloned()
+            .collect();
+        for event in &events {
+            self.deliver(std::slice::from_ref(event));
+        }
+        stats.delivery_repairs.fetch_add(1, Relaxed);
+        stats
+            .events_recovered
+            .fetch_add(events.len() as u64, Relaxed);
+        tracing::info!(topic = %history.topic, after, recovered = events.len(), "a hole in a topic's delivery to this node was filled from history");
+    }
+
+    /// Tells the subscriptions of `topics` on this node that the store's delivery of
+    /// those topics has a hole (see [`Interruption`]), under [`crate::Order::PerTopic`]
+    /// where each topic is delivered on its own.
+    pub fn interrupt_topics(&self, why: Interruption, topics: &[TopicName]) {
+        let told = self.hub.interrupt_topics(why, topics);
+        self.hub
+            .shared
+            .stats
+            .delivery_interruptions
+            .fetch_add(1, Relaxed);
+        tracing::warn!(reason = ?why, topics = topics.len(), subscriptions = told, "delivery of some topics to this node was interrupted; their subscribers are told");
     }
 
     /// Queues the copies of one publish (one per topic it went to, in one position) to

@@ -21,6 +21,9 @@ use crate::{History, TopicEvent};
 pub struct TopicHistory {
     /// The topic.
     pub topic: TopicName,
+    /// The epoch its positions count in: the read's, or under [`crate::Order::PerTopic`]
+    /// the topic's own.
+    pub epoch: u64,
     /// The last position the store had given out when the topic (last) came into being:
     /// publishes before it found the topic not live and were dropped, so its history
     /// cannot speak for them.
@@ -30,6 +33,10 @@ pub struct TopicHistory {
     pub evicted_through: u64,
     /// The positions at which the resume's id appears in this history, oldest first.
     pub matches: Vec<u64>,
+    /// Under [`crate::Order::PerTopic`]: the other topics the publishes of those matches
+    /// went to, so a resume knows whether the client may have had the id from another
+    /// topic whose history no longer holds it. Empty for a store of one order.
+    pub shared_with: Vec<TopicName>,
     /// Its events after the earliest match of the id in any topic of the read, oldest
     /// first; empty when no topic holds the id.
     pub events: Vec<Arc<TopicEvent>>,
@@ -79,9 +86,11 @@ impl HistoryRead {
             .zip(matches)
             .map(|((topic, created_after, history), found)| TopicHistory {
                 topic,
+                epoch,
                 created_after,
                 evicted_through: history.evicted_through(),
                 matches: found.into_iter().collect(),
+                shared_with: Vec::new(),
                 events: earliest.map_or_else(Vec::new, |cursor| history.after(cursor)),
             })
             .collect();
@@ -103,6 +112,11 @@ pub enum GapReason {
     /// The store restarted or failed over and lost what it held: events published around
     /// then may not have been delivered.
     StoreRestarted,
+    /// The store orders each topic on its own ([`crate::Order::PerTopic`]): the client's
+    /// `Last-Event-ID` places it in the one topic of its stream whose history holds it,
+    /// not in this one (which never held the id, or held it too, so the client may have
+    /// had this topic's copy or not).
+    CrossTopicCursor,
 }
 
 impl GapReason {
@@ -113,6 +127,7 @@ impl GapReason {
             GapReason::HistoryEvicted => "history_evicted",
             GapReason::TopicExpired => "topic_expired",
             GapReason::StoreRestarted => "store_restarted",
+            GapReason::CrossTopicCursor => "cross_topic_cursor",
         }
     }
 }
@@ -149,7 +164,34 @@ impl Floor {
 pub(crate) struct Plan {
     pub(crate) gaps: Vec<Gap>,
     pub(crate) replay: Vec<Arc<TopicEvent>>,
+    /// Under [`crate::Order::Global`], one floor for every topic.
     pub(crate) floor: Option<Floor>,
+    /// Under [`crate::Order::PerTopic`], a floor per topic that has one.
+    pub(crate) floors: Vec<(TopicName, Floor)>,
+}
+
+/// Gaps of `last_event_id`, one per reason that has topics, in the order given.
+fn gaps_of(last_event_id: &EventId, by_reason: Vec<(GapReason, Vec<TopicName>)>) -> Vec<Gap> {
+    by_reason
+        .into_iter()
+        .filter(|(_, topics)| !topics.is_empty())
+        .map(|(reason, topics)| Gap {
+            reason,
+            topics,
+            last_event_id: Some(last_event_id.clone()),
+        })
+        .collect()
+}
+
+/// The gap of a resume whose id no topic holds: every topic is named, nothing replayed.
+fn unknown(topics: &TopicList, last_event_id: &EventId) -> Plan {
+    Plan {
+        gaps: gaps_of(
+            last_event_id,
+            vec![(GapReason::UnknownLastEventId, topics.names().to_vec())],
+        ),
+        ..Plan::default()
+    }
 }
 
 /// Decides a resume after `last_event_id` on `topics` from the store's read.
@@ -162,15 +204,7 @@ pub(crate) struct Plan {
 pub(crate) fn plan(topics: &TopicList, last_event_id: &EventId, read: &HistoryRead) -> Plan {
     let cursor = read.topics.iter().flat_map(|t| &t.matches).min().copied();
     let Some(cursor) = cursor else {
-        return Plan {
-            gaps: vec![Gap {
-                reason: GapReason::UnknownLastEventId,
-                topics: topics.names().to_vec(),
-                last_event_id: Some(last_event_id.clone()),
-            }],
-            replay: Vec::new(),
-            floor: None,
-        };
+        return unknown(topics, last_event_id);
     };
     let mut evicted = Vec::new();
     let mut expired = Vec::new();
@@ -195,18 +229,13 @@ pub(crate) fn plan(topics: &TopicList, last_event_id: &EventId, read: &HistoryRe
     }
     // Stable: the copies of one publish keep the subscription's topic order.
     replay.sort_by_key(|e| e.position);
-    let gaps = [
-        (GapReason::HistoryEvicted, evicted),
-        (GapReason::TopicExpired, expired),
-    ]
-    .into_iter()
-    .filter(|(_, topics)| !topics.is_empty())
-    .map(|(reason, topics)| Gap {
-        reason,
-        topics,
-        last_event_id: Some(last_event_id.clone()),
-    })
-    .collect();
+    let gaps = gaps_of(
+        last_event_id,
+        vec![
+            (GapReason::HistoryEvicted, evicted),
+            (GapReason::TopicExpired, expired),
+        ],
+    );
     let position = replay.last().map_or(cursor, |e| e.position);
     Plan {
         gaps,
@@ -215,7 +244,91 @@ pub(crate) fn plan(topics: &TopicList, last_event_id: &EventId, read: &HistoryRe
             epoch: read.epoch,
             position,
         }),
+        floors: Vec::new(),
     }
+}
+
+/// Decides a resume under [`crate::Order::PerTopic`], where positions compare only
+/// within a topic and the copies of one publish reach a node independently.
+///
+/// The id places the client in a topic when that topic is the only one of the stream
+/// the id was published to: the client's last event came from there, so every earlier
+/// event of that topic reached it. That topic is resumed exactly as under one order
+/// (from the id's earliest appearance, checked by [`TopicHistory::gap_after`]). Every
+/// other topic is named in a [`GapReason::CrossTopicCursor`] gap and replays nothing:
+/// there is no place in it to start from that could not repeat or skip an event (the
+/// client may have had events of it after the id, and when several topics hold the id,
+/// the client may or may not have had each one's copy).
+pub(crate) fn plan_per_topic(
+    topics: &TopicList,
+    last_event_id: &EventId,
+    read: &HistoryRead,
+) -> Plan {
+    let held = |topic: &TopicName| {
+        read.topics
+            .iter()
+            .find(|t| t.topic == *topic)
+            .filter(|t| !t.matches.is_empty())
+    };
+    // The topics of the stream the id's publishes went to, whether or not their
+    // histories still hold it.
+    let reached = topics
+        .iter()
+        .filter(|topic| {
+            held(topic).is_some()
+                || read
+                    .topics
+                    .iter()
+                    .filter(|t| !t.matches.is_empty())
+                    .any(|t| t.shared_with.contains(topic))
+        })
+        .count();
+    if topics.iter().all(|t| held(t).is_none()) {
+        return unknown(topics, last_event_id);
+    }
+    let mut plan = Plan::default();
+    let (mut evicted, mut expired, mut elsewhere) = (Vec::new(), Vec::new(), Vec::new());
+    for topic in topics {
+        let Some(history) = held(topic) else {
+            let live = read.topics.iter().any(|t| t.topic == *topic);
+            if live { &mut elsewhere } else { &mut expired }.push(topic.clone());
+            continue;
+        };
+        if reached > 1 {
+            elsewhere.push(topic.clone());
+            continue;
+        }
+        let cursor = history.matches.iter().min().copied().unwrap_or(0);
+        match history.gap_after(cursor) {
+            Some(GapReason::HistoryEvicted) => evicted.push(topic.clone()),
+            Some(_) => expired.push(topic.clone()),
+            None => {}
+        }
+        let after: Vec<_> = history
+            .events
+            .iter()
+            .filter(|e| e.position > cursor)
+            .cloned()
+            .collect();
+        let position = after.last().map_or(cursor, |e| e.position);
+        plan.floors.push((
+            topic.clone(),
+            Floor {
+                epoch: history.epoch,
+                position,
+            },
+        ));
+        plan.replay.extend(after);
+    }
+    plan.gaps = gaps_of(
+        last_event_id,
+        vec![
+            (GapReason::HistoryEvicted, evicted),
+            (GapReason::TopicExpired, expired),
+            (GapReason::CrossTopicCursor, elsewhere),
+        ],
+    );
+    plan
 }
 
 /// A new random epoch, for a store's sequencer when it starts from nothing.
@@ -330,6 +443,121 @@ mod tests {
             let floor = plan.floor.unwrap();
             prop_assert_eq!(floor.epoch, 7);
             prop_assert!(floor.position >= cursor && positions.iter().all(|&p| p <= floor.position));
+        }
+    }
+
+    /// Under per-topic order: publishes as topic masks, each topic numbering its own
+    /// events; history bounds per topic; the client's topics (a mask); how far it got in
+    /// each topic (any prefix: copies reach it topic by topic), and which of its topics
+    /// delivered its last event.
+    fn per_topic_scenario() -> impl Strategy<
+        Value = (
+            Vec<u8>,
+            [usize; 3],
+            u8,
+            [prop::sample::Index; 3],
+            prop::sample::Index,
+        ),
+    > {
+        (
+            proptest::collection::vec(1u8..8, 1..40),
+            [0usize..12, 0usize..12, 0usize..12],
+            1u8..8,
+            any::<[prop::sample::Index; 3]>(),
+            any::<prop::sample::Index>(),
+        )
+    }
+
+    proptest! {
+        /// Under per-topic order, whatever the client got of each topic and whichever
+        /// topic delivered its last event: every topic of the stream either replays
+        /// exactly its events after what the client had, or is named in a gap and
+        /// replays nothing it may already have — never silently short, never twice.
+        #[test]
+        fn a_per_topic_resume_is_exact_or_names_the_topic(
+            (publishes, bounds, mine, progress, last) in per_topic_scenario()
+        ) {
+            let mut histories: Vec<History> = bounds.iter().map(|&b| History::new(b)).collect();
+            // Per topic: (publish index, seq) of each event.
+            let mut all: Vec<Vec<(usize, u64)>> = vec![Vec::new(); 3];
+            let mut topics_of: Vec<Vec<TopicName>> = Vec::new();
+            for (index, mask) in publishes.iter().enumerate() {
+                let mut went = Vec::new();
+                for (t, name) in TOPICS.iter().enumerate() {
+                    if mask & (1 << t) == 0 {
+                        continue;
+                    }
+                    let seq = all[t].len() as u64 + 1;
+                    all[t].push((index, seq));
+                    let id = EventId::parse(format!("e{index}").as_bytes()).unwrap();
+                    histories[t].push(Arc::new(TopicEvent::new(
+                        TopicName::parse(name).unwrap(),
+                        seq,
+                        10 + t as u64,
+                        seq,
+                        Arc::new(Event {
+                            id,
+                            event_type: None,
+                            data: EventData::parse("x".into()).unwrap(),
+                            published_at: 0,
+                        }),
+                    )));
+                    went.push(TopicName::parse(name).unwrap());
+                }
+                topics_of.push(went);
+            }
+            let names: Vec<usize> = (0..3).filter(|t| mine & (1 << t) != 0).collect();
+            // How many events of each topic the client had.
+            let had: Vec<usize> = (0..3).map(|t| progress[t].index(all[t].len() + 1)).collect();
+            let candidates: Vec<usize> = names.iter().copied().filter(|&t| had[t] > 0).collect();
+            prop_assume!(!candidates.is_empty());
+            let from = candidates[last.index(candidates.len())];
+            let (index, _) = all[from][had[from] - 1];
+            let id = EventId::parse(format!("e{index}").as_bytes()).unwrap();
+            let list = TopicList::parse(
+                names.iter().map(|&t| TOPICS[t]).collect::<Vec<_>>().join(",").as_bytes(),
+                8,
+            ).unwrap();
+            let read = HistoryRead {
+                epoch: 0,
+                topics: names.iter().map(|&t| {
+                    let name = TopicName::parse(TOPICS[t]).unwrap();
+                    let found = histories[t].find(&id).map(|e| e.position);
+                    TopicHistory {
+                        topic: name.clone(),
+                        epoch: 10 + t as u64,
+                        created_after: 0,
+                        evicted_through: histories[t].evicted_through(),
+                        matches: found.into_iter().collect(),
+                        shared_with: if found.is_some() {
+                            topics_of[index].iter().filter(|n| **n != name).cloned().collect()
+                        } else {
+                            Vec::new()
+                        },
+                        events: found.map_or_else(Vec::new, |p| histories[t].after(p)),
+                    }
+                }).collect(),
+            };
+            let plan = plan_per_topic(&list, &id, &read);
+            for &t in &names {
+                let name = TopicName::parse(TOPICS[t]).unwrap();
+                let replayed: Vec<u64> = plan.replay.iter().filter(|e| e.topic == name).map(|e| e.seq).collect();
+                let named = plan.gaps.iter().any(|g| g.topics.contains(&name));
+                let after: Vec<u64> = all[t][had[t]..].iter().map(|&(_, seq)| seq).collect();
+                if named {
+                    prop_assert!(after.ends_with(&replayed), "a gap topic replays nothing the client had");
+                } else {
+                    prop_assert_eq!(&replayed, &after, "topic {} replays exactly", TOPICS[t]);
+                }
+            }
+            let reached = names.iter().filter(|&&t| publishes[index] & (1 << t) != 0).count();
+            if reached == 1 && histories[from].find(&id).is_some() && histories[from].evicted_through() < all[from][had[from] - 1].1 {
+                let name = TopicName::parse(TOPICS[from]).unwrap();
+                prop_assert!(
+                    !plan.gaps.iter().any(|g| g.topics.contains(&name)),
+                    "the topic that delivered the id alone resumes without a gap"
+                );
+            }
         }
     }
 

@@ -46,8 +46,26 @@ pub enum StoreError {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Which publishes a store's positions order against each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// One sequencer for every topic: a publish's position is larger than that of every
+    /// publish delivered before it, across topics, and a node's inbox receives publishes
+    /// in that order. A `Last-Event-ID` places a client in every topic of its stream.
+    Global,
+    /// Each topic is its own sequencer (Redis Cluster: a topic's keys live on one shard,
+    /// no script spans two): an event's epoch and position belong to its topic and are
+    /// compared only within it. Order holds within each topic; a publish to several
+    /// topics reaches them independently, and a `Last-Event-ID` places a client only in
+    /// the one topic that holds it (the others are told: [`crate::GapReason::CrossTopicCursor`]).
+    PerTopic,
+}
+
 /// The shared state of the gateway. See the module documentation for its object model.
 pub trait Store: Send + Sync + 'static {
+    /// Which publishes this store's positions order against each other.
+    const ORDER: Order = Order::Global;
+
     /// Whether [`Store::live`] is a round trip to another process. A publish whose body
     /// is already at hand then skips it: [`Store::append`] skips topics that are not
     /// live by itself, so one call does the work of two.
@@ -137,7 +155,10 @@ pub trait Store: Send + Sync + 'static {
     /// `last_event_id`: no publish lands between the reads of two topics. For each live
     /// topic: where its history starts to be complete, where the id appears in it, and its
     /// events after the earliest appearance of the id in any of the topics (none when no
-    /// topic holds the id). See [`HistoryRead`].
+    /// topic holds the id). Under [`Order::PerTopic`] each topic's read stands alone
+    /// (positions do not compare across topics): its own epoch, its events after its own
+    /// earliest appearance of the id (none when it does not hold it), and the other
+    /// topics the id was published to. See [`HistoryRead`].
     fn read_since(
         &self,
         topics: &TopicList,

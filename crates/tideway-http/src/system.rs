@@ -39,6 +39,9 @@ impl System<'_> {
                     GapReason::StoreRestarted => {
                         "the state store restarted or failed over and lost what it held; events published around then may be missing, live events follow"
                     }
+                    GapReason::CrossTopicCursor => {
+                        "this gateway orders each topic on its own (Redis Cluster), and your last event id places you only in the one topic that delivered it, not in these; events of these topics since your last connection may be missing, live events follow"
+                    }
                 };
                 let topics: Vec<&str> = gap.topics.iter().map(|t| t.public_name()).collect();
                 serde_json::json!({

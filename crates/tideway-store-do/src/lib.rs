@@ -391,9 +391,11 @@ impl Store for DoStore {
             };
             read.topics.push(TopicHistory {
                 topic,
+                epoch: read.epoch,
                 created_after,
                 evicted_through,
                 matches: matched.into_iter().collect(),
+                shared_with: Vec::new(),
                 events,
             });
         }

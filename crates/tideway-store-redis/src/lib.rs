@@ -771,9 +771,11 @@ fn parse_topic_history(epoch: u64, topic: Value) -> Option<TopicHistory> {
         .collect();
     Some(TopicHistory {
         topic: name,
+        epoch,
         created_after,
         evicted_through,
         matches,
+        shared_with: Vec::new(),
         events,
     })
 }
