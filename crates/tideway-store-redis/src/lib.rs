@@ -18,6 +18,8 @@
 //! even when nothing is published.
 #![forbid(unsafe_code)]
 
+mod cluster;
+mod cluster_scripts;
 mod scripts;
 
 use std::{
@@ -43,6 +45,7 @@ use tideway_core::{
 };
 use tideway_protocol::{EventData, EventId, EventType, TopicList, TopicName};
 
+pub use crate::cluster::RedisClusterStore;
 use crate::scripts::Scripts;
 
 /// Settings of the Redis store. Defaults are the ones `tideway --help` prints.
@@ -199,22 +202,7 @@ impl RedisStore {
     /// forever in the background while requests fail fast.
     pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
         let redis = Config::from_url(&config.url).map_err(unavailable)?;
-        let mut builder = Builder::from_config(redis);
-        builder
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-                c.internal_command_timeout = Duration::from_secs(2);
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = Duration::from_secs(2);
-                // Delivery reads this channel; a deep buffer rides out a burst.
-                p.broadcast_channel_capacity = 1 << 16;
-            })
-            .set_policy(ReconnectPolicy::new_constant(0, 200));
-        let client = builder.build().map_err(unavailable)?;
-        let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
-        client.init().await.map_err(unavailable)?;
-        subscriber.init().await.map_err(unavailable)?;
+        let (client, subscriber) = clients(redis).await?;
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -590,6 +578,28 @@ impl RedisStore {
     }
 }
 
+/// A client for commands and one for subscriptions to `redis`, connected: both fail fast
+/// (2 s) while Redis cannot be reached and reconnect forever in the background.
+async fn clients(redis: Config) -> Result<(Client, SubscriberClient), StoreError> {
+    let mut builder = Builder::from_config(redis);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(2);
+            // Delivery reads this channel; a deep buffer rides out a burst.
+            p.broadcast_channel_capacity = 1 << 16;
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 200));
+    let client = builder.build().map_err(unavailable)?;
+    let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+    client.init().await.map_err(unavailable)?;
+    subscriber.init().await.map_err(unavailable)?;
+    Ok((client, subscriber))
+}
+
 /// The heartbeat and delivery tasks of a node; both end when the store is dropped.
 fn spawn_tasks(store: &RedisStore) {
     let weak: Weak<Shared> = Arc::downgrade(&store.shared);
@@ -780,6 +790,36 @@ fn parse_topic_history(epoch: u64, topic: Value) -> Option<TopicHistory> {
     })
 }
 
+/// The nodes script's reply: per node its id, hostname, advertised host, start and
+/// connections.
+fn parse_nodes(reply: Value) -> Vec<NodeRecord> {
+    values(reply)
+        .chunks_exact(5)
+        .map(|n| NodeRecord {
+            id: text(&n[0]).into(),
+            hostname: text(&n[1]),
+            advertise_host: text(&n[2]),
+            started_at: number(&n[3]),
+            connections: number(&n[4]) as usize,
+        })
+        .collect()
+}
+
+/// The connections script's reply: the total, then each record's JSON.
+fn parse_connections(reply: Value, page: &Page) -> Paged<ConnectionRecord> {
+    let mut flat = values(reply).into_iter();
+    let total = flat.next().as_ref().map_or(0, number) as usize;
+    let items = flat
+        .filter_map(|v| v.as_str().and_then(|json| serde_json::from_str(&json).ok()))
+        .collect();
+    Paged {
+        items,
+        page: page.page,
+        page_size: page.page_size,
+        total,
+    }
+}
+
 fn values(value: Value) -> Vec<Value> {
     match value {
         Value::Array(items) => items,
@@ -838,20 +878,10 @@ impl Store for RedisStore {
     }
 
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let flat = values(
+        Ok(parse_nodes(
             self.run(&self.shared.scripts.nodes, vec![self.prefix().to_owned()])
                 .await?,
-        );
-        Ok(flat
-            .chunks_exact(5)
-            .map(|n| NodeRecord {
-                id: text(&n[0]).into(),
-                hostname: text(&n[1]),
-                advertise_host: text(&n[2]),
-                started_at: number(&n[3]),
-                connections: number(&n[4]) as usize,
-            })
-            .collect())
+        ))
     }
 
     async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
@@ -887,24 +917,13 @@ impl Store for RedisStore {
     async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
         let (start, stop) = range(&page);
         let tenant = page.tenant.as_ref().map_or("", |t| t.as_str()).to_owned();
-        let mut flat = values(
-            self.run(
+        let reply = self
+            .run(
                 &self.shared.scripts.connections,
                 vec![self.prefix().to_owned(), start, stop, tenant],
             )
-            .await?,
-        )
-        .into_iter();
-        let total = flat.next().as_ref().map_or(0, number) as usize;
-        let items = flat
-            .filter_map(|v| v.as_str().and_then(|json| serde_json::from_str(&json).ok()))
-            .collect();
-        Ok(Paged {
-            items,
-            page: page.page,
-            page_size: page.page_size,
-            total,
-        })
+            .await?;
+        Ok(parse_connections(reply, &page))
     }
 
     async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, StoreError> {

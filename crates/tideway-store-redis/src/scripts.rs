@@ -2,16 +2,14 @@
 //!
 //! Redis runs one script at a time, so each script is one atomic message, like a Durable
 //! Object handling one request. Every script takes the key prefix as `ARGV[1]`; keys are
-//! built inside the scripts, so the store needs one Redis (or a primary with replicas),
-//! not Redis Cluster. The key layout is in `docs/cluster.md`.
+//! built inside the scripts, so these need one Redis (or a primary with replicas); the
+//! Redis Cluster mode has its own topic scripts (`cluster_scripts.rs`) and shares the
+//! directory's. The key layout is in `docs/cluster.md`.
 
-/// Helpers every script starts with. Time is Redis's own (`TIME`), never a node's: a
-/// deadline written by one node and checked by another must not depend on their clocks
-/// agreeing.
-const PRELUDE: &str = r#"
-local p = ARGV[1]
-local function key(topic, what) return p .. 'topic:' .. topic .. ':' .. what end
--- Read once per script, and only by scripts that need it.
+/// Redis's clock, read once per script and only by scripts that need it. Time is Redis's
+/// own (`TIME`), never a node's: a deadline written by one node and checked by another
+/// must not depend on their clocks agreeing.
+pub(crate) const CLOCK: &str = r#"
 local now_ms
 local function clock()
   if now_ms == nil then
@@ -20,6 +18,39 @@ local function clock()
   end
   return now_ms
 end
+"#;
+
+/// The directory's connection records, written once for both modes: `d` is where the
+/// directory's keys start (the prefix with one Redis, the prefix and the `{dir}` hash
+/// tag with Redis Cluster), `publish` the command revocations go out with.
+pub(crate) const DIRECTORY: &str = r#"
+local function add_connection(id, node, record, tenant)
+  local stored = d .. 'conn:' .. id
+  -- Adding again (a resync) keeps the connection's place in arrival order.
+  if redis.call('EXISTS', stored) == 0 then
+    local arrival = redis.call('INCR', d .. 'arrivals')
+    redis.call('ZADD', d .. 'conns', arrival, id)
+    if tenant ~= '' then redis.call('ZADD', d .. 'tenant:' .. tenant .. ':conns', arrival, id) end
+  end
+  redis.call('SET', stored, record)
+  redis.call('SADD', d .. 'node:' .. node .. ':conns', id)
+end
+local function remove_connection(id, node, tenant)
+  redis.call('DEL', d .. 'conn:' .. id)
+  redis.call('ZREM', d .. 'conns', id)
+  if tenant ~= '' then redis.call('ZREM', d .. 'tenant:' .. tenant .. ':conns', id) end
+  redis.call('SREM', d .. 'node:' .. node .. ':conns', id)
+end
+-- The tenant of a stored connection record ('' for none): its topics all belong to one.
+local function tenant_of(record)
+  local first = cjson.decode(record).topics[1] or ''
+  return string.match(first, '^([^~]+)~') or ''
+end
+"#;
+
+/// The helpers of the single-Redis scripts, after [`CLOCK`] and [`DIRECTORY`].
+const PRELUDE: &str = r#"
+local function key(topic, what) return p .. 'topic:' .. topic .. ':' .. what end
 local function epoch(candidate)
   local current = redis.call('GET', p .. 'epoch')
   if current then return current end
@@ -76,23 +107,6 @@ local function leave(topic, node, conn, now, grace)
   end
   orphan_or_forget(topic, now, grace)
   return 1
-end
-local function add_connection(id, node, record, tenant)
-  local stored = p .. 'conn:' .. id
-  -- Adding again (a resync) keeps the connection's place in arrival order.
-  if redis.call('EXISTS', stored) == 0 then
-    local arrival = redis.call('INCR', p .. 'arrivals')
-    redis.call('ZADD', p .. 'conns', arrival, id)
-    if tenant ~= '' then redis.call('ZADD', p .. 'tenant:' .. tenant .. ':conns', arrival, id) end
-  end
-  redis.call('SET', stored, record)
-  redis.call('SADD', p .. 'node:' .. node .. ':conns', id)
-end
-local function remove_connection(id, node, tenant)
-  redis.call('DEL', p .. 'conn:' .. id)
-  redis.call('ZREM', p .. 'conns', id)
-  if tenant ~= '' then redis.call('ZREM', p .. 'tenant:' .. tenant .. ':conns', id) end
-  redis.call('SREM', p .. 'node:' .. node .. ':conns', id)
 end
 -- A history entry is `seq position id \n type \n publishedAt \n data`: its position and id.
 local function entry_of(entry)
@@ -304,7 +318,7 @@ return out
 "#;
 
 /// ARGV: prefix, id, node, record JSON, tenant ('' for none).
-const ADD_CONNECTION: &str = r#"
+pub(crate) const ADD_CONNECTION: &str = r#"
 add_connection(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
 "#;
@@ -334,9 +348,8 @@ for i = 4, #ARGV do
   local record = redis.call('GET', p .. 'conn:' .. id)
   local tenant = ''
   if record then
-    local topics = cjson.decode(record).topics or {}
-    for _, topic in ipairs(topics) do leave(topic, node, id, now, grace) end
-    tenant = string.match(topics[1] or '', '^([^~]+)~') or ''
+    for _, topic in ipairs(cjson.decode(record).topics or {}) do leave(topic, node, id, now, grace) end
+    tenant = tenant_of(record)
   end
   remove_connection(id, node, tenant)
 end
@@ -344,19 +357,19 @@ return 1
 "#;
 
 /// ARGV: prefix, id, node, tenant ('' for none).
-const REMOVE_CONNECTION: &str = r#"
+pub(crate) const REMOVE_CONNECTION: &str = r#"
 remove_connection(ARGV[2], ARGV[3], ARGV[4])
 return 1
 "#;
 
 /// ARGV: prefix, start, stop, tenant ('' for all). Returns the total, then each record's
 /// JSON.
-const CONNECTIONS: &str = r#"
-local index = p .. 'conns'
-if ARGV[4] ~= '' then index = p .. 'tenant:' .. ARGV[4] .. ':conns' end
+pub(crate) const CONNECTIONS: &str = r#"
+local index = d .. 'conns'
+if ARGV[4] ~= '' then index = d .. 'tenant:' .. ARGV[4] .. ':conns' end
 local out = {redis.call('ZCARD', index)}
 for _, id in ipairs(redis.call('ZRANGE', index, ARGV[2], ARGV[3])) do
-  local record = redis.call('GET', p .. 'conn:' .. id)
+  local record = redis.call('GET', d .. 'conn:' .. id)
   if record then out[#out + 1] = record end
 end
 return out
@@ -412,15 +425,15 @@ return {existed, ep, redis.call('SCARD', p .. 'node:' .. node .. ':conns')}
 
 /// ARGV: prefix. Returns per live node: id, hostname, advertised host, started at,
 /// connections.
-const NODES: &str = r#"
+pub(crate) const NODES: &str = r#"
 local out = {}
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', p .. 'nodes', '(' .. clock(), '+inf')) do
-  local identity = redis.call('HMGET', p .. 'node:' .. node, 'hostname', 'advertiseHost', 'startedAt')
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', d .. 'nodes', '(' .. clock(), '+inf')) do
+  local identity = redis.call('HMGET', d .. 'node:' .. node, 'hostname', 'advertiseHost', 'startedAt')
   out[#out + 1] = node
   out[#out + 1] = identity[1] or ''
   out[#out + 1] = identity[2] or ''
   out[#out + 1] = identity[3] or '0'
-  out[#out + 1] = redis.call('SCARD', p .. 'node:' .. node .. ':conns')
+  out[#out + 1] = redis.call('SCARD', d .. 'node:' .. node .. ':conns')
 end
 return out
 "#;
@@ -446,13 +459,7 @@ for _, node in ipairs(dead) do
   local conns = p .. 'node:' .. node .. ':conns'
   for _, id in ipairs(redis.call('SMEMBERS', conns)) do
     local record = redis.call('GET', p .. 'conn:' .. id)
-    if record then
-      local first = cjson.decode(record).topics[1] or ''
-      local tenant = string.match(first, '^([^~]+)~')
-      if tenant then redis.call('ZREM', p .. 'tenant:' .. tenant .. ':conns', id) end
-    end
-    redis.call('DEL', p .. 'conn:' .. id)
-    redis.call('ZREM', p .. 'conns', id)
+    remove_connection(id, node, record and tenant_of(record) or '')
   end
   redis.call('DEL', mine, conns, p .. 'node:' .. node)
   redis.call('ZREM', p .. 'nodes', node)
@@ -469,10 +476,10 @@ return #dead
 
 /// ARGV: prefix, token id, milliseconds until it expires anyway. Records the revocation
 /// and tells every node on the revocations channel.
-const REVOKE: &str = r#"
+pub(crate) const REVOKE: &str = r#"
 local id, ttl = ARGV[2], tonumber(ARGV[3])
-if ttl > 0 then redis.call('SET', p .. 'revoked:' .. id, 1, 'PX', ttl) end
-redis.call('PUBLISH', p .. 'revocations', id)
+if ttl > 0 then redis.call('SET', d .. 'revoked:' .. id, 1, 'PX', ttl) end
+redis.call(publish, d .. 'revocations', id)
 return 1
 "#;
 
@@ -499,8 +506,11 @@ pub(crate) struct Scripts {
 
 impl Default for Scripts {
     fn default() -> Self {
-        let script =
-            |body: &str| fred::types::scripts::Script::from_lua(format!("{PRELUDE}{body}"));
+        let script = |body: &str| {
+            fred::types::scripts::Script::from_lua(format!(
+                "local p = ARGV[1]\nlocal d = p\nlocal publish = 'PUBLISH'\n{CLOCK}{DIRECTORY}{PRELUDE}{body}"
+            ))
+        };
         Self {
             join: script(JOIN),
             leave: script(LEAVE),

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use tideway_core::{
     ConnectionId, ConnectionRecord, CoreConfig, EndReason, Event, Gap, GapReason, Gateway, Grant,
-    Next, NodeRecord, Page, Revocation, Route, Store, Subscribe, Subscription, Transport,
+    Next, NodeRecord, Order, Page, Revocation, Route, Store, Subscribe, Subscription, Transport,
     unix_millis,
 };
 use tideway_protocol::{EventData, EventId, Tenant, TopicList, TopicName};
@@ -290,6 +290,32 @@ pub async fn resume_after_an_id<S: Store>(store: S) {
         publish(&gateway, topics, id).await;
     }
     let mut again = subscribe(&gateway, "a,b", Some("2")).await;
+    if S::ORDER == Order::PerTopic {
+        // "2" went to b alone: b resumes exactly; the id says nothing of a.
+        let gap = next_gap(&mut again).await;
+        assert_eq!(
+            (gap.reason, gap.topics),
+            (GapReason::CrossTopicCursor, vec![name("a")])
+        );
+        assert_eq!(next(&mut again).await, "b:4");
+        publish(&gateway, "b", "5").await;
+        assert_eq!(next(&mut again).await, "b:5");
+        // An id published to both topics places the client in neither.
+        let mut after_both = subscribe(&gateway, "a,b", Some("4")).await;
+        let gap = next_gap(&mut after_both).await;
+        assert_eq!(
+            (gap.reason, gap.topics),
+            (GapReason::CrossTopicCursor, vec![name("a"), name("b")])
+        );
+        publish(&gateway, "a", "6").await;
+        assert_eq!(next(&mut after_both).await, "a:6", "live events follow");
+        // On one topic, a resume is exact as under one order.
+        let mut one = subscribe(&gateway, "a", Some("1")).await;
+        for expected in ["a:3", "a:4", "a:6"] {
+            assert_eq!(next(&mut one).await, expected);
+        }
+        return;
+    }
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push(next(&mut again).await);
@@ -392,21 +418,36 @@ pub async fn eviction_is_a_gap_per_topic<S: Store>(store: S) {
         publish(&gateway, "busy", &format!("b{n}")).await;
     }
     publish(&gateway, "quiet", "q-after").await;
-    let mut again = subscribe(&gateway, "quiet,busy", Some("last-seen")).await;
-    let gap = next_gap(&mut again).await;
+    // An id the history evicted is unknown: nothing after it can be proven.
+    let mut busy = subscribe(&gateway, "busy", Some("b150")).await;
+    let gap = next_gap(&mut busy).await;
     assert_eq!(
         (gap.reason, gap.topics),
-        (GapReason::HistoryEvicted, vec![name("busy")]),
+        (GapReason::UnknownLastEventId, vec![name("busy")])
+    );
+    let mut again = subscribe(&gateway, "quiet,busy", Some("last-seen")).await;
+    let gap = next_gap(&mut again).await;
+    let expected = match S::ORDER {
+        Order::Global => GapReason::HistoryEvicted,
+        // The id went to quiet alone; it places the client nowhere in busy.
+        Order::PerTopic => GapReason::CrossTopicCursor,
+    };
+    assert_eq!(
+        (gap.reason, gap.topics),
+        (expected, vec![name("busy")]),
         "only the topic that evicted is named"
     );
     let mut seen = Vec::new();
-    for _ in 0..101 {
+    let expected: Vec<String> = match S::ORDER {
+        Order::Global => (201..=300).map(|n| format!("busy:b{n}")).collect(),
+        Order::PerTopic => Vec::new(),
+    }
+    .into_iter()
+    .chain(["quiet:q-after".to_owned()])
+    .collect();
+    for _ in 0..expected.len() {
         seen.push(next(&mut again).await);
     }
-    let expected: Vec<String> = (201..=300)
-        .map(|n| format!("busy:b{n}"))
-        .chain(["quiet:q-after".to_owned()])
-        .collect();
     assert_eq!(
         seen, expected,
         "the history's 100 newest, then the quiet topic's"
@@ -428,6 +469,19 @@ pub async fn a_topic_that_expired_is_a_gap<S: Store>(store: S) {
     drop(client);
     wait_gone(gateway.store(), "lapsed").await;
     publish(&gateway, "kept", "after").await;
+    if S::ORDER == Order::PerTopic {
+        // A topic that started again has a new epoch and an empty history: the id is
+        // unknown to it. The one that stayed live resumes exactly on its own.
+        let mut lapsed = subscribe(&gateway, "lapsed", Some("both")).await;
+        let gap = next_gap(&mut lapsed).await;
+        assert_eq!(
+            (gap.reason, gap.topics),
+            (GapReason::UnknownLastEventId, vec![name("lapsed")])
+        );
+        let mut kept = subscribe(&gateway, "kept", Some("both")).await;
+        assert_eq!(next(&mut kept).await, "kept:after");
+        return;
+    }
     let mut again = subscribe(&gateway, "kept,lapsed", Some("both")).await;
     let gap = next_gap(&mut again).await;
     assert_eq!(
@@ -471,13 +525,18 @@ pub async fn resumes_race_publishers<S: Store>(store: S) {
     let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
         .await
         .expect("start");
-    let _keeper = subscribe(&gateway, "a,b", None).await;
+    // Under per-topic order a resume is exact on the topic of the id: one topic here.
+    let (topics, odd) = match S::ORDER {
+        Order::Global => ("a,b", "b"),
+        Order::PerTopic => ("a", "a"),
+    };
+    let _keeper = subscribe(&gateway, topics, None).await;
     publish(&gateway, "a", "0").await;
     let publisher = {
         let gateway = gateway.clone();
         tokio::spawn(async move {
             for n in 1..=60u32 {
-                let topic = if n % 2 == 0 { "a" } else { "b" };
+                let topic = if n % 2 == 0 { "a" } else { odd };
                 publish(&gateway, topic, &n.to_string()).await;
                 tokio::task::yield_now().await;
             }
@@ -486,11 +545,11 @@ pub async fn resumes_race_publishers<S: Store>(store: S) {
     let mut resumes = 0;
     let mut cursor = 0u32;
     while cursor < 50 {
-        let mut again = subscribe(&gateway, "a,b", Some(&cursor.to_string())).await;
+        let mut again = subscribe(&gateway, topics, Some(&cursor.to_string())).await;
         // Events after the cursor arrive in publish order; read a few, then resume again.
         for expected in cursor + 1..=(cursor + 5).min(60) {
             let got = next(&mut again).await;
-            let topic = if expected % 2 == 0 { "a" } else { "b" };
+            let topic = if expected % 2 == 0 { "a" } else { odd };
             assert_eq!(got, format!("{topic}:{expected}"), "resume after {cursor}");
         }
         cursor = (cursor + 5).min(60);
@@ -525,8 +584,12 @@ pub async fn a_retried_publish_is_delivered_once<S: Store>(store: S) {
     };
     assert_eq!(seqs(&again), seqs(&first), "answered as the first one was");
     publish(&gateway, "r", "next").await;
-    assert_eq!(next(&mut subscriber).await, "r:once");
-    assert_eq!(next(&mut subscriber).await, "s:once");
+    let mut copies = [next(&mut subscriber).await, next(&mut subscriber).await];
+    if S::ORDER == Order::PerTopic {
+        // Each topic reaches the node on its own.
+        copies.sort();
+    }
+    assert_eq!(copies, ["r:once", "s:once"]);
     assert_eq!(
         next(&mut subscriber).await,
         "r:next",
@@ -549,7 +612,12 @@ pub async fn races_inside_a_resume_come_once<S: Store + Clone>(store: S) {
     let gateway = Gateway::start(racing.clone(), node("n1"), CoreConfig::default())
         .await
         .expect("start");
-    let _keeper = subscribe(&gateway, "a,b", None).await;
+    // Under per-topic order a resume is exact on the topic of the id: one topic here.
+    let (topics, shapes): (&str, &[&str]) = match S::ORDER {
+        Order::Global => ("a,b", &["a", "b", "a,b"]),
+        Order::PerTopic => ("a", &["a"]),
+    };
+    let _keeper = subscribe(&gateway, topics, None).await;
     // A small xorshift, seeded per case: the cases are the same on every run.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut random = move |below: u64| {
@@ -558,32 +626,34 @@ pub async fn races_inside_a_resume_come_once<S: Store + Clone>(store: S) {
         state ^= state << 17;
         state % below
     };
-    let shapes = ["a", "b", "a,b"];
     let mut published: Vec<(String, &str)> = Vec::new();
     for case in 0..12 {
         let before = 1 + random(6);
         for n in 0..before {
             let id = format!("c{case}-p{n}");
-            let topics = shapes[random(3) as usize];
-            publish(&gateway, topics, &id).await;
-            published.push((id, topics));
+            let shape = shapes[random(shapes.len() as u64) as usize];
+            publish(&gateway, shape, &id).await;
+            published.push((id, shape));
         }
         let cursor = published.len() - 1 - random(before) as usize;
         let raced: Vec<(String, &str)> = (0..random(5))
-            .map(|n| (format!("c{case}-r{n}"), shapes[random(3) as usize]))
+            .map(|n| {
+                let shape = shapes[random(shapes.len() as u64) as usize];
+                (format!("c{case}-r{n}"), shape)
+            })
             .collect();
-        racing.before_next_read(raced.iter().map(|(id, topics)| (list(topics), id.clone())));
+        racing.before_next_read(raced.iter().map(|(id, shape)| (list(shape), id.clone())));
         published.extend(raced.iter().cloned());
-        let mut again = subscribe(&gateway, "a,b", Some(&published[cursor].0)).await;
+        let mut again = subscribe(&gateway, topics, Some(&published[cursor].0)).await;
         let after = format!("c{case}-live");
         publish(&gateway, "a", &after).await;
         published.push((after, "a"));
         let expected: Vec<String> = published[cursor + 1..]
             .iter()
-            .flat_map(|(id, topics)| {
-                ["a", "b"]
-                    .into_iter()
-                    .filter(|t| topics.split(',').any(|x| x == *t))
+            .flat_map(|(id, shape)| {
+                topics
+                    .split(',')
+                    .filter(|t| shape.split(',').any(|x| x == *t))
                     .map(move |t| format!("{t}:{id}"))
             })
             .collect();

@@ -56,6 +56,7 @@ impl<S> Injecting<S> {
 
 impl<S: Store> Store for Injecting<S> {
     const LIVE_IS_REMOTE: bool = S::LIVE_IS_REMOTE;
+    const ORDER: tideway_core::Order = S::ORDER;
 
     fn attach(&self, inbox: Inbox) {
         self.inner.attach(inbox);

@@ -5,11 +5,13 @@
 //! [`wait_until`] polls a condition until a deadline and says what it saw last.
 #![forbid(unsafe_code)]
 
+mod cluster;
 pub mod conformance;
 mod injecting;
 mod process;
 mod redis;
 
+pub use cluster::RedisCluster;
 pub use injecting::Injecting;
 pub use process::TidewayProcess;
 pub use redis::RedisServer;

@@ -61,8 +61,14 @@ impl RedisServer {
     /// Runs one command (its words, none holding a space) and returns the first line
     /// of the reply, e.g. `:2` for `CLIENT KILL TYPE pubsub` killing two connections.
     pub fn command(&self, words: &[&str]) -> String {
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
+        command(self.port, words)
+    }
+}
+
+/// Runs one command on the server at `port`: see [`RedisServer::command`].
+pub(crate) fn command(port: u16, words: &[&str]) -> String {
+    {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis-server");
         let _ = stream.set_read_timeout(Some(super::TIMEOUT));
         let mut request = format!("*{}\r\n", words.len());
         for word in words {
@@ -95,8 +101,15 @@ impl Drop for RedisServer {
 }
 
 fn spawn(port: u16) -> Child {
+    spawn_with(port, &[])
+}
+
+/// Starts `redis-server` on `port` with `extra` flags, without persistence, and waits
+/// until it answers `PING`.
+pub(crate) fn spawn_with(port: u16, extra: &[&str]) -> Child {
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
