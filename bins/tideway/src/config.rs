@@ -54,6 +54,12 @@ pub(crate) struct Args {
     )]
     pub(crate) redis_url: String,
 
+    /// Use Redis Cluster: `--redis-url` lists seed nodes, comma-separated. Each topic is
+    /// ordered on its own shard (sharded pub/sub, Redis 7); see docs/cluster.md for what
+    /// changes from one Redis.
+    #[arg(long, env = "TIDEWAY_REDIS_CLUSTER")]
+    pub(crate) redis_cluster: bool,
+
     /// Prefix of every Redis key and channel, so several clusters can share one Redis.
     #[arg(long, env = "TIDEWAY_REDIS_PREFIX", default_value = "tideway:")]
     pub(crate) redis_prefix: String,
@@ -293,11 +299,39 @@ impl Args {
                 secret.len()
             ));
         }
+        wrong.extend(self.redis_problems());
         if wrong.is_empty() {
             Ok(())
         } else {
             Err(wrong.join("\n"))
         }
+    }
+}
+
+impl Args {
+    /// Redis settings that do not fit together: several URLs without Redis Cluster, the
+    /// cluster flag without the Redis adapter, a prefix that would move keys between a
+    /// cluster's shards.
+    fn redis_problems(&self) -> Vec<String> {
+        let mut wrong = Vec::new();
+        let redis = matches!(self.adapter, Adapter::Redis);
+        if self.redis_cluster && !redis {
+            wrong.push(
+                "--redis-cluster (TIDEWAY_REDIS_CLUSTER) is set but --adapter (TIDEWAY_ADAPTER) is not redis".to_owned(),
+            );
+        }
+        if redis && !self.redis_cluster && self.redis_url.contains(',') {
+            wrong.push(
+                "--redis-url (REDIS_URL) lists several servers: that is a Redis Cluster's seed list, which needs --redis-cluster (TIDEWAY_REDIS_CLUSTER); one Redis takes one URL".to_owned(),
+            );
+        }
+        if redis && self.redis_cluster && self.redis_prefix.contains(['{', '}']) {
+            wrong.push(format!(
+                "--redis-prefix (TIDEWAY_REDIS_PREFIX) is {:?}: with --redis-cluster it cannot hold '{{' or '}}', which would decide the shard of every key",
+                self.redis_prefix
+            ));
+        }
+        wrong
     }
 }
 
@@ -532,6 +566,42 @@ mod tests {
     }
 
     #[test]
+    fn redis_settings_that_do_not_fit_are_refused() {
+        let refused = |extra: &[&str]| args(extra).validate().unwrap_err();
+        let cluster_without_redis = refused(&["--redis-cluster"]);
+        assert!(
+            cluster_without_redis.contains("--adapter (TIDEWAY_ADAPTER) is not redis"),
+            "{cluster_without_redis}"
+        );
+        let seeds_without_cluster = refused(&[
+            "--adapter",
+            "redis",
+            "--redis-url",
+            "redis://a:1,redis://b:2",
+        ]);
+        assert!(
+            seeds_without_cluster.contains("needs --redis-cluster"),
+            "{seeds_without_cluster}"
+        );
+        let tagged_prefix = refused(&[
+            "--adapter",
+            "redis",
+            "--redis-cluster",
+            "--redis-prefix",
+            "{x}:",
+        ]);
+        assert!(tagged_prefix.contains("cannot hold"), "{tagged_prefix}");
+        let seeds = [
+            "--adapter",
+            "redis",
+            "--redis-cluster",
+            "--redis-url",
+            "redis://a:1,redis://b:2",
+        ];
+        assert_eq!(args(&seeds).validate(), Ok(()));
+    }
+
+    #[test]
     fn durations_and_sizes() {
         assert_eq!("15s".parse(), Ok(Seconds(Duration::from_secs(15))));
         assert_eq!("250ms".parse(), Ok(Seconds(Duration::from_millis(250))));
@@ -638,6 +708,13 @@ mod tests {
 
                       [env: REDIS_URL]
                       [default: redis://127.0.0.1:6379]
+
+                  --redis-cluster
+                      Use Redis Cluster: `--redis-url` lists seed nodes, comma-separated. Each topic is ordered
+                      on its own shard (sharded pub/sub, Redis 7); see docs/cluster.md for what changes from one
+                      Redis
+
+                      [env: TIDEWAY_REDIS_CLUSTER=]
 
                   --redis-prefix <REDIS_PREFIX>
                       Prefix of every Redis key and channel, so several clusters can share one Redis

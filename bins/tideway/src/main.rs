@@ -12,7 +12,7 @@ use tideway_core::{CoreConfig, Gateway, NodeRecord, Store, unix_millis};
 use tideway_http::{ApiKeys, Cors, CorsOrigins, HttpConfig, KeyRing, TokenConfig};
 use tideway_store_do::{DoConfig, DoStore};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
-use tideway_store_redis::{RedisConfig, RedisStore};
+use tideway_store_redis::{RedisClusterStore, RedisConfig, RedisStore};
 use tokio::net::TcpListener;
 
 use crate::config::{Adapter, Args, Command, LogFormat};
@@ -130,16 +130,24 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             serve_on(store, node, core, http, listener).await?;
         }
         Adapter::Redis => {
-            let store = RedisStore::connect(RedisConfig {
+            let redis = RedisConfig {
                 url: args.redis_url.clone(),
                 prefix: args.redis_prefix.clone(),
                 history: args.history,
                 topic_grace: args.topic_grace.0,
                 node_ttl: args.node_ttl.0,
-            })
-            .await
-            .with_context(|| format!("connect to Redis at {}", args.redis_url))?;
-            serve_on(store, node, core, http, listener).await?;
+            };
+            if args.redis_cluster {
+                let store = RedisClusterStore::connect(redis).await.with_context(|| {
+                    format!("connect to the Redis Cluster at {}", args.redis_url)
+                })?;
+                serve_on(store, node, core, http, listener).await?;
+            } else {
+                let store = RedisStore::connect(redis)
+                    .await
+                    .with_context(|| format!("connect to Redis at {}", args.redis_url))?;
+                serve_on(store, node, core, http, listener).await?;
+            }
         }
     }
     tracing::info!("stopped");

@@ -1,12 +1,14 @@
 //! The cluster for real: a `redis-server` and several `tideway` processes on local ports.
 
-use tideway_test_util::{API_KEY, Client, RedisServer, TidewayProcess, wait_until};
+use tideway_test_util::{
+    API_KEY, Client, RedisCluster, RedisServer, SharedRedis, TidewayProcess, wait_until,
+};
 
 /// One `tideway` process of the cluster.
 struct Node;
 
 impl Node {
-    fn start(id: &str, redis: &RedisServer) -> TidewayProcess {
+    fn start(id: &str, redis: &impl SharedRedis) -> TidewayProcess {
         let mut args = redis.node_args(id);
         args.extend(
             [
@@ -35,10 +37,18 @@ async fn total(client: &Client, path: &str) -> u64 {
 
 #[tokio::test]
 async fn a_publish_on_one_node_reaches_subscribers_on_the_others_exactly_once() {
-    let redis = RedisServer::start();
+    publish_reaches_other_nodes(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn a_publish_on_one_node_reaches_subscribers_on_the_others_exactly_once_on_redis_cluster() {
+    publish_reaches_other_nodes(&RedisCluster::start()).await;
+}
+
+async fn publish_reaches_other_nodes(redis: &impl SharedRedis) {
     let nodes: Vec<TidewayProcess> = ["n1", "n2", "n3"]
         .iter()
-        .map(|id| Node::start(id, &redis))
+        .map(|id| Node::start(id, redis))
         .collect();
     let (n1, n2, n3) = (&nodes[0].client, &nodes[1].client, &nodes[2].client);
     let mut on_2 = n2.subscribe("/v1/stream?topic=orders", &[]).await;
@@ -108,9 +118,17 @@ async fn a_publish_on_one_node_reaches_subscribers_on_the_others_exactly_once() 
 
 #[tokio::test]
 async fn a_killed_node_leaves_the_shared_state_within_seconds() {
-    let redis = RedisServer::start();
-    let survivor = Node::start("survivor", &redis);
-    let mut doomed = Node::start("doomed", &redis);
+    killed_node_leaves(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn a_killed_node_leaves_the_shared_state_within_seconds_on_redis_cluster() {
+    killed_node_leaves(&RedisCluster::start()).await;
+}
+
+async fn killed_node_leaves(redis: &impl SharedRedis) {
+    let survivor = Node::start("survivor", redis);
+    let mut doomed = Node::start("doomed", redis);
     let mut streams = Vec::new();
     for _ in 0..3 {
         streams.push(
@@ -271,9 +289,17 @@ async fn every_adapter_serves_the_same_contract() {
 
 #[tokio::test]
 async fn revoking_a_token_on_one_node_ends_its_subscriptions_on_another() {
-    let redis = RedisServer::start();
-    let n1 = Node::start("r1", &redis);
-    let n2 = Node::start("r2", &redis);
+    revocation_crosses_nodes(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn revoking_a_token_on_one_node_ends_its_subscriptions_on_another_on_redis_cluster() {
+    revocation_crosses_nodes(&RedisCluster::start()).await;
+}
+
+async fn revocation_crosses_nodes(redis: &impl SharedRedis) {
+    let n1 = Node::start("r1", redis);
+    let n2 = Node::start("r2", redis);
     let auth = format!("authorization: Bearer {API_KEY}");
     let body = br#"{"subject": "alice", "topics": ["private:alice:*"], "ttlSeconds": 600}"#;
     let signed = n1
@@ -325,7 +351,15 @@ async fn revoking_a_token_on_one_node_ends_its_subscriptions_on_another() {
 
 #[tokio::test]
 async fn tenants_stay_apart_across_nodes() {
-    let redis = RedisServer::start();
+    tenants_stay_apart(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn tenants_stay_apart_across_nodes_on_redis_cluster() {
+    tenants_stay_apart(&RedisCluster::start()).await;
+}
+
+async fn tenants_stay_apart(redis: &impl SharedRedis) {
     let dir = std::env::temp_dir().join(format!("tideway-tenants-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let keys = dir.join("keys.json");

@@ -12,6 +12,25 @@ mod process;
 mod redis;
 
 pub use cluster::RedisCluster;
+
+/// Where the nodes of a multi-process test keep their shared state: one `redis-server`,
+/// or a Redis Cluster.
+pub trait SharedRedis {
+    /// The flags that make a `tideway` process node `id` on it.
+    fn node_args(&self, id: &str) -> Vec<String>;
+}
+
+impl SharedRedis for RedisServer {
+    fn node_args(&self, id: &str) -> Vec<String> {
+        RedisServer::node_args(self, id)
+    }
+}
+
+impl SharedRedis for RedisCluster {
+    fn node_args(&self, id: &str) -> Vec<String> {
+        RedisCluster::node_args(self, id)
+    }
+}
 pub use injecting::Injecting;
 pub use process::TidewayProcess;
 pub use redis::RedisServer;
