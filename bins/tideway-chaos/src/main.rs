@@ -15,6 +15,7 @@
 mod check;
 mod cluster;
 mod scenarios;
+mod sharded;
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tideway_test_util::RedisServer;
+use tideway_test_util::{RedisCluster, RedisServer, SharedRedis};
 
 use crate::{
     check::{Entry, Verdict, check},
@@ -62,6 +62,18 @@ pub(crate) const ALL: &[Scenario] = &[
         what: "kill -9 of a node with 40 subscribers, all resuming on another node at once",
     },
     Scenario {
+        name: "cluster-primary-kill",
+        what: "Redis Cluster (3 primaries, 3 replicas), 3 nodes publishing to 24 topics over every shard: a primary killed with SIGKILL, its replica promoted",
+    },
+    Scenario {
+        name: "cluster-reshard",
+        what: "Redis Cluster: 4000 slots moved from the primary holding the most topics to another (redis-cli --cluster reshard) while 3 nodes publish; nodes notice the move, subscribe again and read back what they missed",
+    },
+    Scenario {
+        name: "cluster-pubsub-kill",
+        what: "Redis Cluster: CLIENT KILL TYPE pubsub on every process twice while 3 nodes publish; nodes fill the holes from history, so no stream may end and no gap be sent",
+    },
+    Scenario {
         name: "clock-skew",
         what: "a node whose wall clock is 20 s behind (faketime); nothing may be reaped, cut or reported",
     },
@@ -81,6 +93,9 @@ pub(crate) async fn run(scenario: &Scenario, tideway: &Path) -> Value {
         "eviction" => eviction(tideway).await,
         "resume-storm" => resume_storm(tideway).await,
         "clock-skew" => clock_skew(tideway).await,
+        "cluster-primary-kill" => crate::sharded::primary_kill(tideway).await,
+        "cluster-reshard" => crate::sharded::reshard(tideway).await,
+        "cluster-pubsub-kill" => crate::sharded::pubsub_kill(tideway).await,
         _ => Err("no such scenario".to_owned()),
     };
     let mut report = match outcome {
@@ -94,7 +109,7 @@ pub(crate) async fn run(scenario: &Scenario, tideway: &Path) -> Value {
 }
 
 /// What a scenario leaves for the checker.
-struct Outcome {
+pub(crate) struct Outcome {
     subscribers: Vec<Subscriber>,
     ledger: Arc<Ledger>,
     /// Each topic's newest event id at the end.
@@ -102,9 +117,9 @@ struct Outcome {
     /// Whether the fault must pass unnoticed: no gap, no stream ended.
     quiet: bool,
     /// What else the scenario wants to say.
-    notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
     /// What the scenario expected to see and did not.
-    unmet: Vec<String>,
+    pub(crate) unmet: Vec<String>,
 }
 
 impl Outcome {
@@ -181,24 +196,37 @@ fn mostly_busy(n: u64) -> &'static [&'static str] {
     }
 }
 
-fn redis_args(redis: &RedisServer, id: &str, extra: &[&str]) -> Vec<String> {
+fn redis_args(redis: &impl SharedRedis, id: &str, extra: &[&str]) -> Vec<String> {
     let mut args = redis.node_args(id);
     let tuning = ["--node-ttl", "1s", "--topic-grace", "5s"];
     args.extend(tuning.iter().chain(extra).map(|s| (*s).to_owned()));
     args
 }
 
-/// A scenario's parts: a Redis, gateway nodes sharing it, and what publishers were told.
-struct Run {
-    redis: RedisServer,
-    nodes: Vec<Node>,
-    ledger: Arc<Ledger>,
+/// A scenario's parts: a Redis (one server, or a Redis Cluster), gateway nodes sharing
+/// it, and what publishers were told.
+pub(crate) struct Run<R = RedisServer> {
+    pub(crate) redis: R,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) ledger: Arc<Ledger>,
 }
 
 impl Run {
     /// Redis and `count` nodes `n1`, `n2`, … with `extra` flags.
     fn start(tideway: &Path, count: usize, extra: &[&str]) -> Self {
-        let redis = RedisServer::start();
+        Self::on(RedisServer::start(), tideway, count, extra)
+    }
+}
+
+impl Run<RedisCluster> {
+    /// A six-process Redis Cluster and `count` nodes on it with `extra` flags.
+    pub(crate) fn start_cluster(tideway: &Path, count: usize, extra: &[&str]) -> Self {
+        Self::on(RedisCluster::start(), tideway, count, extra)
+    }
+}
+
+impl<R: SharedRedis> Run<R> {
+    fn on(redis: R, tideway: &Path, count: usize, extra: &[&str]) -> Self {
         let nodes = (1..=count)
             .map(|i| start_node(tideway, &redis_args(&redis, &format!("n{i}"), extra), None))
             .collect();
@@ -209,12 +237,17 @@ impl Run {
         }
     }
 
-    fn addr(&self, node: usize) -> String {
+    pub(crate) fn addr(&self, node: usize) -> String {
         self.nodes[node].addr.clone()
     }
 
     /// `count` subscribers of `topics` on node `node`.
-    async fn subscribe(&self, node: usize, topics: &[&str], count: usize) -> Vec<Subscriber> {
+    pub(crate) async fn subscribe(
+        &self,
+        node: usize,
+        topics: &[&str],
+        count: usize,
+    ) -> Vec<Subscriber> {
         let mut all = Vec::with_capacity(count);
         for _ in 0..count {
             all.push(Subscriber::start(&self.nodes[node].addr, topics).await);
@@ -223,7 +256,7 @@ impl Run {
     }
 
     /// A publisher named `name` on node `node`: `count` events, one every `every_ms`.
-    fn publish(
+    pub(crate) fn publish(
         &self,
         node: usize,
         name: &str,
@@ -243,7 +276,7 @@ impl Run {
     }
 
     /// The sum over the live nodes of a counter of `/metrics`.
-    async fn metric(&self, name: &str) -> u64 {
+    pub(crate) async fn metric(&self, name: &str) -> u64 {
         let mut sum = 0;
         for node in &self.nodes {
             let Ok(addr) = node.addr.parse() else {
@@ -269,7 +302,7 @@ impl Run {
     /// Waits for every subscriber to hold its topics' newest events as node `node` reports
     /// them (or gives up after a while, and the checker counts what is missing), then stops
     /// them.
-    async fn settle(
+    pub(crate) async fn settle(
         &self,
         node: usize,
         mut subscribers: Vec<Subscriber>,

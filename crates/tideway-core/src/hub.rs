@@ -477,6 +477,10 @@ impl Inbox {
             .filter(|e| e.position > after && e.epoch == history.epoch)
             .cloned()
             .collect();
+        if events.is_empty() {
+            // Nothing went missing (a store checking after a reconnect, say).
+            return;
+        }
         for event in &events {
             self.deliver(std::slice::from_ref(event));
         }

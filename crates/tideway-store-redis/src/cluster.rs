@@ -67,6 +67,10 @@ struct Shared {
     listening: tokio::sync::Mutex<()>,
     /// Whether the last heartbeat reached the directory's shard.
     healthy: AtomicBool,
+    /// Which primary serves which slots, as the last heartbeat saw it (a digest).
+    layout: Mutex<Option<u64>>,
+    /// Tells the delivery task to subscribe to every local topic again and catch up.
+    recheck: Arc<tokio::sync::Notify>,
 }
 
 /// One topic this node follows.
@@ -81,10 +85,14 @@ struct Local {
     /// Messages of this epoch at or below this number were published before this node's
     /// first connection joined the topic: nobody here waits for them.
     joined_at: Option<(u64, u64)>,
-    /// The numbers and ids of the events the last repair delivered: their own messages
-    /// may still come and are skipped.
-    recovered: Vec<(u64, EventId)>,
+    /// The numbers and ids of the newest events repairs delivered (at most
+    /// [`RECOVERED`]): their own messages may still come and are skipped.
+    recovered: std::collections::VecDeque<(u64, EventId)>,
 }
+
+/// Events delivered by repairs remembered per topic, to know their messages when they
+/// come after all.
+const RECOVERED: usize = 1024;
 
 /// What to do with a topic's next message.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,6 +108,12 @@ enum Verdict {
 }
 
 impl Local {
+    /// The epoch and number the next message follows: the last delivered, or where the
+    /// topic stood when this node's first connection joined it.
+    fn baseline(&self) -> Option<(u64, u64)> {
+        self.last.or(self.joined_at)
+    }
+
     /// Where the message numbered `seq` in `epoch`, with id `id`, stands.
     fn verdict(&self, epoch: u64, seq: u64, id: &EventId) -> Verdict {
         if self
@@ -108,7 +122,7 @@ impl Local {
         {
             return Verdict::Skip;
         }
-        match self.last {
+        match self.baseline() {
             None => Verdict::Deliver,
             Some((last_epoch, _)) if last_epoch != epoch => Verdict::Deliver,
             Some((_, last)) if seq == last + 1 => Verdict::Deliver,
@@ -155,6 +169,8 @@ impl RedisClusterStore {
                 local: Mutex::new(HashMap::new()),
                 listening: tokio::sync::Mutex::new(()),
                 healthy: AtomicBool::new(true),
+                layout: Mutex::new(None),
+                recheck: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -316,6 +332,44 @@ impl RedisClusterStore {
         }
         self.reap(None).await?;
         self.unsubscribe_idle().await;
+        self.watch_layout().await?;
+        Ok(())
+    }
+
+    /// Asks the cluster which primary serves which slots; when that changed since the
+    /// last beat (a reshard, a failover), has the delivery task subscribe again and catch
+    /// up. Redis unsubscribes a node from the channels of a slot that moves away (fred
+    /// does not pass that on), and a node whose own commands never touch the moved slot
+    /// would not notice otherwise.
+    async fn watch_layout(&self) -> Result<(), StoreError> {
+        let command = fred::types::CustomCommand::new_static(
+            "CLUSTER",
+            fred::types::ClusterHash::Random,
+            false,
+        );
+        let slots: Value = self
+            .shared
+            .client
+            .custom(command, vec!["SLOTS"])
+            .await
+            .map_err(unavailable)?;
+        let digest = layout_digest(slots);
+        let changed = {
+            let mut layout = self
+                .shared
+                .layout
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let changed = layout.is_some_and(|before| before != digest);
+            *layout = Some(digest);
+            changed
+        };
+        if changed {
+            tracing::warn!(
+                "the Redis Cluster's slots moved: subscribing to this node's topics again and reading back what they may have missed"
+            );
+            self.shared.recheck.notify_one();
+        }
         Ok(())
     }
 
@@ -509,20 +563,44 @@ impl RedisClusterStore {
         };
         inbox.recover_topic(after, &history);
         if let Some(local) = self.local().get_mut(topic) {
-            local.recovered = history
-                .events
-                .iter()
-                .map(|e| (e.seq, e.event.id.clone()))
-                .collect();
+            for event in &history.events {
+                if event.seq > after {
+                    local
+                        .recovered
+                        .push_back((event.seq, event.event.id.clone()));
+                }
+            }
+            while local.recovered.len() > RECOVERED {
+                local.recovered.pop_front();
+            }
             if let Some(newest) = history.events.last() {
                 local.last = Some((epoch, newest.seq));
             }
         }
     }
 
-    /// After the subscription connection came back: every local topic is read back from
-    /// what this node last delivered of it, since a message lost meanwhile would show
-    /// only when the topic's next one comes.
+    /// After a subscription connection came back: subscribes to every local topic's
+    /// channel (and the revocations') again, then catches up.
+    async fn resubscribe(&self) {
+        let _guard = self.shared.listening.lock().await;
+        let mut channels: Vec<String> = self
+            .local()
+            .iter()
+            .filter(|(_, l)| l.subscribed)
+            .map(|(t, _)| self.channel(t))
+            .collect();
+        channels.push(self.revocations());
+        // One command per channel: each goes to the shard that owns its slot.
+        for channel in channels {
+            if let Err(err) = self.shared.subscriber.ssubscribe(channel.clone()).await {
+                tracing::warn!(channel, error = %err, "subscribing again failed");
+            }
+        }
+    }
+
+    /// Reads every local topic back from what this node last delivered of it: after a
+    /// subscription connection came back or the delivery buffer overflowed, since a
+    /// message lost meanwhile would show only when the topic's next one comes.
     async fn catch_up(&self) {
         let Some(inbox) = self.shared.inbox.get() else {
             return;
@@ -530,12 +608,36 @@ impl RedisClusterStore {
         let topics: Vec<(TopicName, (u64, u64))> = self
             .local()
             .iter()
-            .filter_map(|(t, l)| Some((t.clone(), l.last?)))
+            .filter_map(|(t, l)| Some((t.clone(), l.baseline()?)))
             .collect();
         for (topic, (epoch, after)) in topics {
             self.repair(inbox, &topic, epoch, after).await;
         }
     }
+}
+
+/// A digest of `CLUSTER SLOTS`: each slot range with the address of its primary.
+fn layout_digest(slots: Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut ranges: Vec<(u64, u64, String)> = values(slots)
+        .into_iter()
+        .filter_map(|range| {
+            let mut fields = values(range).into_iter();
+            let start = number(&fields.next()?);
+            let end = number(&fields.next()?);
+            let primary = values(fields.next()?);
+            let address = format!(
+                "{}:{}",
+                primary.first().map(text).unwrap_or_default(),
+                primary.get(1).map_or(0, number)
+            );
+            Some((start, end, address))
+        })
+        .collect();
+    ranges.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ranges.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// `epoch seq shared \n event`: a topic's channel message, as the append script sends it.
@@ -622,6 +724,8 @@ fn spawn_tasks(store: &RedisClusterStore) {
     let weak: Weak<Shared> = Arc::downgrade(&store.shared);
     let mut messages = store.shared.subscriber.message_rx();
     let mut reconnects = store.shared.subscriber.reconnect_rx();
+    // Its own handle: the task must not keep the store alive while it waits.
+    let recheck = store.shared.recheck.clone();
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
@@ -653,10 +757,18 @@ fn spawn_tasks(store: &RedisClusterStore) {
                     }
                     Err(RecvError::Closed) => return,
                 },
+                () = recheck.notified() => {
+                    let Some(shared) = weak.upgrade() else { return };
+                    let store = RedisClusterStore { shared };
+                    store.resubscribe().await;
+                    store.catch_up().await;
+                }
                 reconnect = reconnects.recv() => match reconnect {
                     Ok(_) | Err(RecvError::Lagged(_)) => {
                         let Some(shared) = weak.upgrade() else { return };
-                        RedisClusterStore { shared }.catch_up().await;
+                        let store = RedisClusterStore { shared };
+                        store.resubscribe().await;
+                        store.catch_up().await;
                     }
                     Err(RecvError::Closed) => return,
                 },
@@ -676,9 +788,8 @@ impl Store for RedisClusterStore {
 
     async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
         if self.shared.node.set(node.clone()).is_ok() {
-            // Subscribes again after every reconnect of the subscriber connection; the
-            // task runs for the life of the client, so its handle is not needed.
-            drop(self.shared.subscriber.manage_subscriptions());
+            // fred's own resubscription sends a SUBSCRIBE with no channels when only
+            // sharded ones are tracked, and fails: the delivery task subscribes again.
             self.shared
                 .subscriber
                 .ssubscribe(self.revocations())
@@ -1015,7 +1126,7 @@ mod tests {
             Verdict::Deliver,
             "another epoch is the subscriptions' to tell"
         );
-        local.recovered = vec![(4, id("b")), (5, id("c"))];
+        local.recovered = [(4, id("b")), (5, id("c"))].into();
         local.last = Some((7, 5));
         assert_eq!(
             local.verdict(7, 5, &id("c")),
@@ -1038,6 +1149,11 @@ mod tests {
             "published before anybody here joined"
         );
         assert_eq!(joined.verdict(7, 11, &id("new")), Verdict::Deliver);
+        assert_eq!(
+            joined.verdict(7, 13, &id("later")),
+            Verdict::Hole { after: 10 },
+            "the first message after the join shows a hole as well"
+        );
     }
 
     #[test]

@@ -56,7 +56,37 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout)
         );
         cluster.wait_healthy();
+        // A replica that never finished its first sync can never take over: a test that
+        // kills a primary needs every replica in sync.
+        cluster.wait_for("every replica to sync with its primary", |c| {
+            c.on_every_process(&["info", "replication"])
+                .iter()
+                .all(|info| !info.contains("role:slave") || info.contains("master_link_status:up"))
+        });
         cluster
+    }
+
+    /// Waits until `done` holds, or fails after [`super::TIMEOUT`] naming `what`.
+    fn wait_for(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = std::time::Instant::now() + super::TIMEOUT;
+        while !done(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Redis Cluster: timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// After the primary on `killed` died: waits until its replica took over (three
+    /// primaries, none of them `killed`) and every live process reports the cluster
+    /// healthy.
+    pub fn wait_failover(&self, killed: u16) {
+        self.wait_for("a replica to take over the killed primary", |c| {
+            let primaries = c.primaries();
+            primaries.len() == 3 && !primaries.contains(&killed)
+        });
+        self.wait_healthy();
     }
 
     fn spawn(&self, port: u16) -> Child {
@@ -138,6 +168,61 @@ impl RedisCluster {
             .collect();
         primaries.sort_unstable();
         primaries
+    }
+
+    /// The cluster's id of the process on `port`.
+    pub fn node_id(&self, port: u16) -> String {
+        self.cli(port, &["cluster", "myid"]).trim().to_owned()
+    }
+
+    /// Moves `slots` hash slots from the primary on `from` to the primary on `to` with
+    /// `redis-cli --cluster reshard` (keys migrate while clients keep working; they are
+    /// redirected with ASK and MOVED). Returns what redis-cli printed when it failed.
+    pub fn reshard(&self, from: u16, to: u16, slots: u32) -> Result<(), String> {
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run redis-cli: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+    }
+
+    /// Runs one command on every live process; returns their first output lines.
+    pub fn on_every_process(&self, args: &[&str]) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, child)| child.is_some())
+            .map(|(port, _)| self.cli(*port, args).trim().to_owned())
+            .collect()
+    }
+
+    /// The port of the primary that serves `key`'s hash slot now.
+    pub fn owner_of(&self, key: &str) -> Option<u16> {
+        let live = self.nodes.iter().find(|(_, c)| c.is_some())?.0;
+        let slot: u16 = self
+            .cli(live, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .ok()?;
+        self.cli(live, &["cluster", "nodes"]).lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if !fields.get(2)?.contains("master") {
+                return None;
+            }
+            let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+            let serves = fields.iter().skip(8).any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(l), Ok(h)) if (l..=h).contains(&slot))
+            });
+            serves.then_some(port)
+        })
     }
 
     /// Kills the process on `port` with SIGKILL (its data is lost, as on a crash).
