@@ -59,8 +59,8 @@ pub enum Message {
     /// could not prove a resume complete, or its store lost what it held. Refetch what
     /// you derive from those topics; what history holds and live events follow.
     Gap {
-        /// Why: `unknown_last_event_id`, `history_evicted`, `topic_expired` or
-        /// `store_restarted`.
+        /// Why: `unknown_last_event_id`, `history_evicted`, `topic_expired`,
+        /// `store_restarted` or `cross_topic_cursor` (see docs/delivery.md).
         reason: String,
         /// The topics that may be missing events.
         topics: Vec<String>,
