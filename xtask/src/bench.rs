@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::{
     nchan,
-    procs::{Processes, free_port, start_redis, wait_listening},
+    procs::{Processes, free_port, start_redis, start_redis_cluster, wait_listening},
     report,
 };
 
@@ -93,11 +93,40 @@ struct Scenario {
     name: &'static str,
     server: Server,
     redis: bool,
+    /// Whether `{redis}` is a six-process Redis Cluster's seed list instead.
+    redis_cluster: bool,
     gateways: &'static [&'static [&'static str]],
     load: &'static [&'static str],
 }
 
 const REDIS: &[&str] = &["--adapter", "redis", "--redis-url", "{redis}"];
+const REDIS_CLUSTER: &[&str] = &[
+    "--adapter",
+    "redis",
+    "--redis-cluster",
+    "--redis-url",
+    "{redis}",
+];
+
+/// Unicast to 2,000 subscribers spread over three nodes, with a publisher on every node:
+/// the publish rate a deployment reaches through its shared Redis.
+const UNICAST_3_NODES: &[&str] = &[
+    "unicast",
+    "--connections",
+    "2000",
+    "--body",
+    "256",
+    "--publishers",
+    "9",
+    "--sub-addr",
+    "{addr0},{addr1},{addr2}",
+    "--pub-addr",
+    "{addr0},{addr1},{addr2}",
+    "--pid",
+    "{pid0},{pid1},{pid2}",
+    "--rates",
+    BATCH_RATES,
+];
 
 /// Idle connections: as many as the open-file cap of 20,000 per process leaves room for
 /// in both the server and the load generator.
@@ -167,6 +196,7 @@ const fn tideway(name: &'static str, load: &'static [&'static str]) -> Scenario 
         name,
         server: Server::Tideway,
         redis: false,
+        redis_cluster: false,
         gateways: &[&[]],
         load,
     }
@@ -177,6 +207,7 @@ const fn nchan(name: &'static str, load: &'static [&'static str]) -> Scenario {
         name,
         server: Server::Nchan,
         redis: false,
+        redis_cluster: false,
         gateways: &[],
         load,
     }
@@ -186,6 +217,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "stalled",
         redis: false,
+        redis_cluster: false,
         server: Server::Tideway,
         gateways: &[&["--write-timeout", "5s"]],
         load: &[
@@ -255,6 +287,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "drop-redis",
         redis: true,
+        redis_cluster: false,
         server: Server::Tideway,
         gateways: &[REDIS],
         load: DROP,
@@ -264,6 +297,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "latency-redis-same-node",
         redis: true,
+        redis_cluster: false,
         server: Server::Tideway,
         gateways: &[REDIS],
         load: LATENCY,
@@ -271,6 +305,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "latency-redis-cross-node",
         redis: true,
+        redis_cluster: false,
         server: Server::Tideway,
         gateways: &[REDIS, REDIS, REDIS],
         load: &[
@@ -284,8 +319,25 @@ const SCENARIOS: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "unicast-3-nodes-one-redis",
+        redis: true,
+        redis_cluster: false,
+        server: Server::Tideway,
+        gateways: &[REDIS, REDIS, REDIS],
+        load: UNICAST_3_NODES,
+    },
+    Scenario {
+        name: "unicast-3-nodes-redis-cluster",
+        redis: true,
+        redis_cluster: true,
+        server: Server::Tideway,
+        gateways: &[REDIS_CLUSTER, REDIS_CLUSTER, REDIS_CLUSTER],
+        load: UNICAST_3_NODES,
+    },
+    Scenario {
         name: "cluster-fanout-2000",
         redis: true,
+        redis_cluster: false,
         server: Server::Tideway,
         gateways: &[REDIS, REDIS, REDIS],
         load: &[
@@ -388,6 +440,7 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
                 "run": run + 1,
                 "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan => "nchan" },
                 "redis": scenario.redis,
+                "redis_cluster": scenario.redis_cluster,
                 "gateway_flags": scenario.gateways,
                 "load_args": scenario.load,
             });
@@ -447,7 +500,9 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
 fn run_scenario(root: &Path, bin: &Path, scenario: &Scenario) -> Result<Value, String> {
     let mut processes = Processes(Vec::new());
     let mut vars: Vec<(String, String)> = Vec::new();
-    if scenario.redis {
+    if scenario.redis_cluster {
+        vars.push(("{redis}".into(), start_redis_cluster(&mut processes)?));
+    } else if scenario.redis {
         vars.push(("{redis}".into(), start_redis(&mut processes)?));
     }
     let mut target = Vec::new();

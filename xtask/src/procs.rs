@@ -38,6 +38,69 @@ pub(crate) fn wait_listening(addr: &str) -> Result<(), String> {
 }
 
 /// Starts a `redis-server` without persistence on a free port; returns its URL.
+/// Starts a six-process Redis Cluster (three primaries, a replica each) on free ports
+/// and returns its seed list for `--redis-url`.
+pub(crate) fn start_redis_cluster(processes: &mut Processes) -> Result<String, String> {
+    let dir = std::env::temp_dir().join(format!("tideway-bench-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("make {}: {e}", dir.display()))?;
+    let mut ports = Vec::new();
+    while ports.len() < 6 {
+        let port = free_port()?;
+        let bus_free = std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok();
+        if port < 55_000 && bus_free && !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    for port in &ports {
+        let conf = dir.join(format!("nodes-{port}.conf"));
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--cluster-enabled", "yes"])
+            .arg("--cluster-config-file")
+            .arg(&conf)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start redis-server: {e}"))?;
+        processes.0.push(child);
+        wait_listening(&format!("127.0.0.1:{port}"))?;
+    }
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run redis-cli: {e}"))?;
+    if !created.status.success() {
+        return Err(format!(
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        ));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let healthy = |port: &u16| {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "cluster", "info"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+    };
+    while !ports.iter().all(healthy) {
+        if std::time::Instant::now() > deadline {
+            return Err("the bench's Redis Cluster did not become healthy".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
 pub(crate) fn start_redis(processes: &mut Processes) -> Result<String, String> {
     let port = free_port()?;
     let child = Command::new("redis-server")

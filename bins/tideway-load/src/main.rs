@@ -48,6 +48,8 @@ pub(crate) struct Options {
     addr: SocketAddr,
     /// Where subscribers connect, in turn; defaults to `addr`.
     sub_addrs: Vec<SocketAddr>,
+    /// Where the stepped scenarios' publishers connect, in turn; defaults to `addr`.
+    pub_addrs: Vec<SocketAddr>,
     key: String,
     /// The server's processes.
     pids: Vec<u32>,
@@ -63,7 +65,7 @@ pub(crate) struct Options {
     batch: usize,
 }
 
-const USAGE: &str = "usage: tideway-load <stalled|drain|latency|drop|fanout|unicast|connections> --addr HOST:PORT --pid PID[,PID...] [--key KEY] [--target tideway|nchan] [--transport sse|ws] [--sub-addr HOST:PORT[,...]] [--connections N] [--events N] [--body BYTES] [--publishers N] [--concurrency N] [--knee-ms MS] [--rates R,R,...] [--batch N]";
+const USAGE: &str = "usage: tideway-load <stalled|drain|latency|drop|fanout|unicast|connections> --addr HOST:PORT --pid PID[,PID...] [--key KEY] [--target tideway|nchan] [--transport sse|ws] [--sub-addr HOST:PORT[,...]] [--pub-addr HOST:PORT[,...]] [--connections N] [--events N] [--body BYTES] [--publishers N] [--concurrency N] [--knee-ms MS] [--rates R,R,...] [--batch N]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -118,6 +120,10 @@ fn main() -> anyhow::Result<()> {
         addr,
         sub_addrs: match value("--sub-addr") {
             Some(v) => list(&v, "--sub-addr")?,
+            None => vec![addr],
+        },
+        pub_addrs: match value("--pub-addr") {
+            Some(v) => list(&v, "--pub-addr")?,
             None => vec![addr],
         },
         key: value("--key").unwrap_or_default(),

@@ -93,10 +93,11 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
     let connect_seconds = connect_started.elapsed().as_secs_f64();
 
     let mut publishers = Vec::new();
-    for _ in 0..options.publishers {
-        let publisher = TcpStream::connect(options.addr).await?;
+    for p in 0..options.publishers {
+        let addr = options.pub_addrs[p % options.pub_addrs.len()];
+        let publisher = TcpStream::connect(addr).await?;
         publisher.set_nodelay(true)?;
-        publishers.push(publisher);
+        publishers.push((publisher, addr));
     }
     let padding = "x".repeat(options.body.saturating_sub(24));
     let knee_us = options.knee_ms * 1000.0;
@@ -115,13 +116,8 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
         let step_started = Instant::now();
         let mut sending = Vec::new();
         let count = options.publishers as u32;
-        for (p, mut publisher) in publishers.drain(..).enumerate() {
-            let (key, padding, target, addr) = (
-                options.key.clone(),
-                padding.clone(),
-                options.target,
-                options.addr,
-            );
+        for (p, (mut publisher, addr)) in publishers.drain(..).enumerate() {
+            let (key, padding, target) = (options.key.clone(), padding.clone(), options.target);
             let batch = options.batch;
             sending.push(tokio::spawn(async move {
                 // Publisher p sends events p, p + P, p + 2P, ... at its share of the rate;
@@ -160,7 +156,7 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
                         publisher.set_nodelay(true)?;
                     }
                 }
-                Ok::<TcpStream, anyhow::Error>(publisher)
+                Ok::<(TcpStream, SocketAddr), anyhow::Error>((publisher, addr))
             }));
         }
         for task in sending {
