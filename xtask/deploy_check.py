@@ -4,7 +4,7 @@
 `cargo xtask test` runs it. It renders the Helm chart in both Redis modes with the Helm
 library (helm-python-sdk), lints it, validates every manifest against the Kubernetes
 schemas (kubernetes-validate --strict), and checks what the manifests must say; it
-validates both Compose files with `docker-compose config`; and it checks the Dockerfile's
+validates the Compose files with `docker-compose config`; and it checks the Dockerfile's
 final stage. Images are not built and nothing is deployed: docs/deployment.md says so.
 """
 
@@ -119,7 +119,20 @@ def check_chart() -> None:
     annotations = by_kind["Ingress"][0]["metadata"]["annotations"]
     check(annotations.get("nginx.ingress.kubernetes.io/proxy-buffering") == "off", "Ingress: no buffering")
 
+    seeds = "redis://rc-0.rc:6379,redis://rc-1.rc:6379,redis://rc-2.rc:6379"
+    cluster = render({
+        "redis": {"enabled": False, "cluster": True, "url": seeds},
+        "apiKeys": {"keys": ["k"], "tokenSecret": SECRET},
+    })
+    validate(cluster, "Redis Cluster")
+    check_gateway(cluster, "Redis Cluster", seeds)
+    env = {e["name"]: e for e in kinds(cluster)["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    check(env.get("TIDEWAY_REDIS_CLUSTER", {}).get("value") == "true", "Redis Cluster: TIDEWAY_REDIS_CLUSTER is set")
+    check("StatefulSet" not in kinds(cluster), "Redis Cluster: no built-in Redis")
+    check("TIDEWAY_REDIS_CLUSTER" not in {e["name"] for e in kinds(built_in)["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["env"]}, "built-in Redis: not in cluster mode")
+
     for values, why in [
+        ({"redis": {"cluster": True}, "apiKeys": {"keys": ["k"], "tokenSecret": SECRET}}, "Redis Cluster mode with the built-in single Redis"),
         ({"redis": {"enabled": False}, "apiKeys": {"keys": ["k"], "tokenSecret": SECRET}}, "external Redis without a URL"),
         ({}, "no API key and no existing Secret"),
         ({"apiKeys": {"keys": ["k"]}}, "no token secret"),
@@ -170,6 +183,27 @@ def check_compose() -> None:
         check(setting in nginx, f"nginx.conf: {setting}")
     single = compose_config("docker-compose.single.yml")["services"]
     check(list(single) == ["gateway"], "compose single: one gateway")
+    sharded = compose_config("docker-compose.redis-cluster.yml")["services"]
+    redis = [s for name, s in sharded.items() if name.startswith("redis-") and name != "redis-cluster-init"]
+    check(len(redis) == 6, "compose Redis Cluster: six Redis processes")
+    check(all("--cluster-enabled" in r["command"] for r in redis), "compose Redis Cluster: cluster mode on every Redis")
+    init = " ".join(sharded.get("redis-cluster-init", {}).get("command", []))
+    addresses = [r["networks"]["tideway"]["ipv4_address"] for r in redis]
+    check(
+        "--cluster create" in init and all(f"{a}:6379" in init for a in addresses),
+        "compose Redis Cluster: the init job joins every Redis",
+    )
+    cluster_gateways = [s for name, s in sharded.items() if name.startswith("gateway-")]
+    check(len(cluster_gateways) == 3, "compose Redis Cluster: three gateways")
+    for g in cluster_gateways:
+        env = g["environment"]
+        check(env.get("TIDEWAY_REDIS_CLUSTER") == "true", "compose Redis Cluster: gateways in cluster mode")
+        seeds = [u.removeprefix("redis://").removesuffix(":6379") for u in env["REDIS_URL"].split(",")]
+        check(all(seed in addresses for seed in seeds), f"compose Redis Cluster: seeds {seeds} are cluster members")
+        check(
+            g["depends_on"]["redis-cluster-init"]["condition"] == "service_completed_successfully",
+            "compose Redis Cluster: gateways start after the cluster is joined",
+        )
 
 
 def check_dockerfile() -> None:
@@ -190,7 +224,7 @@ def main() -> int:
     if failures:
         print("deploy check failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
-    print("deploy check: chart (both Redis modes), compose files and Dockerfile are valid", file=sys.stderr)
+    print("deploy check: chart (built-in, external and cluster Redis), compose files and Dockerfile are valid", file=sys.stderr)
     return 0
 
 

@@ -26,6 +26,9 @@ app.kubernetes.io/component: gateway
 {{- end -}}
 
 {{- define "tideway.redisUrl" -}}
+{{- if and .Values.redis.cluster .Values.redis.enabled -}}
+{{- fail "redis.cluster needs redis.enabled=false and redis.url listing the Redis Cluster's seed nodes (the built-in Redis is a single server)" -}}
+{{- end -}}
 {{- if .Values.redis.enabled -}}
 {{- printf "redis://%s-redis:6379" (include "tideway.fullname" .) -}}
 {{- else -}}
