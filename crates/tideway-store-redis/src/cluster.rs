@@ -294,29 +294,30 @@ impl RedisClusterStore {
         }
     }
 
-    /// Unsubscribes the channels of topics no local connection follows.
+    /// Unsubscribes the channels of topics no local connection follows. Each is marked
+    /// unsubscribed first, under the lock that `follow` takes to subscribe: a connection
+    /// joining meanwhile waits, then subscribes again.
     async fn unsubscribe_idle(&self) {
         let _guard = self.shared.listening.lock().await;
-        let idle: Vec<TopicName> = self
-            .local()
-            .iter()
-            .filter(|(_, l)| l.connections == 0)
-            .map(|(t, _)| t.clone())
-            .collect();
+        let idle: Vec<TopicName> = {
+            let mut local = self.local();
+            local
+                .iter_mut()
+                .filter(|(_, l)| l.connections == 0 && l.subscribed)
+                .map(|(t, l)| {
+                    l.subscribed = false;
+                    t.clone()
+                })
+                .collect()
+        };
         for topic in idle {
-            if self
-                .shared
-                .subscriber
-                .sunsubscribe(self.channel(&topic))
-                .await
-                .is_ok()
-            {
-                let mut local = self.local();
-                if local.get(&topic).is_some_and(|l| l.connections == 0) {
-                    local.remove(&topic);
-                }
+            if let Err(err) = self.shared.subscriber.sunsubscribe(self.channel(&topic)).await {
+                // Its messages keep coming and are dropped; nobody here wants them.
+                tracing::debug!(topic = %topic, error = %err, "unsubscribing failed");
             }
         }
+        self.local()
+            .retain(|_, l| l.connections > 0 || l.subscribed);
     }
 
     /// Refreshes this node's registration (registering its connections again when the
