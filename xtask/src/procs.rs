@@ -56,7 +56,14 @@ pub(crate) fn start_redis_cluster(processes: &mut Processes) -> Result<String, S
         let conf = dir.join(format!("nodes-{port}.conf"));
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--cluster-enabled", "yes"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+            ])
             .arg("--cluster-config-file")
             .arg(&conf)
             .arg("--dir")

@@ -311,7 +311,12 @@ impl RedisClusterStore {
                 .collect()
         };
         for topic in idle {
-            if let Err(err) = self.shared.subscriber.sunsubscribe(self.channel(&topic)).await {
+            if let Err(err) = self
+                .shared
+                .subscriber
+                .sunsubscribe(self.channel(&topic))
+                .await
+            {
                 // Its messages keep coming and are dropped; nobody here wants them.
                 tracing::debug!(topic = %topic, error = %err, "unsubscribing failed");
             }
