@@ -16,6 +16,15 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     pub(crate) listen: SocketAddr,
 
+    /// Serve HTTPS with this certificate chain (PEM, leaf first): HTTP/2 and HTTP/1.1 by
+    /// ALPN. Read again when the file changes. Needs --tls-key.
+    #[arg(long, env = "TIDEWAY_TLS_CERT")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TIDEWAY_TLS_KEY")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+
     /// Comma-separated API keys for publishers and the admin API. Without one, a key is
     /// generated and printed at start.
     #[arg(long, env = "SSE_PUBLISHER_API_KEYS", hide_env_values = true)]
@@ -300,6 +309,15 @@ impl Args {
             ));
         }
         wrong.extend(self.redis_problems());
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => wrong.push(
+                "--tls-cert (TIDEWAY_TLS_CERT) is set but --tls-key (TIDEWAY_TLS_KEY) is not: HTTPS needs both".to_owned(),
+            ),
+            (None, Some(_)) => wrong.push(
+                "--tls-key (TIDEWAY_TLS_KEY) is set but --tls-cert (TIDEWAY_TLS_CERT) is not: HTTPS needs both".to_owned(),
+            ),
+            _ => {}
+        }
         if wrong.is_empty() {
             Ok(())
         } else {
@@ -602,6 +620,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_needs_both_files() {
+        let cert_only = args(&["--tls-cert", "c.pem"]).validate().unwrap_err();
+        assert!(
+            cert_only.contains("--tls-key (TIDEWAY_TLS_KEY) is not"),
+            "{cert_only}"
+        );
+        let key_only = args(&["--tls-key", "k.pem"]).validate().unwrap_err();
+        assert!(
+            key_only.contains("--tls-cert (TIDEWAY_TLS_CERT) is not"),
+            "{key_only}"
+        );
+        assert_eq!(
+            args(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn durations_and_sizes() {
         assert_eq!("15s".parse(), Ok(Seconds(Duration::from_secs(15))));
         assert_eq!("250ms".parse(), Ok(Seconds(Duration::from_millis(250))));
@@ -660,6 +696,17 @@ mod tests {
 
                       [env: TIDEWAY_LISTEN=]
                       [default: 0.0.0.0:8080]
+
+                  --tls-cert <TLS_CERT>
+                      Serve HTTPS with this certificate chain (PEM, leaf first): HTTP/2 and HTTP/1.1 by ALPN.
+                      Read again when the file changes. Needs --tls-key
+
+                      [env: TIDEWAY_TLS_CERT=]
+
+                  --tls-key <TLS_KEY>
+                      The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+
+                      [env: TIDEWAY_TLS_KEY=]
 
                   --api-keys <API_KEYS>
                       Comma-separated API keys for publishers and the admin API. Without one, a key is generated

@@ -9,7 +9,7 @@ mod probe;
 use anyhow::Context;
 use clap::Parser;
 use tideway_core::{CoreConfig, Gateway, NodeRecord, Store, unix_millis};
-use tideway_http::{ApiKeys, Cors, CorsOrigins, HttpConfig, KeyRing, TokenConfig};
+use tideway_http::{ApiKeys, Cors, CorsOrigins, HttpConfig, KeyRing, TlsFiles, TokenConfig};
 use tideway_store_do::{DoConfig, DoStore};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
 use tideway_store_redis::{RedisClusterStore, RedisConfig, RedisStore};
@@ -111,9 +111,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             ..TokenConfig::default()
         },
         direct_subscribe: true,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
     };
     let listener = listen(args.listen).with_context(|| format!("listen on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, adapter = ?args.adapter, "tideway listening");
+    tracing::info!(listen = %args.listen, adapter = ?args.adapter, tls = args.tls_cert.is_some(), "tideway listening");
     match args.adapter {
         Adapter::Memory => {
             let store = MemoryStore::new(MemoryConfig {

@@ -25,6 +25,8 @@ pub(crate) struct App<S> {
     pub(crate) rate_limits: crate::auth::RateLimits,
     /// Open admin tail followers, by key name (see `admin::follow`).
     pub(crate) followers: Followers,
+    /// Connections accepted, by protocol, for `/metrics`.
+    pub(crate) protocols: crate::server::Protocols,
 }
 
 /// How many admin tail followers each key has open. Cloning bumps a reference count.

@@ -106,6 +106,9 @@ pub struct HttpConfig {
     /// served without hyper (see `direct`). On by default; off only to compare the two
     /// paths, which must answer alike.
     pub direct_subscribe: bool,
+    /// Serve TLS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate and key instead of
+    /// plain HTTP/1.1.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for HttpConfig {
@@ -124,6 +127,7 @@ impl Default for HttpConfig {
             write_timeout: Duration::from_secs(10),
             tokens: TokenConfig::default(),
             direct_subscribe: true,
+            tls: None,
         }
     }
 }

@@ -40,6 +40,19 @@ pub(crate) fn render<S: Store>(app: &App<S>) -> Response {
         "Topics with a subscriber on this node.",
         gateway.local_topics() as u64,
     );
+    out.family(
+        "connections_accepted_total",
+        "counter",
+        "TCP connections accepted, by the protocol they speak.",
+    );
+    for protocol in crate::server::Protocol::ALL {
+        let label = format!("protocol=\"{}\"", protocol.label());
+        out.sample(
+            "connections_accepted_total",
+            &label,
+            app.protocols.get(protocol),
+        );
+    }
     out.simple(
         "connections_opened_total",
         "counter",

@@ -49,6 +49,29 @@ pub async fn run<S: Store>(
         .header_read_timeout(header_read_timeout)
         .max_buf_size(max_buf_size);
     let builder = Arc::new(builder);
+    let tls = match &tideway.app.config.tls {
+        Some(files) => Some(
+            crate::tls::Certificates::load(files.clone())
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?,
+        ),
+        None => None,
+    };
+    let acceptor = tls
+        .as_ref()
+        .map(|certificates| tokio_rustls::TlsAcceptor::from(certificates.server_config()));
+    let reloader = tls.map(|certificates| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::tls::RELOAD_CHECK).await;
+                certificates.reload_if_changed();
+            }
+        })
+    });
+    let secure = Arc::new(secure_builder(
+        header_read_timeout,
+        max_buf_size,
+        &tideway.app.config,
+    ));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -73,9 +96,35 @@ pub async fn run<S: Store>(
             kill: kill.clone(),
             alive: alive.clone(),
         };
-        let builder = builder.clone();
         let alive = alive.clone();
         let stopping = stopping.clone();
+        if let Some(acceptor) = &acceptor {
+            let (acceptor, secure) = (acceptor.clone(), secure.clone());
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(header_read_timeout, acceptor.accept(stream));
+                match Box::pin(handshake).await {
+                    Ok(Ok(stream)) => {
+                        let protocol = match stream.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => Protocol::H2,
+                            _ => Protocol::Http1Tls,
+                        };
+                        app.protocols.count(protocol);
+                        tracing::debug!(peer = %peer, protocol = protocol.label(), "connection");
+                        Box::pin(serve_secure(&secure, stream, app, context, stopping)).await;
+                    }
+                    Ok(Err(err)) => {
+                        tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer, "no TLS handshake within the header timeout")
+                    }
+                }
+                drop(alive);
+            });
+            continue;
+        }
+        app.protocols.count(Protocol::Http1);
+        let builder = builder.clone();
         tokio::spawn(async move {
             let mut stream = stream;
             // Each step's future is boxed: the task holds only the one in progress, so an
@@ -129,6 +178,9 @@ pub async fn run<S: Store>(
         });
     }
     drop(listener);
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     let deadline = tokio::time::Instant::now() + drain_timeout;
     tracing::info!("draining: no longer accepting; finishing publishes in flight");
     // Connections close after their current request; streams are told to reconnect once
@@ -152,6 +204,86 @@ pub async fn run<S: Store>(
     Ok(())
 }
 
+/// Which protocol a connection speaks, for `/metrics` and the logs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Protocol {
+    /// HTTP/1.1 on plain TCP.
+    Http1,
+    /// HTTP/1.1 over TLS.
+    Http1Tls,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+}
+
+impl Protocol {
+    pub(crate) const ALL: [Protocol; 3] = [Protocol::Http1, Protocol::Http1Tls, Protocol::H2];
+
+    /// Its label in `/metrics` and the logs.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http1Tls => "http1-tls",
+            Protocol::H2 => "h2",
+        }
+    }
+}
+
+/// Connections accepted, by protocol.
+#[derive(Debug, Default)]
+pub(crate) struct Protocols([std::sync::atomic::AtomicU64; 3]);
+
+impl Protocols {
+    fn count(&self, protocol: Protocol) {
+        self.0[protocol as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self, protocol: Protocol) -> u64 {
+        self.0[protocol as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// hyper's builder for TLS connections: HTTP/2 or HTTP/1.1, whichever ALPN chose, with
+/// the plain listener's limits on heads.
+fn secure_builder(
+    header_read_timeout: std::time::Duration,
+    max_buf_size: usize,
+    config: &HttpConfig,
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(max_buf_size);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        // A stream is one subscription: a page may open many on one connection.
+        .max_concurrent_streams(256)
+        // Pings find connections whose peer went away without a word.
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+    builder
+}
+
+/// Serves a TLS connection with hyper (HTTP/2 or HTTP/1.1) until it ends, is killed or,
+/// once the server stops, finishes its requests in flight.
+async fn serve_secure<S: Store>(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    app: Arc<App<S>>,
+    context: Peer,
+    stopping: watch::Receiver<bool>,
+) {
+    let peer = context.addr;
+    let kill = context.kill.clone();
+    let service = service_fn(move |request| app.clone().handle(request, context.clone()));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    drive(connection, |c| c.graceful_shutdown(), peer, &kill, stopping).await;
+}
+
 /// Serves a connection with hyper until it ends, is killed (a subscriber cut off that
 /// stopped reading) or, once the server stops, finishes its request in flight.
 async fn serve_hyper<S: Store>(
@@ -159,7 +291,7 @@ async fn serve_hyper<S: Store>(
     stream: tokio::net::TcpStream,
     app: Arc<App<S>>,
     context: Peer,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
     let peer = context.addr;
     let kill = context.kill.clone();
@@ -168,6 +300,21 @@ async fn serve_hyper<S: Store>(
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
+    drive(connection, |c| c.graceful_shutdown(), peer, &kill, stopping).await;
+}
+
+/// Runs a hyper connection to its end, closing it when `kill` is notified and asking it
+/// to finish once the server stops.
+async fn drive<C, E>(
+    mut connection: std::pin::Pin<&mut C>,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    peer: std::net::SocketAddr,
+    kill: &Notify,
+    mut stopping: watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut stop_asked = false;
     loop {
         tokio::select! {
@@ -185,7 +332,7 @@ async fn serve_hyper<S: Store>(
                 // Finish the request in flight (a stream ends with its drain event), then
                 // close instead of waiting for another.
                 stop_asked = true;
-                connection.as_mut().graceful_shutdown();
+                graceful(connection.as_mut());
             }
         }
     }
@@ -257,6 +404,7 @@ impl<S: Store> Tideway<S> {
                 auth_failures: Default::default(),
                 rate_limits: Default::default(),
                 followers: Default::default(),
+                protocols: Default::default(),
             }),
             _key_watch: Arc::new(KeyWatch(task)),
         }
