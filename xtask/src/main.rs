@@ -62,6 +62,9 @@ fn root() -> PathBuf {
 /// System packages the tests need: (command that must exist, Debian package giving it).
 const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    ("openssl", "openssl"),
+    ("curl", "curl"),
     ("docker-compose", "docker-compose"),
     ("chromium", "chromium"),
     ("node", "nodejs"),
@@ -164,8 +167,8 @@ fn ensure_packages(packages: &[(&str, &str)]) -> Result<(), String> {
 }
 
 /// The admin UI: types, unit tests, that the embedded build matches the sources and
-/// rebuilds identically from package-lock.json, and the browser test against a real
-/// gateway.
+/// rebuilds identically from package-lock.json, and the browser tests against a real
+/// gateway (the UI, and ten EventSources of one page over HTTP/2).
 fn admin(root: &Path) -> Result<(), String> {
     let admin = root.join("admin");
     if !admin.join("node_modules").is_dir() {
@@ -191,12 +194,16 @@ fn admin(root: &Path) -> Result<(), String> {
     )?;
     same_files(&admin.join("dist"), &rebuild)?;
     run(root, "cargo", &["build", "--quiet", "-p", "tideway"])?;
-    let mut e2e = Command::new("node");
-    e2e.current_dir(&admin).arg("tests/e2e.mjs").env(
-        "TIDEWAY_BIN",
-        root.join("target").join("debug").join("tideway"),
-    );
-    status(&mut e2e)
+    // The admin UI, then ten EventSources of one page over HTTPS (HTTP/2).
+    for test in ["tests/e2e.mjs", "tests/h2.mjs"] {
+        let mut e2e = Command::new("node");
+        e2e.current_dir(&admin).arg(test).env(
+            "TIDEWAY_BIN",
+            root.join("target").join("debug").join("tideway"),
+        );
+        status(&mut e2e)?;
+    }
+    Ok(())
 }
 
 /// Runs `go` in `examples/go` with the standard library only: no module proxy.
