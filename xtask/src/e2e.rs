@@ -55,6 +55,7 @@ impl Language {
 fn languages(root: &Path) -> Vec<Language> {
     let bin = root.join("target").join("debug");
     let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
+    let python = crate::python_bin(root).to_string_lossy().into_owned();
     let script = |name: &str| {
         root.join("examples")
             .join("python")
@@ -98,8 +99,8 @@ fn languages(root: &Path) -> Vec<Language> {
         },
         Language {
             name: "python",
-            publisher: vec!["python3".into(), script("publisher.py")],
-            subscriber: vec!["python3".into(), script("subscriber.py")],
+            publisher: vec![python.clone(), script("publisher.py")],
+            subscriber: vec![python, script("subscriber.py")],
         },
     ]
 }

@@ -68,6 +68,7 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("docker-compose", "docker-compose"),
     ("chromium", "chromium"),
     ("node", "nodejs"),
+    ("npm", "npm"),
     ("go", "golang-go"),
     ("faketime", "faketime"),
 ];
@@ -86,7 +87,10 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
 fn test() -> Result<(), String> {
     let root = root();
     ensure_packages(SYSTEM_PACKAGES)?;
-    ensure_python_packages(PYTHON_PACKAGES)?;
+    check_node()?;
+    ensure_python_packages(&root, PYTHON_PACKAGES)?;
+    let venv_python = python_bin(&root);
+    let venv_python = venv_python.to_string_lossy();
     run(&root, "cargo", &["fmt", "--all", "--check"])?;
     run(
         &root,
@@ -113,7 +117,7 @@ fn test() -> Result<(), String> {
             std::env::var("PROPTEST_CASES").unwrap_or_else(|_| "2000".into()),
         );
     status(&mut command)?;
-    run(&root, "python3", &["xtask/deploy_check.py"])?;
+    run(&root, &venv_python, &["xtask/deploy_check.py"])?;
     admin(&root)?;
     python(&root)?;
     golang(&root)?;
@@ -246,13 +250,15 @@ fn golang(root: &Path) -> Result<(), String> {
 /// The Python client and examples: formatted, linted, typed strictly, unit-tested.
 fn python(root: &Path) -> Result<(), String> {
     let dir = root.join("examples").join("python");
-    run(&dir, "python3", &["-m", "ruff", "format", "--check", "."])?;
-    run(&dir, "python3", &["-m", "ruff", "check", "."])?;
+    let python = python_bin(root);
+    let python = python.to_string_lossy();
+    run(&dir, &python, &["-m", "ruff", "format", "--check", "."])?;
+    run(&dir, &python, &["-m", "ruff", "check", "."])?;
     let files = ["tideway_client", "publisher.py", "subscriber.py", "tests"];
     let mut mypy = vec!["-m", "mypy", "--strict"];
     mypy.extend(files);
-    run(&dir, "python3", &mypy)?;
-    run(&dir, "python3", &["-m", "pytest", "-q", "tests"])
+    run(&dir, &python, &mypy)?;
+    run(&dir, &python, &["-m", "pytest", "-q", "tests"])
 }
 
 /// Fails unless `built` holds exactly the files of `committed` (but its source hash),
@@ -291,12 +297,41 @@ fn same_files(committed: &Path, built: &Path) -> Result<(), String> {
     ))
 }
 
-/// Installs missing Python packages with pip; otherwise says what to run.
-fn ensure_python_packages(packages: &[(&str, &str)]) -> Result<(), String> {
+/// The Python the tests run: the virtual environment `target/venv`, which xtask owns, so
+/// nothing is installed into the system's Python (refused under PEP 668 anyway).
+pub(crate) fn python_bin(root: &Path) -> PathBuf {
+    root.join("target").join("venv").join("bin").join("python")
+}
+
+/// Makes `target/venv` if it is not there, then installs the missing Python packages
+/// into it with its pip.
+fn ensure_python_packages(root: &Path, packages: &[(&str, &str)]) -> Result<(), String> {
+    let python = python_bin(root);
+    if !python.is_file() {
+        let venv = root.join("target").join("venv");
+        eprintln!("xtask: making the Python environment {}", venv.display());
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made {
+            // Debian and Ubuntu ship venv's pip bootstrap separately.
+            // (A command name no PATH holds: the package is installed unconditionally.)
+            ensure_packages(&[("python3-venv (ensurepip)", "python3-venv")])?;
+            let mut again = Command::new("python3");
+            again.args(["-m", "venv"]).arg(&venv);
+            status(&mut again).map_err(|e| {
+                format!(
+                    "{e}\n  python3 -m venv needs the venv module: apt-get install python3-venv"
+                )
+            })?;
+        }
+    }
     let missing: Vec<&str> = packages
         .iter()
         .filter(|(module, _)| {
-            !Command::new("python3")
+            !Command::new(&python)
                 .args(["-c", &format!("import {module}")])
                 .stderr(std::process::Stdio::null())
                 .status()
@@ -308,8 +343,8 @@ fn ensure_python_packages(packages: &[(&str, &str)]) -> Result<(), String> {
         return Ok(());
     }
     let list = missing.join(" ");
-    eprintln!("xtask: installing Python packages {list}");
-    let mut install = Command::new("python3");
+    eprintln!("xtask: installing Python packages {list} into target/venv");
+    let mut install = Command::new(&python);
     install
         .args([
             "-m",
@@ -319,8 +354,34 @@ fn ensure_python_packages(packages: &[(&str, &str)]) -> Result<(), String> {
             "--disable-pip-version-check",
         ])
         .args(&missing);
-    status(&mut install)
-        .map_err(|e| format!("{e}\n  install by hand: python3 -m pip install {list}"))
+    status(&mut install).map_err(|e| {
+        format!(
+            "{e}\n  install by hand: {} -m pip install {list}",
+            python.display()
+        )
+    })
+}
+
+/// Node 20 or later (the examples and the admin UI use its fetch streaming and test
+/// runner); an older one is named with what to do.
+fn check_node() -> Result<(), String> {
+    let version = Command::new("node")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("could not run node: {e}"))?;
+    let text = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    let major: u32 = text
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major >= 20 {
+        return Ok(());
+    }
+    Err(format!(
+        "Node {text} is too old: the tests need Node 20 or later. Install it from NodeSource (https://github.com/nodesource/distributions) or with nvm, then run again"
+    ))
 }
 
 fn on_path(command: &str) -> bool {
