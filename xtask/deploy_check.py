@@ -43,9 +43,13 @@ def render(values: dict) -> list[dict]:
     return docs
 
 
+# Kinds of CRDs, which the Kubernetes schemas do not hold; checked by shape here instead.
+CUSTOM_KINDS = {"ServiceMonitor"}
+
+
 def validate(docs: list[dict], label: str) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as out:
-        yaml.safe_dump_all(docs, out)
+        yaml.safe_dump_all([d for d in docs if d["kind"] not in CUSTOM_KINDS], out)
     result = subprocess.run(
         ["kubernetes-validate", "--strict", "--quiet", "-k", KUBE_VERSION, out.name],
         capture_output=True,
@@ -89,6 +93,7 @@ def check_gateway(docs: list[dict], label: str, redis_url: str) -> None:
     check(pod["securityContext"]["runAsNonRoot"] is True, f"{label}: non-root")
     check("requests" in container["resources"], f"{label}: resource requests")
     check(len(by_kind.get("PodDisruptionBudget", [])) == 1, f"{label}: a PodDisruptionBudget")
+    check(by_kind["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["image"] == "tideway:0.1.0", f"{label}: the image tag is the chart's appVersion")
 
 
 def check_chart() -> None:
@@ -131,12 +136,56 @@ def check_chart() -> None:
     check("StatefulSet" not in kinds(cluster), "Redis Cluster: no built-in Redis")
     check("TIDEWAY_REDIS_CLUSTER" not in {e["name"] for e in kinds(built_in)["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["env"]}, "built-in Redis: not in cluster mode")
 
+    # Defaults: installs as it is, a key and a token secret made for it.
+    defaults = render({})
+    validate(defaults, "defaults")
+    check_gateway(defaults, "defaults", "redis://tw-tideway-redis:6379")
+    made = kinds(defaults)["Secret"][0]["stringData"]
+    check(made["api-keys"].startswith("tw_") and len(made["api-keys"]) == 35, "defaults: an API key is made")
+    check(len(made["token-secret"]) >= 32, "defaults: a token secret of 32 bytes or more is made")
+    pod = kinds(defaults)["Deployment"][0]["spec"]["template"]["spec"]
+    check(pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] == 5, "defaults: a preStop pause before the drain")
+    check(len(pod.get("topologySpreadConstraints", [])) == 2, "defaults: replicas spread over nodes and zones")
+    check("volumes" not in pod, "defaults: no TLS volume")
+    check(pod["containers"][0]["readinessProbe"]["httpGet"]["scheme"] == "HTTP", "defaults: plain probes")
+
+    extras = render({
+        "tls": {"enabled": True, "secretName": "tw-tls"},
+        "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "imagePullSecrets": [{"name": "registry"}],
+        "podAnnotations": {"example.com/team": "events"},
+    })
+    validate(extras, "TLS, autoscaling, ServiceMonitor")
+    by_kind = kinds(extras)
+    deployment = by_kind["Deployment"][0]["spec"]
+    pod = deployment["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    check("replicas" not in deployment, "autoscaling: the HPA owns the replica count")
+    hpa = by_kind.get("HorizontalPodAutoscaler", [{}])[0].get("spec", {})
+    check(hpa.get("maxReplicas") == 12 and hpa.get("scaleTargetRef", {}).get("kind") == "Deployment", "autoscaling: an HPA on the Deployment")
+    check(pod["volumes"][0]["secret"]["secretName"] == "tw-tls", "TLS: the Secret is mounted")
+    mount = container["volumeMounts"][0]["mountPath"]
+    check(env.get("TIDEWAY_TLS_CERT") == f"{mount}/tls.crt" and env.get("TIDEWAY_TLS_KEY") == f"{mount}/tls.key", "TLS: the gateway reads the mounted pair")
+    check(container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS", "TLS: probes over HTTPS")
+    monitor = by_kind.get("ServiceMonitor", [{}])[0]
+    check(monitor.get("apiVersion") == "monitoring.coreos.com/v1", "ServiceMonitor: rendered")
+    endpoint = monitor.get("spec", {}).get("endpoints", [{}])[0]
+    check(endpoint.get("path") == "/metrics" and endpoint.get("scheme") == "https", "ServiceMonitor: /metrics over HTTPS")
+    check(monitor["metadata"]["labels"].get("release") == "prometheus", "ServiceMonitor: its labels")
+    check(pod["imagePullSecrets"] == [{"name": "registry"}], "imagePullSecrets")
+    check(deployment["template"]["metadata"]["annotations"].get("example.com/team") == "events", "podAnnotations")
+
     for values, why in [
         ({"redis": {"cluster": True}, "apiKeys": {"keys": ["k"], "tokenSecret": SECRET}}, "Redis Cluster mode with the built-in single Redis"),
         ({"redis": {"enabled": False}, "apiKeys": {"keys": ["k"], "tokenSecret": SECRET}}, "external Redis without a URL"),
-        ({}, "no API key and no existing Secret"),
-        ({"apiKeys": {"keys": ["k"]}}, "no token secret"),
         ({"apiKeys": {"keys": ["k"], "tokenSecret": "short"}}, "a token secret the gateway refuses (under 32 bytes)"),
+        ({"tls": {"enabled": True}}, "TLS without its Secret"),
+        ({"terminationGracePeriodSeconds": 20}, "a grace period shorter than the preStop pause and the drain"),
+        ({"replicaCount": "three"}, "a replica count that is not a number (the schema)"),
+        ({"gateway": {"drainTimeout": "20 seconds"}}, "a duration the gateway cannot read (the schema)"),
+        ({"replicas": 3}, "a value the chart does not have (the schema)"),
     ]:
         try:
             render(values)

@@ -35,3 +35,14 @@ app.kubernetes.io/component: gateway
 {{- required "redis.url is required when redis.enabled is false" .Values.redis.url -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* Whole seconds of a duration written as the gateway takes it: 20s, 2m, 1h, 500ms. */}}
+{{- define "tideway.seconds" -}}
+{{- $d := toString . -}}
+{{- if hasSuffix "ms" $d -}}{{ div (trimSuffix "ms" $d | int) 1000 }}
+{{- else if hasSuffix "s" $d -}}{{ trimSuffix "s" $d | int }}
+{{- else if hasSuffix "m" $d -}}{{ mul (trimSuffix "m" $d | int) 60 }}
+{{- else if hasSuffix "h" $d -}}{{ mul (trimSuffix "h" $d | int) 3600 }}
+{{- else -}}{{ fail (printf "%q is not a duration the gateway takes (e.g. 20s, 2m)" $d) }}
+{{- end -}}
+{{- end -}}
