@@ -63,6 +63,11 @@ pub(crate) struct Args {
     )]
     pub(crate) redis_url: String,
 
+    /// For a `rediss://` (TLS) Redis: the CA certificates (PEM) its certificate must chain
+    /// to, instead of the system's.
+    #[arg(long, env = "TIDEWAY_REDIS_CA_CERT")]
+    pub(crate) redis_ca_cert: Option<std::path::PathBuf>,
+
     /// Use Redis Cluster: `--redis-url` lists seed nodes, comma-separated. Each topic is
     /// ordered on its own shard (sharded pub/sub, Redis 7); see docs/cluster.md for what
     /// changes from one Redis.
@@ -343,6 +348,11 @@ impl Args {
                 "--redis-url (REDIS_URL) lists several servers: that is a Redis Cluster's seed list, which needs --redis-cluster (TIDEWAY_REDIS_CLUSTER); one Redis takes one URL".to_owned(),
             );
         }
+        if self.redis_ca_cert.is_some() && !self.redis_url.starts_with("rediss") {
+            wrong.push(
+                "--redis-ca-cert (TIDEWAY_REDIS_CA_CERT) is set but --redis-url (REDIS_URL) is not rediss:// (or rediss-sentinel://): the CA is for Redis over TLS".to_owned(),
+            );
+        }
         if redis && self.redis_cluster && self.redis_prefix.contains(['{', '}']) {
             wrong.push(format!(
                 "--redis-prefix (TIDEWAY_REDIS_PREFIX) is {:?}: with --redis-cluster it cannot hold '{{' or '}}', which would decide the shard of every key",
@@ -609,6 +619,20 @@ mod tests {
             "{x}:",
         ]);
         assert!(tagged_prefix.contains("cannot hold"), "{tagged_prefix}");
+        let plain_with_ca = refused(&["--adapter", "redis", "--redis-ca-cert", "ca.pem"]);
+        assert!(
+            plain_with_ca.contains("is not rediss://"),
+            "{plain_with_ca}"
+        );
+        let tls = [
+            "--adapter",
+            "redis",
+            "--redis-url",
+            "rediss://redis.example:6380",
+            "--redis-ca-cert",
+            "ca.pem",
+        ];
+        assert_eq!(args(&tls).validate(), Ok(()));
         let seeds = [
             "--adapter",
             "redis",
@@ -755,6 +779,12 @@ mod tests {
 
                       [env: REDIS_URL]
                       [default: redis://127.0.0.1:6379]
+
+                  --redis-ca-cert <REDIS_CA_CERT>
+                      For a `rediss://` (TLS) Redis: the CA certificates (PEM) its certificate must chain to,
+                      instead of the system's
+
+                      [env: TIDEWAY_REDIS_CA_CERT=]
 
                   --redis-cluster
                       Use Redis Cluster: `--redis-url` lists seed nodes, comma-separated. Each topic is ordered

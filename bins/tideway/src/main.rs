@@ -143,6 +143,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 history: args.history,
                 topic_grace: args.topic_grace.0,
                 node_ttl: args.node_ttl.0,
+                ca_cert: args.redis_ca_cert.clone(),
             };
             if args.redis_cluster {
                 let store = RedisClusterStore::connect(redis).await.with_context(|| {

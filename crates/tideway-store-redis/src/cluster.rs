@@ -144,7 +144,7 @@ impl RedisClusterStore {
             ));
         }
         let seeds: Vec<&str> = config.url.split(',').map(str::trim).collect();
-        let mut redis = Config::from_url(seeds[0]).map_err(unavailable)?;
+        let mut redis = crate::redis_config(seeds[0], config.ca_cert.as_deref())?;
         let mut hosts = Vec::new();
         for seed in &seeds {
             let one = Config::from_url(seed).map_err(unavailable)?;

@@ -62,6 +62,9 @@ pub struct RedisConfig {
     /// How long a node counts as alive after its last heartbeat; heartbeats come five
     /// times as often.
     pub node_ttl: Duration,
+    /// For `rediss://` URLs: the CA certificates (PEM) that Redis's certificate must chain
+    /// to, instead of the system's.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -72,6 +75,7 @@ impl Default for RedisConfig {
             history: 1000,
             topic_grace: Duration::ZERO,
             node_ttl: Duration::from_secs(5),
+            ca_cert: None,
         }
     }
 }
@@ -201,7 +205,7 @@ impl RedisStore {
     /// Connects to Redis; fails if it cannot be reached now. Later outages are retried
     /// forever in the background while requests fail fast.
     pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
-        let redis = Config::from_url(&config.url).map_err(unavailable)?;
+        let redis = redis_config(&config.url, config.ca_cert.as_deref())?;
         let (client, subscriber) = clients(redis).await?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -576,6 +580,47 @@ impl RedisStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The client settings of `url` (`redis://`, `rediss://` over TLS, `redis-sentinel://`
+/// and `rediss-sentinel://` behind Sentinel), trusting `ca_cert` for TLS when given.
+fn redis_config(url: &str, ca_cert: Option<&std::path::Path>) -> Result<Config, StoreError> {
+    let mut redis = Config::from_url(url).map_err(unavailable)?;
+    if let Some(path) = ca_cert {
+        if redis.tls.is_none() {
+            return Err(StoreError::Unavailable(
+                format!(
+                    "a CA certificate ({}) is given but the Redis URL is not rediss://",
+                    path.display()
+                )
+                .into(),
+            ));
+        }
+        redis.tls = Some(trusting(path)?.into());
+    }
+    Ok(redis)
+}
+
+/// A TLS connector that trusts the CA certificates in the PEM file at `path`.
+fn trusting(path: &std::path::Path) -> Result<fred::types::config::TlsConnector, StoreError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let refuse = |why: String| StoreError::Unavailable(format!("{}: {why}", path.display()).into());
+    let pem = std::fs::read(path).map_err(|e| refuse(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| refuse(format!("not a PEM certificate ({e})")))?;
+        roots.add(cert).map_err(|e| refuse(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(refuse("holds no PEM certificate".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| refuse(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config.into())
 }
 
 /// A client for commands and one for subscriptions to `redis`, connected: both fail fast

@@ -10,6 +10,7 @@ pub mod conformance;
 mod injecting;
 mod process;
 mod redis;
+mod redis_ha;
 
 pub use cluster::RedisCluster;
 
@@ -34,6 +35,7 @@ impl SharedRedis for RedisCluster {
 pub use injecting::Injecting;
 pub use process::TidewayProcess;
 pub use redis::RedisServer;
+pub use redis_ha::{RedisSentinel, SENTINEL_SERVICE, TlsRedis};
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
