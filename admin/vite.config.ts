@@ -6,7 +6,8 @@ import react from "@vitejs/plugin-react";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
-  base: "/admin/",
+  // Relative: the app works wherever the gateway is mounted (`<prefix>/admin/`).
+  base: "./",
   plugins: [react(), tailwindcss()],
   resolve: { alias: { "@": fileURLToPath(new URL("./src", import.meta.url)) } },
   build: { outDir: "dist", emptyOutDir: true, sourcemap: false },

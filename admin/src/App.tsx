@@ -1,9 +1,10 @@
-// The admin app: log in with an API key, then Topics | Connections | Tail Events.
+// The admin app: log in with an API key, then Topics | Connections | Nodes | Tail Events.
 import { LogOut } from "lucide-react";
 import { useCallback, useState } from "react";
 
 import { ConnectionsTab } from "@/components/ConnectionsTab";
 import { Login } from "@/components/Login";
+import { NodesTab } from "@/components/NodesTab";
 import { TailTab } from "@/components/TailTab";
 import { TopicsTab } from "@/components/TopicsTab";
 import { Button } from "@/components/ui/button";
@@ -44,6 +45,7 @@ export function App() {
         <TabsList>
           <TabsTrigger value="topics">Topics</TabsTrigger>
           <TabsTrigger value="connections">Connections</TabsTrigger>
+          <TabsTrigger value="nodes">Nodes</TabsTrigger>
           <TabsTrigger value="tail">Tail Events</TabsTrigger>
         </TabsList>
         <TabsContent value="topics">
@@ -58,6 +60,9 @@ export function App() {
         </TabsContent>
         <TabsContent value="connections">
           <ConnectionsTab apiKey={key} onUnauthorized={onUnauthorized} />
+        </TabsContent>
+        <TabsContent value="nodes">
+          <NodesTab apiKey={key} onUnauthorized={onUnauthorized} />
         </TabsContent>
         <TabsContent value="tail">
           <TailTab apiKey={key} topic={tailTopic} onTopic={setTailTopic} onUnauthorized={onUnauthorized} />

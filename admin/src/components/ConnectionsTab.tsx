@@ -2,6 +2,7 @@
 import { RefreshCw } from "lucide-react";
 import { useState } from "react";
 
+import { AutoRefresh } from "@/components/AutoRefresh";
 import { Pager } from "@/components/Pager";
 import { formatTime } from "@/components/time";
 import { Badge } from "@/components/ui/badge";
@@ -24,9 +25,12 @@ export function ConnectionsTab(props: { apiKey: string; onUnauthorized: () => vo
     <Card>
       <CardHeader>
         <CardTitle>Connections</CardTitle>
-        <Button size="sm" variant="outline" onClick={refresh} disabled={loading}>
-          <RefreshCw className="size-3.5" /> Refresh
-        </Button>
+        <div className="flex items-center gap-4">
+          <AutoRefresh refresh={refresh} />
+          <Button size="sm" variant="outline" onClick={refresh} disabled={loading}>
+            <RefreshCw className="size-3.5" /> Refresh
+          </Button>
+        </div>
       </CardHeader>
       <CardContent className="space-y-3">
         {error && <p className="text-sm text-destructive">{error.message}</p>}

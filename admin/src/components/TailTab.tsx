@@ -12,7 +12,7 @@ import { useTail } from "@/hooks/useTail";
 export function TailTab(props: { apiKey: string; topic: string | null; onTopic: (topic: string) => void; onUnauthorized: () => void }) {
   const [draft, setDraft] = useState(props.topic ?? "");
   useEffect(() => setDraft(props.topic ?? ""), [props.topic]);
-  const { events, live, error } = useTail(props.apiKey, props.topic, props.onUnauthorized);
+  const { events, live, following, error } = useTail(props.apiKey, props.topic, props.onUnauthorized);
 
   function submit(event: FormEvent) {
     event.preventDefault();
@@ -23,8 +23,11 @@ export function TailTab(props: { apiKey: string; topic: string | null; onTopic: 
     <Card>
       <CardHeader>
         <CardTitle>Tail events</CardTitle>
-        {props.topic && live !== null && (
+        {props.topic && following === "following" && live !== null && (
           <Badge variant={live ? "live" : "idle"}>{live ? "live, following" : "no subscribers"}</Badge>
+        )}
+        {props.topic && following !== "following" && (
+          <Badge variant="idle">{following === "connecting" ? "connecting…" : "reconnecting…"}</Badge>
         )}
       </CardHeader>
       <CardContent className="space-y-3">

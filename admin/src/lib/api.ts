@@ -53,8 +53,17 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * Where an API path (`/v1/...`) is, relative to the app: the app lives at `<prefix>/admin/`
+ * and the API at `<prefix>/v1/`, so the UI works behind a proxy that serves the gateway
+ * under a path prefix.
+ */
+export function apiUrl(path: string): string {
+  return path.startsWith("/") ? `..${path}` : path;
+}
+
 export async function request<T>(key: string, path: string, signal?: AbortSignal): Promise<T> {
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${key}` }, signal });
+  const response = await fetch(apiUrl(path), { headers: { Authorization: `Bearer ${key}` }, signal });
   if (!response.ok) {
     throw await apiError(response);
   }
@@ -80,4 +89,8 @@ export function connectionsPath(page: number, pageSize: number): string {
 
 export function tailPath(topic: string, limit: number, follow: boolean): string {
   return `/v1/admin/topics/${encodeURIComponent(topic)}/tail?limit=${limit}${follow ? "&follow=1" : ""}`;
+}
+
+export function nodesPath(): string {
+  return "/v1/admin/nodes";
 }

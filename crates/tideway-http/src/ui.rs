@@ -21,7 +21,9 @@ pub(crate) fn serve(path: &str) -> Result<Response, ApiError> {
         let mut response = full(StatusCode::PERMANENT_REDIRECT, "text/plain", "");
         response
             .headers_mut()
-            .insert(header::LOCATION, HeaderValue::from_static("/admin/"));
+            // Relative: behind a proxy serving the gateway under a prefix, `<prefix>/admin`
+            // goes to `<prefix>/admin/`.
+            .insert(header::LOCATION, HeaderValue::from_static("admin/"));
         return Ok(response);
     }
     let file = path.trim_start_matches('/');

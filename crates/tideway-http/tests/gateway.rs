@@ -700,7 +700,8 @@ async fn the_admin_ui_is_served_from_the_binary() {
     let redirect = gw.get("/admin", &[]).await;
     assert_eq!(
         (redirect.status, redirect.header("location")),
-        (308, Some("/admin/"))
+        (308, Some("admin/")),
+        "relative, so it works under a path prefix"
     );
     let index = gw.get("/admin/", &[]).await;
     assert_eq!(index.status, 200);
@@ -729,7 +730,12 @@ async fn the_admin_ui_is_served_from_the_binary() {
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .expect("index.html names its script");
-    let asset = gw.get(script, &[]).await;
+    // Relative to the app (`./assets/…`), so the app works under a path prefix.
+    let script = format!(
+        "/admin/{}",
+        script.strip_prefix("./").expect("a relative script URL")
+    );
+    let asset = gw.get(&script, &[]).await;
     assert_eq!(asset.status, 200, "{script}");
     assert_eq!(
         asset.header("content-type"),
