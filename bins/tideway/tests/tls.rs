@@ -25,22 +25,74 @@ impl Certs {
         self.dir.join(file)
     }
 
-    /// Makes a self-signed certificate for localhost and 127.0.0.1 with common name
-    /// `cn`, as `<stem>.pem` and `<stem>.key`.
+    /// Makes a certificate for localhost and 127.0.0.1 with common name `cn`, as
+    /// `<stem>.pem` and `<stem>.key`, signed by this test's CA (`ca.pem`, made on first
+    /// use): what clients trust.
     fn make(&self, stem: &str, cn: &str) {
-        let status = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-            .arg("-keyout")
-            .arg(self.path(&format!("{stem}.key")))
-            .arg("-out")
-            .arg(self.path(&format!("{stem}.pem")))
-            .args(["-subj", &format!("/CN={cn}")])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl is installed");
-        assert!(status.success(), "openssl req failed");
+        let run = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(&self.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl is installed");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        let curve = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        if !self.path("ca.pem").exists() {
+            let mut args = vec![
+                "req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem",
+            ];
+            args.extend(curve);
+            args.extend(["-subj", "/CN=tideway test CA"]);
+            run(&args);
+        }
+        let (key, csr, pem) = (
+            format!("{stem}.key"),
+            format!("{stem}.csr"),
+            format!("{stem}.pem"),
+        );
+        let subject = format!("/CN={cn}");
+        let mut args = vec![
+            "req",
+            "-keyout",
+            key.as_str(),
+            "-out",
+            csr.as_str(),
+            "-subj",
+            subject.as_str(),
+        ];
+        args.extend(curve);
+        run(&args);
+        std::fs::write(
+            self.path("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &pem,
+            "-extfile",
+            "san.ext",
+        ]);
     }
 }
 
@@ -109,7 +161,7 @@ fn https_serves_streams_over_http2_and_http1() {
     let certs = Certs::new("serve");
     certs.make("server", "localhost");
     let node = start(&certs);
-    let ca = certs.path("server.pem");
+    let ca = certs.path("ca.pem");
     // Ten streams on one HTTP/2 connection (as a page's EventSources share one), read
     // for two seconds while an event is published.
     let streams: Vec<String> = (0..10)
@@ -281,4 +333,45 @@ fn files_that_cannot_serve_stop_the_start_naming_the_file() {
         assert!(!output.status.success(), "{stderr}");
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn the_rust_client_publishes_and_subscribes_over_https() {
+    let certs = Certs::new("client");
+    certs.make("server", "localhost");
+    let node = start(&certs);
+    let port = node.addr.rsplit(':').next().unwrap();
+    let base = format!("https://localhost:{port}");
+    let ca = std::fs::read(certs.path("ca.pem")).unwrap();
+    let client = tideway_client::Client::new(&base, Some(API_KEY))
+        .unwrap()
+        .trusting(&ca)
+        .unwrap();
+    let mut news = client
+        .subscribe(&["secure-news"])
+        .await
+        .expect("subscribe over https");
+    let published = client
+        .publish(&["secure-news"], "c1", None, "over https")
+        .await
+        .expect("publish over https");
+    assert!(
+        matches!(published, tideway_client::Published::Accepted(_)),
+        "{published:?}"
+    );
+    let message = tokio::time::timeout(Duration::from_secs(10), news.next())
+        .await
+        .expect("in time")
+        .expect("a message")
+        .expect("not the end");
+    assert!(
+        matches!(&message, tideway_client::Message::Event { id, data, .. } if id == "c1" && data == "over https"),
+        "{message:?}"
+    );
+    // Without the gateway's certificate trusted, the handshake fails.
+    let untrusted = tideway_client::Client::new(&base, Some(API_KEY)).unwrap();
+    assert!(matches!(
+        untrusted.publish(&["secure-news"], "c2", None, "x").await,
+        Err(tideway_client::ClientError::Connect(_))
+    ));
 }

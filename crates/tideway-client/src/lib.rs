@@ -4,7 +4,8 @@
 //! topic had a subscriber). [`Client::subscribe`] opens a Server-Sent Events stream and
 //! keeps it open: when the connection drops, or stays silent past the heartbeat timeout,
 //! it reconnects with backoff and resumes after the last event it saw (`Last-Event-ID`), so
-//! the caller sees each event once.
+//! the caller sees each event once. `https://` gateways are checked against the system's
+//! CA certificates, or those given to [`Client::trusting`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), tideway_client::ClientError> {
@@ -21,12 +22,13 @@
 mod publish;
 mod subscribe;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 pub use publish::{BatchEvent, BatchOutcome, Published};
@@ -35,9 +37,12 @@ pub use subscribe::{Message, Subscription, SubscriptionOptions};
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The base URL is not `http://host:port`.
-    #[error("the gateway URL {0:?} is not http://host[:port]")]
+    /// The base URL is not `http://host:port` or `https://host:port`.
+    #[error("the gateway URL {0:?} is not http://host[:port] or https://host[:port]")]
     BadUrl(String),
+    /// The certificates to trust could not be used.
+    #[error("the TLS certificates to trust cannot be used: {0}")]
+    Tls(String),
     /// The gateway could not be reached.
     #[error("could not reach the gateway")]
     Connect(#[source] std::io::Error),
@@ -60,32 +65,79 @@ pub enum ClientError {
 }
 
 /// A gateway to publish to and subscribe from. Cloning is cheap.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     host: String,
     authority: String,
     api_key: Option<String>,
+    /// For `https://`: the TLS settings and the name the certificate must carry.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("authority", &self.authority)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
-    /// A client of the gateway at `base` (`http://host:port`), with the API key publishers
-    /// need (subscribers need none).
+    /// A client of the gateway at `base` (`http://host:port`, or `https://host:port`
+    /// checked against the system's CA certificates), with the API key publishers need
+    /// (subscribers need none).
     pub fn new(base: &str, api_key: Option<&str>) -> Result<Self, ClientError> {
-        let uri: Uri = base
-            .parse()
-            .map_err(|_| ClientError::BadUrl(base.to_owned()))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(ClientError::BadUrl(base.to_owned()));
-        }
-        let host = uri
-            .host()
-            .ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let bad = || ClientError::BadUrl(base.to_owned());
+        let uri: Uri = base.parse().map_err(|_| bad())?;
+        let secure = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad()),
+        };
+        let host = uri.host().ok_or_else(bad)?;
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tls = if secure {
+            let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                .map_err(|_| bad())?;
+            let mut roots = rustls::RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                // A system certificate rustls cannot parse is one fewer to trust.
+                let _ = roots.add(cert);
+            }
+            Some((tls_config(roots)?, name))
+        } else {
+            None
+        };
         Ok(Self {
             host: format!("{host}:{port}"),
             authority: uri.authority().map_or(host.to_owned(), |a| a.to_string()),
             api_key: api_key.map(str::to_owned),
+            tls,
         })
+    }
+
+    /// The same client trusting only the CA certificates in `pem` for `https://` (a
+    /// private CA, or the gateway's own self-signed certificate).
+    pub fn trusting(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let Some((_, name)) = self.tls.take() else {
+            return Err(ClientError::Tls("the gateway URL is not https://".into()));
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert =
+                cert.map_err(|e| ClientError::Tls(format!("not a PEM certificate ({e})")))?;
+            roots
+                .add(cert)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(ClientError::Tls("no PEM certificate given".into()));
+        }
+        self.tls = Some((tls_config(roots)?, name));
+        Ok(self)
     }
 
     /// Sends one request on a new connection; returns the status and the whole body.
@@ -104,19 +156,52 @@ impl Client {
             .await
             .map_err(ClientError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(ClientError::Http)?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection to the gateway ended");
+        match &self.tls {
+            None => exchange(stream, request).await,
+            Some((config, name)) => {
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(ClientError::Connect)?;
+                exchange(stream, request).await
             }
-        });
-        sender
-            .send_request(request)
-            .await
-            .map_err(ClientError::Http)
+        }
     }
+}
+
+/// TLS settings trusting `roots`, speaking HTTP/1.1.
+fn tls_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Sends `request` on `io` (one HTTP/1.1 exchange) and hands back the response as it
+/// starts; the connection is driven in the background until it ends.
+async fn exchange<I>(
+    io: I,
+    request: Request<Full<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, ClientError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(ClientError::Http)?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "connection to the gateway ended");
+        }
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(ClientError::Http)
 }
 
 /// The whole body of `response`.
@@ -158,7 +243,15 @@ mod tests {
     fn urls() {
         assert!(Client::new("http://127.0.0.1:8080", None).is_ok());
         assert!(Client::new("http://localhost", None).is_ok());
-        for bad in ["127.0.0.1:8080", "https://example.com", "not a url"] {
+        assert!(Client::new("https://example.com", None).is_ok());
+        assert!(
+            Client::new("http://localhost", None)
+                .unwrap()
+                .trusting(b"")
+                .is_err(),
+            "trusting a CA is for https"
+        );
+        for bad in ["127.0.0.1:8080", "ftp://example.com", "not a url"] {
             assert!(
                 matches!(Client::new(bad, None), Err(ClientError::BadUrl(_))),
                 "{bad}"
