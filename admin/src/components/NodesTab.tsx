@@ -59,6 +59,8 @@ export function NodesTab(props: { apiKey: string; onUnauthorized: () => void }) 
               <Th>Host</Th>
               <Th>Advertised</Th>
               <Th>Connections</Th>
+              <Th>Topics</Th>
+              <Th>Last heartbeat</Th>
               <Th>Started</Th>
             </tr>
           </thead>
@@ -69,12 +71,14 @@ export function NodesTab(props: { apiKey: string; onUnauthorized: () => void }) 
                 <Td>{node.hostname}</Td>
                 <Td className="font-mono text-xs">{node.advertiseHost}</Td>
                 <Td>{node.connections}</Td>
+                <Td>{node.topics}</Td>
+                <Td>{node.lastHeartbeat === null ? "— (one node)" : formatTime(node.lastHeartbeat)}</Td>
                 <Td>{formatTime(node.startedAt)}</Td>
               </tr>
             ))}
             {nodes?.length === 0 && (
               <tr>
-                <Td colSpan={5} className="text-muted-foreground">
+                <Td colSpan={7} className="text-muted-foreground">
                   No node is registered.
                 </Td>
               </tr>

@@ -31,6 +31,9 @@ export interface Node {
   advertiseHost: string;
   startedAt: number;
   connections: number;
+  topics: number;
+  /** When the shared store last heard it; null for one node on its own store. */
+  lastHeartbeat: number | null;
 }
 
 export interface TailEvent {

@@ -67,7 +67,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         advertise_host: args.advertise_host.clone().unwrap_or_else(config::own_ip),
         hostname,
         started_at: unix_millis(),
-        connections: 0,
+        ..NodeRecord::default()
     };
     let core = CoreConfig {
         queue_capacity: args.queue_capacity,

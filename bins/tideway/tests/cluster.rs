@@ -92,6 +92,17 @@ async fn publish_reaches_other_nodes(redis: &impl SharedRedis) {
             .map(|n| n["id"].as_str().unwrap())
             .collect();
         assert_eq!(ids.len(), 3, "{nodes}");
+        for node in nodes["items"].as_array().unwrap() {
+            let beat = node["lastHeartbeat"].as_u64().expect("a heartbeat time");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            assert!(now.abs_diff(beat) < 10_000, "a recent heartbeat: {node}");
+            // n1 holds no subscriber; n2 and n3 follow `orders`.
+            let expected = if node["id"] == "n1" { 0 } else { 1 };
+            assert_eq!(node["topics"], expected, "{node}");
+        }
         let tail = client
             .admin("/v1/admin/topics/orders/tail?limit=1")
             .await

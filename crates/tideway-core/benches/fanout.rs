@@ -32,6 +32,8 @@ async fn gateway() -> Gateway<MemoryStore> {
         advertise_host: "127.0.0.1".into(),
         started_at: 0,
         connections: 0,
+        topics: 0,
+        last_heartbeat: None,
     };
     let store = MemoryStore::new(MemoryConfig {
         history: 1000,

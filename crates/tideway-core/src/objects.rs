@@ -150,13 +150,14 @@ impl Directory {
     pub fn nodes(&self) -> Vec<NodeRecord> {
         self.nodes
             .values()
-            .map(|node| NodeRecord {
-                connections: self
-                    .connections
-                    .values()
-                    .filter(|c| c.node == node.id)
-                    .count(),
-                ..node.clone()
+            .map(|node| {
+                let mine = || self.connections.values().filter(|c| c.node == node.id);
+                let topics: HashSet<&TopicName> = mine().flat_map(|c| c.topics.iter()).collect();
+                NodeRecord {
+                    connections: mine().count(),
+                    topics: topics.len(),
+                    ..node.clone()
+                }
             })
             .collect()
     }

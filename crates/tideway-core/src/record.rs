@@ -97,7 +97,7 @@ pub struct TopicRecord {
 }
 
 /// One gateway node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRecord {
     /// Unique in the cluster.
@@ -110,6 +110,11 @@ pub struct NodeRecord {
     pub started_at: u64,
     /// How many connections it holds.
     pub connections: usize,
+    /// How many topics its connections follow.
+    pub topics: usize,
+    /// When the store last heard its heartbeat, in milliseconds since the Unix epoch (by
+    /// the store's clock); `None` for a store without heartbeats (one process).
+    pub last_heartbeat: Option<u64>,
 }
 
 /// A request for one page of a list: 1-based `page`, `page_size` items per page, of one

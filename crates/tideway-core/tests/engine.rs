@@ -16,6 +16,8 @@ async fn gateway(queue_capacity: usize) -> Gateway<MemoryStore> {
         advertise_host: "127.0.0.1".into(),
         started_at: 0,
         connections: 0,
+        topics: 0,
+        last_heartbeat: None,
     };
     Gateway::start(
         MemoryStore::new(MemoryConfig::default()),
@@ -270,6 +272,8 @@ async fn connection_limits_refuse_and_free_up() {
         advertise_host: "127.0.0.1".into(),
         started_at: 0,
         connections: 0,
+        topics: 0,
+        last_heartbeat: None,
     };
     let config = CoreConfig {
         max_connections: 3,

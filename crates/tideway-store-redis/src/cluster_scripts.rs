@@ -263,7 +263,7 @@ const HEARTBEAT: &str = r#"
 local node, ttl = ARGV[2], tonumber(ARGV[3])
 local identity = d .. 'node:' .. node
 local existed = redis.call('EXISTS', identity)
-redis.call('HSET', identity, 'hostname', ARGV[4], 'advertiseHost', ARGV[5], 'startedAt', ARGV[6])
+redis.call('HSET', identity, 'hostname', ARGV[4], 'advertiseHost', ARGV[5], 'startedAt', ARGV[6], 'lastBeat', clock())
 redis.call('PEXPIRE', identity, ttl)
 redis.call('ZADD', d .. 'nodes', clock() + ttl, node)
 return {existed, redis.call('SCARD', d .. 'node:' .. node .. ':conns')}

@@ -835,17 +835,19 @@ fn parse_topic_history(epoch: u64, topic: Value) -> Option<TopicHistory> {
     })
 }
 
-/// The nodes script's reply: per node its id, hostname, advertised host, start and
-/// connections.
+/// The nodes script's reply: per node its id, hostname, advertised host, start,
+/// connections, topics and last heartbeat.
 fn parse_nodes(reply: Value) -> Vec<NodeRecord> {
     values(reply)
-        .chunks_exact(5)
+        .chunks_exact(7)
         .map(|n| NodeRecord {
             id: text(&n[0]).into(),
             hostname: text(&n[1]),
             advertise_host: text(&n[2]),
             started_at: number(&n[3]),
             connections: number(&n[4]) as usize,
+            topics: number(&n[5]) as usize,
+            last_heartbeat: text(&n[6]).parse().ok(),
         })
         .collect()
 }

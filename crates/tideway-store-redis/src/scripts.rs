@@ -416,7 +416,7 @@ local now = clock()
 local ep = epoch(ARGV[7])
 local identity = p .. 'node:' .. node
 local existed = redis.call('EXISTS', identity)
-redis.call('HSET', identity, 'hostname', ARGV[4], 'advertiseHost', ARGV[5], 'startedAt', ARGV[6])
+redis.call('HSET', identity, 'hostname', ARGV[4], 'advertiseHost', ARGV[5], 'startedAt', ARGV[6], 'lastBeat', now)
 redis.call('PEXPIRE', identity, ttl)
 redis.call('ZADD', p .. 'nodes', now + ttl, node)
 deliver(node, ep, redis.call('GET', p .. 'position') or 0, '')
@@ -424,16 +424,18 @@ return {existed, ep, redis.call('SCARD', p .. 'node:' .. node .. ':conns')}
 "#;
 
 /// ARGV: prefix. Returns per live node: id, hostname, advertised host, started at,
-/// connections.
+/// connections, topics, last heartbeat ('' if unknown).
 pub(crate) const NODES: &str = r#"
 local out = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', d .. 'nodes', '(' .. clock(), '+inf')) do
-  local identity = redis.call('HMGET', d .. 'node:' .. node, 'hostname', 'advertiseHost', 'startedAt')
+  local identity = redis.call('HMGET', d .. 'node:' .. node, 'hostname', 'advertiseHost', 'startedAt', 'lastBeat')
   out[#out + 1] = node
   out[#out + 1] = identity[1] or ''
   out[#out + 1] = identity[2] or ''
   out[#out + 1] = identity[3] or '0'
   out[#out + 1] = redis.call('SCARD', d .. 'node:' .. node .. ':conns')
+  out[#out + 1] = redis.call('SCARD', d .. 'node:' .. node .. ':topics')
+  out[#out + 1] = identity[4] or ''
 end
 return out
 "#;

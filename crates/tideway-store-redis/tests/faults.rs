@@ -27,6 +27,8 @@ async fn gateway(redis: &RedisServer) -> Gateway<RedisStore> {
         advertise_host: "127.0.0.1".into(),
         started_at: unix_millis(),
         connections: 0,
+        topics: 0,
+        last_heartbeat: None,
     };
     Gateway::start(store, node, CoreConfig::default())
         .await

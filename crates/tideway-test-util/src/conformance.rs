@@ -49,6 +49,8 @@ fn node(id: &str) -> NodeRecord {
         advertise_host: "127.0.0.1".into(),
         started_at: unix_millis(),
         connections: 0,
+        topics: 0,
+        last_heartbeat: None,
     }
 }
 

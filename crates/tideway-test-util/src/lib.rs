@@ -109,6 +109,8 @@ impl TestGateway {
             advertise_host: addr.ip().to_string(),
             started_at: unix_millis(),
             connections: 0,
+            topics: 0,
+            last_heartbeat: None,
         };
         let gateway = Gateway::start(MemoryStore::new(memory), node, core)
             .await

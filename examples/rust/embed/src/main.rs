@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         hostname: "shop".into(),
         advertise_host: listen.clone(),
         started_at: unix_millis(),
-        connections: 0,
+        ..NodeRecord::default()
     };
     let gateway = Gateway::start(
         MemoryStore::new(MemoryConfig::default()),
