@@ -1,7 +1,8 @@
 // Ten EventSources on one page over HTTPS, in a real headless Chromium against a real
 // gateway serving TLS (--tls-cert/--tls-key, a certificate made by openssl here): over
 // HTTP/1.1 a browser holds six connections per origin and the seventh stream would wait;
-// over HTTP/2 they share one connection and every one of them gets its event.
+// over HTTP/2 they share one connection and every one of them gets its event. A WebSocket
+// over the same listener (wss://, on HTTP/1.1) gets its event too.
 //
 //   node tests/h2.mjs            (TIDEWAY_BIN defaults to ../target/debug/tideway)
 import assert from "node:assert/strict";
@@ -100,6 +101,30 @@ try {
   const received = await page.evaluate(() => window.received);
   for (let i = 0; i < STREAMS; i++) assert.equal(received[i], `event for stream ${i}`);
 
+  // WebSocket over the same TLS listener (browsers open it on an HTTP/1.1 connection).
+  const viaWebSocket = await page.evaluate(async (key) => {
+    const socket = new WebSocket(`wss://${location.host}/v1/ws?topic=h2-ws`);
+    const first = new Promise((resolve, reject) => {
+      socket.onmessage = (message) => resolve(JSON.parse(message.data));
+      socket.onerror = () => reject(new Error("the WebSocket failed"));
+    });
+    await new Promise((resolve) => (socket.onopen = resolve));
+    // The subscription is registered once the socket is open; publish until accepted.
+    for (let i = 0; i < 50; i++) {
+      const answer = await fetch(`/v1/publish`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${key}`, "x-sse-topic": "h2-ws", "x-sse-id": "ws-1" },
+        body: "over wss",
+      });
+      if ((await answer.json()).status === "accepted") break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const message = await first;
+    socket.close();
+    return message;
+  }, KEY);
+  assert.deepEqual([viaWebSocket.id, viaWebSocket.data], ["ws-1", "over wss"]);
+
   // All of it went over HTTP/2, on a handful of connections rather than one per stream.
   const protocol = await page.evaluate(async () => {
     const answer = await fetch("/healthz");
@@ -112,6 +137,7 @@ try {
   const accepted = (label) => Number(metrics.split("\n").find((l) => l.startsWith("tideway_connections_accepted_total") && l.includes(`protocol="${label}"`))?.split(" ").at(-1));
   assert.ok(accepted("h2") >= 1 && accepted("h2") < STREAMS, `streams shared connections: ${accepted("h2")} h2 connections`);
   assert.equal(accepted("http1"), 0);
+  assert.ok(accepted("http1-tls") >= 1, "the WebSocket came over HTTP/1.1 on TLS");
 
   mkdirSync(shots, { recursive: true });
   await page.setContent(`<pre>${STREAMS} EventSources over ${protocol}, ${accepted("h2")} connection(s):\n${JSON.stringify(received, null, 2)}</pre>`);
