@@ -7,6 +7,13 @@
 //! the caller sees each event once. `https://` gateways are checked against the system's
 //! CA certificates, or those given to [`Client::trusting`].
 //!
+//! Publishes share kept-alive connections, give up on an exchange after
+//! [`Client::timeout`] (10 s), and are sent again after a failure that may pass — the
+//! gateway unreachable, a broken or timed-out exchange, 429 or 5xx — up to
+//! [`Client::retries`] times (3), waiting what `Retry-After` says or a random time up to
+//! 100 ms doubling to 5 s. A retry carries the same id, so the gateway answers it as the
+//! first and delivers the event once.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), tideway_client::ClientError> {
 //! let client = tideway_client::Client::new("http://127.0.0.1:8080", Some("my-key"))?;
@@ -62,6 +69,22 @@ pub enum ClientError {
     /// The answer was not what the API promises.
     #[error("unexpected answer from the gateway: {0}")]
     Protocol(String),
+    /// No answer within the client's timeout (after its retries).
+    #[error("no answer from the gateway within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ClientError {
+    /// Whether the same request may succeed if sent again: the gateway was unreachable,
+    /// the exchange broke or timed out, or it answered 429 or 5xx. A publish retried
+    /// with its id is answered as the first one was and delivered once.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Connect(_) | ClientError::Http(_) | ClientError::Timeout(_) => true,
+            ClientError::Api { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
 }
 
 /// A gateway to publish to and subscribe from. Cloning is cheap.
@@ -72,7 +95,22 @@ pub struct Client {
     api_key: Option<String>,
     /// For `https://`: the TLS settings and the name the certificate must carry.
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// Idle kept-alive connections for publishing.
+    pool: Arc<std::sync::Mutex<Vec<Sender>>>,
+    /// How long one exchange may take.
+    timeout: Duration,
+    /// How many times a publish is sent again after a retryable failure.
+    retries: u32,
 }
+
+/// One kept-alive HTTP/1.1 connection's request half.
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle connections kept per client.
+const POOL: usize = 8;
+/// The first retry's longest wait; it doubles up to [`RETRY_CAP`].
+const RETRY_BASE: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -115,7 +153,24 @@ impl Client {
             authority: uri.authority().map_or(host.to_owned(), |a| a.to_string()),
             api_key: api_key.map(str::to_owned),
             tls,
+            pool: Arc::default(),
+            timeout: Duration::from_secs(10),
+            retries: 3,
         })
+    }
+
+    /// The same client giving up on one exchange after `timeout` (10 s by default).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same client sending a publish again up to `retries` times (3 by default) after
+    /// a retryable failure ([`ClientError::is_retryable`]), with the same id, waiting a
+    /// random time up to 100 ms doubling to 5 s, or what `Retry-After` says.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// The same client trusting only the CA certificates in `pem` for `https://` (a
@@ -140,11 +195,86 @@ impl Client {
         Ok(self)
     }
 
-    /// Sends one request on a new connection; returns the status and the whole body.
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<(u16, Bytes), ClientError> {
-        let response = self.open(request).await?;
+    /// Sends the request `build` makes, on a kept-alive connection, within the timeout,
+    /// again after a retryable failure (see [`Client::retries`]); returns the status, the
+    /// whole body and `Retry-After`, or the last failure.
+    async fn send(
+        &self,
+        build: impl Fn() -> Result<Request<Full<Bytes>>, ClientError>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let mut attempt = 0;
+        loop {
+            let outcome = match tokio::time::timeout(self.timeout, self.exchange(build()?)).await {
+                Ok(Ok((status, body, _))) if status != 429 && status < 500 => {
+                    return Ok((status, body));
+                }
+                Ok(Ok((status, body, retry_after))) => (api_error(status, &body), retry_after),
+                Ok(Err(err)) => (err, None),
+                Err(_) => (ClientError::Timeout(self.timeout), None),
+            };
+            let (err, retry_after) = outcome;
+            if attempt >= self.retries || !err.is_retryable() {
+                return Err(err);
+            }
+            let wait =
+                retry_after.unwrap_or_else(|| jitter(RETRY_BASE * 2u32.pow(attempt.min(16))));
+            tracing::debug!(error = %err, ?wait, attempt, "retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One exchange on an idle kept-alive connection (or a new one), which goes back to
+    /// the pool once its answer is read.
+    async fn exchange(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(u16, Bytes, Option<Duration>), ClientError> {
+        let idle = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            std::iter::from_fn(|| pool.pop()).find(|s| !s.is_closed())
+        };
+        let mut sender = match idle {
+            Some(sender) => sender,
+            None => self.connect().await?,
+        };
+        sender.ready().await.map_err(ClientError::Http)?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(ClientError::Http)?;
         let status = response.status().as_u16();
-        Ok((status, whole_body(response).await?))
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = whole_body(response).await?;
+        if !sender.is_closed() {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < POOL {
+                pool.push(sender);
+            }
+        }
+        Ok((status, body, retry_after))
+    }
+
+    /// A new connection to the gateway (TLS for `https://`), driven in the background.
+    async fn connect(&self) -> Result<Sender, ClientError> {
+        let stream = TcpStream::connect(&self.host)
+            .await
+            .map_err(ClientError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => handshake(stream).await,
+            Some((config, name)) => {
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(ClientError::Connect)?;
+                handshake(stream).await
+            }
+        }
     }
 
     /// Sends one request on a new connection and hands back the response as it starts.
@@ -152,21 +282,27 @@ impl Client {
         &self,
         request: Request<Full<Bytes>>,
     ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
-        let stream = TcpStream::connect(&self.host)
+        let mut sender = self.connect().await?;
+        sender
+            .send_request(request)
             .await
-            .map_err(ClientError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        match &self.tls {
-            None => exchange(stream, request).await,
-            Some((config, name)) => {
-                let stream = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name.clone(), stream)
-                    .await
-                    .map_err(ClientError::Connect)?;
-                exchange(stream, request).await
-            }
-        }
+            .map_err(ClientError::Http)
     }
+}
+
+/// A random wait up to `most` ("full jitter"), so clients that failed together do not
+/// come back together.
+fn jitter(most: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let most = most.min(RETRY_CAP);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    most.mul_f64(fraction)
 }
 
 /// TLS settings trusting `roots`, speaking HTTP/1.1.
@@ -181,16 +317,12 @@ fn tls_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>,
     Ok(Arc::new(config))
 }
 
-/// Sends `request` on `io` (one HTTP/1.1 exchange) and hands back the response as it
-/// starts; the connection is driven in the background until it ends.
-async fn exchange<I>(
-    io: I,
-    request: Request<Full<Bytes>>,
-) -> Result<http::Response<hyper::body::Incoming>, ClientError>
+/// An HTTP/1.1 connection on `io`, driven in the background until it ends.
+async fn handshake<I>(io: I) -> Result<Sender, ClientError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(ClientError::Http)?;
     tokio::spawn(async move {
@@ -198,10 +330,7 @@ where
             tracing::debug!(error = %err, "connection to the gateway ended");
         }
     });
-    sender
-        .send_request(request)
-        .await
-        .map_err(ClientError::Http)
+    Ok(sender)
 }
 
 /// The whole body of `response`.

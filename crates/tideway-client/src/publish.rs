@@ -80,6 +80,10 @@ struct Delivered {
 
 impl Client {
     /// Publishes `data` with id `id` (and SSE event type `event`) to `topics`.
+    ///
+    /// Sent on a kept-alive connection; a retryable failure (see [`Client::retries`]) is
+    /// sent again with the same id, which the gateway answers as the first and delivers
+    /// once.
     pub async fn publish(
         &self,
         topics: &[&str],
@@ -87,15 +91,15 @@ impl Client {
         event: Option<&str>,
         data: &str,
     ) -> Result<Published, ClientError> {
-        let mut request = Request::builder()
-            .uri("/v1/publish")
-            .header("x-sse-topic", topics.join(","))
-            .header("x-sse-id", id);
+        let topics = topics.join(",");
+        let mut headers = vec![("x-sse-topic", topics.as_str()), ("x-sse-id", id)];
         if let Some(event) = event {
-            request = request.header("x-sse-event", event);
+            headers.push(("x-sse-event", event));
         }
         let body = Bytes::copy_from_slice(data.as_bytes());
-        let reply: Reply = self.post(request, body, "publish answer").await?;
+        let reply: Reply = self
+            .post("/v1/publish", &headers, body, "publish answer")
+            .await?;
         match outcome(reply)? {
             BatchOutcome::Published(published) => Ok(published),
             _ => Err(ClientError::Protocol(
@@ -115,29 +119,39 @@ impl Client {
     ) -> Result<Vec<BatchOutcome>, ClientError> {
         let body = serde_json::to_vec(&BatchRequest { events, atomic })
             .map_err(|e| ClientError::Protocol(format!("a batch that is not JSON: {e}")))?;
-        let request = Request::builder()
-            .uri("/v1/publish/batch")
-            .header("content-type", "application/json");
-        let reply: BatchReply = self.post(request, body.into(), "batch answer").await?;
+        let headers = [("content-type", "application/json")];
+        let reply: BatchReply = self
+            .post("/v1/publish/batch", &headers, body.into(), "batch answer")
+            .await?;
         reply.results.into_iter().map(outcome).collect()
     }
 
-    /// POSTs `body` with `request`'s URI and headers, the host and the API key, and
-    /// reads a 2xx JSON answer (`what` names it in errors) or the gateway's error.
+    /// POSTs `body` to `uri` with `headers`, the host and the API key (again on a
+    /// retryable failure), and reads a 2xx JSON answer (`what` names it in errors) or
+    /// the gateway's error.
     async fn post<T: serde::de::DeserializeOwned>(
         &self,
-        request: http::request::Builder,
+        uri: &str,
+        headers: &[(&str, &str)],
         body: Bytes,
         what: &str,
     ) -> Result<T, ClientError> {
-        let mut request = request.method(Method::POST).header("host", &self.authority);
-        if let Some(key) = &self.api_key {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| ClientError::Protocol(format!("a header is not valid: {e}")))?;
-        let (status, body) = self.send(request).await?;
+        let build = || {
+            let mut request = Request::builder()
+                .method(Method::POST)
+                .uri(uri)
+                .header("host", &self.authority);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            if let Some(key) = &self.api_key {
+                request = request.header("authorization", format!("Bearer {key}"));
+            }
+            request
+                .body(Full::new(body.clone()))
+                .map_err(|e| ClientError::Protocol(format!("a header is not valid: {e}")))
+        };
+        let (status, body) = self.send(build).await?;
         if !(200..300).contains(&status) {
             return Err(api_error(status, &body));
         }

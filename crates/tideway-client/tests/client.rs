@@ -221,3 +221,90 @@ async fn a_batch_reports_each_event_and_arrives_in_order() {
         "{refused:?}"
     );
 }
+
+/// The `tideway_connections_accepted_total{protocol="http1"}` of the gateway.
+async fn connections_accepted(gw: &TestGateway) -> u64 {
+    gw.get("/metrics", &[])
+        .await
+        .text()
+        .lines()
+        .find(|l| {
+            l.starts_with("tideway_connections_accepted_total") && l.contains("protocol=\"http1\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the accepted-connections counter")
+}
+
+#[tokio::test]
+async fn publishes_share_one_kept_alive_connection() {
+    let gw = TestGateway::start().await;
+    let client = Client::new(&url(&gw), Some(API_KEY)).unwrap();
+    let before = connections_accepted(&gw).await;
+    for n in 0..20 {
+        client
+            .publish(&["nobody"], &format!("k{n}"), None, "x")
+            .await
+            .unwrap();
+    }
+    // One for the publishes, one for this question.
+    assert_eq!(connections_accepted(&gw).await - before, 2);
+}
+
+#[tokio::test]
+async fn a_rate_limited_publish_waits_for_retry_after_and_is_delivered_once() {
+    let keys = tideway_http::ApiKeys::from_json(
+        r#"{"keys": [{"name": "slow", "key": "slow-secret", "scopes": ["publish"], "publishRate": {"perSecond": 1, "burst": 1}}]}"#,
+    )
+    .unwrap();
+    let http = tideway_http::HttpConfig {
+        api_keys: tideway_http::KeyRing::new(keys),
+        ..tideway_http::HttpConfig::default()
+    };
+    let gw = TestGateway::start_with(http, Default::default(), Default::default()).await;
+    let subscriber = Client::new(&url(&gw), None).unwrap();
+    let mut news = subscriber.subscribe(&["news"]).await.unwrap();
+    let slow = Client::new(&url(&gw), Some("slow-secret")).unwrap();
+    assert!(matches!(
+        slow.publish(&["news"], "r1", None, "first").await,
+        Ok(Published::Accepted(_))
+    ));
+    let started = std::time::Instant::now();
+    // Over the rate: answered 429 with Retry-After, waited for, sent again, accepted.
+    assert!(matches!(
+        slow.publish(&["news"], "r2", None, "second").await,
+        Ok(Published::Accepted(_))
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(500), "it waited");
+    let no_retries = slow.clone().retries(0);
+    match no_retries.publish(&["news"], "r3", None, "x").await {
+        Err(err @ ClientError::Api { status: 429, .. }) => assert!(err.is_retryable()),
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    for id in ["r1", "r2"] {
+        match news.next().await.unwrap() {
+            Some(Message::Event { id: got, .. }) => assert_eq!(got, id, "each once, in order"),
+            other => panic!("expected {id}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_that_never_answers_times_out() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let client = Client::new(&format!("http://{addr}"), Some(API_KEY))
+        .unwrap()
+        .timeout(Duration::from_millis(200))
+        .retries(1);
+    match client.publish(&["news"], "t1", None, "x").await {
+        Err(err @ ClientError::Timeout(_)) => assert!(err.is_retryable()),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    held.abort();
+}
