@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 
 use crate::{
     nchan,
-    procs::{Processes, free_port, start_redis, start_redis_cluster, wait_listening},
+    procs::{
+        Processes, free_port, start_redis, start_redis_cluster, start_reference, wait_listening,
+    },
     report,
 };
 
@@ -83,6 +85,10 @@ enum Server {
     Tideway,
     /// nginx with Nchan (see `nchan`), for the side-by-side figures.
     Nchan,
+    /// The bench's reference server (`xtask/ref-server.c`: one thread, epoll, nothing but
+    /// the routes Nchan's scenarios use), for how far a figure is from this machine's
+    /// limit.
+    Reference,
 }
 
 /// A whole-gateway scenario: the servers it starts and what `tideway-load` does.
@@ -217,6 +223,17 @@ const fn nchan(name: &'static str, load: &'static [&'static str]) -> Scenario {
     }
 }
 
+const fn reference(name: &'static str, load: &'static [&'static str]) -> Scenario {
+    Scenario {
+        name,
+        server: Server::Reference,
+        redis: false,
+        redis_cluster: false,
+        gateways: &[],
+        load,
+    }
+}
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "stalled",
@@ -237,6 +254,7 @@ const SCENARIOS: &[Scenario] = &[
     tideway("connections", IDLE),
     nchan("connections-nchan", IDLE),
     tideway("fanout-2000", FANOUT_2000),
+    reference("fanout-2000-reference", FANOUT_2000),
     tideway(
         "fanout-2000-ws",
         &[
@@ -266,6 +284,7 @@ const SCENARIOS: &[Scenario] = &[
     nchan("fanout-10000-nchan", FANOUT_10000),
     tideway("unicast-2000", UNICAST_2000),
     nchan("unicast-2000-nchan", UNICAST_2000),
+    reference("unicast-2000-reference", UNICAST_2000),
     tideway("unicast-10000", UNICAST_10000),
     nchan("unicast-10000-nchan", UNICAST_10000),
     tideway("unicast-2000-batch1", batched!("unicast", "1", BATCH_RATES)),
@@ -442,7 +461,7 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
             let mut entry = json!({
                 "scenario": scenario.name,
                 "run": run + 1,
-                "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan => "nchan" },
+                "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan => "nchan", Server::Reference => "reference" },
                 "redis": scenario.redis,
                 "redis_cluster": scenario.redis_cluster,
                 "gateway_flags": scenario.gateways,
@@ -541,6 +560,17 @@ fn run_scenario(root: &Path, bin: &Path, scenario: &Scenario) -> Result<Value, S
                 substitute("{addr0}", &vars),
                 "--pid".into(),
                 substitute("{pid0}", &vars),
+            ]);
+        }
+        Server::Reference => {
+            let (addr, pid) = start_reference(root, &mut processes)?;
+            target.extend([
+                "--target".into(),
+                "nchan".into(),
+                "--addr".into(),
+                addr,
+                "--pid".into(),
+                pid.to_string(),
             ]);
         }
         Server::Nchan => {

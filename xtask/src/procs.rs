@@ -2,6 +2,7 @@
 //! and a guard that kills them however a run ends.
 
 use std::{
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -106,6 +107,36 @@ pub(crate) fn start_redis_cluster(processes: &mut Processes) -> Result<String, S
         .map(|p| format!("redis://127.0.0.1:{p}"))
         .collect::<Vec<_>>()
         .join(","))
+}
+
+/// Builds the bench's reference server (`xtask/ref-server.c`, with the system's C
+/// compiler) and starts it on a free port: its address and process id.
+pub(crate) fn start_reference(
+    root: &Path,
+    processes: &mut Processes,
+) -> Result<(String, u32), String> {
+    let binary = root.join("target/tmp/ref-server");
+    std::fs::create_dir_all(root.join("target/tmp")).map_err(|e| format!("target/tmp: {e}"))?;
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&binary)
+        .arg(root.join("xtask/ref-server.c"))
+        .status()
+        .map_err(|e| format!("run cc (install gcc): {e}"))?;
+    if !built.success() {
+        return Err("cc could not build xtask/ref-server.c".into());
+    }
+    let port = free_port()?;
+    let child = Command::new(&binary)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start the reference server: {e}"))?;
+    let pid = child.id();
+    processes.0.push(child);
+    let addr = format!("127.0.0.1:{port}");
+    wait_listening(&addr)?;
+    Ok((addr, pid))
 }
 
 pub(crate) fn start_redis(processes: &mut Processes) -> Result<String, String> {
