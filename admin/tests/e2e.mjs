@@ -10,43 +10,11 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { request as httpRequest, createServer as createHttpServer } from "node:http";
-import { createServer } from "node:net";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 
-import { chromium } from "playwright-core";
+import { TIMEOUT, bin, freePort, launchChromium, shots, waitFor } from "./lib.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = join(here, "..", "..");
-const bin = process.env.TIDEWAY_BIN ?? join(repo, "target", "debug", "tideway");
-const shots = join(repo, "test-results", "admin");
 const KEY = "e2e-admin-key";
-const TIMEOUT = 10_000;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function waitFor(what, check) {
-  const deadline = Date.now() + TIMEOUT;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      if (await check()) return;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
-}
 
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
@@ -76,10 +44,7 @@ const proxy = createHttpServer((req, res) => {
 await new Promise((resolve) => proxy.listen(proxyPort, "127.0.0.1", resolve));
 const subscribe = (topic, signal) =>
   fetch(`${base}/v1/stream?topic=${topic}`, { headers: { "x-sse-id": "browser-test-subscriber" }, signal });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run", "--disable-dev-shm-usage"],
-});
+const browser = await launchChromium();
 const subscriber = new AbortController();
 
 try {

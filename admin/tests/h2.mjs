@@ -8,31 +8,13 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 
-import { chromium } from "playwright-core";
+import { TIMEOUT, bin, freePort, launchChromium, shots } from "./lib.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = join(here, "..", "..");
-const bin = process.env.TIDEWAY_BIN ?? join(repo, "target", "debug", "tideway");
-const shots = join(repo, "test-results", "admin");
 const KEY = "h2-test-key";
 const STREAMS = 10;
-const TIMEOUT = 10_000;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
 
 const dir = mkdtempSync(join(tmpdir(), "tideway-h2-"));
 const cert = join(dir, "cert.pem");
@@ -48,10 +30,7 @@ const gateway = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--api-keys", KEY, 
   stdio: ["ignore", "ignore", "inherit"],
   env: { ...process.env, RUST_LOG: "warn" },
 });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run", "--disable-dev-shm-usage"],
-});
+const browser = await launchChromium();
 
 try {
   // The certificate is this test's own: the browser context trusts it, nothing else does.

@@ -1,13 +1,11 @@
 // Subscriber connections across the cluster: node, transport, topics, since when.
-import { RefreshCw } from "lucide-react";
 import { useState } from "react";
 
-import { AutoRefresh } from "@/components/AutoRefresh";
+import { ListHeader } from "@/components/ListHeader";
 import { Pager } from "@/components/Pager";
 import { formatTime } from "@/components/time";
 import { Badge } from "@/components/ui/badge";
-import { Button } from "@/components/ui/button";
-import { Card, CardContent, CardHeader, CardTitle } from "@/components/ui/card";
+import { Card, CardContent } from "@/components/ui/card";
 import { Table, Td, Th } from "@/components/ui/table";
 import { usePaged } from "@/hooks/usePaged";
 import { connectionsPath, type Connection } from "@/lib/api";
@@ -23,15 +21,7 @@ export function ConnectionsTab(props: { apiKey: string; onUnauthorized: () => vo
 
   return (
     <Card>
-      <CardHeader>
-        <CardTitle>Connections</CardTitle>
-        <div className="flex items-center gap-4">
-          <AutoRefresh refresh={refresh} />
-          <Button size="sm" variant="outline" onClick={refresh} disabled={loading}>
-            <RefreshCw className="size-3.5" /> Refresh
-          </Button>
-        </div>
-      </CardHeader>
+      <ListHeader title="Connections" refresh={refresh} loading={loading} />
       <CardContent className="space-y-3">
         {error && <p className="text-sm text-destructive">{error.message}</p>}
         <Table>

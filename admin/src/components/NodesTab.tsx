@@ -1,13 +1,11 @@
 // The cluster's nodes: id, host, connections, since when; and the connection count over
 // the last refreshes.
-import { RefreshCw } from "lucide-react";
 import { useCallback, useEffect, useState } from "react";
 
-import { AutoRefresh } from "@/components/AutoRefresh";
+import { ListHeader } from "@/components/ListHeader";
 import { Sparkline } from "@/components/Sparkline";
 import { formatTime } from "@/components/time";
-import { Button } from "@/components/ui/button";
-import { Card, CardContent, CardHeader, CardTitle } from "@/components/ui/card";
+import { Card, CardContent } from "@/components/ui/card";
 import { Table, Td, Th } from "@/components/ui/table";
 import { ApiError, nodesPath, request, type Node } from "@/lib/api";
 
@@ -40,15 +38,7 @@ export function NodesTab(props: { apiKey: string; onUnauthorized: () => void }) 
 
   return (
     <Card>
-      <CardHeader>
-        <CardTitle>Nodes</CardTitle>
-        <div className="flex items-center gap-4">
-          <AutoRefresh refresh={refresh} />
-          <Button size="sm" variant="outline" onClick={refresh} disabled={loading}>
-            <RefreshCw className="size-3.5" /> Refresh
-          </Button>
-        </div>
-      </CardHeader>
+      <ListHeader title="Nodes" refresh={refresh} loading={loading} />
       <CardContent className="space-y-3">
         {error && <p className="text-sm text-destructive">{error}</p>}
         <Sparkline values={history} label="Connections" />

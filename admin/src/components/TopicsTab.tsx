@@ -1,12 +1,10 @@
 // Live topics across the cluster: connections, events, age; a click opens its tail.
-import { RefreshCw } from "lucide-react";
 import { useState } from "react";
 
-import { AutoRefresh } from "@/components/AutoRefresh";
+import { ListHeader } from "@/components/ListHeader";
 import { Pager } from "@/components/Pager";
 import { formatTime } from "@/components/time";
-import { Button } from "@/components/ui/button";
-import { Card, CardContent, CardHeader, CardTitle } from "@/components/ui/card";
+import { Card, CardContent } from "@/components/ui/card";
 import { Table, Td, Th } from "@/components/ui/table";
 import { usePaged } from "@/hooks/usePaged";
 import { topicsPath, type Topic } from "@/lib/api";
@@ -18,15 +16,7 @@ export function TopicsTab(props: { apiKey: string; onUnauthorized: () => void; o
 
   return (
     <Card>
-      <CardHeader>
-        <CardTitle>Topics</CardTitle>
-        <div className="flex items-center gap-4">
-          <AutoRefresh refresh={refresh} />
-          <Button size="sm" variant="outline" onClick={refresh} disabled={loading}>
-            <RefreshCw className="size-3.5" /> Refresh
-          </Button>
-        </div>
-      </CardHeader>
+      <ListHeader title="Topics" refresh={refresh} loading={loading} />
       <CardContent className="space-y-3">
         {error && <p className="text-sm text-destructive">{error.message}</p>}
         <Table>

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tideway_test_util::{API_KEY, TidewayProcess};
+use tideway_test_util::{API_KEY, TestCa, TidewayProcess};
 
 /// A directory of this test's certificates, removed with it.
 struct Certs {
@@ -25,74 +25,10 @@ impl Certs {
         self.dir.join(file)
     }
 
-    /// Makes a certificate for localhost and 127.0.0.1 with common name `cn`, as
-    /// `<stem>.pem` and `<stem>.key`, signed by this test's CA (`ca.pem`, made on first
-    /// use): what clients trust.
+    /// Makes `<stem>.pem` and `<stem>.key`: a certificate for localhost and 127.0.0.1
+    /// with common name `cn`, signed by this test's CA (`ca.pem`), which clients trust.
     fn make(&self, stem: &str, cn: &str) {
-        let run = |args: &[&str]| {
-            let status = Command::new("openssl")
-                .args(args)
-                .current_dir(&self.dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl is installed");
-            assert!(status.success(), "openssl {args:?} failed");
-        };
-        let curve = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        if !self.path("ca.pem").exists() {
-            let mut args = vec![
-                "req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem",
-            ];
-            args.extend(curve);
-            args.extend(["-subj", "/CN=tideway test CA"]);
-            run(&args);
-        }
-        let (key, csr, pem) = (
-            format!("{stem}.key"),
-            format!("{stem}.csr"),
-            format!("{stem}.pem"),
-        );
-        let subject = format!("/CN={cn}");
-        let mut args = vec![
-            "req",
-            "-keyout",
-            key.as_str(),
-            "-out",
-            csr.as_str(),
-            "-subj",
-            subject.as_str(),
-        ];
-        args.extend(curve);
-        run(&args);
-        std::fs::write(
-            self.path("san.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &pem,
-            "-extfile",
-            "san.ext",
-        ]);
+        TestCa::in_dir(&self.dir).issue(stem, cn);
     }
 }
 

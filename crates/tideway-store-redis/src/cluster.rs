@@ -41,7 +41,7 @@ use tideway_protocol::{EventId, TopicList, TopicName};
 use crate::{
     RedisConfig, clients, cluster_scripts::ClusterScripts, decode_event, encode_event,
     epoch_candidate, epoch_number, number, parse_connections, parse_nodes, range, tenant_of, text,
-    unavailable, values,
+    topic_record, unavailable, values,
 };
 
 /// The Redis Cluster store. Cloning bumps a reference count.
@@ -871,13 +871,7 @@ impl Store for RedisClusterStore {
             .filter_map(|(name, info)| {
                 let info = values(info);
                 // Gone since the index was read: the next reap takes it out of the index.
-                (info.len() == 4).then(|| TopicRecord {
-                    name,
-                    connections: number(&info[0]) as usize,
-                    events: number(&info[1]),
-                    created_at: number(&info[2]),
-                    last_event_at: text(&info[3]).parse().ok(),
-                })
+                (info.len() == 4).then(|| topic_record(name, &info))
             })
             .collect();
         Ok(Paged {

@@ -852,6 +852,18 @@ fn parse_nodes(reply: Value) -> Vec<NodeRecord> {
         .collect()
 }
 
+/// A topic's figures as the scripts list them: connections, events, createdAt and
+/// lastEventAt ('' when none).
+fn topic_record(name: TopicName, figures: &[Value]) -> TopicRecord {
+    TopicRecord {
+        name,
+        connections: number(&figures[0]) as usize,
+        events: number(&figures[1]),
+        created_at: number(&figures[2]),
+        last_event_at: text(&figures[3]).parse().ok(),
+    }
+}
+
 /// The connections script's reply: the total, then each record's JSON.
 fn parse_connections(reply: Value, page: &Page) -> Paged<ConnectionRecord> {
     let mut flat = values(reply).into_iter();
@@ -988,15 +1000,7 @@ impl Store for RedisStore {
             .get(1..)
             .unwrap_or_default()
             .chunks_exact(5)
-            .filter_map(|t| {
-                Some(TopicRecord {
-                    name: TopicName::from_stored(&text(&t[0]))?,
-                    connections: number(&t[1]) as usize,
-                    events: number(&t[2]),
-                    created_at: number(&t[3]),
-                    last_event_at: text(&t[4]).parse().ok(),
-                })
-            })
+            .filter_map(|t| Some(topic_record(TopicName::from_stored(&text(&t[0]))?, &t[1..])))
             .collect();
         Ok(Paged {
             items,

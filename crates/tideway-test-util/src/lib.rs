@@ -5,6 +5,7 @@
 //! [`wait_until`] polls a condition until a deadline and says what it saw last.
 #![forbid(unsafe_code)]
 
+mod certs;
 mod cluster;
 pub mod conformance;
 mod injecting;
@@ -12,6 +13,7 @@ mod process;
 mod redis;
 mod redis_ha;
 
+pub use certs::TestCa;
 pub use cluster::RedisCluster;
 
 /// Where the nodes of a multi-process test keep their shared state: one `redis-server`,

@@ -2,7 +2,7 @@
 //! made at test time, and a primary with a replica behind `redis-sentinel`.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -30,17 +30,6 @@ impl Drop for Dir {
     }
 }
 
-fn openssl(args: &[&str], dir: &Path) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is installed");
-    assert!(status.success(), "openssl {args:?} failed");
-}
-
 /// A `redis-server` that speaks only TLS, its certificate (for 127.0.0.1) signed by a CA
 /// made for this test.
 pub struct TlsRedis {
@@ -55,7 +44,7 @@ impl TlsRedis {
     pub fn start() -> Self {
         let dir = Dir::new("redis-tls");
         let at = &dir.0;
-        Self::make_certificates(at);
+        crate::TestCa::in_dir(at).issue("server", "127.0.0.1");
         let port = crate::free_port();
         let child = Command::new("redis-server")
             .args([
@@ -75,83 +64,17 @@ impl TlsRedis {
                 "no",
             ])
             .arg("--tls-cert-file")
-            .arg(at.join("server.crt"))
+            .arg(at.join("server.pem"))
             .arg("--tls-key-file")
             .arg(at.join("server.key"))
             .arg("--tls-ca-cert-file")
-            .arg(at.join("ca.crt"))
+            .arg(at.join("ca.pem"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
         crate::wait_listening(&format!("127.0.0.1:{port}"));
         Self { child, port, dir }
-    }
-
-    fn make_certificates(at: &Path) {
-        let subject = |cn: &str| format!("/CN={cn}");
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-subj",
-                &subject("tideway test CA"),
-            ],
-            at,
-        );
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                &subject("127.0.0.1"),
-            ],
-            at,
-        );
-        std::fs::write(
-            at.join("san.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .expect("write the extension file");
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                "server.crt",
-                "-extfile",
-                "san.ext",
-            ],
-            at,
-        );
     }
 
     /// `rediss://127.0.0.1:<port>`.
@@ -161,7 +84,7 @@ impl TlsRedis {
 
     /// The CA certificate the server's chains to.
     pub fn ca(&self) -> PathBuf {
-        self.dir.0.join("ca.crt")
+        self.dir.0.join("ca.pem")
     }
 }
 
