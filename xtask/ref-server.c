@@ -177,8 +177,11 @@ static void serve(int fd) {
       char answer[128];
       char text[48];
       int n = snprintf(text, sizeof text, "subscribers: %ld\n", subscribers);
-      int m = snprintf(answer, sizeof answer, "HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s", n, text);
+      int m = snprintf(answer, sizeof answer,
+                       "HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s", n, text);
       send_to(fd, answer, (size_t)m);
+      /* The load generator reads the status to the end of the connection. */
+      shutdown(fd, SHUT_WR);
     }
     memmove(c->in.data, c->in.data + head + body, c->in.len - head - body);
     c->in.len -= head + body;

@@ -376,7 +376,7 @@ const SCENARIOS: &[Scenario] = &[
 ];
 
 /// `cargo xtask bench [--no-micro] [--repeat N] [SCENARIO-PREFIX...]`: with prefixes,
-/// only the scenarios whose names start with one of them run; each runs N times (1 by
+/// only the scenarios whose names start with one of them run (`name$`: that one alone); each runs N times (1 by
 /// default) and the summary judges medians.
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let micro_too = !args.iter().any(|a| a == "--no-micro");
@@ -437,7 +437,14 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
         return Err("cargo build --release failed".to_owned());
     }
     let bin = root.join("target/release");
-    let wanted = |s: &Scenario| only.is_empty() || only.iter().any(|p| s.name.starts_with(p));
+    // A name ending in `$` picks that scenario alone, not every one it begins.
+    let wanted = |s: &Scenario| {
+        only.is_empty()
+            || only.iter().any(|p| match p.strip_suffix('$') {
+                Some(exact) => s.name == exact,
+                None => s.name.starts_with(p),
+            })
+    };
     let nchan_ready = if SCENARIOS
         .iter()
         .any(|s| wanted(s) && s.server == Server::Nchan)
