@@ -71,7 +71,15 @@ struct Shared {
     layout: Mutex<Option<u64>>,
     /// Tells the delivery task to subscribe to every local topic again and catch up.
     recheck: Arc<tokio::sync::Notify>,
+    /// What a topic's channel name starts with (`<prefix>{t:`), built once: delivery
+    /// takes the topic out of every message's channel name.
+    channel_start: String,
+    /// The revocations channel (`<prefix>{dir}:revocations`), built once.
+    revocations: String,
 }
+
+/// What a topic's channel name ends with, after the topic.
+const CHANNEL_END: &str = "}:events";
 
 /// One topic this node follows.
 #[derive(Debug, Default)]
@@ -157,6 +165,8 @@ impl RedisClusterStore {
         }
         redis.server = ServerConfig::new_clustered(hosts);
         let (client, subscriber) = clients(redis).await?;
+        let channel_start = format!("{}{{t:", config.prefix);
+        let revocations = format!("{}{{dir}}:revocations", config.prefix);
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -171,6 +181,8 @@ impl RedisClusterStore {
                 healthy: AtomicBool::new(true),
                 layout: Mutex::new(None),
                 recheck: Arc::new(tokio::sync::Notify::new()),
+                channel_start,
+                revocations,
             }),
         })
     }
@@ -187,12 +199,21 @@ impl RedisClusterStore {
         self.shared.config.topic_grace.as_millis().to_string()
     }
 
+    /// The topic's sharded channel: `<prefix>{t:<topic>}:events`.
     fn channel(&self, topic: &TopicName) -> String {
-        format!("{}{{t:{topic}}}:events", self.prefix())
+        format!("{}{topic}{CHANNEL_END}", self.shared.channel_start)
     }
 
-    fn revocations(&self) -> String {
-        format!("{}{{dir}}:revocations", self.prefix())
+    /// The topic whose channel is `channel`, if it is a topic's.
+    fn topic_of(&self, channel: &str) -> Option<TopicName> {
+        channel
+            .strip_prefix(self.shared.channel_start.as_str())
+            .and_then(|rest| rest.strip_suffix(CHANNEL_END))
+            .and_then(TopicName::from_stored)
+    }
+
+    fn revocations(&self) -> &str {
+        &self.shared.revocations
     }
 
     fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, ConnectionRecord>> {
@@ -500,12 +521,7 @@ impl RedisClusterStore {
         let Some(inbox) = self.shared.inbox.get() else {
             return;
         };
-        let prefix = format!("{}{{t:", self.prefix());
-        let Some(topic) = channel
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix("}:events"))
-            .and_then(TopicName::from_stored)
-        else {
+        let Some(topic) = self.topic_of(channel) else {
             tracing::warn!(channel, "a message on an unknown channel");
             return;
         };
@@ -595,7 +611,7 @@ impl RedisClusterStore {
             .filter(|(_, l)| l.subscribed)
             .map(|(t, _)| self.channel(t))
             .collect();
-        channels.push(self.revocations());
+        channels.push(self.revocations().to_owned());
         // One command per channel: each goes to the shard that owns its slot.
         for channel in channels {
             if let Err(err) = self.shared.subscriber.ssubscribe(channel.clone()).await {
@@ -798,7 +814,7 @@ impl Store for RedisClusterStore {
             // sharded ones are tracked, and fails: the delivery task subscribes again.
             self.shared
                 .subscriber
-                .ssubscribe(self.revocations())
+                .ssubscribe(self.revocations().to_owned())
                 .await
                 .map_err(unavailable)?;
             // Clears what an earlier process with this node id left.
