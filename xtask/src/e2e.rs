@@ -16,7 +16,10 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::procs::{Processes, free_port, start_redis, wait_listening};
+use crate::{
+    packages::Installed,
+    procs::{Processes, free_port, start_redis, wait_listening},
+};
 
 const KEY: &str = "e2e-key";
 
@@ -45,57 +48,33 @@ impl Language {
     fn command(program: &[String]) -> Command {
         let mut command = Command::new(&program[0]);
         command.args(&program[1..]);
-        // The Python examples import their client package from beside them.
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        command.env("PYTHONPATH", root.join("examples").join("python"));
         command
     }
 }
 
-fn languages(root: &Path) -> Vec<Language> {
+/// Every language's examples: Rust's built in the workspace, the others from their
+/// installed packages (see [`crate::packages`]).
+fn languages(root: &Path, installed: &Installed) -> Vec<Language> {
     let bin = root.join("target").join("debug");
-    let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
-    let python = crate::python_bin(root).to_string_lossy().into_owned();
-    let script = |name: &str| {
-        root.join("examples")
-            .join("python")
-            .join(name)
-            .to_string_lossy()
-            .into_owned()
-    };
+    let path = |p: PathBuf| p.to_string_lossy().into_owned();
+    let python = path(installed.python.clone());
+    let script = |name: &str| path(root.join("examples").join("python").join(name));
+    let node = |name: &str| vec!["node".into(), path(installed.typescript.join(name))];
     vec![
         Language {
             name: "rust",
-            publisher: vec![path("publisher")],
-            subscriber: vec![path("subscriber")],
+            publisher: vec![path(bin.join("publisher"))],
+            subscriber: vec![path(bin.join("subscriber"))],
         },
         Language {
             name: "go",
-            publisher: vec![
-                root.join("target/go/publisher")
-                    .to_string_lossy()
-                    .into_owned(),
-            ],
-            subscriber: vec![
-                root.join("target/go/subscriber")
-                    .to_string_lossy()
-                    .into_owned(),
-            ],
+            publisher: vec![path(installed.go_bin.join("publisher"))],
+            subscriber: vec![path(installed.go_bin.join("subscriber"))],
         },
         Language {
             name: "typescript",
-            publisher: vec![
-                "node".into(),
-                root.join("examples/typescript/dist/publisher.js")
-                    .to_string_lossy()
-                    .into_owned(),
-            ],
-            subscriber: vec![
-                "node".into(),
-                root.join("examples/typescript/dist/subscriber.js")
-                    .to_string_lossy()
-                    .into_owned(),
-            ],
+            publisher: node("publisher.js"),
+            subscriber: node("subscriber.js"),
         },
         Language {
             name: "python",
@@ -120,13 +99,8 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
             "tideway-embed-example",
         ],
     )?;
-    // `go build -o DIR/` with several commands needs DIR to exist.
-    let go_bin = root.join("target").join("go");
-    std::fs::create_dir_all(&go_bin).map_err(|e| format!("create {}: {e}", go_bin.display()))?;
-    let out = format!("{}/", go_bin.display());
-    crate::go(root, &["build", "-o", &out, "./cmd/..."])?;
-    crate::typescript_build(root)?;
-    let languages = languages(root);
+    let installed = crate::packages::install(root)?;
+    let languages = languages(root, &installed);
     let mut results = Vec::new();
 
     // One node.
@@ -188,6 +162,15 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
     drop(processes);
 
     results.push(embedded(root, &languages[0]));
+
+    // Faults under every language's subscriber.
+    for language in &languages {
+        results.extend(crate::faults::run(
+            root,
+            language.name,
+            &language.subscriber,
+        ));
+    }
 
     let passed = results.iter().all(|r| r["passed"] == true);
     write_results(root, &results)?;

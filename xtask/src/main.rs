@@ -18,7 +18,9 @@
 mod bench;
 mod chaos;
 mod e2e;
+mod faults;
 mod nchan;
+mod packages;
 mod procs;
 mod report;
 mod svg;
@@ -82,6 +84,7 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("pytest", "pytest"),
     ("ruff", "ruff"),
     ("mypy", "mypy"),
+    ("wheel", "wheel"),
 ];
 
 fn test() -> Result<(), String> {
@@ -121,12 +124,9 @@ fn test() -> Result<(), String> {
     admin(&root)?;
     python(&root)?;
     golang(&root)?;
-    typescript_build(&root)?;
-    run(
-        &root.join("examples").join("typescript"),
-        "npx",
-        &["vitest", "run"],
-    )?;
+    let typescript = root.join("clients").join("typescript");
+    typescript_build(&typescript)?;
+    run(&typescript, "npx", &["vitest", "run"])?;
     e2e::run(&root)?;
     chaos::run(&root, &[])?;
     eprintln!("xtask: all checks passed");
@@ -210,55 +210,69 @@ fn admin(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `go` in `examples/go` with the standard library only: no module proxy.
-pub(crate) fn go(root: &Path, args: &[&str]) -> Result<(), String> {
-    let mut command = Command::new("go");
+/// `go` with the standard library only: no module proxy, no toolchain download.
+pub(crate) fn go_env(command: &mut Command) -> &mut Command {
     command
-        .current_dir(root.join("examples").join("go"))
-        .args(args)
         .env("GOPROXY", "off")
         .env("GOFLAGS", "-mod=mod")
-        .env("GOTOOLCHAIN", "local");
+        .env("GOTOOLCHAIN", "local")
+}
+
+/// Runs `go` in `dir` (clients/go or examples/go) with the standard library only.
+pub(crate) fn go(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let mut command = Command::new("go");
+    go_env(&mut command).current_dir(dir).args(args);
     status(&mut command)
 }
 
-/// Installs the TypeScript client's packages from its lock file when missing, and builds
-/// it (type-checking it strictly) into `dist/`.
-pub(crate) fn typescript_build(root: &Path) -> Result<(), String> {
-    let dir = root.join("examples").join("typescript");
+/// Installs a TypeScript project's packages from its lock file when missing, and builds
+/// it (type-checking it strictly) into its `dist/`.
+pub(crate) fn typescript_build(dir: &Path) -> Result<(), String> {
     if !dir.join("node_modules").is_dir() {
-        run(&dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
+        run(dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
     }
-    run(&dir, "npx", &["tsc", "-p", "."])
+    run(dir, "npx", &["tsc", "-p", "."])
 }
 
 /// The Go client and examples: gofmt'ed, vetted, tested.
 fn golang(root: &Path) -> Result<(), String> {
-    let output = Command::new("gofmt")
-        .args(["-l", "."])
-        .current_dir(root.join("examples").join("go"))
-        .output()
-        .map_err(|e| format!("gofmt: {e}"))?;
-    let unformatted = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if !unformatted.is_empty() {
-        return Err(format!("gofmt would change: {unformatted}"));
+    for dir in ["clients/go", "examples/go"] {
+        let dir = root.join(dir);
+        let output = Command::new("gofmt")
+            .args(["-l", "."])
+            .current_dir(&dir)
+            .output()
+            .map_err(|e| format!("gofmt: {e}"))?;
+        let unformatted = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !unformatted.is_empty() {
+            return Err(format!("gofmt would change: {unformatted}"));
+        }
+        go(&dir, &["vet", "./..."])?;
     }
-    go(root, &["vet", "./..."])?;
-    go(root, &["test", "./..."])
+    go(&root.join("clients/go"), &["test", "./..."])
 }
 
 /// The Python client and examples: formatted, linted, typed strictly, unit-tested.
 fn python(root: &Path) -> Result<(), String> {
-    let dir = root.join("examples").join("python");
     let python = python_bin(root);
     let python = python.to_string_lossy();
-    run(&dir, &python, &["-m", "ruff", "format", "--check", "."])?;
-    run(&dir, &python, &["-m", "ruff", "check", "."])?;
-    let files = ["tideway_client", "publisher.py", "subscriber.py", "tests"];
-    let mut mypy = vec!["-m", "mypy", "--strict"];
-    mypy.extend(files);
-    run(&dir, &python, &mypy)?;
-    run(&dir, &python, &["-m", "pytest", "-q", "tests"])
+    let client = root.join("clients").join("python");
+    let examples = root.join("examples").join("python");
+    for dir in [&client, &examples] {
+        run(dir, &python, &["-m", "ruff", "format", "--check", "."])?;
+        run(dir, &python, &["-m", "ruff", "check", "."])?;
+    }
+    run(
+        &client,
+        &python,
+        &["-m", "mypy", "--strict", "tideway_client", "tests"],
+    )?;
+    let mut mypy = Command::new(&*python);
+    mypy.current_dir(&examples)
+        .args(["-m", "mypy", "--strict", "publisher.py", "subscriber.py"])
+        .env("PYTHONPATH", &client);
+    status(&mut mypy)?;
+    run(&client, &python, &["-m", "pytest", "-q", "tests"])
 }
 
 /// Fails unless `built` holds exactly the files of `committed` (but its source hash),
@@ -393,7 +407,7 @@ pub(crate) fn run(root: &Path, program: &str, args: &[&str]) -> Result<(), Strin
     status(Command::new(program).current_dir(root).args(args))
 }
 
-fn status(command: &mut Command) -> Result<(), String> {
+pub(crate) fn status(command: &mut Command) -> Result<(), String> {
     eprintln!("xtask: {command:?}");
     let status = command
         .status()

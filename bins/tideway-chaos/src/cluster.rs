@@ -102,22 +102,21 @@ impl Subscriber {
         let client = Client::new(&format!("http://{addr}"), None).expect("a base URL");
         let options = SubscriptionOptions {
             heartbeat_timeout: Duration::from_secs(10),
-            initial_backoff: Duration::from_millis(100),
+            min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
             last_event_id: lock(&self.record.last_id).clone(),
             ..SubscriptionOptions::default()
         };
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        let mut subscription = None;
-        for _ in 0..100 {
-            match client.subscribe_with(&topics, options.clone()).await {
-                Ok(opened) => {
-                    subscription = Some(opened);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        // The client retries an unreachable or busy node by itself; a node that stays
+        // away this long counts as an error.
+        let subscription = tokio::time::timeout(
+            Duration::from_secs(20),
+            client.subscribe_with(&topics, options),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok);
         let Some(mut subscription) = subscription else {
             self.record.errors.fetch_add(1, Relaxed);
             return;

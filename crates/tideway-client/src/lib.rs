@@ -26,6 +26,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod backoff;
 mod publish;
 mod subscribe;
 
@@ -38,8 +39,9 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+pub use backoff::{backoff_delay, retry_after};
 pub use publish::{BatchEvent, BatchOutcome, Published};
-pub use subscribe::{Message, Subscription, SubscriptionOptions};
+pub use subscribe::{ConnectionState, Message, Subscription, SubscriptionOptions, TokenProvider};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,8 @@ pub enum ClientError {
         code: String,
         /// Its message.
         message: String,
+        /// The wait the gateway asked for (`Retry-After`), if it did.
+        retry_after: Option<Duration>,
     },
     /// The answer was not what the API promises.
     #[error("unexpected answer from the gateway: {0}")]
@@ -72,16 +76,22 @@ pub enum ClientError {
     /// No answer within the client's timeout (after its retries).
     #[error("no answer from the gateway within {0:?}")]
     Timeout(Duration),
+    /// The token provider failed.
+    #[error("the token provider failed: {0}")]
+    Token(String),
+    /// The subscription was closed.
+    #[error("the subscription is closed")]
+    Closed,
 }
 
 impl ClientError {
     /// Whether the same request may succeed if sent again: the gateway was unreachable,
-    /// the exchange broke or timed out, or it answered 429 or 5xx. A publish retried
+    /// the exchange broke or timed out, or it answered 408, 429 or 5xx. A publish retried
     /// with its id is answered as the first one was and delivered once.
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Connect(_) | ClientError::Http(_) | ClientError::Timeout(_) => true,
-            ClientError::Api { status, .. } => *status == 429 || *status >= 500,
+            ClientError::Api { status, .. } => *status == 408 || *status == 429 || *status >= 500,
             _ => false,
         }
     }
@@ -205,10 +215,13 @@ impl Client {
         let mut attempt = 0;
         loop {
             let outcome = match tokio::time::timeout(self.timeout, self.exchange(build()?)).await {
-                Ok(Ok((status, body, _))) if status != 429 && status < 500 => {
-                    return Ok((status, body));
+                Ok(Ok((status, body, retry_after))) => {
+                    let err = api_error(status, &body, retry_after);
+                    if !err.is_retryable() {
+                        return Ok((status, body));
+                    }
+                    (err, retry_after)
                 }
-                Ok(Ok((status, body, retry_after))) => (api_error(status, &body), retry_after),
                 Ok(Err(err)) => (err, None),
                 Err(_) => (ClientError::Timeout(self.timeout), None),
             };
@@ -216,8 +229,9 @@ impl Client {
             if attempt >= self.retries || !err.is_retryable() {
                 return Err(err);
             }
-            let wait =
-                retry_after.unwrap_or_else(|| jitter(RETRY_BASE * 2u32.pow(attempt.min(16))));
+            let wait = retry_after.unwrap_or_else(|| {
+                backoff::backoff_delay(attempt, RETRY_BASE, RETRY_CAP, backoff::random_fraction())
+            });
             tracing::debug!(error = %err, ?wait, attempt, "retrying");
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -244,11 +258,7 @@ impl Client {
             .await
             .map_err(ClientError::Http)?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = answer_retry_after(&response);
         let body = whole_body(response).await?;
         if !sender.is_closed() {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -290,19 +300,10 @@ impl Client {
     }
 }
 
-/// A random wait up to `most` ("full jitter"), so clients that failed together do not
-/// come back together.
-fn jitter(most: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let most = most.min(RETRY_CAP);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-    most.mul_f64(fraction)
+/// What the answer's `Retry-After` asks for, at most a minute.
+fn answer_retry_after<B>(response: &http::Response<B>) -> Option<Duration> {
+    let value = response.headers().get("retry-after")?.to_str().ok()?;
+    backoff::retry_after(value, Duration::from_secs(60), std::time::SystemTime::now())
 }
 
 /// TLS settings trusting `roots`, speaking HTTP/1.1.
@@ -344,7 +345,7 @@ async fn whole_body(response: http::Response<hyper::body::Incoming>) -> Result<B
 }
 
 /// The error of an answer that is not a success, from its JSON body.
-fn api_error(status: u16, body: &[u8]) -> ClientError {
+fn api_error(status: u16, body: &[u8], retry_after: Option<Duration>) -> ClientError {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     ClientError::Api {
         status,
@@ -356,12 +357,8 @@ fn api_error(status: u16, body: &[u8]) -> ClientError {
             .as_str()
             .unwrap_or_else(|| std::str::from_utf8(body).unwrap_or(""))
             .to_owned(),
+        retry_after,
     }
-}
-
-/// Doubles `delay` up to `max`.
-fn backoff(delay: Duration, max: Duration) -> Duration {
-    (delay * 2).min(max)
 }
 
 #[cfg(test)]
@@ -386,9 +383,5 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!(
-            backoff(Duration::from_secs(8), Duration::from_secs(10)),
-            Duration::from_secs(10)
-        );
     }
 }

@@ -1,6 +1,6 @@
 //! Subscribing: one SSE stream, kept open across drops, resumed by `Last-Event-ID`.
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request};
@@ -8,35 +8,90 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tideway_protocol::sse::{ParseError, parse_block};
 
-use crate::{Client, ClientError, api_error, backoff, whole_body};
+use crate::{
+    Client, ClientError, api_error,
+    backoff::{Reconnect, Refusal, random_fraction},
+    whole_body,
+};
+
+/// Gives a subscriber token: called before the first connect, and again after the
+/// gateway revoked (`tideway.revoked`) or refused (401) the last one.
+pub type TokenProvider =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
+/// Where a subscription stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Opening its first stream.
+    Connecting,
+    /// A stream is open.
+    Open,
+    /// The stream dropped; opening another.
+    Reconnecting,
+    /// Ended: refused, or closed by the caller.
+    Closed,
+}
+
+impl std::fmt::Display for ConnectionState {
+    /// `connecting`, `open`, `reconnecting` or `closed`, as every Tideway client names them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Open => "open",
+            ConnectionState::Reconnecting => "reconnecting",
+            ConnectionState::Closed => "closed",
+        })
+    }
+}
 
 /// How a subscription behaves; `Default` suits most uses.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SubscriptionOptions {
     /// Reconnect when nothing (not even a heartbeat) arrived for this long; the gateway's
     /// heartbeat is 15 s by default.
     pub heartbeat_timeout: Duration,
-    /// The first wait before reconnecting; it doubles on every failure.
-    pub initial_backoff: Duration,
-    /// The longest wait before reconnecting.
+    /// The backoff's first ceiling until the gateway says otherwise with `retry:`
+    /// (1 s); each wait is random below a ceiling that doubles per failed try.
+    pub min_backoff: Duration,
+    /// The backoff's cap (30 s).
     pub max_backoff: Duration,
     /// Resume after this event id from the first connection on.
     pub last_event_id: Option<String>,
-    /// A subscriber token, for private topics.
+    /// A fixed subscriber token, for private topics.
     pub token: Option<String>,
+    /// Or one fetched when needed.
+    pub token_provider: Option<TokenProvider>,
     /// The tenant whose public topics to receive.
     pub tenant: Option<String>,
+    /// Told every change of state.
+    pub on_state: Option<Arc<dyn Fn(ConnectionState) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SubscriptionOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionOptions")
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("min_backoff", &self.min_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("last_event_id", &self.last_event_id)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("token_provider", &self.token_provider.is_some())
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SubscriptionOptions {
     fn default() -> Self {
         Self {
             heartbeat_timeout: Duration::from_secs(45),
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(10),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
             last_event_id: None,
             token: None,
+            token_provider: None,
             tenant: None,
+            on_state: None,
         }
     }
 }
@@ -83,9 +138,11 @@ pub struct Subscription {
     topics: Vec<String>,
     options: SubscriptionOptions,
     last_event_id: Option<String>,
+    token: Option<String>,
+    state: ConnectionState,
+    reconnect: Reconnect,
     body: Option<Incoming>,
     buffer: BytesMut,
-    delay: Duration,
 }
 
 impl Client {
@@ -95,8 +152,9 @@ impl Client {
             .await
     }
 
-    /// Subscribes to `topics`. Fails now if the gateway refuses (a bad topic, a missing
-    /// token); later drops are reconnected inside [`Subscription::next`].
+    /// Subscribes to `topics`. Returns once the stream is open, retrying while the gateway
+    /// is unreachable or busy; fails if the gateway refuses (a bad topic, a missing
+    /// token). Later drops are reconnected inside [`Subscription::next`].
     pub async fn subscribe_with(
         &self,
         topics: &[&str],
@@ -106,12 +164,18 @@ impl Client {
             client: self.clone(),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             last_event_id: options.last_event_id.clone(),
-            delay: options.initial_backoff,
+            token: options.token.clone(),
+            state: ConnectionState::Connecting,
+            reconnect: Reconnect::new(
+                options.min_backoff,
+                options.max_backoff,
+                options.token_provider.is_some(),
+            ),
             options,
             body: None,
             buffer: BytesMut::new(),
         };
-        subscription.connect().await?;
+        subscription.connect(false).await?;
         Ok(subscription)
     }
 }
@@ -122,23 +186,47 @@ impl Subscription {
         self.last_event_id.as_deref()
     }
 
+    /// Where the subscription stands.
+    pub fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// Ends the subscription.
+    pub fn close(&mut self) {
+        self.body = None;
+        self.set_state(ConnectionState::Closed);
+    }
+
+    fn set_state(&mut self, state: ConnectionState) {
+        if self.state != state {
+            self.state = state;
+            if let Some(on_state) = &self.options.on_state {
+                on_state(state);
+            }
+        }
+    }
+
     /// The next message. Drops, silences past the heartbeat timeout and the gateway's
     /// own reconnect requests are handled inside: it reconnects with backoff and resumes.
-    /// Errors only when the gateway refuses the subscription (a 4xx answer).
+    /// Errors only when the gateway refuses the subscription (a 4xx answer) or it was
+    /// closed.
     pub async fn next(&mut self) -> Result<Option<Message>, ClientError> {
         loop {
             if let Some(message) = self.parse()? {
                 return Ok(Some(message));
             }
+            if self.state == ConnectionState::Closed {
+                return Err(ClientError::Closed);
+            }
             let Some(body) = self.body.as_mut() else {
-                self.reconnect().await?;
+                self.set_state(ConnectionState::Reconnecting);
+                self.connect(true).await?;
                 continue;
             };
             match tokio::time::timeout(self.options.heartbeat_timeout, body.frame()).await {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         self.buffer.extend_from_slice(&data);
-                        self.delay = self.options.initial_backoff;
                     }
                 }
                 Ok(Some(Err(err))) => {
@@ -170,6 +258,9 @@ impl Subscription {
                 }
             };
             self.buffer.advance(used);
+            if let Some(millis) = block.retry {
+                self.reconnect.retry_hint(millis);
+            }
             let Some(data) = block.data else {
                 continue;
             };
@@ -196,6 +287,9 @@ impl Subscription {
                     }));
                 }
                 Some(name) if name.starts_with("tideway.") => {
+                    if name == "tideway.revoked" {
+                        self.reconnect.revoked();
+                    }
                     return Ok(Some(Message::System {
                         event: name.to_owned(),
                         data,
@@ -220,25 +314,60 @@ impl Subscription {
         }
     }
 
-    async fn reconnect(&mut self) -> Result<(), ClientError> {
+    /// Opens a stream, trying until one opens (waiting first if `wait`) or the gateway
+    /// refuses.
+    async fn connect(&mut self, mut wait: bool) -> Result<(), ClientError> {
+        let mut asked = None;
         loop {
-            tokio::time::sleep(self.delay).await;
-            match self.connect().await {
-                Ok(()) => return Ok(()),
-                Err(err @ ClientError::Api { status, .. })
-                    if (400..500).contains(&status) && status != 429 =>
-                {
-                    return Err(err);
+            if wait {
+                let delay = self.reconnect.wait(asked.take(), random_fraction());
+                tokio::time::sleep(delay).await;
+            }
+            wait = true;
+            if self.reconnect.need_token
+                && let Some(provider) = &self.options.token_provider
+            {
+                match provider().await {
+                    Ok(token) => {
+                        self.token = Some(token);
+                        self.reconnect.need_token = false;
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, "the token provider failed; backing off");
+                        continue;
+                    }
                 }
-                Err(err) => {
-                    tracing::debug!(error = %err, "reconnect failed; backing off");
-                    self.delay = backoff(self.delay, self.options.max_backoff);
+            }
+            match self.open().await {
+                Ok(()) => {
+                    self.reconnect.opened();
+                    self.set_state(ConnectionState::Open);
+                    return Ok(());
                 }
+                Err(ClientError::Api {
+                    status,
+                    code,
+                    message,
+                    retry_after,
+                }) => match self.reconnect.refused(status, retry_after) {
+                    Refusal::NewToken => wait = false,
+                    Refusal::Retry(wait_asked) => asked = wait_asked,
+                    Refusal::Final => {
+                        self.set_state(ConnectionState::Closed);
+                        return Err(ClientError::Api {
+                            status,
+                            code,
+                            message,
+                            retry_after,
+                        });
+                    }
+                },
+                Err(err) => tracing::debug!(error = %err, "connect failed; backing off"),
             }
         }
     }
 
-    async fn connect(&mut self) -> Result<(), ClientError> {
+    async fn open(&mut self) -> Result<(), ClientError> {
         let mut query: Vec<String> = self
             .topics
             .iter()
@@ -255,7 +384,7 @@ impl Subscription {
         if let Some(id) = &self.last_event_id {
             request = request.header("last-event-id", id);
         }
-        if let Some(token) = &self.options.token {
+        if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
         let request = request
@@ -264,7 +393,8 @@ impl Subscription {
         let response = self.client.open(request).await?;
         let status = response.status().as_u16();
         if status != 200 {
-            return Err(api_error(status, &whole_body(response).await?));
+            let retry_after = crate::answer_retry_after(&response);
+            return Err(api_error(status, &whole_body(response).await?, retry_after));
         }
         self.buffer.clear();
         self.body = Some(response.into_body());

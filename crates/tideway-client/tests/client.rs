@@ -113,7 +113,7 @@ async fn a_dropped_stream_reconnects_and_resumes_without_loss() {
     let publisher = Client::new(&url(&gw), Some(API_KEY)).unwrap();
     let through_proxy = Client::new(&format!("http://{}", proxy.addr), None).unwrap();
     let options = SubscriptionOptions {
-        initial_backoff: Duration::from_millis(20),
+        min_backoff: Duration::from_millis(20),
         ..Default::default()
     };
     let mut subscription = through_proxy

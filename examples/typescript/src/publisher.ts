@@ -8,7 +8,7 @@
 // them all to TOPIC in one request, and prints each one's outcome on its own line
 // (`accepted`, `dropped`, or the error code).
 
-import { type BatchEvent, Client } from "./index.js";
+import { type BatchEvent, Client } from "tideway-client";
 
 const client = new Client(process.env.TIDEWAY_URL ?? "http://127.0.0.1:8080", process.env.TIDEWAY_API_KEY);
 const args = process.argv.slice(2);

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"tideway.dev/examples/tideway"
+	"github.com/tideway-gateway/tideway/clients/go/tideway"
 )
 
 func main() {

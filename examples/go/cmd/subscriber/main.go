@@ -3,18 +3,26 @@
 //	TIDEWAY_URL=http://127.0.0.1:8080 go run ./cmd/subscriber TOPICS [COUNT]
 //
 // TOPICS is comma-separated. With COUNT it exits after that many events. It reconnects
-// by itself and resumes where it left off; system messages go to stderr.
+// by itself and resumes where it left off. A gap (events of some topics may be missing)
+// is printed on stdout too, as {"gap":{"reason","topics"}}; the gateway's other
+// messages and the connection's state go to stderr.
+//
+// For private topics, set TIDEWAY_TOKEN_KEY to an API key with the sign scope: the
+// example then plays its own backend, asking the gateway for a token (valid
+// TIDEWAY_TOKEN_TTL seconds, default 300) whenever the client needs a new one.
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
 
-	"tideway.dev/examples/tideway"
+	"github.com/tideway-gateway/tideway/clients/go/tideway"
 )
 
 func main() {
@@ -37,7 +45,11 @@ func main() {
 	}
 	ctx := context.Background()
 	topics := strings.Split(os.Args[1], ",")
-	subscription, err := tideway.NewClient(url, "").Subscribe(ctx, topics)
+	options := tideway.SubscribeOptions{
+		TokenProvider: tokenProvider(url, topics),
+		OnState:       func(s tideway.State) { fmt.Fprintln(os.Stderr, "state:", s) },
+	}
+	subscription, err := tideway.NewClient(url, "").SubscribeWith(ctx, topics, options)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "subscriber:", err)
 		os.Exit(1)
@@ -52,7 +64,11 @@ func main() {
 			fmt.Fprintln(os.Stderr, "subscriber:", err)
 			os.Exit(1)
 		}
-		if message.System {
+		if message.Kind == tideway.KindSystem {
+			if message.Gap != nil {
+				gap := map[string]interface{}{"reason": message.Gap.Reason, "topics": message.Gap.Topics}
+				_ = out.Encode(map[string]interface{}{"gap": gap})
+			}
 			fmt.Fprintln(os.Stderr, "gateway:", message.Event, message.Data)
 			continue
 		}
@@ -65,5 +81,40 @@ func main() {
 			os.Exit(1)
 		}
 		seen++
+	}
+}
+
+// tokenProvider asks the gateway for subscriber tokens with TIDEWAY_TOKEN_KEY, as a
+// backend would; nil without it.
+func tokenProvider(url string, topics []string) tideway.TokenProvider {
+	key := os.Getenv("TIDEWAY_TOKEN_KEY")
+	if key == "" {
+		return nil
+	}
+	ttl := 300
+	if n, err := strconv.Atoi(os.Getenv("TIDEWAY_TOKEN_TTL")); err == nil {
+		ttl = n
+	}
+	return func(ctx context.Context) (string, error) {
+		body, _ := json.Marshal(map[string]interface{}{"subject": "example-subscriber", "topics": topics, "ttlSeconds": ttl})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/tokens", bytes.NewReader(body))
+		if err != nil {
+			return "", err
+		}
+		req.Header.Set("authorization", "Bearer "+key)
+		req.Header.Set("content-type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		var reply struct {
+			Token string `json:"token"`
+		}
+		if resp.StatusCode != http.StatusCreated || json.NewDecoder(resp.Body).Decode(&reply) != nil {
+			return "", fmt.Errorf("token: the gateway answered %s", resp.Status)
+		}
+		fmt.Fprintln(os.Stderr, "token: fetched a new one")
+		return reply.Token, nil
 	}
 }

@@ -1,5 +1,3 @@
-// Package tideway is a Go client for Tideway: publish events, and subscribe to
-// Server-Sent Events with automatic reconnection and resume.
 package tideway
 
 import "strings"

@@ -1,0 +1,3 @@
+module github.com/tideway-gateway/tideway/clients/go
+
+go 1.19
