@@ -198,8 +198,11 @@ fn admin(root: &Path) -> Result<(), String> {
     )?;
     same_files(&admin.join("dist"), &rebuild)?;
     run(root, "cargo", &["build", "--quiet", "-p", "tideway"])?;
-    // The admin UI, then ten EventSources of one page over HTTPS (HTTP/2).
-    for test in ["tests/e2e.mjs", "tests/h2.mjs"] {
+    // The TypeScript client's browser test loads its built package.
+    typescript_build(&root.join("clients").join("typescript"))?;
+    // The admin UI, ten EventSources of one page over HTTPS (HTTP/2), and the TypeScript
+    // client in the browser.
+    for test in ["tests/e2e.mjs", "tests/h2.mjs", "tests/client.mjs"] {
         let mut e2e = Command::new("node");
         e2e.current_dir(&admin).arg(test).env(
             "TIDEWAY_BIN",

@@ -112,8 +112,11 @@ async fn a_dropped_stream_reconnects_and_resumes_without_loss() {
     let proxy = Proxy::start(gw.addr).await;
     let publisher = Client::new(&url(&gw), Some(API_KEY)).unwrap();
     let through_proxy = Client::new(&format!("http://{}", proxy.addr), None).unwrap();
+    let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = states.clone();
     let options = SubscriptionOptions {
         min_backoff: Duration::from_millis(20),
+        on_state: Some(std::sync::Arc::new(move |s| record.lock().unwrap().push(s))),
         ..Default::default()
     };
     let mut subscription = through_proxy
@@ -153,6 +156,15 @@ async fn a_dropped_stream_reconnects_and_resumes_without_loss() {
         gw.gateway.stats().connections_opened() >= 2,
         "it did reconnect"
     );
+    use tideway_client::ConnectionState::{Closed, Open, Reconnecting};
+    assert_eq!(*states.lock().unwrap(), [Open, Reconnecting, Open]);
+    assert_eq!(subscription.state(), Open);
+    subscription.close();
+    assert_eq!(*states.lock().unwrap(), [Open, Reconnecting, Open, Closed]);
+    assert!(matches!(
+        subscription.next().await,
+        Err(ClientError::Closed)
+    ));
 }
 
 #[tokio::test]
