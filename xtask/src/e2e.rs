@@ -52,10 +52,8 @@ impl Language {
     }
 }
 
-/// Every language's examples: Rust's built in the workspace, the others from their
-/// installed packages (see [`crate::packages`]).
+/// Every language's examples, on their installed packages (see [`crate::packages`]).
 fn languages(root: &Path, installed: &Installed) -> Vec<Language> {
-    let bin = root.join("target").join("debug");
     let path = |p: PathBuf| p.to_string_lossy().into_owned();
     let python = path(installed.python.clone());
     let script = |name: &str| path(root.join("examples").join("python").join(name));
@@ -63,8 +61,8 @@ fn languages(root: &Path, installed: &Installed) -> Vec<Language> {
     vec![
         Language {
             name: "rust",
-            publisher: vec![path(bin.join("publisher"))],
-            subscriber: vec![path(bin.join("subscriber"))],
+            publisher: vec![path(installed.rust_bin.join("publisher"))],
+            subscriber: vec![path(installed.rust_bin.join("subscriber"))],
         },
         Language {
             name: "go",
@@ -93,8 +91,6 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
             "--quiet",
             "-p",
             "tideway",
-            "-p",
-            "tideway-example",
             "-p",
             "tideway-embed-example",
         ],

@@ -1,6 +1,6 @@
 //! The clients as their users get them: each built into its package (an npm tarball, a
-//! wheel, a Go module served by a module proxy) and installed into a fresh directory,
-//! where the examples then run. The e2e run uses these installs, so a packaging mistake
+//! wheel, a Go module served by a module proxy, a crate from `cargo package`) and
+//! installed into a fresh directory, where the examples then run. The e2e run uses these installs, so a packaging mistake
 //! (a file left out, an export missing, a dependency undeclared) fails it.
 
 use std::{
@@ -18,6 +18,8 @@ pub(crate) struct Installed {
     pub python: PathBuf,
     /// The Go examples' binaries, built against the module fetched from a proxy.
     pub go_bin: PathBuf,
+    /// The Rust examples' binaries, built against the packaged crates.
+    pub rust_bin: PathBuf,
 }
 
 pub(crate) fn install(root: &Path) -> Result<Installed, String> {
@@ -28,6 +30,7 @@ pub(crate) fn install(root: &Path) -> Result<Installed, String> {
         typescript: typescript(root, &work, &packages)?,
         python: python(root, &work, &packages)?,
         go_bin: go(root, &work)?,
+        rust_bin: rust(root, &work)?,
     })
 }
 
@@ -199,6 +202,72 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         .env("GOSUMDB", "off");
     status(&mut build)?;
     Ok(bin)
+}
+
+/// `cargo package` of tideway-client (with tideway-protocol, which it needs), unpacked
+/// and built as a dependency of a new project outside the workspace, with the examples'
+/// sources as its binaries. Its own target directory (kept between runs) keeps its
+/// binaries apart from the workspace's examples of the same names.
+fn rust(root: &Path, work: &Path) -> Result<PathBuf, String> {
+    let crates = work.join("rust-crates");
+    fresh_dir(&crates)?;
+    let package_dir = work.join("rust-package");
+    let mut package = Command::new("cargo");
+    package
+        .current_dir(root)
+        .args(["package", "--quiet", "--no-verify", "--allow-dirty"])
+        .args(["-p", "tideway-protocol", "-p", "tideway-client"])
+        .env("CARGO_TARGET_DIR", &package_dir);
+    status(&mut package)?;
+    for name in ["tideway-protocol-0.1.0", "tideway-client-0.1.0"] {
+        let file = package_dir.join("package").join(format!("{name}.crate"));
+        run(
+            root,
+            "tar",
+            &[
+                "-xzf",
+                &file.to_string_lossy(),
+                "-C",
+                &crates.to_string_lossy(),
+            ],
+        )?;
+    }
+    let app = work.join("rust-app");
+    fresh_dir(&app)?;
+    let manifest = format!(
+        r#"[package]
+name = "tideway-e2e-app"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+# Its own workspace: nothing inherited from the repository's.
+[workspace]
+
+[dependencies]
+tideway-client = {{ path = "{crates}/tideway-client-0.1.0" }}
+serde_json = "1"
+tokio = {{ version = "1", features = ["rt", "macros"] }}
+
+# The packaged crate names tideway-protocol by version, as crates.io would serve it.
+[patch.crates-io]
+tideway-protocol = {{ path = "{crates}/tideway-protocol-0.1.0" }}
+"#,
+        crates = crates.display()
+    );
+    write(&app.join("Cargo.toml"), &manifest)?;
+    // The workspace's lock file, so the same versions are picked (and reused).
+    std::fs::copy(root.join("Cargo.lock"), app.join("Cargo.lock"))
+        .map_err(|e| format!("copy Cargo.lock: {e}"))?;
+    copy_dir(&root.join("examples/rust/src/bin"), &app.join("src/bin"))?;
+    let target = work.join("rust-target");
+    let mut build = Command::new("cargo");
+    build
+        .current_dir(&app)
+        .args(["build", "--quiet", "--bins"])
+        .env("CARGO_TARGET_DIR", &target);
+    status(&mut build)?;
+    Ok(target.join("debug"))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
