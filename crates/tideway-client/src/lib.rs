@@ -24,6 +24,48 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! Reconnects wait a random time below a ceiling that starts at the gateway's `retry:`
+//! hint and doubles per failed try up to 30 s ("full jitter"), and the first connect is
+//! retried the same way: [`Client::subscribe`] returns once a stream is open and fails
+//! only on a refusal. A [`TokenProvider`] is asked for a subscriber token before the first
+//! connect and again after `tideway.revoked` or a 401; the state goes to
+//! [`SubscriptionOptions::on_state`]. The rules are those of every Tideway client
+//! (`docs/clients.md`).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), tideway_client::ClientError> {
+//! use std::{sync::Arc, time::Duration};
+//! use tideway_client::{Client, Message, SubscriptionOptions, TokenProvider};
+//!
+//! // A backend signs tokens with a key that has the `sign` scope...
+//! let signer = Client::new("http://127.0.0.1:8080", Some("signing-key"))?;
+//! let provider: TokenProvider = Arc::new(move || {
+//!     let signer = signer.clone();
+//!     Box::pin(async move {
+//!         signer
+//!             .create_token("user-42", &["private:user42:*"], Duration::from_secs(900))
+//!             .await
+//!             .map_err(|e| e.to_string())
+//!     })
+//! });
+//! // ...and a subscriber of private topics asks for one whenever it needs it.
+//! let options = SubscriptionOptions {
+//!     token_provider: Some(provider),
+//!     on_state: Some(Arc::new(|state| eprintln!("{state}"))),
+//!     ..SubscriptionOptions::default()
+//! };
+//! let client = Client::new("http://127.0.0.1:8080", None)?;
+//! let mut inbox = client
+//!     .subscribe_with(&["private:user42:inbox"], options)
+//!     .await?;
+//! while let Some(message) = inbox.next().await? {
+//!     if let Message::Gap { topics, .. } = &message {
+//!         eprintln!("refetch {topics:?}: events may be missing");
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
 mod backoff;
