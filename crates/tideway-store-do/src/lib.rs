@@ -374,6 +374,8 @@ impl Store for DoStore {
             .iter()
             .filter_map(|(_, (_, _, matched))| *matched)
             .min();
+        // Under the turn: no position is given out while the topics are read.
+        let head = self.shared.issued.load(SeqCst);
         let mut read = HistoryRead {
             epoch: self.shared.epoch,
             topics: Vec::with_capacity(found.len()),
@@ -394,6 +396,7 @@ impl Store for DoStore {
                 epoch: read.epoch,
                 created_after,
                 evicted_through,
+                head,
                 matches: matched.into_iter().collect(),
                 shared_with: Vec::new(),
                 events,

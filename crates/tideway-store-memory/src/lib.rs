@@ -261,6 +261,7 @@ impl Store for MemoryStore {
         });
         Ok(HistoryRead::from_histories(
             state.epoch,
+            state.next_position,
             last_event_id,
             histories,
         ))

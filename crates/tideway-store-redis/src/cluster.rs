@@ -701,7 +701,7 @@ fn parse_entries(topic: &TopicName, epoch: u64, entries: Value) -> Vec<Arc<Topic
         .collect()
 }
 
-/// `{1, epoch, evictedThrough, entries}` (or `{0}`: not live), a repair's read.
+/// `{1, epoch, evictedThrough, head, entries}` (or `{0}`: not live), a repair's read.
 fn parse_history_read(topic: &TopicName, reply: Value) -> Option<TopicHistory> {
     let mut fields = values(reply).into_iter();
     if fields.next().as_ref().map(number) != Some(1) {
@@ -709,11 +709,13 @@ fn parse_history_read(topic: &TopicName, reply: Value) -> Option<TopicHistory> {
     }
     let epoch = epoch_number(&text(&fields.next()?));
     let evicted_through = number(&fields.next()?);
+    let head = number(&fields.next()?);
     Some(TopicHistory {
         topic: topic.clone(),
         epoch,
         created_after: 0,
         evicted_through,
+        head,
         matches: Vec::new(),
         shared_with: Vec::new(),
         events: parse_entries(topic, epoch, fields.next()?),
@@ -1076,6 +1078,7 @@ impl Store for RedisClusterStore {
                 }
                 let epoch = epoch_number(&text(&fields.next()?));
                 let evicted_through = number(&fields.next()?);
+                let head = number(&fields.next()?);
                 let matches = values(fields.next()?).iter().map(number).collect();
                 let shared_with = values(fields.next()?)
                     .iter()
@@ -1086,6 +1089,7 @@ impl Store for RedisClusterStore {
                     epoch,
                     created_after: 0,
                     evicted_through,
+                    head,
                     matches,
                     shared_with,
                     events: parse_entries(topic, epoch, fields.next()?),

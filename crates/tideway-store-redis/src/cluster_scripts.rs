@@ -177,13 +177,13 @@ return out
 "#;
 
 /// ARGV: prefix, topic, event id. A resume's read of one topic: 0 when it is not live,
-/// else `{1, epoch, evictedThrough, {seq of the id}, {the id's other topics}, {entries
-/// after the id}}` (no entries when the history does not hold the id).
+/// else `{1, epoch, evictedThrough, seq, {seq of the id}, {the id's other topics},
+/// {entries after the id}}` (no entries when the history does not hold the id).
 const READ_SINCE: &str = r#"
 if not is_live() then return {0} end
-local m = meta('epoch', 'evictedThrough')
+local m = meta('epoch', 'evictedThrough', 'seq')
 local held = redis.call('HGET', key('ids'), ARGV[3])
-if not held then return {1, m[1], m[2] or '0', {}, {}, {}} end
+if not held then return {1, m[1], m[2] or '0', m[3] or '0', {}, {}, {}} end
 local seq = tonumber(held)
 local entries = redis.call('LRANGE', key('history'), 0, 0)
 local oldest = entries[1] and entry_of(entries[1]) or seq
@@ -196,16 +196,16 @@ if own then
     for t in string.gmatch(list, '[^,]+') do shared[#shared + 1] = t end
   end
 end
-return {1, m[1], m[2] or '0', {seq}, shared, entries_after(seq)}
+return {1, m[1], m[2] or '0', m[3] or '0', {seq}, shared, entries_after(seq)}
 "#;
 
 /// ARGV: prefix, topic, after. What a node that missed some of the topic's messages reads
-/// back: 0 when the topic is not live, else `{1, epoch, evictedThrough, entries after
-/// `after`}`.
+/// back: 0 when the topic is not live, else `{1, epoch, evictedThrough, seq, entries
+/// after `after`}`.
 const READ_AFTER: &str = r#"
 if not is_live() then return {0} end
-local m = meta('epoch', 'evictedThrough')
-return {1, m[1], m[2] or '0', entries_after(tonumber(ARGV[3]))}
+local m = meta('epoch', 'evictedThrough', 'seq')
+return {1, m[1], m[2] or '0', m[3] or '0', entries_after(tonumber(ARGV[3]))}
 "#;
 
 /// ARGV: prefix, topic. Returns the topic's connections, events, createdAt and

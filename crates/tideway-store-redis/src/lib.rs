@@ -812,13 +812,14 @@ fn parse_history(topic: &TopicName, epoch: u64, entry: &[u8]) -> Option<TopicEve
     ))
 }
 
-/// `{topic, createdAfter, evictedThrough, {positions of the id}, {entries}}`, one topic
-/// of a script's read of histories.
+/// `{topic, createdAfter, evictedThrough, head, {positions of the id}, {entries}}`, one
+/// topic of a script's read of histories.
 fn parse_topic_history(epoch: u64, topic: Value) -> Option<TopicHistory> {
     let mut fields = values(topic).into_iter();
     let name = TopicName::from_stored(&text(&fields.next()?))?;
     let created_after = number(&fields.next()?);
     let evicted_through = number(&fields.next()?);
+    let head = number(&fields.next()?);
     let matches = values(fields.next()?).iter().map(number).collect();
     let events = values(fields.next()?)
         .into_iter()
@@ -829,6 +830,7 @@ fn parse_topic_history(epoch: u64, topic: Value) -> Option<TopicHistory> {
         epoch,
         created_after,
         evicted_through,
+        head,
         matches,
         shared_with: Vec::new(),
         events,

@@ -138,7 +138,7 @@ end
 -- One topic of a read of histories, in the shape `parse_topic_history` takes.
 local function topic_read(topic, matches, entries)
   local meta = redis.call('HMGET', key(topic, 'meta'), 'createdAfter', 'evictedThrough')
-  return {topic, meta[1] or '0', meta[2] or '0', matches, entries}
+  return {topic, meta[1] or '0', meta[2] or '0', redis.call('GET', p .. 'position') or '0', matches, entries}
 end
 local function deliver(node, ep, pos, body)
   local n = redis.call('HINCRBY', p .. 'delivered', node, 1)
@@ -270,9 +270,9 @@ return out
 
 /// ARGV: prefix, event id, epoch candidate, topics... One consistent read of every topic
 /// of a resume (a script runs alone: no publish lands in between). Returns the epoch,
-/// then per live topic `{topic, createdAfter, evictedThrough, {position of the id},
-/// {entries after the earliest position of the id in any topic}}`; no entries at all
-/// when no topic holds the id. The id is looked up in each topic's index and only the
+/// then per live topic `{topic, createdAfter, evictedThrough, the store's last position,
+/// {position of the id}, {entries after the earliest position of the id in any topic}}`;
+/// no entries at all when no topic holds the id. The id is looked up in each topic's index and only the
 /// entries after it are read: a resume one event behind costs one event.
 const READ_SINCE: &str = r#"
 local id = ARGV[2]
@@ -298,8 +298,9 @@ return out
 
 /// ARGV: prefix, after, before, the number of token ids, token ids..., topics... What a
 /// node that lost messages on its channel reads back: the epoch, which of the tokens were
-/// revoked, then per live topic `{topic, createdAfter, evictedThrough, {}, {entries with
-/// after < position < before}}` (the shape of a resume's read). Each history is read from
+/// revoked, then per live topic `{topic, createdAfter, evictedThrough, the store's last
+/// position, {}, {entries with after < position < before}}` (the shape of a resume's
+/// read). Each history is read from
 /// its newest end back to `after`, so only the hole crosses the network.
 const READ_BETWEEN: &str = r#"
 local after, before, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
