@@ -109,6 +109,8 @@ fn test() -> Result<(), String> {
         ],
     )?;
     tidy::check(&root)?;
+    // Before the workspace's tests: the store conformance suite starts this Worker.
+    worker(&root)?;
     // The fuzz targets are proptest properties over arbitrary bytes; here they run many
     // more cases than a plain `cargo test`, for a bounded time.
     let mut command = Command::new("cargo");
@@ -211,6 +213,17 @@ fn admin(root: &Path) -> Result<(), String> {
         status(&mut e2e)?;
     }
     Ok(())
+}
+
+/// The Durable-Object Worker: its packages from its lock file (workerd comes with
+/// them), its types checked strictly, its bundle built for the tests that start it.
+fn worker(root: &Path) -> Result<(), String> {
+    let worker = root.join("worker");
+    if !worker.join("node_modules").is_dir() {
+        run(&worker, "npm", &["ci", "--no-audit", "--no-fund"])?;
+    }
+    run(&worker, "npm", &["run", "--silent", "check"])?;
+    run(&worker, "npm", &["run", "--silent", "build"])
 }
 
 /// `go` with the standard library only: no module proxy, no toolchain download.

@@ -49,8 +49,9 @@ pub(crate) struct Args {
     pub(crate) token_max_ttl: Seconds,
 
     /// Where shared state lives: `memory` keeps it in this process (one node); `redis`
-    /// shares it with every node using the same Redis; `do` emulates Durable Objects in
-    /// this process.
+    /// shares it with every node using the same Redis; `do` keeps it in Durable Objects,
+    /// on the Worker at `--do-url` (shared by every node using it) or, without it,
+    /// emulated in this process.
     #[arg(long, env = "TIDEWAY_ADAPTER", value_enum, default_value = "memory")]
     pub(crate) adapter: Adapter,
 
@@ -78,8 +79,19 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDEWAY_REDIS_PREFIX", default_value = "tideway:")]
     pub(crate) redis_prefix: String,
 
-    /// How long a node counts as alive after its last heartbeat to Redis; a node that
-    /// dies leaves the shared state this long after its last heartbeat.
+    /// With `--adapter do`: the Durable-Object Worker (`worker/`, on Cloudflare or
+    /// workerd) as `http://host:port`. Without it, `do` emulates the objects in this
+    /// process (one node).
+    #[arg(long, env = "TIDEWAY_DO_URL")]
+    pub(crate) do_url: Option<String>,
+
+    /// The secret the Worker at `--do-url` was given as its `TIDEWAY_DO_SECRET`.
+    #[arg(long, env = "TIDEWAY_DO_SECRET", hide_env_values = true)]
+    pub(crate) do_secret: Option<String>,
+
+    /// How long a node counts as alive after its last heartbeat to the shared store
+    /// (Redis or the Worker); a node that dies leaves the shared state this long after
+    /// its last heartbeat.
     #[arg(long, env = "TIDEWAY_NODE_TTL", default_value = "5s")]
     pub(crate) node_ttl: Seconds,
 
@@ -314,6 +326,7 @@ impl Args {
             ));
         }
         wrong.extend(self.redis_problems());
+        wrong.extend(self.worker_problems());
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => wrong.push(
                 "--tls-cert (TIDEWAY_TLS_CERT) is set but --tls-key (TIDEWAY_TLS_KEY) is not: HTTPS needs both".to_owned(),
@@ -363,6 +376,36 @@ impl Args {
     }
 }
 
+impl Args {
+    /// Worker settings that do not fit: a Worker without the `do` adapter, or without
+    /// its secret, or a secret without a Worker.
+    fn worker_problems(&self) -> Vec<String> {
+        let mut wrong = Vec::new();
+        let worker = self.do_url.as_deref().is_some_and(|u| !u.is_empty());
+        let secret = self.do_secret.as_deref().filter(|s| !s.is_empty());
+        if worker && !matches!(self.adapter, Adapter::Do) {
+            wrong.push(
+                "--do-url (TIDEWAY_DO_URL) is set but --adapter (TIDEWAY_ADAPTER) is not do"
+                    .to_owned(),
+            );
+        }
+        match secret {
+            None if worker => wrong.push(
+                "--do-url (TIDEWAY_DO_URL) is set but --do-secret (TIDEWAY_DO_SECRET) is not: the Worker serves only nodes that send its secret".to_owned(),
+            ),
+            Some(_) if !worker => wrong.push(
+                "--do-secret (TIDEWAY_DO_SECRET) is set but --do-url (TIDEWAY_DO_URL) is not: the secret is the Worker's".to_owned(),
+            ),
+            Some(secret) if secret.len() < 16 => wrong.push(format!(
+                "--do-secret (TIDEWAY_DO_SECRET) is {} bytes: it must be at least 16 (make one with `openssl rand -hex 32`)",
+                secret.len()
+            )),
+            _ => {}
+        }
+        wrong
+    }
+}
+
 /// What `tideway` does instead of running the gateway.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
@@ -382,7 +425,8 @@ pub(crate) enum Adapter {
     Memory,
     /// In Redis, shared by every node that uses it.
     Redis,
-    /// In emulated Durable Objects in this process: one node, the Cloudflare model.
+    /// In Durable Objects: on the Worker at `--do-url`, shared by every node using it, or
+    /// emulated in this process.
     Do,
 }
 
@@ -644,6 +688,40 @@ mod tests {
     }
 
     #[test]
+    fn worker_settings_that_do_not_fit_are_refused() {
+        let refused = |extra: &[&str]| args(extra).validate().unwrap_err();
+        let url = ["--do-url", "http://127.0.0.1:8787"];
+        let without_do = refused(&url);
+        assert!(without_do.contains("is not do"), "{without_do}");
+        let without_secret = refused(&["--adapter", "do", url[0], url[1]]);
+        assert!(
+            without_secret.contains("--do-secret (TIDEWAY_DO_SECRET) is not"),
+            "{without_secret}"
+        );
+        let short = refused(&["--adapter", "do", url[0], url[1], "--do-secret", "short"]);
+        assert!(short.contains("at least 16"), "{short}");
+        let orphan = refused(&["--adapter", "do", "--do-secret", "0123456789abcdef"]);
+        assert!(
+            orphan.contains("--do-url (TIDEWAY_DO_URL) is not"),
+            "{orphan}"
+        );
+        let fits = [
+            "--adapter",
+            "do",
+            url[0],
+            url[1],
+            "--do-secret",
+            "0123456789abcdef",
+        ];
+        assert_eq!(args(&fits).validate(), Ok(()));
+        assert_eq!(
+            args(&["--adapter", "do"]).validate(),
+            Ok(()),
+            "the emulation"
+        );
+    }
+
+    #[test]
     fn tls_needs_both_files() {
         let cert_only = args(&["--tls-cert", "c.pem"]).validate().unwrap_err();
         assert!(
@@ -764,12 +842,14 @@ mod tests {
 
                   --adapter <ADAPTER>
                       Where shared state lives: `memory` keeps it in this process (one node); `redis` shares it
-                      with every node using the same Redis; `do` emulates Durable Objects in this process
+                      with every node using the same Redis; `do` keeps it in Durable Objects, on the Worker at
+                      `--do-url` (shared by every node using it) or, without it, emulated in this process
 
                       Possible values:
                       - memory: In this process: one node, nothing else to run
                       - redis:  In Redis, shared by every node that uses it
-                      - do:     In emulated Durable Objects in this process: one node, the Cloudflare model
+                      - do:     In Durable Objects: on the Worker at `--do-url`, shared by every node using it,
+                        or emulated in this process
 
                       [env: TIDEWAY_ADAPTER=]
                       [default: memory]
@@ -799,9 +879,20 @@ mod tests {
                       [env: TIDEWAY_REDIS_PREFIX=]
                       [default: tideway:]
 
+                  --do-url <DO_URL>
+                      With `--adapter do`: the Durable-Object Worker (`worker/`, on Cloudflare or workerd) as
+                      `http://host:port`. Without it, `do` emulates the objects in this process (one node)
+
+                      [env: TIDEWAY_DO_URL=]
+
+                  --do-secret <DO_SECRET>
+                      The secret the Worker at `--do-url` was given as its `TIDEWAY_DO_SECRET`
+
+                      [env: TIDEWAY_DO_SECRET]
+
                   --node-ttl <NODE_TTL>
-                      How long a node counts as alive after its last heartbeat to Redis; a node that dies leaves
-                      the shared state this long after its last heartbeat
+                      How long a node counts as alive after its last heartbeat to the shared store (Redis or the
+                      Worker); a node that dies leaves the shared state this long after its last heartbeat
 
                       [env: TIDEWAY_NODE_TTL=]
                       [default: 5s]

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use tideway_core::{CoreConfig, Gateway, NodeRecord, Store, unix_millis};
 use tideway_http::{ApiKeys, Cors, CorsOrigins, HttpConfig, KeyRing, TlsFiles, TokenConfig};
-use tideway_store_do::{DoConfig, DoStore};
+use tideway_store_do::{DoConfig, DoStore, WorkerConfig, WorkerStore};
 use tideway_store_memory::{MemoryConfig, MemoryStore};
 use tideway_store_redis::{RedisClusterStore, RedisConfig, RedisStore};
 use tokio::net::TcpListener;
@@ -129,13 +129,27 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             });
             serve_on(store, node, core, http, listener).await?;
         }
-        Adapter::Do => {
-            let store = DoStore::new(DoConfig {
-                history: args.history,
-                topic_grace: args.topic_grace.0,
-            });
-            serve_on(store, node, core, http, listener).await?;
-        }
+        Adapter::Do => match args.do_url.clone().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let store = WorkerStore::connect(WorkerConfig {
+                    url: url.clone(),
+                    secret: args.do_secret.clone().unwrap_or_default(),
+                    history: args.history,
+                    topic_grace: args.topic_grace.0,
+                    node_ttl: args.node_ttl.0,
+                })
+                .await
+                .with_context(|| format!("connect to the Durable-Object Worker at {url}"))?;
+                serve_on(store, node, core, http, listener).await?;
+            }
+            None => {
+                let store = DoStore::new(DoConfig {
+                    history: args.history,
+                    topic_grace: args.topic_grace.0,
+                });
+                serve_on(store, node, core, http, listener).await?;
+            }
+        },
         Adapter::Redis => {
             let redis = RedisConfig {
                 url: args.redis_url.clone(),

@@ -11,6 +11,7 @@
 //! out events whose SSE bytes are built once and shared by every subscriber.
 #![forbid(unsafe_code)]
 
+mod continuity;
 mod event;
 mod gateway;
 mod history;
@@ -22,6 +23,7 @@ mod resume;
 mod stats;
 mod store;
 
+pub use continuity::{Continuity, Verdict};
 pub use event::{Encoding, Event, TopicEvent};
 pub use gateway::{
     CoreConfig, CoreError, Gateway, LimitScope, Next, Published, Route, Subscribe, Subscription,

@@ -592,7 +592,7 @@ mod tests {
                         all[t]
                             .iter()
                             .map(|&(_, seq)| seq)
-                            .filter(|&seq| floor.map_or(true, |f| f.epoch != 10 + t as u64 || seq > f.position)),
+                            .filter(|&seq| floor.is_none_or(|f| f.epoch != 10 + t as u64 || seq > f.position)),
                     )
                     .collect();
                 let named = plan.gaps.iter().any(|g| g.topics.contains(&name));

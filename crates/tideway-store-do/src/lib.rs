@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod object;
+mod worker;
 
 use std::{
     collections::BTreeSet,
@@ -32,6 +33,7 @@ use tideway_core::{
 use tideway_protocol::{EventId, TopicList, TopicName};
 
 use crate::object::{Gone, Namespace, ObjectState};
+pub use crate::worker::{WorkerConfig, WorkerStore};
 
 /// Settings of the emulation. Defaults are the ones `tideway --help` prints.
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ mod injecting;
 mod process;
 mod redis;
 mod redis_ha;
+mod worker;
 
 pub use certs::TestCa;
 pub use cluster::RedisCluster;
@@ -38,6 +39,7 @@ pub use injecting::Injecting;
 pub use process::TidewayProcess;
 pub use redis::RedisServer;
 pub use redis_ha::{RedisSentinel, SENTINEL_SERVICE, TlsRedis};
+pub use worker::{WORKER_SECRET, Worker};
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 

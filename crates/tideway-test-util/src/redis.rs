@@ -86,6 +86,13 @@ pub(crate) fn command(port: u16, words: &[&str]) -> String {
     }
 }
 
+/// Sends `which` to every process of the group `pgid` leads.
+pub(crate) fn signal_group(pgid: u32, which: &str) {
+    let _ = Command::new("kill")
+        .args([which, "--", &format!("-{pgid}")])
+        .status();
+}
+
 pub(crate) fn signal(pid: u32, which: &str) {
     let status = Command::new("kill")
         .args([which, &pid.to_string()])

@@ -1,0 +1,1025 @@
+//! The store on real Durable Objects (`--adapter do --do-url`): every message of the store
+//! trait is a request to the Worker in `worker/` (TypeScript, Hono), whose Durable Object
+//! classes are the store's objects — a topic object per topic, the directory, the
+//! sequencer, and a channel object per node that holds this node's WebSocket.
+//!
+//! Delivery: the sequencer numbers the messages it routes to each node; this node reads
+//! them from its channel and checks each one's place with [`Continuity`], as the Redis
+//! store does. A message lost while the socket was down or the Worker restarted shows as
+//! a skipped number (a heartbeat sends a numbered marker, so within one beat even when
+//! nothing is published) and is read back from the topics' histories; what history
+//! cannot fill is told to the subscribers. A Worker whose storage was lost takes a new
+//! epoch: every stream is told.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError, Weak,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use fastwebsockets::OpCode;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tideway_core::{
+    ConnectionId, ConnectionRecord, Continuity, Event, HistoryRead, Inbox, Interruption,
+    NodeRecord, Page, Paged, Store, StoreError, TopicEvent, TopicHistory, TopicRecord, Verdict,
+};
+use tideway_protocol::{EventData, EventId, EventType, TopicList, TopicName};
+
+/// How long one request to the Worker may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections to the Worker kept for the next requests.
+const IDLE_CONNECTIONS: usize = 32;
+/// The longest wait between two attempts to open the channel again.
+const RECONNECT_CAP: Duration = Duration::from_secs(5);
+
+/// Settings of the store on the Worker. Defaults are the ones `tideway --help` prints.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The Worker's address, `http://host:port`.
+    pub url: String,
+    /// The secret the Worker was given as `TIDEWAY_DO_SECRET`.
+    pub secret: String,
+    /// Events kept per topic for resume and tail.
+    pub history: usize,
+    /// How long a topic whose last connection left still counts as live.
+    pub topic_grace: Duration,
+    /// How long a node counts as alive after its last heartbeat; heartbeats come five
+    /// times as often.
+    pub node_ttl: Duration,
+}
+
+/// The store on the Worker. Cloning bumps a reference count.
+#[derive(Clone)]
+pub struct WorkerStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: WorkerConfig,
+    http: Http,
+    inbox: OnceLock<Inbox>,
+    node: OnceLock<NodeRecord>,
+    /// This node's connections, to register again when the Worker forgot the node.
+    mirror: Mutex<HashMap<ConnectionId, ConnectionRecord>>,
+    continuity: Mutex<Continuity>,
+    /// The epoch the node's registration was last confirmed in.
+    registered_in: Mutex<Option<String>>,
+    /// The last heartbeat reached the Worker.
+    healthy: AtomicBool,
+    /// The channel is open.
+    listening: AtomicBool,
+}
+
+/// Why a request to the Worker failed.
+#[derive(Debug, thiserror::Error)]
+enum WorkerError {
+    #[error("cannot reach the Worker at {url}: {source}")]
+    Connect { url: String, source: std::io::Error },
+    #[error("the Worker did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("HTTP to the Worker failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("the Worker answered {status}: {text}")]
+    Status { status: StatusCode, text: String },
+    #[error("the Worker's answer is not what the store expects: {0}")]
+    Answer(String),
+}
+
+fn unavailable(err: WorkerError) -> StoreError {
+    StoreError::Unavailable(Box::new(err))
+}
+
+/// The Worker's address, parsed once.
+#[derive(Debug, Clone)]
+struct Target {
+    /// `host:port`, to connect to and to send as `Host`.
+    authority: String,
+    /// The URL as given, without a trailing slash, for messages.
+    base: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, String> {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(format!(
+                "--do-url {url:?} must start with http:// (the Worker's address; for a Worker behind https, run a local TLS-terminating proxy)"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+            return Err(format!(
+                "--do-url {url:?} must be http://host:port, without a path or credentials"
+            ));
+        }
+        let authority = if rest
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            rest.to_owned()
+        } else {
+            format!("{rest}:80")
+        };
+        Ok(Self {
+            authority,
+            base: format!("http://{rest}"),
+        })
+    }
+}
+
+/// HTTP/1.1 to the Worker over kept-alive connections.
+struct Http {
+    target: Target,
+    authorization: HeaderValue,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl Http {
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, WorkerError> {
+        let stream = tokio::net::TcpStream::connect(&self.target.authority)
+            .await
+            .map_err(|source| WorkerError::Connect {
+                url: self.target.base.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "a connection to the Worker ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends one message and returns the answer's body; a status other than 200 is an
+    /// error carrying the Worker's text.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Bytes, WorkerError> {
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut sender = match pooled {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => self.connect().await?,
+        };
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.target.authority)
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|err| WorkerError::Answer(err.to_string()))?;
+        let exchange = async {
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, WorkerError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| WorkerError::Timeout(REQUEST_TIMEOUT))??;
+        if !sender.is_closed() {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < IDLE_CONNECTIONS {
+                idle.push(sender);
+            }
+        }
+        if status != StatusCode::OK {
+            return Err(WorkerError::Status {
+                status,
+                text: String::from_utf8_lossy(&body).trim().to_owned(),
+            });
+        }
+        Ok(body)
+    }
+
+    /// A message whose answer is JSON of type `T`.
+    async fn json<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        body: Value,
+    ) -> Result<T, StoreError> {
+        let answer = self
+            .call(Method::POST, path, Some(body))
+            .await
+            .map_err(unavailable)?;
+        parse(&answer)
+    }
+
+    async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, StoreError> {
+        let answer = self
+            .call(Method::GET, path, None)
+            .await
+            .map_err(unavailable)?;
+        parse(&answer)
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(answer: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(answer).map_err(|err| unavailable(WorkerError::Answer(err.to_string())))
+}
+
+/// An event as the Worker holds it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEvent {
+    id: String,
+    r#type: Option<String>,
+    data: String,
+    published_at: u64,
+}
+
+impl WireEvent {
+    fn of(event: &Event) -> Self {
+        Self {
+            id: event.id.to_string(),
+            r#type: event.event_type.as_ref().map(ToString::to_string),
+            data: event.data.as_str().to_owned(),
+            published_at: event.published_at,
+        }
+    }
+
+    /// The event, if the Worker kept it whole (anything else is refused rather than sent
+    /// on to subscribers).
+    fn event(self) -> Option<Event> {
+        Some(Event {
+            id: EventId::parse(self.id.as_bytes()).ok()?,
+            event_type: match self.r#type {
+                None => None,
+                Some(t) => Some(EventType::parse(t.as_bytes()).ok()?),
+            },
+            data: EventData::parse(Bytes::from(self.data)).ok()?,
+            published_at: self.published_at,
+        })
+    }
+}
+
+/// One topic's copy of an event, as the Worker holds it.
+#[derive(Debug, Deserialize)]
+struct WireTopicEvent {
+    topic: String,
+    seq: u64,
+    position: u64,
+    event: WireEvent,
+}
+
+impl WireTopicEvent {
+    fn into_topic_event(self, epoch: u64) -> Option<Arc<TopicEvent>> {
+        Some(Arc::new(TopicEvent::new(
+            TopicName::from_stored(&self.topic)?,
+            self.seq,
+            epoch,
+            self.position,
+            Arc::new(self.event.event()?),
+        )))
+    }
+}
+
+/// Copies whose events all came back whole; a damaged one fails the whole answer.
+fn topic_events(wire: Vec<WireTopicEvent>, epoch: u64) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
+    wire.into_iter()
+        .map(|e| {
+            e.into_topic_event(epoch).ok_or_else(|| {
+                unavailable(WorkerError::Answer("an event that is not valid".to_owned()))
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireHistory {
+    topic: String,
+    created_after: u64,
+    evicted_through: u64,
+    head: u64,
+    matches: Vec<u64>,
+    events: Vec<WireTopicEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireRead {
+    epoch: String,
+    topics: Vec<WireHistory>,
+    #[serde(default)]
+    revoked: Vec<String>,
+}
+
+impl WireRead {
+    fn into_read(self) -> Result<(HistoryRead, Vec<String>), StoreError> {
+        let epoch = epoch_number(&self.epoch)?;
+        let mut topics = Vec::with_capacity(self.topics.len());
+        for history in self.topics {
+            let Some(topic) = TopicName::from_stored(&history.topic) else {
+                continue;
+            };
+            topics.push(TopicHistory {
+                topic,
+                epoch,
+                created_after: history.created_after,
+                evicted_through: history.evicted_through,
+                head: history.head,
+                matches: history.matches,
+                shared_with: Vec::new(),
+                events: topic_events(history.events, epoch)?,
+            });
+        }
+        Ok((HistoryRead { epoch, topics }, self.revoked))
+    }
+}
+
+/// What the channel carries: a publish's copies for this node (or a numbered marker),
+/// or a revoked token.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ChannelMessage {
+    Delivery {
+        epoch: String,
+        position: u64,
+        number: u64,
+        copies: Option<Vec<WireTopicEvent>>,
+    },
+    Revoke {
+        revoke: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct Beat {
+    existed: bool,
+    held: usize,
+    epoch: String,
+}
+
+fn epoch_number(epoch: &str) -> Result<u64, StoreError> {
+    epoch.parse().map_err(|_| {
+        unavailable(WorkerError::Answer(format!(
+            "epoch {epoch:?} is not a number"
+        )))
+    })
+}
+
+impl WorkerStore {
+    /// Checks that the Worker answers and takes the secret; fails now if not. Later
+    /// outages are retried in the background while requests fail fast.
+    pub async fn connect(config: WorkerConfig) -> Result<Self, StoreError> {
+        let target = Target::parse(&config.url).map_err(|e| StoreError::Unavailable(e.into()))?;
+        if config.secret.len() < 16 {
+            return Err(StoreError::Unavailable(
+                "the Worker's secret (--do-secret, TIDEWAY_DO_SECRET) must be at least 16 characters"
+                    .into(),
+            ));
+        }
+        let authorization =
+            HeaderValue::try_from(format!("Bearer {}", config.secret)).map_err(|_| {
+                StoreError::Unavailable("the Worker's secret must be visible ASCII".into())
+            })?;
+        let store = Self {
+            shared: Arc::new(Shared {
+                http: Http {
+                    target,
+                    authorization,
+                    idle: Mutex::new(Vec::new()),
+                },
+                config,
+                inbox: OnceLock::new(),
+                node: OnceLock::new(),
+                mirror: Mutex::new(HashMap::new()),
+                continuity: Mutex::new(Continuity::default()),
+                registered_in: Mutex::new(None),
+                healthy: AtomicBool::new(true),
+                listening: AtomicBool::new(false),
+            }),
+        };
+        store.http().get::<Value>("/v1/store/nodes").await?;
+        Ok(store)
+    }
+
+    fn http(&self) -> &Http {
+        &self.shared.http
+    }
+
+    fn grace_ms(&self) -> u64 {
+        self.shared.config.topic_grace.as_millis() as u64
+    }
+
+    fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, ConnectionRecord>> {
+        // A map of records: a poisoned lock still holds whole entries.
+        self.shared
+            .mirror
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn registered_in(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.shared
+            .registered_in
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refreshes this node's registration (and has the sequencer send it a marker). When
+    /// the Worker did not know the node — its registration lapsed and was reaped, or the
+    /// Worker lost its storage — its connections and memberships are registered again.
+    async fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        let beat: Beat = self
+            .http()
+            .json(
+                "/v1/store/heartbeat",
+                json!({
+                    "node": node,
+                    "ttlMs": self.shared.config.node_ttl.as_millis() as u64,
+                    "graceMs": self.grace_ms(),
+                }),
+            )
+            .await?;
+        let known = self.registered_in().clone();
+        if !beat.existed && known.is_some() {
+            tracing::warn!(node = %node.id, "the Worker did not know this node (its registration lapsed, or the Worker lost its storage): registering its connections again");
+            if known.as_deref() == Some(beat.epoch.as_str()) {
+                // Same epoch: the Worker kept its data but reaped this node, so publishes
+                // meanwhile skipped it while history kept them. Told before the topics
+                // are joined again: nothing after the hole may come before the news. A
+                // new epoch is the channel's to report, from its first message.
+                if let Some(inbox) = self.shared.inbox.get() {
+                    inbox.interrupt(Interruption::DeliveryLost);
+                }
+            }
+            self.restore(node).await?;
+        } else if beat.held != self.mirror().len() {
+            tracing::debug!(node = %node.id, worker = beat.held, here = self.mirror().len(), "connection counts differ (a subscribe or close in flight)");
+        }
+        *self.registered_in() = Some(beat.epoch);
+        Ok(())
+    }
+
+    /// Registers this node's connections and their topics again.
+    async fn restore(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        let connections: Vec<ConnectionRecord> = self.mirror().values().cloned().collect();
+        for connection in &connections {
+            self.add_connection_remote(connection).await?;
+            for topic in &connection.topics {
+                self.join_remote(topic, &node.id, &connection.id).await?;
+            }
+        }
+        tracing::info!(node = %node.id, connections = connections.len(), "registered again");
+        Ok(())
+    }
+
+    async fn add_connection_remote(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
+        self.http()
+            .json::<Value>("/v1/store/connections", json!({ "connection": connection }))
+            .await
+            .map(|_| ())
+    }
+
+    async fn join_remote(
+        &self,
+        topic: &TopicName,
+        node: &str,
+        connection: &ConnectionId,
+    ) -> Result<(), StoreError> {
+        self.http()
+            .json::<bool>(
+                "/v1/store/join",
+                json!({
+                    "topic": topic.to_string(),
+                    "node": node,
+                    "connection": connection.to_string(),
+                    "capacity": self.shared.config.history,
+                }),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Handles one message from the channel.
+    async fn receive(&self, text: &[u8]) {
+        let Some(inbox) = self.shared.inbox.get() else {
+            return;
+        };
+        let message = match serde_json::from_slice::<ChannelMessage>(text) {
+            Ok(message) => message,
+            Err(err) => {
+                // Its number is unknown, so whether it carried events is too.
+                tracing::warn!(error = %err, "an unreadable message from the Worker");
+                inbox.interrupt(Interruption::DeliveryLost);
+                return;
+            }
+        };
+        let (epoch, position, number, copies) = match message {
+            ChannelMessage::Revoke { revoke } => {
+                inbox.revoke_token(&revoke);
+                return;
+            }
+            ChannelMessage::Delivery {
+                epoch,
+                position,
+                number,
+                copies,
+            } => (epoch, position, number, copies),
+        };
+        let verdict = self
+            .shared
+            .continuity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next(&epoch, number, position);
+        match verdict {
+            Verdict::InOrder => {}
+            Verdict::Restarted => inbox.interrupt(Interruption::StoreRestarted),
+            Verdict::WentBack => inbox.interrupt(Interruption::DeliveryLost),
+            Verdict::Hole { after } => {
+                // An event's message comes after the hole; a marker carries the position
+                // given out when it was sent, which the hole may include.
+                let before = match copies {
+                    Some(_) => position,
+                    None => position.saturating_add(1),
+                };
+                self.repair(inbox, &epoch, after, before).await;
+            }
+        }
+        let Some(copies) = copies else {
+            return;
+        };
+        match epoch_number(&epoch).and_then(|epoch| topic_events(copies, epoch)) {
+            Ok(copies) => inbox.deliver(&copies),
+            Err(err) => {
+                tracing::warn!(error = %err, "a delivery from the Worker could not be read");
+                inbox.interrupt(Interruption::DeliveryLost);
+            }
+        }
+    }
+
+    /// Fills a hole in this node's channel from history: the events of this node's
+    /// topics after `after` and before `before`, and the revocations it may have missed.
+    /// Subscribers are told only where history cannot fill it.
+    async fn repair(&self, inbox: &Inbox, epoch: &str, after: u64, before: u64) {
+        tracing::warn!(
+            after,
+            before,
+            "messages from the Worker to this node went missing; reading them back from history"
+        );
+        let topics: Vec<String> = inbox.topics().iter().map(TopicName::to_string).collect();
+        let read = self
+            .http()
+            .json::<WireRead>(
+                "/v1/store/read-between",
+                json!({
+                    "topics": topics,
+                    "after": after,
+                    "before": before,
+                    "tokens": inbox.token_ids(),
+                }),
+            )
+            .await
+            .and_then(WireRead::into_read);
+        match read {
+            Ok((read, revoked)) => {
+                for id in &revoked {
+                    inbox.revoke_token(id);
+                }
+                if epoch_number(epoch).is_ok_and(|e| e == read.epoch) {
+                    inbox.recover(after, &read);
+                } else {
+                    // The Worker moved to another epoch meanwhile: its history is not
+                    // this one's.
+                    inbox.interrupt(Interruption::DeliveryLost);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the hole back from the Worker");
+                inbox.interrupt(Interruption::DeliveryLost);
+            }
+        }
+    }
+
+    /// Opens this node's channel and reads it until it breaks, then opens it again; a
+    /// message sent while it was closed shows as a skipped number.
+    async fn listen(weak: Weak<Shared>, node: Arc<str>) {
+        let mut failures = 0u32;
+        loop {
+            let Some(shared) = weak.upgrade() else { return };
+            let store = WorkerStore { shared };
+            match store.open_channel(&node).await {
+                Ok(socket) => {
+                    failures = 0;
+                    store.shared.listening.store(true, Relaxed);
+                    tracing::info!(node = %node, "listening on the Worker's channel");
+                    drop(store);
+                    let ended = Self::read_channel(&weak, socket).await;
+                    if let Some(shared) = weak.upgrade() {
+                        shared.listening.store(false, Relaxed);
+                    }
+                    tracing::warn!(reason = %ended, "the Worker's channel closed; opening it again");
+                }
+                Err(err) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %err, "cannot open the Worker's channel");
+                }
+            }
+            let wait = Duration::from_millis(100u64 << failures.min(6)).min(RECONNECT_CAP);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn open_channel(
+        &self,
+        node: &str,
+    ) -> Result<fastwebsockets::WebSocket<TokioIo<hyper::upgrade::Upgraded>>, WorkerError> {
+        let target = &self.http().target;
+        let stream = tokio::net::TcpStream::connect(&target.authority)
+            .await
+            .map_err(|source| WorkerError::Connect {
+                url: target.base.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let path = format!("/v1/nodes/{}/channel", percent(node));
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::HOST, &target.authority)
+            .header(header::AUTHORIZATION, self.http().authorization.clone())
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "upgrade")
+            .header(
+                "sec-websocket-key",
+                fastwebsockets::handshake::generate_key(),
+            )
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|err| WorkerError::Answer(err.to_string()))?;
+        let handshake = fastwebsockets::handshake::client(&Spawn, request, stream);
+        let (mut socket, _) = tokio::time::timeout(REQUEST_TIMEOUT, handshake)
+            .await
+            .map_err(|_| WorkerError::Timeout(REQUEST_TIMEOUT))?
+            .map_err(|err| WorkerError::Answer(format!("the channel's handshake failed: {err}")))?;
+        socket.set_auto_close(true);
+        socket.set_auto_pong(true);
+        Ok(socket)
+    }
+
+    /// Reads the channel until it breaks or stays silent past three heartbeats (a marker
+    /// comes every beat): returns why it ended.
+    async fn read_channel(
+        weak: &Weak<Shared>,
+        mut socket: fastwebsockets::WebSocket<TokioIo<hyper::upgrade::Upgraded>>,
+    ) -> String {
+        loop {
+            let Some(silence) = weak.upgrade().map(|s| s.config.node_ttl * 3 / 5) else {
+                return "the store was dropped".to_owned();
+            };
+            let frame = match tokio::time::timeout(
+                silence.max(Duration::from_secs(1)),
+                socket.read_frame(),
+            )
+            .await
+            {
+                Err(_) => return format!("nothing heard for {silence:?}"),
+                Ok(Err(err)) => return err.to_string(),
+                Ok(Ok(frame)) => frame,
+            };
+            match frame.opcode {
+                OpCode::Close => return "the Worker closed it".to_owned(),
+                OpCode::Text | OpCode::Binary => {
+                    let Some(shared) = weak.upgrade() else {
+                        return "the store was dropped".to_owned();
+                    };
+                    WorkerStore { shared }.receive(&frame.payload).await;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Percent-encodes a node id for a path segment.
+fn percent(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs hyper's connection task for the channel's handshake.
+struct Spawn;
+
+impl<F> hyper::rt::Executor<F> for Spawn
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future);
+    }
+}
+
+/// The heartbeat task of a node; ends when the store is dropped.
+fn spawn_heartbeat(weak: Weak<Shared>, period: Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period.max(Duration::from_millis(50)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(shared) = weak.upgrade() else { return };
+            let store = WorkerStore { shared };
+            let Some(node) = store.shared.node.get().cloned() else {
+                continue;
+            };
+            let healthy = match store.heartbeat(&node).await {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::warn!(error = %err, "heartbeat to the Worker failed");
+                    false
+                }
+            };
+            if store.shared.healthy.swap(healthy, Relaxed) != healthy {
+                tracing::info!(healthy, "Worker reachability changed");
+            }
+        }
+    });
+}
+
+impl Store for WorkerStore {
+    const LIVE_IS_REMOTE: bool = true;
+
+    fn attach(&self, inbox: Inbox) {
+        // The first attach wins; a second would be a programming error of the caller.
+        let _ = self.shared.inbox.set(inbox);
+    }
+
+    async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        let first = self.shared.node.set(node.clone()).is_ok();
+        if first {
+            // Whatever the Worker holds under this id is an earlier process's.
+            self.http()
+                .json::<Value>(
+                    "/v1/store/nodes/forget",
+                    json!({ "node": node.id.to_string(), "graceMs": self.grace_ms() }),
+                )
+                .await?;
+            tokio::spawn(Self::listen(Arc::downgrade(&self.shared), node.id.clone()));
+        }
+        self.heartbeat(node).await?;
+        if first {
+            spawn_heartbeat(
+                Arc::downgrade(&self.shared),
+                self.shared.config.node_ttl / 5,
+            );
+        }
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct WireNode {
+            id: String,
+            #[serde(default)]
+            hostname: String,
+            #[serde(default)]
+            advertise_host: String,
+            #[serde(default)]
+            started_at: u64,
+            connections: usize,
+            topics: usize,
+            last_heartbeat: Option<u64>,
+        }
+        let nodes: Vec<WireNode> = self.http().get("/v1/store/nodes").await?;
+        Ok(nodes
+            .into_iter()
+            .map(|n| NodeRecord {
+                id: n.id.into(),
+                hostname: n.hostname,
+                advertise_host: n.advertise_host,
+                started_at: n.started_at,
+                connections: n.connections,
+                topics: n.topics,
+                last_heartbeat: n.last_heartbeat,
+            })
+            .collect())
+    }
+
+    async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
+        self.mirror()
+            .insert(connection.id.clone(), connection.clone());
+        self.add_connection_remote(connection).await
+    }
+
+    async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
+        self.mirror().remove(id);
+        self.http()
+            .json::<Value>(
+                "/v1/store/connections/remove",
+                json!({ "id": id.to_string() }),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
+        let all: Vec<ConnectionRecord> = self.http().get("/v1/store/connections").await?;
+        Ok(page.select(all))
+    }
+
+    async fn topics(&self, page: Page) -> Result<Paged<TopicRecord>, StoreError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct WireRecord {
+            name: String,
+            connections: usize,
+            events: u64,
+            created_at: u64,
+            last_event_at: Option<u64>,
+        }
+        let names: Vec<String> = self.http().get("/v1/store/topics").await?;
+        // Only the page's tenant's topics are asked for their records at all.
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|n| TopicName::from_stored(n).is_some_and(|t| page.lists(&t)))
+            .collect();
+        let records: Vec<WireRecord> = self
+            .http()
+            .json("/v1/store/topics/records", json!({ "names": names }))
+            .await?;
+        let records = records.into_iter().filter_map(|r| {
+            Some(TopicRecord {
+                name: TopicName::from_stored(&r.name)?,
+                connections: r.connections,
+                events: r.events,
+                created_at: r.created_at,
+                last_event_at: r.last_event_at,
+            })
+        });
+        Ok(page.select(records))
+    }
+
+    async fn join(
+        &self,
+        topic: &TopicName,
+        connection: &ConnectionRecord,
+    ) -> Result<(), StoreError> {
+        self.join_remote(topic, &connection.node, &connection.id)
+            .await
+    }
+
+    async fn leave(
+        &self,
+        topic: &TopicName,
+        connection: &ConnectionRecord,
+    ) -> Result<(), StoreError> {
+        self.http()
+            .json::<bool>(
+                "/v1/store/leave",
+                json!({
+                    "topic": topic.to_string(),
+                    "node": connection.node.to_string(),
+                    "connection": connection.id.to_string(),
+                    "graceMs": self.grace_ms(),
+                }),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn live(&self, topics: &TopicList) -> Result<Vec<TopicName>, StoreError> {
+        let names: Vec<String> = topics.iter().map(TopicName::to_string).collect();
+        let live: Vec<String> = self
+            .http()
+            .json("/v1/store/live", json!({ "topics": names }))
+            .await?;
+        Ok(live
+            .iter()
+            .filter_map(|t| TopicName::from_stored(t))
+            .collect())
+    }
+
+    async fn append(
+        &self,
+        topics: &TopicList,
+        event: &Arc<Event>,
+    ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
+        #[derive(Deserialize)]
+        struct Appended {
+            epoch: String,
+            copies: Vec<WireTopicEvent>,
+        }
+        let names: Vec<String> = topics.iter().map(TopicName::to_string).collect();
+        let appended: Appended = self
+            .http()
+            .json(
+                "/v1/store/append",
+                json!({ "topics": names, "event": WireEvent::of(event) }),
+            )
+            .await?;
+        topic_events(appended.copies, epoch_number(&appended.epoch)?)
+    }
+
+    async fn tail(
+        &self,
+        topic: &TopicName,
+        limit: usize,
+    ) -> Result<Option<Vec<Arc<TopicEvent>>>, StoreError> {
+        let tail: Option<Vec<WireTopicEvent>> = self
+            .http()
+            .json(
+                "/v1/store/tail",
+                json!({ "topic": topic.to_string(), "limit": limit }),
+            )
+            .await?;
+        // The tail is for reading, not resuming: its events carry no epoch of their own.
+        tail.map(|events| topic_events(events, 0)).transpose()
+    }
+
+    async fn read_since(
+        &self,
+        topics: &TopicList,
+        last_event_id: &EventId,
+    ) -> Result<HistoryRead, StoreError> {
+        let names: Vec<String> = topics.iter().map(TopicName::to_string).collect();
+        let read: WireRead = self
+            .http()
+            .json(
+                "/v1/store/read-since",
+                json!({ "topics": names, "id": last_event_id.to_string() }),
+            )
+            .await?;
+        read.into_read().map(|(read, _)| read)
+    }
+
+    async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {
+        self.http()
+            .json::<Value>("/v1/store/revoke", json!({ "id": id, "until": until }))
+            .await
+            .map(|_| ())
+    }
+
+    async fn token_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        self.http()
+            .json("/v1/store/revoked", json!({ "id": id }))
+            .await
+    }
+
+    async fn ready(&self) -> bool {
+        self.shared.healthy.load(Relaxed) && self.shared.listening.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_url_is_http_host_and_port() {
+        let target = Target::parse("http://127.0.0.1:8787/").expect("plain");
+        assert_eq!(target.authority, "127.0.0.1:8787");
+        assert_eq!(target.base, "http://127.0.0.1:8787");
+        assert_eq!(
+            Target::parse("http://store.internal")
+                .expect("no port")
+                .authority,
+            "store.internal:80"
+        );
+        for wrong in [
+            "https://x.workers.dev",
+            "x:1",
+            "http://",
+            "http://h:1/path",
+            "http://u:p@h:1",
+        ] {
+            let err = Target::parse(wrong).expect_err(wrong);
+            assert!(err.contains("--do-url"), "{err}");
+        }
+    }
+
+    #[test]
+    fn node_ids_are_escaped_in_the_channel_path() {
+        assert_eq!(percent("host-1.a_b~"), "host-1.a_b~");
+        assert_eq!(percent("a/b c"), "a%2Fb%20c");
+    }
+}
