@@ -8,7 +8,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tideway_test_util::{RedisCluster, RedisServer, SharedRedis};
+use tideway_test_util::{RedisCluster, RedisServer, SharedStore, Worker};
 
 use crate::{
     check::{Entry, Verdict, check},
@@ -74,6 +74,14 @@ pub(crate) const ALL: &[Scenario] = &[
         what: "Redis Cluster: CLIENT KILL TYPE pubsub on every process twice while 3 nodes publish; nodes fill the holes from history, so no stream may end and no gap be sent",
     },
     Scenario {
+        name: "worker-restart",
+        what: "the Durable-Object Worker (workerd) killed with SIGKILL and started again on its storage while a publisher runs; 3 nodes",
+    },
+    Scenario {
+        name: "worker-node-kill",
+        what: "Durable-Object Worker: kill -9 of a node with subscribers, which resume on another node",
+    },
+    Scenario {
         name: "clock-skew",
         what: "a node whose wall clock is 20 s behind (faketime); nothing may be reaped, cut or reported",
     },
@@ -93,6 +101,8 @@ pub(crate) async fn run(scenario: &Scenario, tideway: &Path) -> Value {
         "eviction" => eviction(tideway).await,
         "resume-storm" => resume_storm(tideway).await,
         "clock-skew" => clock_skew(tideway).await,
+        "worker-restart" => worker_restart(tideway).await,
+        "worker-node-kill" => node_kill_on(Run::start_worker(tideway, 3, &[])).await,
         "cluster-primary-kill" => crate::sharded::primary_kill(tideway).await,
         "cluster-reshard" => crate::sharded::reshard(tideway).await,
         "cluster-pubsub-kill" => crate::sharded::pubsub_kill(tideway).await,
@@ -196,7 +206,7 @@ fn mostly_busy(n: u64) -> &'static [&'static str] {
     }
 }
 
-fn redis_args(redis: &impl SharedRedis, id: &str, extra: &[&str]) -> Vec<String> {
+fn redis_args(redis: &impl SharedStore, id: &str, extra: &[&str]) -> Vec<String> {
     let mut args = redis.node_args(id);
     let tuning = ["--node-ttl", "1s", "--topic-grace", "5s"];
     args.extend(tuning.iter().chain(extra).map(|s| (*s).to_owned()));
@@ -225,7 +235,14 @@ impl Run<RedisCluster> {
     }
 }
 
-impl<R: SharedRedis> Run<R> {
+impl Run<Worker> {
+    /// The Durable-Object Worker on workerd and `count` nodes on it with `extra` flags.
+    fn start_worker(tideway: &Path, count: usize, extra: &[&str]) -> Self {
+        Self::on(Worker::start(), tideway, count, extra)
+    }
+}
+
+impl<R: SharedStore> Run<R> {
     fn on(redis: R, tideway: &Path, count: usize, extra: &[&str]) -> Self {
         let nodes = (1..=count)
             .map(|i| start_node(tideway, &redis_args(&redis, &format!("n{i}"), extra), None))
@@ -440,7 +457,10 @@ async fn node_pause(tideway: &Path) -> Result<Outcome, String> {
 }
 
 async fn node_kill(tideway: &Path) -> Result<Outcome, String> {
-    let mut run = Run::start(tideway, 3, &[]);
+    node_kill_on(Run::start(tideway, 3, &[])).await
+}
+
+async fn node_kill_on<R: SharedStore>(mut run: Run<R>) -> Result<Outcome, String> {
     let mut subs = run.subscribe(2, &["a", "b"], 3).await;
     subs.extend(run.subscribe(1, &["a", "b"], 3).await);
     let load = run.publish(0, "p", 400, 5, rotate);
@@ -451,6 +471,29 @@ async fn node_kill(tideway: &Path) -> Result<Outcome, String> {
     }
     let _ = load.await;
     Ok(run.settle(1, subs, false, Vec::new()).await)
+}
+
+async fn worker_restart(tideway: &Path) -> Result<Outcome, String> {
+    let mut run = Run::start_worker(tideway, 3, &[]);
+    let mut subs = run.subscribe(1, &["a", "b"], 4).await;
+    subs.extend(run.subscribe(2, &["a"], 2).await);
+    let load = run.publish(0, "p", 800, 5, rotate);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Blocks this thread until workerd answers again, a few seconds.
+    let started = Instant::now();
+    tokio::task::block_in_place(|| run.redis.restart());
+    let notes = vec![format!(
+        "the Worker was down and starting again for {} ms",
+        started.elapsed().as_millis()
+    )];
+    let _ = load.await;
+    let mut outcome = run.settle(1, subs, false, notes).await;
+    let repairs = run.metric("tideway_delivery_repairs_total").await;
+    let recovered = run.metric("tideway_events_recovered_total").await;
+    outcome.notes.push(format!(
+        "holes filled from history: {repairs}, events recovered: {recovered}"
+    ));
+    Ok(outcome)
 }
 
 async fn resume_race(tideway: &Path) -> Result<Outcome, String> {

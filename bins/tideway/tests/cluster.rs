@@ -1,14 +1,15 @@
-//! The cluster for real: a `redis-server` and several `tideway` processes on local ports.
+//! The cluster for real: several `tideway` processes on local ports sharing a
+//! `redis-server`, a Redis Cluster, or the Durable-Object Worker on workerd.
 
 use tideway_test_util::{
-    API_KEY, Client, RedisCluster, RedisServer, SharedRedis, TidewayProcess, wait_until,
+    API_KEY, Client, RedisCluster, RedisServer, SharedStore, TidewayProcess, Worker, wait_until,
 };
 
 /// One `tideway` process of the cluster.
 struct Node;
 
 impl Node {
-    fn start(id: &str, redis: &impl SharedRedis) -> TidewayProcess {
+    fn start(id: &str, redis: &impl SharedStore) -> TidewayProcess {
         let mut args = redis.node_args(id);
         args.extend(
             [
@@ -45,7 +46,12 @@ async fn a_publish_on_one_node_reaches_subscribers_on_the_others_exactly_once_on
     publish_reaches_other_nodes(&RedisCluster::start()).await;
 }
 
-async fn publish_reaches_other_nodes(redis: &impl SharedRedis) {
+#[tokio::test]
+async fn a_publish_on_one_node_reaches_subscribers_on_the_others_exactly_once_on_the_worker() {
+    publish_reaches_other_nodes(&Worker::start()).await;
+}
+
+async fn publish_reaches_other_nodes(redis: &impl SharedStore) {
     let nodes: Vec<TidewayProcess> = ["n1", "n2", "n3"]
         .iter()
         .map(|id| Node::start(id, redis))
@@ -137,7 +143,12 @@ async fn a_killed_node_leaves_the_shared_state_within_seconds_on_redis_cluster()
     killed_node_leaves(&RedisCluster::start()).await;
 }
 
-async fn killed_node_leaves(redis: &impl SharedRedis) {
+#[tokio::test]
+async fn a_killed_node_leaves_the_shared_state_within_seconds_on_the_worker() {
+    killed_node_leaves(&Worker::start()).await;
+}
+
+async fn killed_node_leaves(redis: &impl SharedStore) {
     let survivor = Node::start("survivor", redis);
     let mut doomed = Node::start("doomed", redis);
     let mut streams = Vec::new();
@@ -308,7 +319,12 @@ async fn revoking_a_token_on_one_node_ends_its_subscriptions_on_another_on_redis
     revocation_crosses_nodes(&RedisCluster::start()).await;
 }
 
-async fn revocation_crosses_nodes(redis: &impl SharedRedis) {
+#[tokio::test]
+async fn revoking_a_token_on_one_node_ends_its_subscriptions_on_another_on_the_worker() {
+    revocation_crosses_nodes(&Worker::start()).await;
+}
+
+async fn revocation_crosses_nodes(redis: &impl SharedStore) {
     let n1 = Node::start("r1", redis);
     let n2 = Node::start("r2", redis);
     let auth = format!("authorization: Bearer {API_KEY}");
@@ -370,7 +386,12 @@ async fn tenants_stay_apart_across_nodes_on_redis_cluster() {
     tenants_stay_apart(&RedisCluster::start()).await;
 }
 
-async fn tenants_stay_apart(redis: &impl SharedRedis) {
+#[tokio::test]
+async fn tenants_stay_apart_across_nodes_on_the_worker() {
+    tenants_stay_apart(&Worker::start()).await;
+}
+
+async fn tenants_stay_apart(redis: &impl SharedStore) {
     let dir = std::env::temp_dir().join(format!("tideway-tenants-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let keys = dir.join("keys.json");

@@ -18,21 +18,27 @@ pub use certs::TestCa;
 pub use cluster::RedisCluster;
 
 /// Where the nodes of a multi-process test keep their shared state: one `redis-server`,
-/// or a Redis Cluster.
-pub trait SharedRedis {
+/// a Redis Cluster, or the Durable-Object Worker.
+pub trait SharedStore {
     /// The flags that make a `tideway` process node `id` on it.
     fn node_args(&self, id: &str) -> Vec<String>;
 }
 
-impl SharedRedis for RedisServer {
+impl SharedStore for RedisServer {
     fn node_args(&self, id: &str) -> Vec<String> {
         RedisServer::node_args(self, id)
     }
 }
 
-impl SharedRedis for RedisCluster {
+impl SharedStore for RedisCluster {
     fn node_args(&self, id: &str) -> Vec<String> {
         RedisCluster::node_args(self, id)
+    }
+}
+
+impl SharedStore for Worker {
+    fn node_args(&self, id: &str) -> Vec<String> {
+        Worker::node_args(self, id)
     }
 }
 pub use injecting::Injecting;
