@@ -2,7 +2,8 @@
 //
 //   TIDEWAY_DO_SECRET=... node serve.mjs --port 8787 --persist ./data
 //
-// Durable Object storage is kept under --persist (omit it to keep it in memory). Prints
+// Durable Object storage is kept under --persist (omit it to keep it in memory). With
+// --tls-cert and --tls-key (PEM files) it serves https instead of http. Prints
 // `listening <url>` once the Worker answers, and stops on SIGTERM or SIGINT.
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -17,6 +18,8 @@ const { values } = parseArgs({
     port: { type: "string", default: "8787" },
     host: { type: "string", default: "127.0.0.1" },
     persist: { type: "string" },
+    "tls-cert": { type: "string" },
+    "tls-key": { type: "string" },
   },
 });
 const port = Number(values.port);
@@ -35,7 +38,16 @@ if (secret === undefined || secret.length < 16) {
   process.exit(2);
 }
 
+const cert = values["tls-cert"];
+const key = values["tls-key"];
+if ((cert === undefined) !== (key === undefined)) {
+  console.error("--tls-cert and --tls-key go together: https needs both");
+  process.exit(2);
+}
+const tls = cert === undefined ? {} : { https: true, httpsCertPath: cert, httpsKeyPath: key };
+
 const mf = new Miniflare({
+  ...tls,
   modules: true,
   scriptPath: script,
   compatibilityDate: "2025-04-01",

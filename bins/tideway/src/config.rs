@@ -80,7 +80,7 @@ pub(crate) struct Args {
     pub(crate) redis_prefix: String,
 
     /// With `--adapter do`: the Durable-Object Worker (`worker/`, on Cloudflare or
-    /// workerd) as `http://host:port`. Without it, `do` emulates the objects in this
+    /// workerd) as `http(s)://host[:port]`. Without it, `do` emulates the objects in this
     /// process (one node).
     #[arg(long, env = "TIDEWAY_DO_URL")]
     pub(crate) do_url: Option<String>,
@@ -88,6 +88,11 @@ pub(crate) struct Args {
     /// The secret the Worker at `--do-url` was given as its `TIDEWAY_DO_SECRET`.
     #[arg(long, env = "TIDEWAY_DO_SECRET", hide_env_values = true)]
     pub(crate) do_secret: Option<String>,
+
+    /// For an `https://` Worker: the CA certificates (PEM) its certificate must chain
+    /// to, instead of the system's.
+    #[arg(long, env = "TIDEWAY_DO_CA_CERT")]
+    pub(crate) do_ca_cert: Option<std::path::PathBuf>,
 
     /// How long a node counts as alive after its last heartbeat to the shared store
     /// (Redis or the Worker); a node that dies leaves the shared state this long after
@@ -401,6 +406,16 @@ impl Args {
                 secret.len()
             )),
             _ => {}
+        }
+        if self.do_ca_cert.is_some()
+            && !self
+                .do_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        {
+            wrong.push(
+                "--do-ca-cert (TIDEWAY_DO_CA_CERT) is set but --do-url (TIDEWAY_DO_URL) is not https://: the CA is for a Worker over TLS".to_owned(),
+            );
         }
         wrong
     }
@@ -889,6 +904,12 @@ mod tests {
                       The secret the Worker at `--do-url` was given as its `TIDEWAY_DO_SECRET`
 
                       [env: TIDEWAY_DO_SECRET]
+
+                  --do-ca-cert <DO_CA_CERT>
+                      For an `https://` Worker: the CA certificates (PEM) its certificate must chain to, instead
+                      of the system's
+
+                      [env: TIDEWAY_DO_CA_CERT=]
 
                   --node-ttl <NODE_TTL>
                       How long a node counts as alive after its last heartbeat to the shared store (Redis or the

@@ -134,6 +134,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 let store = WorkerStore::connect(WorkerConfig {
                     url: url.clone(),
                     secret: args.do_secret.clone().unwrap_or_default(),
+                    ca_cert: args.do_ca_cert.clone(),
                     history: args.history,
                     topic_grace: args.topic_grace.0,
                     node_ttl: args.node_ttl.0,

@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     pub url: String,
     /// The secret the Worker was given as `TIDEWAY_DO_SECRET`.
     pub secret: String,
+    /// For an `https://` Worker: the CA certificates (PEM) its certificate must chain to,
+    /// instead of the system's.
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Events kept per topic for resume and tail.
     pub history: usize,
     /// How long a topic whose last connection left still counts as live.
@@ -105,52 +108,118 @@ struct Target {
     authority: String,
     /// The URL as given, without a trailing slash, for messages.
     base: String,
+    /// For `https://`: the host's name, as its certificate must show it.
+    tls_name: Option<String>,
 }
 
 impl Target {
     fn parse(url: &str) -> Result<Self, String> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(format!(
-                "--do-url {url:?} must start with http:// (the Worker's address; for a Worker behind https, run a local TLS-terminating proxy)"
-            ));
+        let (secure, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => {
+                return Err(format!(
+                    "--do-url {url:?} must start with http:// or https:// (the Worker's address)"
+                ));
+            }
         };
         let rest = rest.trim_end_matches('/');
         if rest.is_empty() || rest.contains('/') || rest.contains('@') {
             return Err(format!(
-                "--do-url {url:?} must be http://host:port, without a path or credentials"
+                "--do-url {url:?} must be http(s)://host[:port], without a path or credentials"
             ));
         }
-        let authority = if rest
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            rest.to_owned()
-        } else {
-            format!("{rest}:80")
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && !rest.ends_with(']') => {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| format!("--do-url {url:?}: {port:?} is not a port"))?;
+                (host, port)
+            }
+            _ => (rest, if secure { 443 } else { 80 }),
         };
         Ok(Self {
-            authority,
-            base: format!("http://{rest}"),
+            authority: format!("{host}:{port}"),
+            base: format!("{}://{rest}", if secure { "https" } else { "http" }),
+            tls_name: secure.then(|| host.trim_matches(['[', ']']).to_owned()),
         })
     }
+}
+
+/// Either side of a connection to the Worker: plain TCP or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// TLS settings for an `https://` Worker: the CA certificates of `ca_cert` (PEM) when
+/// given, else the system's.
+fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_cert {
+        Some(path) => {
+            let refuse = |why: String| format!("--do-ca-cert {}: {why}", path.display());
+            let pem = std::fs::read(path).map_err(|e| refuse(e.to_string()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| refuse(format!("not a PEM certificate ({e})")))?;
+                roots.add(cert).map_err(|e| refuse(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(refuse("holds no PEM certificate".to_owned()));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A system certificate rustls cannot parse is one fewer to trust.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// HTTP/1.1 to the Worker over kept-alive connections.
 struct Http {
     target: Target,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     authorization: HeaderValue,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
 
 impl Http {
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, WorkerError> {
+    /// A connection to the Worker: TCP, then TLS for `https://`.
+    async fn open(&self) -> Result<Box<dyn Io>, WorkerError> {
+        let connect_error = |source| WorkerError::Connect {
+            url: self.target.base.clone(),
+            source,
+        };
         let stream = tokio::net::TcpStream::connect(&self.target.authority)
             .await
-            .map_err(|source| WorkerError::Connect {
-                url: self.target.base.clone(),
-                source,
-            })?;
+            .map_err(connect_error)?;
         let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Box::new(stream)),
+            Some((config, name)) => {
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(connect_error)?;
+                Ok(Box::new(stream))
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, WorkerError> {
+        let stream = self.open().await?;
         let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
@@ -383,6 +452,22 @@ impl WorkerStore {
     /// outages are retried in the background while requests fail fast.
     pub async fn connect(config: WorkerConfig) -> Result<Self, StoreError> {
         let target = Target::parse(&config.url).map_err(|e| StoreError::Unavailable(e.into()))?;
+        let tls = match &target.tls_name {
+            None if config.ca_cert.is_some() => {
+                return Err(StoreError::Unavailable(
+                    "--do-ca-cert is set but --do-url is not https://".into(),
+                ));
+            }
+            None => None,
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+                    StoreError::Unavailable(format!("--do-url: {name:?} is not a host name").into())
+                })?;
+                let config = tls_config(config.ca_cert.as_deref())
+                    .map_err(|e| StoreError::Unavailable(e.into()))?;
+                Some((config, name))
+            }
+        };
         if config.secret.len() < 16 {
             return Err(StoreError::Unavailable(
                 "the Worker's secret (--do-secret, TIDEWAY_DO_SECRET) must be at least 16 characters"
@@ -397,6 +482,7 @@ impl WorkerStore {
             shared: Arc::new(Shared {
                 http: Http {
                     target,
+                    tls,
                     authorization,
                     idle: Mutex::new(Vec::new()),
                 },
@@ -647,13 +733,7 @@ impl WorkerStore {
         node: &str,
     ) -> Result<fastwebsockets::WebSocket<TokioIo<hyper::upgrade::Upgraded>>, WorkerError> {
         let target = &self.http().target;
-        let stream = tokio::net::TcpStream::connect(&target.authority)
-            .await
-            .map_err(|source| WorkerError::Connect {
-                url: target.base.clone(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
+        let stream = self.http().open().await?;
         let path = format!("/v1/nodes/{}/channel", percent(node));
         let request = Request::builder()
             .method(Method::GET)
@@ -995,22 +1075,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_worker_url_is_http_host_and_port() {
+    fn the_worker_url_is_http_or_https_host_and_port() {
         let target = Target::parse("http://127.0.0.1:8787/").expect("plain");
         assert_eq!(target.authority, "127.0.0.1:8787");
         assert_eq!(target.base, "http://127.0.0.1:8787");
+        assert_eq!(target.tls_name, None);
+        let plain = Target::parse("http://store.internal").expect("no port");
+        assert_eq!(plain.authority, "store.internal:80");
+        let secure = Target::parse("https://tideway-store.example.workers.dev").expect("https");
+        assert_eq!(secure.authority, "tideway-store.example.workers.dev:443");
         assert_eq!(
-            Target::parse("http://store.internal")
-                .expect("no port")
-                .authority,
-            "store.internal:80"
+            secure.tls_name.as_deref(),
+            Some("tideway-store.example.workers.dev")
+        );
+        assert_eq!(
+            Target::parse("https://[::1]:8443")
+                .expect("v6")
+                .tls_name
+                .as_deref(),
+            Some("::1")
+        );
+        assert_eq!(
+            Target::parse("http://[::1]").expect("v6").authority,
+            "[::1]:80"
         );
         for wrong in [
-            "https://x.workers.dev",
+            "ftp://x",
             "x:1",
             "http://",
             "http://h:1/path",
             "http://u:p@h:1",
+            "http://h:99999",
         ] {
             let err = Target::parse(wrong).expect_err(wrong);
             assert!(err.contains("--do-url"), "{err}");

@@ -17,6 +17,8 @@ pub const WORKER_SECRET: &str = "tideway-test-worker-secret";
 pub struct Worker {
     port: u16,
     storage: PathBuf,
+    /// Serving https with a certificate of the test's own CA, in the storage directory.
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -59,15 +61,30 @@ fn build() {
 impl Worker {
     /// Starts the Worker on a free port with empty storage, and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// The same over https, with a certificate for 127.0.0.1 of a CA of the test's own
+    /// (see [`Worker::ca`]).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         build();
         let storage = std::env::temp_dir().join(format!(
             "tideway-worker-{}-{}",
             std::process::id(),
             super::free_port()
         ));
+        std::fs::create_dir_all(&storage).expect("the Worker's storage directory");
+        if tls {
+            crate::TestCa::in_dir(&storage).issue("worker", "127.0.0.1");
+        }
         let mut worker = Self {
             port: super::free_port(),
             storage,
+            tls,
             child: None,
         };
         worker.spawn();
@@ -81,7 +98,17 @@ impl Worker {
             .current_dir(worker_dir())
             .args(["--port", &self.port.to_string()])
             .arg("--persist")
-            .arg(&self.storage)
+            .arg(self.storage.join("objects"))
+            .args(if self.tls {
+                vec![
+                    "--tls-cert".into(),
+                    self.storage.join("worker.pem"),
+                    "--tls-key".into(),
+                    self.storage.join("worker.key"),
+                ]
+            } else {
+                Vec::new()
+            })
             .env("TIDEWAY_DO_SECRET", WORKER_SECRET)
             // Its own process group: killing it takes workerd, Miniflare's child, too.
             .process_group(0)
@@ -109,9 +136,15 @@ impl Worker {
         self.child = Some(child);
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://` for [`Worker::start_tls`].
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate of a Worker started with [`Worker::start_tls`].
+    pub fn ca(&self) -> PathBuf {
+        self.storage.join("ca.pem")
     }
 
     /// The flags that make a `tideway` process node `id` on this Worker.
