@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use crate::{
     nchan,
     procs::{
-        Processes, free_port, start_redis, start_redis_cluster, start_reference, wait_listening,
+        Processes, free_port, start_redis, start_redis_cluster, start_reference, start_worker,
+        wait_listening,
     },
     report,
 };
@@ -93,19 +94,40 @@ enum Server {
 
 /// A whole-gateway scenario: the servers it starts and what `tideway-load` does.
 ///
-/// In arguments, `{redis}` becomes the scenario's Redis URL and `{addrN}` / `{pidN}` the
-/// address and process id of gateway N.
+/// In arguments, `{redis}` becomes the scenario's Redis URL (or a Redis Cluster's seed
+/// list), `{do}` its Durable-Object Worker's, and `{addrN}` / `{pidN}` the address and
+/// process id of gateway N.
 struct Scenario {
     name: &'static str,
     server: Server,
-    redis: bool,
-    /// Whether `{redis}` is a six-process Redis Cluster's seed list instead.
-    redis_cluster: bool,
+    /// The shared store its gateways use.
+    shared: Shared,
     gateways: &'static [&'static [&'static str]],
     load: &'static [&'static str],
 }
 
+/// What a scenario's gateways share, started for it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shared {
+    /// Nothing: each gateway stands alone (the memory store).
+    None,
+    /// One `redis-server`.
+    Redis,
+    /// A six-process Redis Cluster.
+    RedisCluster,
+    /// The Durable-Object Worker on workerd.
+    Worker,
+}
+
 const REDIS: &[&str] = &["--adapter", "redis", "--redis-url", "{redis}"];
+const WORKER: &[&str] = &[
+    "--adapter",
+    "do",
+    "--do-url",
+    "{do}",
+    "--do-secret",
+    crate::procs::WORKER_SECRET,
+];
 const REDIS_CLUSTER: &[&str] = &[
     "--adapter",
     "redis",
@@ -205,8 +227,7 @@ const fn tideway(name: &'static str, load: &'static [&'static str]) -> Scenario 
     Scenario {
         name,
         server: Server::Tideway,
-        redis: false,
-        redis_cluster: false,
+        shared: Shared::None,
         gateways: &[&[]],
         load,
     }
@@ -216,8 +237,7 @@ const fn nchan(name: &'static str, load: &'static [&'static str]) -> Scenario {
     Scenario {
         name,
         server: Server::Nchan,
-        redis: false,
-        redis_cluster: false,
+        shared: Shared::None,
         gateways: &[],
         load,
     }
@@ -227,8 +247,7 @@ const fn reference(name: &'static str, load: &'static [&'static str]) -> Scenari
     Scenario {
         name,
         server: Server::Reference,
-        redis: false,
-        redis_cluster: false,
+        shared: Shared::None,
         gateways: &[],
         load,
     }
@@ -237,8 +256,7 @@ const fn reference(name: &'static str, load: &'static [&'static str]) -> Scenari
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "stalled",
-        redis: false,
-        redis_cluster: false,
+        shared: Shared::None,
         server: Server::Tideway,
         gateways: &[&["--write-timeout", "5s"]],
         load: &[
@@ -309,8 +327,7 @@ const SCENARIOS: &[Scenario] = &[
     nchan("drop-nchan", DROP),
     Scenario {
         name: "drop-redis",
-        redis: true,
-        redis_cluster: false,
+        shared: Shared::Redis,
         server: Server::Tideway,
         gateways: &[REDIS],
         load: DROP,
@@ -319,16 +336,14 @@ const SCENARIOS: &[Scenario] = &[
     tideway("latency-memory", LATENCY),
     Scenario {
         name: "latency-redis-same-node",
-        redis: true,
-        redis_cluster: false,
+        shared: Shared::Redis,
         server: Server::Tideway,
         gateways: &[REDIS],
         load: LATENCY,
     },
     Scenario {
         name: "latency-redis-cross-node",
-        redis: true,
-        redis_cluster: false,
+        shared: Shared::Redis,
         server: Server::Tideway,
         gateways: &[REDIS, REDIS, REDIS],
         load: &[
@@ -342,27 +357,54 @@ const SCENARIOS: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "latency-worker-cross-node",
+        shared: Shared::Worker,
+        server: Server::Tideway,
+        gateways: &[WORKER, WORKER, WORKER],
+        load: &[
+            "latency",
+            "--events",
+            "2000",
+            "--body",
+            "256",
+            "--sub-addr",
+            "{addr1}",
+        ],
+    },
+    Scenario {
         name: "unicast-3-nodes-one-redis",
-        redis: true,
-        redis_cluster: false,
+        shared: Shared::Redis,
         server: Server::Tideway,
         gateways: &[REDIS, REDIS, REDIS],
         load: UNICAST_3_NODES,
     },
     Scenario {
         name: "unicast-3-nodes-redis-cluster",
-        redis: true,
-        redis_cluster: true,
+        shared: Shared::RedisCluster,
         server: Server::Tideway,
         gateways: &[REDIS_CLUSTER, REDIS_CLUSTER, REDIS_CLUSTER],
         load: UNICAST_3_NODES,
     },
     Scenario {
         name: "cluster-fanout-2000",
-        redis: true,
-        redis_cluster: false,
+        shared: Shared::Redis,
         server: Server::Tideway,
         gateways: &[REDIS, REDIS, REDIS],
+        load: &[
+            "fanout",
+            "--connections",
+            "2000",
+            "--body",
+            "256",
+            "--sub-addr",
+            "{addr1},{addr2}",
+        ],
+    },
+    Scenario {
+        name: "cluster-fanout-2000-worker",
+        shared: Shared::Worker,
+        server: Server::Tideway,
+        gateways: &[WORKER, WORKER, WORKER],
         load: &[
             "fanout",
             "--connections",
@@ -469,8 +511,9 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
                 "scenario": scenario.name,
                 "run": run + 1,
                 "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan => "nchan", Server::Reference => "reference" },
-                "redis": scenario.redis,
-                "redis_cluster": scenario.redis_cluster,
+                "redis": matches!(scenario.shared, Shared::Redis | Shared::RedisCluster),
+                "redis_cluster": scenario.shared == Shared::RedisCluster,
+                "worker": scenario.shared == Shared::Worker,
                 "gateway_flags": scenario.gateways,
                 "load_args": scenario.load,
             });
@@ -530,10 +573,16 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
 fn run_scenario(root: &Path, bin: &Path, scenario: &Scenario) -> Result<Value, String> {
     let mut processes = Processes(Vec::new());
     let mut vars: Vec<(String, String)> = Vec::new();
-    if scenario.redis_cluster {
-        vars.push(("{redis}".into(), start_redis_cluster(&mut processes)?));
-    } else if scenario.redis {
-        vars.push(("{redis}".into(), start_redis(&mut processes)?));
+    match scenario.shared {
+        Shared::None => {}
+        Shared::Redis => vars.push(("{redis}".into(), start_redis(&mut processes)?)),
+        Shared::RedisCluster => {
+            vars.push(("{redis}".into(), start_redis_cluster(&mut processes)?));
+        }
+        Shared::Worker => {
+            crate::worker(root)?;
+            vars.push(("{do}".into(), start_worker(root, &mut processes)?));
+        }
     }
     let mut target = Vec::new();
     let mut _nchan = None;

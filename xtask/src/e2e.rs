@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::{
     packages::Installed,
-    procs::{Processes, free_port, start_redis, wait_listening},
+    procs::{Processes, WORKER_SECRET, free_port, start_redis, start_worker, wait_listening},
 };
 
 const KEY: &str = "e2e-key";
@@ -154,6 +154,41 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
             &nodes[0],
             true,
         ));
+    }
+    drop(processes);
+
+    // Three nodes on the Durable-Object Worker (workerd): subscribe on node 2, publish
+    // on node 1.
+    crate::worker(root)?;
+    let mut processes = Processes(Vec::new());
+    let url = start_worker(root, &mut processes)?;
+    let mut nodes = Vec::new();
+    for n in 1..=3 {
+        let id = format!("e2e-do-{n}");
+        nodes.push(start_gateway(
+            root,
+            &mut processes,
+            &[
+                "--adapter",
+                "do",
+                "--do-url",
+                &url,
+                "--do-secret",
+                WORKER_SECRET,
+                "--node-id",
+                &id,
+            ],
+        )?);
+    }
+    for sub in &languages {
+        for publ in &languages {
+            let setup = "three-nodes-worker";
+            results.push(pair(setup, sub, publ, &nodes[1], &nodes[0], false));
+        }
+    }
+    for publ in &languages {
+        let setup = "three-nodes-worker-batch";
+        results.push(pair(setup, &languages[0], publ, &nodes[1], &nodes[0], true));
     }
     drop(processes);
 

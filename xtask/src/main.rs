@@ -37,7 +37,14 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("tidy") => tidy::check(&root()),
         Some("bench") => bench::run(&root(), &args[1..]),
-        Some("e2e") => e2e::run(&root()),
+        Some("e2e") => {
+            // Standalone on a fresh machine too: the packages it builds need these.
+            let root = root();
+            ensure_packages(SYSTEM_PACKAGES)
+                .and_then(|()| check_node())
+                .and_then(|()| ensure_python_packages(&root, PYTHON_PACKAGES))
+                .and_then(|()| e2e::run(&root))
+        }
         Some("chaos") => chaos::run(&root(), &args[1..]),
         _ => Err(
             "usage: cargo xtask <test|tidy|bench|e2e|chaos>\n  test   format, lint, tidy, every test, the e2e and chaos runs\n  tidy   only the layering and docs checks\n  bench  benchmarks, results in benchmark-results/ ([--no-micro] [SCENARIO-PREFIX...])\n  e2e    the examples against real gateways, results in test-results/\n  chaos  faults injected into real gateways and Redis, results in test-results/ ([SCENARIO-PREFIX...])"
@@ -217,7 +224,7 @@ fn admin(root: &Path) -> Result<(), String> {
 
 /// The Durable-Object Worker: its packages from its lock file (workerd comes with
 /// them), its types checked strictly, its bundle built for the tests that start it.
-fn worker(root: &Path) -> Result<(), String> {
+pub(crate) fn worker(root: &Path) -> Result<(), String> {
     let worker = root.join("worker");
     if !worker.join("node_modules").is_dir() {
         run(&worker, "npm", &["ci", "--no-audit", "--no-fund"])?;

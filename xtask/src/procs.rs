@@ -7,16 +7,57 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Kills what it holds when dropped.
+/// Kills what it holds when dropped, with the process group each one leads (the
+/// Worker's Miniflare runs workerd as its child).
 pub(crate) struct Processes(pub(crate) Vec<Child>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
         for child in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .stderr(Stdio::null())
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// The secret the Worker started by [`start_worker`] is given.
+pub(crate) const WORKER_SECRET: &str = "tideway-xtask-worker-secret";
+
+/// Starts the Durable-Object Worker (`worker/`, built) on workerd on a free port, its
+/// storage in memory; returns its URL once it answers.
+pub(crate) fn start_worker(root: &Path, processes: &mut Processes) -> Result<String, String> {
+    use std::{
+        io::{BufRead, BufReader},
+        os::unix::process::CommandExt,
+    };
+    let port = free_port()?;
+    let mut child = Command::new("node")
+        .args(["serve.mjs", "--port", &port.to_string()])
+        .current_dir(root.join("worker"))
+        .env("TIDEWAY_DO_SECRET", WORKER_SECRET)
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start the Worker (node worker/serve.mjs): {e}"))?;
+    let stdout = child.stdout.take();
+    processes.0.push(child);
+    let (ready, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Some(stdout) = stdout else { return };
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("listening ") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    started
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| format!("the Worker did not start on port {port}"))?;
+    Ok(format!("http://127.0.0.1:{port}"))
 }
 
 pub(crate) fn free_port() -> Result<u16, String> {

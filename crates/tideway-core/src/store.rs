@@ -29,7 +29,14 @@
 //! message, a restart, a lapsed registration — it says so through
 //! [`Inbox::interrupt`], and the engine tells the subscribers.
 
-use std::{future::Future, sync::Arc};
+use std::{
+    future::Future,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use tideway_protocol::{EventId, TopicList, TopicName};
 
@@ -179,4 +186,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store's backend answers now.
     fn ready(&self) -> impl Future<Output = bool> + Send;
+}
+
+/// Runs a shared store's heartbeat every `period` (at least 50 ms) until the store is
+/// dropped: `beat` refreshes this node's registration with the backend; `healthy` is set
+/// to whether the last beat reached it, and a change is logged once. The one loop of
+/// every store with a backend (Redis, Redis Cluster, the Durable-Object Worker).
+pub fn spawn_heartbeat<T, F, Fut>(
+    store: Weak<T>,
+    period: Duration,
+    backend: &'static str,
+    healthy: fn(&T) -> &AtomicBool,
+    mut beat: F,
+) where
+    T: Send + Sync + 'static,
+    F: FnMut(Arc<T>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), StoreError>> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period.max(Duration::from_millis(50)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(shared) = store.upgrade() else {
+                return;
+            };
+            let reached = match beat(shared.clone()).await {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::warn!(error = %err, backend, "heartbeat to the store failed");
+                    false
+                }
+            };
+            if healthy(&shared).swap(reached, Relaxed) != reached {
+                tracing::info!(healthy = reached, backend, "store reachability changed");
+            }
+        }
+    });
 }

@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use tideway_core::{
     ConnectionId, ConnectionRecord, Continuity, Event, HistoryRead, Inbox, Interruption,
     NodeRecord, Page, Paged, Store, StoreError, TopicEvent, TopicHistory, TopicRecord, Verdict,
+    spawn_heartbeat,
 };
 use tideway_protocol::{EventData, EventId, EventType, TopicList, TopicName};
 
@@ -819,32 +820,6 @@ where
     }
 }
 
-/// The heartbeat task of a node; ends when the store is dropped.
-fn spawn_heartbeat(weak: Weak<Shared>, period: Duration) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(period.max(Duration::from_millis(50)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let Some(shared) = weak.upgrade() else { return };
-            let store = WorkerStore { shared };
-            let Some(node) = store.shared.node.get().cloned() else {
-                continue;
-            };
-            let healthy = match store.heartbeat(&node).await {
-                Ok(()) => true,
-                Err(err) => {
-                    tracing::warn!(error = %err, "heartbeat to the Worker failed");
-                    false
-                }
-            };
-            if store.shared.healthy.swap(healthy, Relaxed) != healthy {
-                tracing::info!(healthy, "Worker reachability changed");
-            }
-        }
-    });
-}
-
 impl Store for WorkerStore {
     const LIVE_IS_REMOTE: bool = true;
 
@@ -870,6 +845,15 @@ impl Store for WorkerStore {
             spawn_heartbeat(
                 Arc::downgrade(&self.shared),
                 self.shared.config.node_ttl / 5,
+                "the Durable-Object Worker",
+                |shared| &shared.healthy,
+                |shared| async move {
+                    let store = WorkerStore { shared };
+                    match store.shared.node.get().cloned() {
+                        Some(node) => store.heartbeat(&node).await,
+                        None => Ok(()),
+                    }
+                },
             );
         }
         Ok(())

@@ -24,7 +24,6 @@ use std::{
         Arc, Mutex, OnceLock, PoisonError, Weak,
         atomic::{AtomicBool, Ordering::Relaxed},
     },
-    time::Duration,
 };
 
 use fred::{
@@ -34,7 +33,8 @@ use fred::{
 };
 use tideway_core::{
     ConnectionId, ConnectionRecord, Event, HistoryRead, Inbox, Interruption, NodeRecord, Order,
-    Page, Paged, Store, StoreError, TopicEvent, TopicHistory, TopicRecord, unix_millis,
+    Page, Paged, Store, StoreError, TopicEvent, TopicHistory, TopicRecord, spawn_heartbeat,
+    unix_millis,
 };
 use tideway_protocol::{EventId, TopicList, TopicName};
 
@@ -724,27 +724,13 @@ fn parse_history_read(topic: &TopicName, reply: Value) -> Option<TopicHistory> {
 
 /// The heartbeat and delivery tasks of a node; both end when the store is dropped.
 fn spawn_tasks(store: &RedisClusterStore) {
-    let weak: Weak<Shared> = Arc::downgrade(&store.shared);
-    let period = store.shared.config.node_ttl / 5;
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(period.max(Duration::from_millis(50)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let Some(shared) = weak.upgrade() else { return };
-            let store = RedisClusterStore { shared };
-            let healthy = match store.heartbeat().await {
-                Ok(()) => true,
-                Err(err) => {
-                    tracing::warn!(error = %err, "heartbeat to the Redis Cluster failed");
-                    false
-                }
-            };
-            if store.shared.healthy.swap(healthy, Relaxed) != healthy {
-                tracing::info!(healthy, "Redis Cluster reachability changed");
-            }
-        }
-    });
+    spawn_heartbeat(
+        Arc::downgrade(&store.shared),
+        store.shared.config.node_ttl / 5,
+        "the Redis Cluster",
+        |shared| &shared.healthy,
+        |shared| async move { RedisClusterStore { shared }.heartbeat().await },
+    );
     let weak: Weak<Shared> = Arc::downgrade(&store.shared);
     let mut messages = store.shared.subscriber.message_rx();
     let mut reconnects = store.shared.subscriber.reconnect_rx();

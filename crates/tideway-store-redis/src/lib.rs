@@ -42,7 +42,7 @@ use fred::{
 use tideway_core::{
     ConnectionId, ConnectionRecord, Continuity, Event, HistoryRead, Inbox, Interruption,
     NodeRecord, Page, Paged, Store, StoreError, TopicEvent, TopicHistory, TopicRecord, Verdict,
-    new_epoch, unix_millis,
+    new_epoch, spawn_heartbeat, unix_millis,
 };
 use tideway_protocol::{EventData, EventId, EventType, TopicList, TopicName};
 
@@ -113,6 +113,8 @@ struct Shared {
     heard: AtomicU64,
     /// Whether the node hears its channel (see [`Hearing`]).
     listening: AtomicBool,
+    /// Judged at each successful heartbeat.
+    hearing: Mutex<Hearing>,
 }
 
 /// Whether a node still hears its channel, judged at each successful heartbeat.
@@ -177,6 +179,7 @@ impl RedisStore {
                 mismatches: AtomicUsize::new(0),
                 heard: AtomicU64::new(0),
                 listening: AtomicBool::new(true),
+                hearing: Mutex::new(Hearing::default()),
             }),
         })
     }
@@ -508,10 +511,18 @@ impl RedisStore {
     /// the connection, a stuck delivery task). Nothing after that point could be noticed
     /// missing, so subscribers are told and the connection is made again; the node
     /// reports itself not ready until it hears again.
-    async fn check_hearing(&self, hearing: &mut Hearing) {
-        let deaf = hearing.beat(self.shared.heard.load(Relaxed));
+    async fn check_hearing(&self) {
+        let (deaf, deaf_beats) = {
+            let mut hearing = self
+                .shared
+                .hearing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let deaf = hearing.beat(self.shared.heard.load(Relaxed));
+            (deaf, hearing.deaf_beats)
+        };
         if !deaf {
-            if hearing.deaf_beats == 0 {
+            if deaf_beats == 0 {
                 self.shared.listening.store(true, Relaxed);
             }
             return;
@@ -602,32 +613,18 @@ async fn clients(redis: Config) -> Result<(Client, SubscriberClient), StoreError
 
 /// The heartbeat and delivery tasks of a node; both end when the store is dropped.
 fn spawn_tasks(store: &RedisStore) {
-    let weak: Weak<Shared> = Arc::downgrade(&store.shared);
-    let period = store.shared.config.node_ttl / 5;
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(period.max(Duration::from_millis(50)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut hearing = Hearing::default();
-        loop {
-            ticker.tick().await;
-            let Some(shared) = weak.upgrade() else { return };
+    spawn_heartbeat(
+        Arc::downgrade(&store.shared),
+        store.shared.config.node_ttl / 5,
+        "Redis",
+        |shared| &shared.healthy,
+        |shared| async move {
             let store = RedisStore { shared };
-            let healthy = match store.heartbeat().await {
-                Ok(()) => {
-                    store.check_hearing(&mut hearing).await;
-                    true
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "heartbeat to Redis failed");
-                    false
-                }
-            };
-            let was = store.shared.healthy.swap(healthy, Relaxed);
-            if was != healthy {
-                tracing::info!(healthy, "Redis reachability changed");
-            }
-        }
-    });
+            store.heartbeat().await?;
+            store.check_hearing().await;
+            Ok(())
+        },
+    );
     let weak: Weak<Shared> = Arc::downgrade(&store.shared);
     let mut messages = store.shared.subscriber.message_rx();
     tokio::spawn(async move {
