@@ -186,7 +186,14 @@ export class Topic extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     const ended = await this.turn.run(async () => {
       const name = this.meta?.name;
-      return (await this.live()) ? null : name;
+      if (await this.live()) {
+        // Woken before the grace ran out (or a member came back): wake again at its end.
+        if (this.meta !== null && this.meta.graceUntil !== null && this.connections() === 0) {
+          await this.ctx.storage.setAlarm(this.meta.graceUntil);
+        }
+        return null;
+      }
+      return name;
     });
     if (ended !== null && ended !== undefined) {
       const directory = this.env.DIRECTORY.get(this.env.DIRECTORY.idFromName("directory"));

@@ -381,6 +381,10 @@ impl Args {
     }
 }
 
+/// The largest event body with the Durable-Object Worker: an event is one value of DO
+/// storage (2 MB at most on Cloudflare's SQLite-backed objects), stored as JSON.
+const WORKER_MAX_BODY: usize = 1 << 20;
+
 impl Args {
     /// Worker settings that do not fit: a Worker without the `do` adapter, or without
     /// its secret, or a secret without a Worker.
@@ -406,6 +410,12 @@ impl Args {
                 secret.len()
             )),
             _ => {}
+        }
+        if worker && self.max_body.0 > WORKER_MAX_BODY {
+            wrong.push(format!(
+                "--max-body (TIDEWAY_MAX_BODY) is {} bytes: with --do-url (TIDEWAY_DO_URL) it must be at most {WORKER_MAX_BODY} (1 MiB): an event is one Durable Object storage value",
+                self.max_body.0
+            ));
         }
         if self.do_ca_cert.is_some()
             && !self
@@ -729,6 +739,19 @@ mod tests {
             "0123456789abcdef",
         ];
         assert_eq!(args(&fits).validate(), Ok(()));
+        let at_cap = [&fits[..], &["--max-body", "1MiB"]].concat();
+        assert_eq!(args(&at_cap).validate(), Ok(()));
+        let past_cap = [&fits[..], &["--max-body", "1048577"]].concat();
+        let too_big = args(&past_cap).validate().unwrap_err();
+        assert!(
+            too_big.contains("--max-body (TIDEWAY_MAX_BODY) is 1048577 bytes"),
+            "{too_big}"
+        );
+        assert_eq!(
+            args(&["--adapter", "do", "--max-body", "8MiB"]).validate(),
+            Ok(()),
+            "the emulation keeps events in memory"
+        );
         assert_eq!(
             args(&["--adapter", "do"]).validate(),
             Ok(()),
@@ -896,7 +919,7 @@ mod tests {
 
                   --do-url <DO_URL>
                       With `--adapter do`: the Durable-Object Worker (`worker/`, on Cloudflare or workerd) as
-                      `http://host:port`. Without it, `do` emulates the objects in this process (one node)
+                      `http(s)://host[:port]`. Without it, `do` emulates the objects in this process (one node)
 
                       [env: TIDEWAY_DO_URL=]
 

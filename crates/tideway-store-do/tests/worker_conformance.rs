@@ -50,3 +50,120 @@ async fn the_worker_over_https_with_a_ca_of_its_own() {
         .expect("connect with the test's CA");
     tideway_test_util::conformance::append_delivers_and_keeps_history(store).await;
 }
+
+/// The Worker takes store messages only from nodes that send its secret, and refuses a
+/// malformed or oversized message naming what is wrong.
+#[tokio::test]
+async fn the_worker_refuses_what_no_node_would_send() {
+    use tideway_test_util::{Client, HttpReader, request};
+    use tokio::io::AsyncWriteExt;
+    let worker = tokio::task::spawn_blocking(Worker::start)
+        .await
+        .expect("start the Worker");
+    let client = Client {
+        addr: worker
+            .url()
+            .trim_start_matches("http://")
+            .parse()
+            .expect("an address"),
+    };
+    let auth = format!("authorization: Bearer {WORKER_SECRET}");
+    let send = |path: &str, headers: Vec<String>, body: Vec<u8>| {
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        request("POST", path, &headers, &body)
+    };
+    let health = client.get("/healthz", &[]).await;
+    assert_eq!((health.status, health.text()), (200, "ok\n".to_owned()));
+    for headers in [
+        Vec::new(),
+        vec!["authorization: Bearer not-the-secret-at-all".to_owned()],
+        vec![format!("authorization: {WORKER_SECRET}")],
+    ] {
+        let refused = client
+            .raw(
+                send(
+                    "/v1/store/live",
+                    headers.clone(),
+                    br#"{"topics":["a"]}"#.to_vec(),
+                )
+                .as_bytes(),
+            )
+            .await;
+        assert_eq!(refused.status, 401, "{headers:?}");
+        assert!(
+            refused.text().contains("TIDEWAY_DO_SECRET"),
+            "{}",
+            refused.text()
+        );
+    }
+    let cases: [(&str, &[u8], u16, &str); 5] = [
+        ("/v1/store/live", b"not json", 400, "the body must be JSON"),
+        ("/v1/store/live", br#"["a"]"#, 400, "a JSON object"),
+        (
+            "/v1/store/live",
+            br#"{"topics":"a"}"#,
+            400,
+            r#""topics" must be an array"#,
+        ),
+        (
+            "/v1/store/append",
+            br#"{"topics":["a"],"event":{"type":null,"data":"x","publishedAt":1}}"#,
+            400,
+            r#""id" must be a non-empty string"#,
+        ),
+        ("/v1/store/nowhere", b"{}", 404, "no such route"),
+    ];
+    for (path, body, status, says) in cases {
+        let answer = client
+            .raw(send(path, vec![auth.clone()], body.to_vec()).as_bytes())
+            .await;
+        assert_eq!(
+            answer.status,
+            status,
+            "{path} {}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(answer.text().contains(says), "{path}: {}", answer.text());
+    }
+    // One byte past the limit of a store message: announced by its length
+    // (refused before the body is read, so none is sent) and sent in chunks
+    // (refused once the byte past the limit arrives).
+    let limit = 8 * 1024 * 1024;
+    let announced = format!(
+        "POST /v1/store/live HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{auth}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        limit + 1
+    );
+    let answer = client.raw(announced.as_bytes()).await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert!(answer.text().contains("at most 8 MiB"), "{}", answer.text());
+    let mut stream = tokio::net::TcpStream::connect(client.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/store/live HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{auth}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let chunk = vec![b' '; 1024 * 1024];
+    for _ in 0..8 {
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .expect("write chunk size");
+        stream.write_all(&chunk).await.expect("write chunk");
+        stream.write_all(b"\r\n").await.expect("write chunk end");
+    }
+    // The byte past the limit, and the end of the body: the Worker may have
+    // answered and closed by the time the end is written.
+    stream
+        .write_all(b"1\r\n \r\n")
+        .await
+        .expect("write last byte");
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let answer = HttpReader::new(stream).response().await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert!(answer.text().contains("at most 8 MiB"), "{}", answer.text());
+    let channel = client.get("/v1/nodes/n1/channel", &[&auth]).await;
+    assert_eq!(channel.status, 426, "a channel is a WebSocket");
+}
