@@ -9,6 +9,7 @@ final stage. Images are not built and nothing is deployed: docs/deployment.md sa
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,11 +48,18 @@ def render(values: dict) -> list[dict]:
 CUSTOM_KINDS = {"ServiceMonitor"}
 
 
+# The validator installed beside this Python (xtask's `target/venv`), whether or not that
+# environment's `bin` is on PATH.
+KUBERNETES_VALIDATE = (
+    shutil.which("kubernetes-validate", path=os.path.dirname(sys.executable)) or "kubernetes-validate"
+)
+
+
 def validate(docs: list[dict], label: str) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as out:
         yaml.safe_dump_all([d for d in docs if d["kind"] not in CUSTOM_KINDS], out)
     result = subprocess.run(
-        ["kubernetes-validate", "--strict", "--quiet", "-k", KUBE_VERSION, out.name],
+        [KUBERNETES_VALIDATE, "--strict", "--quiet", "-k", KUBE_VERSION, out.name],
         capture_output=True,
         text=True,
     )
