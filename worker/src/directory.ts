@@ -1,7 +1,13 @@
 import { DurableObject } from "cloudflare:workers";
 
 import type { Env } from "./env";
-import { type ConnectionRecord, type NodeRecord, padded } from "./model";
+import {
+  type ConnectionChange,
+  type ConnectionRecord,
+  type NodeRecord,
+  deleteKeys,
+  padded,
+} from "./model";
 
 /** A registered node: what it said of itself, and when it must beat again by. */
 interface NodeEntry {
@@ -112,8 +118,19 @@ export class Directory extends DurableObject<Env> {
     return [...this.nodes.keys()];
   }
 
+  /** Applies a node's additions and removals of connections, in their order. */
+  async applyConnections(changes: ConnectionChange[]): Promise<void> {
+    for (const change of changes) {
+      if (change.op === "add") {
+        await this.addConnection(change.connection);
+      } else {
+        await this.removeConnection(change.id);
+      }
+    }
+  }
+
   /** Adds a connection after every one before it (again: its place is kept). */
-  async addConnection(record: ConnectionRecord): Promise<void> {
+  private async addConnection(record: ConnectionRecord): Promise<void> {
     let arrival = this.arrivals.get(record.id);
     const writes: Record<string, unknown> = {};
     if (arrival === undefined) {
@@ -129,7 +146,7 @@ export class Directory extends DurableObject<Env> {
   }
 
   /** Forgets connection `id`. */
-  async removeConnection(id: string): Promise<void> {
+  private async removeConnection(id: string): Promise<void> {
     const arrival = this.arrivals.get(id);
     if (arrival === undefined) {
       return;
@@ -173,7 +190,10 @@ export class Directory extends DurableObject<Env> {
       this.revoked.delete(key);
     }
     this.revoked.set(id, until);
-    await this.ctx.storage.delete(lapsed.map((k) => `r:${k}`));
+    await deleteKeys(
+      this.ctx.storage,
+      lapsed.map((k) => `r:${k}`),
+    );
     await this.ctx.storage.put(`r:${id}`, until);
   }
 

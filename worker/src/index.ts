@@ -7,7 +7,7 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 
 import type { Env } from "./env";
-import type { ConnectionRecord, Event, NodeRecord } from "./model";
+import type { ConnectionChange, ConnectionRecord, Event, Membership, NodeRecord } from "./model";
 
 export { Channel } from "./channel";
 export { Directory } from "./directory";
@@ -133,20 +133,6 @@ app.post("/v1/store/nodes/forget", async (c) => {
   return c.json(null);
 });
 
-app.post("/v1/store/connections", async (c) => {
-  const connection = object(await json(c.req.raw), "connection") as ConnectionRecord;
-  string(connection, "id");
-  string(connection, "node");
-  strings(connection, "topics");
-  await directory(c.env).addConnection(connection);
-  return c.json(null);
-});
-
-app.post("/v1/store/connections/remove", async (c) => {
-  await directory(c.env).removeConnection(string(await json(c.req.raw), "id"));
-  return c.json(null);
-});
-
 app.get("/v1/store/connections", async (c) => c.json(await directory(c.env).listConnections()));
 
 app.post("/v1/store/connections/of", async (c) => {
@@ -165,33 +151,69 @@ app.post("/v1/store/topics/records", async (c) => {
   return c.json(records.filter((r) => r !== null));
 });
 
-app.post("/v1/store/join", async (c) => {
+// A node's connection and membership changes, in the order it made them, in one message:
+// a crowd subscribing (or leaving) at once costs the objects one message per topic and
+// one for the directory, not one per connection. Changes to one topic are applied in
+// their order; different topics and the directory take theirs at once.
+app.post("/v1/store/changes", async (c) => {
   const body = await json(c.req.raw);
-  const name = string(body, "topic");
-  const created = await topic(c.env, name).join(
-    name,
-    string(body, "node"),
-    string(body, "connection"),
-    count(body, "capacity"),
-  );
-  if (created) {
-    await directory(c.env).track(name, true);
+  const capacity = count(body, "capacity");
+  const graceMs = count(body, "graceMs");
+  const list = body.changes;
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new HTTPException(400, { message: `"changes" must be a non-empty array` });
   }
-  return c.json(created);
-});
-
-app.post("/v1/store/leave", async (c) => {
-  const body = await json(c.req.raw);
-  const name = string(body, "topic");
-  const ended = await topic(c.env, name).leave(
-    string(body, "node"),
-    [string(body, "connection")],
-    count(body, "graceMs"),
-  );
-  if (ended) {
-    await directory(c.env).track(name, false);
-  }
-  return c.json(ended);
+  const connections: ConnectionChange[] = [];
+  const topics = new Map<string, Membership[]>();
+  list.forEach((raw: unknown, at: number) => {
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      throw new HTTPException(400, { message: `"changes[${at}]" must be an object` });
+    }
+    const change = raw as Body;
+    switch (change.op) {
+      case "add": {
+        const connection = object(change, "connection") as ConnectionRecord;
+        string(connection, "id");
+        string(connection, "node");
+        strings(connection, "topics");
+        connections.push({ op: "add", connection });
+        break;
+      }
+      case "remove":
+        connections.push({ op: "remove", id: string(change, "id") });
+        break;
+      case "join":
+      case "leave": {
+        const name = string(change, "topic");
+        const membership: Membership = {
+          op: change.op,
+          node: string(change, "node"),
+          connection: string(change, "connection"),
+        };
+        const changes = topics.get(name);
+        if (changes === undefined) {
+          topics.set(name, [membership]);
+        } else {
+          changes.push(membership);
+        }
+        break;
+      }
+      default:
+        throw new HTTPException(400, {
+          message: `"changes[${at}].op" must be "add", "remove", "join" or "leave"`,
+        });
+    }
+  });
+  await Promise.all([
+    connections.length > 0 ? directory(c.env).applyConnections(connections) : null,
+    ...[...topics].map(async ([name, changes]) => {
+      const tell = await topic(c.env, name).apply(name, changes, capacity, graceMs);
+      if (tell !== null) {
+        await directory(c.env).track(name, tell);
+      }
+    }),
+  ]);
+  return c.json(null);
 });
 
 app.post("/v1/store/live", async (c) => {

@@ -80,3 +80,25 @@ export function newEpoch(): string {
 export function padded(n: number): string {
   return n.toString().padStart(16, "0");
 }
+
+/** The most keys one storage call takes. */
+const KEYS_PER_CALL = 128;
+
+/** Deletes `keys`, however many, in calls of at most 128 keys. */
+export async function deleteKeys(storage: DurableObjectStorage, keys: string[]): Promise<void> {
+  for (let at = 0; at < keys.length; at += KEYS_PER_CALL) {
+    await storage.delete(keys.slice(at, at + KEYS_PER_CALL));
+  }
+}
+
+/** A join or a leave of one connection of a node, as the node sent it. */
+export interface Membership {
+  op: "join" | "leave";
+  node: string;
+  connection: string;
+}
+
+/** A connection a node added or removed, as the node sent it. */
+export type ConnectionChange =
+  | { op: "add"; connection: ConnectionRecord }
+  | { op: "remove"; id: string };

@@ -1,7 +1,15 @@
 import { DurableObject } from "cloudflare:workers";
 
 import type { Env } from "./env";
-import { type Event, type TopicEvent, type TopicHistory, Turn, padded } from "./model";
+import {
+  type Event,
+  type Membership,
+  type TopicEvent,
+  type TopicHistory,
+  Turn,
+  deleteKeys,
+  padded,
+} from "./model";
 
 /** What a topic keeps besides its members and history, under the key `meta`. */
 interface Meta {
@@ -121,30 +129,42 @@ export class Topic extends DurableObject<Env> {
    * into being. Its turn is held while it asks the sequencer: a publish arriving then
    * waits, and finds the topic live.
    */
-  async join(name: string, node: string, connection: string, capacity: number): Promise<boolean> {
-    return this.turn.run(async () => {
-      const created = !(await this.live());
-      if (created) {
-        const sequencer = this.env.SEQUENCER.get(this.env.SEQUENCER.idFromName("sequencer"));
-        const issued = await sequencer.issued();
-        this.meta = {
-          name,
-          createdAfter: issued,
-          createdAt: Date.now(),
-          seq: 0,
-          evictedThrough: 0,
-          lastEventAt: null,
-          graceUntil: null,
-          capacity,
-        };
-      } else if (this.meta !== null && this.meta.graceUntil !== null) {
-        this.meta.graceUntil = null;
-        await this.ctx.storage.deleteAlarm();
-      }
-      this.member(node).add(connection);
-      await this.ctx.storage.put({ meta: this.meta, [memberKey(node, connection)]: 1 });
-      return created;
-    });
+  private async join(
+    name: string,
+    node: string,
+    connection: string,
+    capacity: number,
+  ): Promise<boolean> {
+    const created = !(await this.live());
+    if (created) {
+      const sequencer = this.env.SEQUENCER.get(this.env.SEQUENCER.idFromName("sequencer"));
+      const issued = await sequencer.issued();
+      this.meta = {
+        name,
+        createdAfter: issued,
+        createdAt: Date.now(),
+        seq: 0,
+        evictedThrough: 0,
+        lastEventAt: null,
+        graceUntil: null,
+        capacity,
+      };
+    }
+    // `meta` is written only when it changed: joins of a live topic, thousands at once
+    // when a crowd subscribes, each write their member alone.
+    let changed = created;
+    if (this.meta !== null && this.meta.graceUntil !== null) {
+      this.meta.graceUntil = null;
+      changed = true;
+      await this.ctx.storage.deleteAlarm();
+    }
+    this.member(node).add(connection);
+    const writes: Record<string, unknown> = { [memberKey(node, connection)]: 1 };
+    if (changed) {
+      writes.meta = this.meta;
+    }
+    await this.ctx.storage.put(writes);
+    return created;
   }
 
   /**
@@ -153,33 +173,61 @@ export class Topic extends DurableObject<Env> {
    * returns whether it ended.
    */
   async leave(node: string, connections: string[] | null, graceMs: number): Promise<boolean> {
-    return this.turn.run(async () => {
-      if (this.meta === null) {
-        return false;
+    return this.turn.run(() => this.leaveNow(node, connections, graceMs));
+  }
+
+  /**
+   * Applies a node's joins and leaves of this topic in their order, in one turn: what a
+   * crowd subscribing or going away at once costs is one message per topic, not one per
+   * connection. Returns what the directory's index must learn: `true` if the topic came
+   * into being (and is live), `false` if it ended (and is not), `null` if neither.
+   */
+  async apply(name: string, changes: Membership[], capacity: number, graceMs: number) {
+    return this.turn.run(async (): Promise<boolean | null> => {
+      let tell: boolean | null = null;
+      for (const change of changes) {
+        if (change.op === "join") {
+          if (await this.join(name, change.node, change.connection, capacity)) {
+            tell = true;
+          }
+        } else if (await this.leaveNow(change.node, [change.connection], graceMs)) {
+          tell = false;
+        }
       }
-      const set = this.members.get(node);
-      const leaving = connections ?? [...(set ?? [])];
-      for (const connection of leaving) {
-        set?.delete(connection);
-      }
-      if (set !== undefined && set.size === 0) {
-        this.members.delete(node);
-      }
-      await this.ctx.storage.delete(leaving.map((c) => memberKey(node, c)));
-      if (this.connections() > 0) {
-        return false;
-      }
-      if (graceMs <= 0) {
-        await this.end();
-        return true;
-      }
-      if (this.meta.graceUntil === null) {
-        this.meta.graceUntil = Date.now() + graceMs;
-        await this.ctx.storage.put("meta", this.meta);
-        await this.ctx.storage.setAlarm(this.meta.graceUntil);
-      }
-      return false;
+      return tell;
     });
+  }
+
+  private async leaveNow(
+    node: string,
+    connections: string[] | null,
+    graceMs: number,
+  ): Promise<boolean> {
+    if (this.meta === null) {
+      return false;
+    }
+    const set = this.members.get(node);
+    const leaving = connections ?? [...(set ?? [])];
+    for (const connection of leaving) {
+      set?.delete(connection);
+    }
+    if (set !== undefined && set.size === 0) {
+      this.members.delete(node);
+    }
+    await deleteKeys(this.ctx.storage, leaving.map((c) => memberKey(node, c)));
+    if (this.connections() > 0) {
+      return false;
+    }
+    if (graceMs <= 0) {
+      await this.end();
+      return true;
+    }
+    if (this.meta.graceUntil === null) {
+      this.meta.graceUntil = Date.now() + graceMs;
+      await this.ctx.storage.put("meta", this.meta);
+      await this.ctx.storage.setAlarm(this.meta.graceUntil);
+    }
+    return false;
   }
 
   /** The grace ran out: the topic ends, and leaves the directory's index. */
@@ -271,7 +319,7 @@ export class Topic extends DurableObject<Env> {
       }
       await this.ctx.storage.put(writes);
       if (evicted.length > 0) {
-        await this.ctx.storage.delete(evicted);
+        await deleteKeys(this.ctx.storage, evicted);
       }
       return { event: appended, nodes };
     });

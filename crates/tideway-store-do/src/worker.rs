@@ -39,6 +39,9 @@ use tideway_protocol::{EventData, EventId, EventType, TopicList, TopicName};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections to the Worker kept for the next requests.
 const IDLE_CONNECTIONS: usize = 32;
+/// The most bytes of changes one `/v1/store/changes` message carries (the Worker takes
+/// 8 MiB); one change larger than this goes alone.
+const CHANGES_BYTES: usize = 1024 * 1024;
 /// The longest wait between two attempts to open the channel again.
 const RECONNECT_CAP: Duration = Duration::from_secs(5);
 
@@ -81,6 +84,47 @@ struct Shared {
     healthy: AtomicBool,
     /// The channel is open.
     listening: AtomicBool,
+    /// Connection and membership changes waiting for the message in flight.
+    changes: Mutex<Changes>,
+}
+
+/// A change to this node's connections or memberships, as `/v1/store/changes` takes it.
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+enum Change<'a> {
+    Add {
+        connection: &'a ConnectionRecord,
+    },
+    Remove {
+        id: String,
+    },
+    Join {
+        topic: String,
+        node: &'a str,
+        connection: String,
+    },
+    Leave {
+        topic: String,
+        node: &'a str,
+        connection: String,
+    },
+}
+
+/// Where a change's outcome goes: the Worker's error as text, told to each change the
+/// failed message carried.
+type Told = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Changes sent together: while one `/v1/store/changes` message is in flight, the ones
+/// made meanwhile wait here and go in the next, in the order they were made. The Worker
+/// takes one message at a time per object (on workerd, one thread for all), so a crowd
+/// of subscribers arriving at once as one message each would queue there ahead of every
+/// node's heartbeat; as a few messages they cost it almost nothing.
+#[derive(Default)]
+struct Changes {
+    /// Each change as JSON, with whom to tell its outcome.
+    waiting: Vec<(Vec<u8>, Told)>,
+    /// A task is sending (and will send what waits).
+    sending: bool,
 }
 
 /// Why a request to the Worker failed.
@@ -237,7 +281,7 @@ impl Http {
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
+        body: Option<Bytes>,
     ) -> Result<Bytes, WorkerError> {
         let pooled = self
             .idle
@@ -248,7 +292,7 @@ impl Http {
             Some(sender) if !sender.is_closed() => sender,
             _ => self.connect().await?,
         };
-        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let body = body.unwrap_or_default();
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -289,7 +333,7 @@ impl Http {
         body: Value,
     ) -> Result<T, StoreError> {
         let answer = self
-            .call(Method::POST, path, Some(body))
+            .call(Method::POST, path, Some(Bytes::from(body.to_string())))
             .await
             .map_err(unavailable)?;
         parse(&answer)
@@ -495,6 +539,7 @@ impl WorkerStore {
                 registered_in: Mutex::new(None),
                 healthy: AtomicBool::new(true),
                 listening: AtomicBool::new(false),
+                changes: Mutex::new(Changes::default()),
             }),
         };
         store.http().get::<Value>("/v1/store/nodes").await?;
@@ -522,6 +567,87 @@ impl WorkerStore {
             .registered_in
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `changes` with whatever else is waiting and returns once the Worker applied
+    /// them; fails as the message carrying them failed.
+    async fn change(&self, changes: &[Change<'_>]) -> Result<(), StoreError> {
+        let mut outcomes = Vec::with_capacity(changes.len());
+        let start = {
+            let mut queue = self
+                .shared
+                .changes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for change in changes {
+                let (told, outcome) = tokio::sync::oneshot::channel();
+                let json =
+                    serde_json::to_vec(change).map_err(|e| StoreError::Unavailable(e.into()))?;
+                queue.waiting.push((json, told));
+                outcomes.push(outcome);
+            }
+            !std::mem::replace(&mut queue.sending, true)
+        };
+        if start {
+            tokio::spawn(Self::send_changes(self.shared.clone()));
+        }
+        for outcome in outcomes {
+            match outcome.await {
+                Ok(Ok(())) => {}
+                Ok(Err(text)) => return Err(StoreError::Unavailable(text.into())),
+                Err(_) => return Err(StoreError::Unavailable("the store is closing".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what waits in [`Changes`], up to [`CHANGES_BYTES`] a message, until nothing does.
+    async fn send_changes(shared: Arc<Shared>) {
+        loop {
+            let batch: Vec<_> = {
+                let mut queue = shared
+                    .changes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let mut bytes = 0;
+                let take = queue
+                    .waiting
+                    .iter()
+                    .take_while(|(json, _)| {
+                        let first = bytes == 0;
+                        bytes += json.len() + 1;
+                        first || bytes <= CHANGES_BYTES
+                    })
+                    .count();
+                if take == 0 {
+                    queue.sending = false;
+                    return;
+                }
+                queue.waiting.drain(..take).collect()
+            };
+            let mut body = format!(
+                r#"{{"capacity":{},"graceMs":{},"changes":["#,
+                shared.config.history,
+                shared.config.topic_grace.as_millis()
+            )
+            .into_bytes();
+            for (at, (json, _)) in batch.iter().enumerate() {
+                if at > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(json);
+            }
+            body.extend_from_slice(b"]}");
+            let outcome = shared
+                .http
+                .call(Method::POST, "/v1/store/changes", Some(body.into()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            for (_, told) in batch {
+                let _ = told.send(outcome.clone());
+            }
+        }
     }
 
     /// Refreshes this node's registration (and has the sequencer send it a marker). When
@@ -562,41 +688,18 @@ impl WorkerStore {
     /// Registers this node's connections and their topics again.
     async fn restore(&self, node: &NodeRecord) -> Result<(), StoreError> {
         let connections: Vec<ConnectionRecord> = self.mirror().values().cloned().collect();
+        let mut changes = Vec::new();
         for connection in &connections {
-            self.add_connection_remote(connection).await?;
-            for topic in &connection.topics {
-                self.join_remote(topic, &node.id, &connection.id).await?;
-            }
+            changes.push(Change::Add { connection });
+            changes.extend(connection.topics.iter().map(|topic| Change::Join {
+                topic: topic.to_string(),
+                node: &node.id,
+                connection: connection.id.to_string(),
+            }));
         }
+        self.change(&changes).await?;
         tracing::info!(node = %node.id, connections = connections.len(), "registered again");
         Ok(())
-    }
-
-    async fn add_connection_remote(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
-        self.http()
-            .json::<Value>("/v1/store/connections", json!({ "connection": connection }))
-            .await
-            .map(|_| ())
-    }
-
-    async fn join_remote(
-        &self,
-        topic: &TopicName,
-        node: &str,
-        connection: &ConnectionId,
-    ) -> Result<(), StoreError> {
-        self.http()
-            .json::<bool>(
-                "/v1/store/join",
-                json!({
-                    "topic": topic.to_string(),
-                    "node": node,
-                    "connection": connection.to_string(),
-                    "capacity": self.shared.config.history,
-                }),
-            )
-            .await
-            .map(|_| ())
     }
 
     /// Handles one message from the channel.
@@ -892,18 +995,12 @@ impl Store for WorkerStore {
     async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
         self.mirror()
             .insert(connection.id.clone(), connection.clone());
-        self.add_connection_remote(connection).await
+        self.change(&[Change::Add { connection }]).await
     }
 
     async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
         self.mirror().remove(id);
-        self.http()
-            .json::<Value>(
-                "/v1/store/connections/remove",
-                json!({ "id": id.to_string() }),
-            )
-            .await
-            .map(|_| ())
+        self.change(&[Change::Remove { id: id.to_string() }]).await
     }
 
     async fn connections(&self, page: Page) -> Result<Paged<ConnectionRecord>, StoreError> {
@@ -948,8 +1045,12 @@ impl Store for WorkerStore {
         topic: &TopicName,
         connection: &ConnectionRecord,
     ) -> Result<(), StoreError> {
-        self.join_remote(topic, &connection.node, &connection.id)
-            .await
+        self.change(&[Change::Join {
+            topic: topic.to_string(),
+            node: &connection.node,
+            connection: connection.id.to_string(),
+        }])
+        .await
     }
 
     async fn leave(
@@ -957,18 +1058,12 @@ impl Store for WorkerStore {
         topic: &TopicName,
         connection: &ConnectionRecord,
     ) -> Result<(), StoreError> {
-        self.http()
-            .json::<bool>(
-                "/v1/store/leave",
-                json!({
-                    "topic": topic.to_string(),
-                    "node": connection.node.to_string(),
-                    "connection": connection.id.to_string(),
-                    "graceMs": self.grace_ms(),
-                }),
-            )
-            .await
-            .map(|_| ())
+        self.change(&[Change::Leave {
+            topic: topic.to_string(),
+            node: &connection.node,
+            connection: connection.id.to_string(),
+        }])
+        .await
     }
 
     async fn live(&self, topics: &TopicList) -> Result<Vec<TopicName>, StoreError> {

@@ -96,7 +96,7 @@ async fn the_worker_refuses_what_no_node_would_send() {
             refused.text()
         );
     }
-    let cases: [(&str, &[u8], u16, &str); 5] = [
+    let cases: [(&str, &[u8], u16, &str); 9] = [
         ("/v1/store/live", b"not json", 400, "the body must be JSON"),
         ("/v1/store/live", br#"["a"]"#, 400, "a JSON object"),
         (
@@ -110,6 +110,30 @@ async fn the_worker_refuses_what_no_node_would_send() {
             br#"{"topics":["a"],"event":{"type":null,"data":"x","publishedAt":1}}"#,
             400,
             r#""id" must be a non-empty string"#,
+        ),
+        (
+            "/v1/store/changes",
+            br#"{"capacity":10,"graceMs":0,"changes":[]}"#,
+            400,
+            r#""changes" must be a non-empty array"#,
+        ),
+        (
+            "/v1/store/changes",
+            br#"{"capacity":10,"graceMs":0,"changes":[{"op":"drop","id":"c"}]}"#,
+            400,
+            r#""changes[0].op" must be"#,
+        ),
+        (
+            "/v1/store/changes",
+            br#"{"capacity":10,"graceMs":0,"changes":[{"op":"remove","id":"c"},7]}"#,
+            400,
+            r#""changes[1]" must be an object"#,
+        ),
+        (
+            "/v1/store/changes",
+            br#"{"capacity":10,"changes":[{"op":"remove","id":"c"}]}"#,
+            400,
+            r#""graceMs" must be a non-negative integer"#,
         ),
         ("/v1/store/nowhere", b"{}", 404, "no such route"),
     ];

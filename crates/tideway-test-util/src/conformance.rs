@@ -736,6 +736,63 @@ pub async fn a_failed_join_takes_nobody_else_out<S: Store + Clone>(store: S) {
     assert_eq!(next(&mut other).await, "y:still");
 }
 
+/// A crowd subscribing to one topic at once, and leaving at once, is counted whole and
+/// leaves nothing behind: every join and leave arrives, each connection's in its order,
+/// however a store groups them (the Worker sends what arrives meanwhile as one message).
+pub async fn a_crowd_joins_and_leaves_at_once<S: Store + Clone>(store: S) {
+    const CROWD: u64 = 300;
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let store = gateway.store().clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 1..=CROWD {
+        let (store, c) = (store.clone(), record(n, "crowd,other"));
+        tasks.spawn(async move {
+            store.add_connection(&c).await?;
+            for topic in &c.topics {
+                store.join(topic, &c).await?;
+            }
+            Ok::<_, tideway_core::StoreError>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("no panic").expect("the store takes the join");
+    }
+    let topics = store.topics(PAGE).await.expect("topics");
+    let counts: Vec<_> = topics
+        .items
+        .iter()
+        .map(|t| (t.name.as_str(), t.connections))
+        .collect();
+    assert_eq!(counts, [("crowd", 300), ("other", 300)]);
+    assert_eq!(
+        store.connections(PAGE).await.expect("connections").total,
+        300
+    );
+    for n in 1..=CROWD {
+        let (store, c) = (store.clone(), record(n, "crowd,other"));
+        tasks.spawn(async move {
+            for topic in &c.topics {
+                store.leave(topic, &c).await?;
+            }
+            store.remove_connection(&c.id).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("no panic").expect("the store takes the leave");
+    }
+    assert!(
+        store
+            .live(&list("crowd,other"))
+            .await
+            .expect("live")
+            .is_empty()
+    );
+    assert_eq!(store.topics(PAGE).await.expect("topics").total, 0);
+    assert_eq!(store.connections(PAGE).await.expect("connections").total, 0);
+}
+
 /// `seen` is `expected`: in that order under [`Order::Global`]; under
 /// [`Order::PerTopic`], in that order within each topic (`topic:id` entries), topics
 /// interleaved in any way.
@@ -895,6 +952,11 @@ macro_rules! conformance_tests {
         async fn conformance_a_failed_join_takes_nobody_else_out() {
             let (store, _guard) = $make($crate::conformance::Settings::default()).await;
             $crate::conformance::a_failed_join_takes_nobody_else_out(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_a_crowd_joins_and_leaves_at_once() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::a_crowd_joins_and_leaves_at_once(store).await;
         }
         #[tokio::test]
         async fn conformance_listings_keep_tenants_apart() {
