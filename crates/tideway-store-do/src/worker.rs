@@ -572,17 +572,22 @@ impl WorkerStore {
     /// Sends `changes` with whatever else is waiting and returns once the Worker applied
     /// them; fails as the message carrying them failed.
     async fn change(&self, changes: &[Change<'_>]) -> Result<(), StoreError> {
-        let mut outcomes = Vec::with_capacity(changes.len());
+        // Serialized before the queue is touched: a change that cannot be written leaves
+        // none of its siblings queued.
+        let jsons = changes
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Unavailable(e.into()))?;
+        let mut outcomes = Vec::with_capacity(jsons.len());
         let start = {
             let mut queue = self
                 .shared
                 .changes
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for change in changes {
+            for json in jsons {
                 let (told, outcome) = tokio::sync::oneshot::channel();
-                let json =
-                    serde_json::to_vec(change).map_err(|e| StoreError::Unavailable(e.into()))?;
                 queue.waiting.push((json, told));
                 outcomes.push(outcome);
             }
