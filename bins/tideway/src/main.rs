@@ -147,6 +147,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 let store = DoStore::new(DoConfig {
                     history: args.history,
                     topic_grace: args.topic_grace.0,
+                    ..DoConfig::default()
                 });
                 serve_on(store, node, core, http, listener).await?;
             }

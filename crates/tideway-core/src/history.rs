@@ -32,6 +32,26 @@ impl History {
         }
     }
 
+    /// A history as a store persisted it: `events` held (oldest first, at most
+    /// `capacity` kept), and the position of the newest one evicted before them.
+    pub fn restore(
+        capacity: usize,
+        evicted_through: u64,
+        events: impl IntoIterator<Item = Arc<TopicEvent>>,
+    ) -> Self {
+        let mut history = Self::new(capacity);
+        for event in events {
+            history.push(event);
+        }
+        history.evicted_through = history.evicted_through.max(evicted_through);
+        history
+    }
+
+    /// How many events it keeps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Appends `event`, evicting the oldest beyond the capacity.
     pub fn push(&mut self, event: Arc<TopicEvent>) {
         self.ids

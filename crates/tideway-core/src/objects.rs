@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use serde::{Deserialize, Serialize};
 use tideway_protocol::{EventId, TopicName};
 use tokio::time::Instant;
 
@@ -33,7 +34,69 @@ pub struct TopicObject {
     orphaned_until: Option<Instant>,
 }
 
+/// What a topic keeps besides its connections and history, as a store that persists its
+/// objects writes it (the Durable-Object emulation's `meta` key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicMeta {
+    /// The last position given out when the topic came into being.
+    pub created_after: u64,
+    /// When it came into being, in ms since the Unix epoch.
+    pub created_at: u64,
+    /// The last sequence number given out.
+    pub seq: u64,
+    /// The position of the newest event its history evicted (0 if none).
+    pub evicted_through: u64,
+    /// When its last event was published.
+    pub last_event_at: Option<u64>,
+    /// When the grace of a topic without connections ends, in ms since the Unix epoch.
+    pub grace_until: Option<u64>,
+    /// Events its history keeps.
+    pub capacity: usize,
+}
+
 impl TopicObject {
+    /// What the topic keeps besides its connections and history.
+    pub fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            created_after: self.created_after,
+            created_at: self.created_at,
+            seq: self.seq,
+            evicted_through: self.history.evicted_through(),
+            last_event_at: self.last_event_at,
+            grace_until: self.orphaned_until.map(|until| {
+                let left = until.saturating_duration_since(Instant::now());
+                unix_millis().saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+            }),
+            capacity: self.history.capacity(),
+        }
+    }
+
+    /// The topic as a store persisted it: its `meta`, its connections and the events of
+    /// its history, oldest first.
+    pub fn restore(
+        meta: TopicMeta,
+        connections: impl IntoIterator<Item = ConnectionId>,
+        events: impl IntoIterator<Item = Arc<TopicEvent>>,
+    ) -> Self {
+        Self {
+            connections: connections.into_iter().collect(),
+            history: History::restore(meta.capacity, meta.evicted_through, events),
+            seq: meta.seq,
+            created_after: meta.created_after,
+            created_at: meta.created_at,
+            last_event_at: meta.last_event_at,
+            orphaned_until: meta.grace_until.map(|until| {
+                Instant::now() + Duration::from_millis(until.saturating_sub(unix_millis()))
+            }),
+        }
+    }
+
+    /// When the grace of a topic without connections ends, if it runs.
+    pub fn grace_until(&self) -> Option<Instant> {
+        self.orphaned_until
+    }
+
     /// Whether the topic is live: it has a connection, or its grace has not run out. A
     /// topic whose grace ran out is emptied (history and sequence gone) and is not.
     pub fn live(&mut self) -> bool {
@@ -162,19 +225,49 @@ impl Directory {
             .collect()
     }
 
-    /// Adds `connection` after every one before it.
-    pub fn add_connection(&mut self, connection: ConnectionRecord) {
-        self.next_arrival += 1;
-        self.arrivals
-            .insert(connection.id.clone(), self.next_arrival);
-        self.connections.insert(self.next_arrival, connection);
+    /// The directory as a store persisted it: its nodes, its connections by arrival
+    /// number, the last arrival number given out and its revocations.
+    pub fn restore(
+        nodes: impl IntoIterator<Item = NodeRecord>,
+        connections: impl IntoIterator<Item = (u64, ConnectionRecord)>,
+        next_arrival: u64,
+        revoked: impl IntoIterator<Item = (String, u64)>,
+    ) -> Self {
+        let connections: BTreeMap<u64, ConnectionRecord> = connections.into_iter().collect();
+        Self {
+            nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            arrivals: connections
+                .iter()
+                .map(|(arrival, c)| (c.id.clone(), *arrival))
+                .collect(),
+            next_arrival: connections
+                .keys()
+                .next_back()
+                .map_or(next_arrival, |last| next_arrival.max(*last)),
+            connections,
+            revoked: revoked.into_iter().collect(),
+        }
     }
 
-    /// Forgets connection `id`.
-    pub fn remove_connection(&mut self, id: &ConnectionId) {
-        if let Some(arrival) = self.arrivals.remove(id) {
-            self.connections.remove(&arrival);
+    /// Adds `connection` after every one before it; returns its arrival number.
+    pub fn add_connection(&mut self, connection: ConnectionRecord) -> u64 {
+        self.next_arrival += 1;
+        if let Some(earlier) = self
+            .arrivals
+            .insert(connection.id.clone(), self.next_arrival)
+        {
+            // Added again: it moves to the end rather than being listed twice.
+            self.connections.remove(&earlier);
         }
+        self.connections.insert(self.next_arrival, connection);
+        self.next_arrival
+    }
+
+    /// Forgets connection `id`; returns the arrival number it had, if it was here.
+    pub fn remove_connection(&mut self, id: &ConnectionId) -> Option<u64> {
+        let arrival = self.arrivals.remove(id)?;
+        self.connections.remove(&arrival);
+        Some(arrival)
     }
 
     /// A page of the connections, in arrival order.
@@ -182,11 +275,21 @@ impl Directory {
         page.select(self.connections.values().cloned())
     }
 
-    /// Revokes token `id` until `until`; forgets revocations that lapsed.
-    pub fn revoke(&mut self, id: String, until: u64) {
+    /// Revokes token `id` until `until`; forgets revocations that lapsed, and returns
+    /// their ids.
+    pub fn revoke(&mut self, id: String, until: u64) -> Vec<String> {
         let now = unix_millis();
-        self.revoked.retain(|_, until| *until > now);
+        let lapsed: Vec<String> = self
+            .revoked
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &lapsed {
+            self.revoked.remove(id);
+        }
         self.revoked.insert(id, until);
+        lapsed
     }
 
     /// Whether token `id` is revoked now.

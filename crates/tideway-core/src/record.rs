@@ -97,7 +97,7 @@ pub struct TopicRecord {
 }
 
 /// One gateway node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRecord {
     /// Unique in the cluster.

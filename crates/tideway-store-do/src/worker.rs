@@ -33,7 +33,9 @@ use tideway_core::{
     NodeRecord, Page, Paged, Store, StoreError, TopicEvent, TopicHistory, TopicRecord, Verdict,
     spawn_heartbeat,
 };
-use tideway_protocol::{EventData, EventId, EventType, TopicList, TopicName};
+use tideway_protocol::{EventId, TopicList, TopicName};
+
+use crate::wire::{WireEvent, WireTopicEvent};
 
 /// How long one request to the Worker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -350,62 +352,6 @@ impl Http {
 
 fn parse<T: for<'de> Deserialize<'de>>(answer: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(answer).map_err(|err| unavailable(WorkerError::Answer(err.to_string())))
-}
-
-/// An event as the Worker holds it.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireEvent {
-    id: String,
-    r#type: Option<String>,
-    data: String,
-    published_at: u64,
-}
-
-impl WireEvent {
-    fn of(event: &Event) -> Self {
-        Self {
-            id: event.id.to_string(),
-            r#type: event.event_type.as_ref().map(ToString::to_string),
-            data: event.data.as_str().to_owned(),
-            published_at: event.published_at,
-        }
-    }
-
-    /// The event, if the Worker kept it whole (anything else is refused rather than sent
-    /// on to subscribers).
-    fn event(self) -> Option<Event> {
-        Some(Event {
-            id: EventId::parse(self.id.as_bytes()).ok()?,
-            event_type: match self.r#type {
-                None => None,
-                Some(t) => Some(EventType::parse(t.as_bytes()).ok()?),
-            },
-            data: EventData::parse(Bytes::from(self.data)).ok()?,
-            published_at: self.published_at,
-        })
-    }
-}
-
-/// One topic's copy of an event, as the Worker holds it.
-#[derive(Debug, Deserialize)]
-struct WireTopicEvent {
-    topic: String,
-    seq: u64,
-    position: u64,
-    event: WireEvent,
-}
-
-impl WireTopicEvent {
-    fn into_topic_event(self, epoch: u64) -> Option<Arc<TopicEvent>> {
-        Some(Arc::new(TopicEvent::new(
-            TopicName::from_stored(&self.topic)?,
-            self.seq,
-            epoch,
-            self.position,
-            Arc::new(self.event.event()?),
-        )))
-    }
 }
 
 /// Copies whose events all came back whole; a damaged one fails the whole answer.

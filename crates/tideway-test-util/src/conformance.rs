@@ -793,6 +793,81 @@ pub async fn a_crowd_joins_and_leaves_at_once<S: Store + Clone>(store: S) {
     assert_eq!(store.connections(PAGE).await.expect("connections").total, 0);
 }
 
+/// Publishers racing on overlapping topics: every topic numbers its events in the order
+/// of their positions, and the node's inbox gets them in that order — each copy once,
+/// the copies of one publish back to back (under [`Order::Global`]).
+pub async fn racing_publishers_reach_the_inbox_in_position_order<S: Store + Clone>(store: S) {
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 40;
+    const SETS: [&str; 4] = ["p", "q,r", "p,r", "p,q,r"];
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let mut subscriber = subscribe(&gateway, "p,q,r", None).await;
+    let mut publishers = tokio::task::JoinSet::new();
+    for publisher in 0..PUBLISHERS {
+        let gateway = gateway.clone();
+        publishers.spawn(async move {
+            for n in 0..EACH {
+                let topics = SETS[(n + publisher) % SETS.len()];
+                publish(&gateway, topics, &format!("w{publisher}-{n}")).await;
+            }
+        });
+    }
+    while let Some(done) = publishers.join_next().await {
+        done.expect("publisher");
+    }
+    let copies: usize = (0..PUBLISHERS)
+        .flat_map(|p| (0..EACH).map(move |n| SETS[(n + p) % SETS.len()].split(',').count()))
+        .sum();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last_in_topic = std::collections::BTreeMap::<String, (u64, u64)>::new();
+    let mut last: Option<(u64, String)> = None;
+    for _ in 0..copies {
+        let event = match tokio::time::timeout(TIMEOUT, subscriber.next())
+            .await
+            .expect("an event in time")
+        {
+            Next::Event(event) => event,
+            other => panic!("expected an event, got {other:?}"),
+        };
+        let (topic, id) = (event.topic.to_string(), event.event.id.to_string());
+        assert!(
+            seen.insert((topic.clone(), id.clone())),
+            "{topic}:{id} twice"
+        );
+        let (seq, position) = last_in_topic.get(&topic).copied().unwrap_or_default();
+        assert_eq!(event.seq, seq + 1, "{topic} numbers its events in order");
+        assert!(
+            event.position > position,
+            "{topic}:{id} after a later position"
+        );
+        last_in_topic.insert(topic, (event.seq, event.position));
+        if S::ORDER == Order::Global {
+            if let Some((position, earlier)) = &last {
+                assert!(
+                    event.position > *position || (event.position == *position && id == *earlier),
+                    "{id} at {} came after {earlier} at {position}",
+                    event.position
+                );
+            }
+            last = Some((event.position, id));
+        }
+    }
+    for topic in ["p", "q", "r"] {
+        let history = gateway
+            .store()
+            .tail(&name(topic), 1000)
+            .await
+            .expect("tail")
+            .expect("live");
+        assert!(
+            history.windows(2).all(|w| w[0].position < w[1].position),
+            "{topic}'s history is in position order"
+        );
+    }
+}
+
 /// `seen` is `expected`: in that order under [`Order::Global`]; under
 /// [`Order::PerTopic`], in that order within each topic (`topic:id` entries), topics
 /// interleaved in any way.
@@ -952,6 +1027,11 @@ macro_rules! conformance_tests {
         async fn conformance_a_failed_join_takes_nobody_else_out() {
             let (store, _guard) = $make($crate::conformance::Settings::default()).await;
             $crate::conformance::a_failed_join_takes_nobody_else_out(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_racing_publishers_reach_the_inbox_in_position_order() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::racing_publishers_reach_the_inbox_in_position_order(store).await;
         }
         #[tokio::test]
         async fn conformance_a_crowd_joins_and_leaves_at_once() {
