@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// The crates whose `benches/` hold divan benchmarks.
-const BENCH_CRATES: &[&str] = &["tideway-protocol", "tideway-core"];
+const BENCH_CRATES: &[&str] = &["tideway-protocol", "tideway-core", "tideway-store-do"];
 
 fn micro(root: &Path) -> Result<String, String> {
     let mut results = Vec::new();

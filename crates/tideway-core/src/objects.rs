@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
 use tideway_protocol::{EventId, TopicName};
 use tokio::time::Instant;
 
@@ -36,8 +35,7 @@ pub struct TopicObject {
 
 /// What a topic keeps besides its connections and history, as a store that persists its
 /// objects writes it (the Durable-Object emulation's `meta` key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMeta {
     /// The last position given out when the topic came into being.
     pub created_after: u64,

@@ -97,7 +97,7 @@ pub struct TopicRecord {
 }
 
 /// One gateway node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRecord {
     /// Unique in the cluster.

@@ -32,11 +32,8 @@ use tideway_core::{
 };
 use tideway_protocol::{EventId, TopicList, TopicName};
 
+use crate::object::{Ctx, Damaged, Gone, Namespace, ObjectState, Options, Storage};
 pub use crate::worker::{WorkerConfig, WorkerStore};
-use crate::{
-    object::{Ctx, Damaged, Gone, Namespace, ObjectState, Options, Storage},
-    wire::WireTopicEvent,
-};
 
 /// Settings of the emulation. Defaults are the ones `tideway --help` prints.
 #[derive(Debug, Clone)]
@@ -99,23 +96,38 @@ const SEQUENCER: &str = "sequencer";
 type Turn = Arc<tokio::sync::Mutex<()>>;
 
 /// The topic object: core's [`TopicObject`], written through to storage as the Worker's
-/// `Topic` writes it — `meta`, `epoch`, `m:<connection>` per member, `h:<seq>` per event
-/// held — with its grace as an alarm.
+/// `Topic` writes it — `meta`, `m:<connection>` per member, `h:<seq>` per event held —
+/// with its grace as an alarm.
 #[derive(Default)]
 struct TopicState {
     topic: TopicObject,
-    /// The sequencer's epoch when the topic came into being: its events' epoch.
-    epoch: u64,
     turn: Turn,
 }
 
 fn member_key(id: &ConnectionId) -> String {
-    format!("m:{id}")
+    let mut key = String::with_capacity(2 + id.as_str().len());
+    key.push_str("m:");
+    key.push_str(id.as_str());
+    key
 }
 
 fn history_key(seq: u64) -> String {
-    // Padded, so keys list in sequence order.
-    format!("h:{seq:020}")
+    padded_key("h:", seq)
+}
+
+/// `prefix` and `n` in 20 digits, so keys list in number order (written by hand: this is
+/// on every append, and `format!` costs more than the rest of the key's life).
+fn padded_key(prefix: &str, mut n: u64) -> String {
+    let mut digits = [b'0'; 20];
+    for digit in digits.iter_mut().rev() {
+        // `n % 10` is below 10, so the cast keeps it whole.
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let mut key = String::with_capacity(prefix.len() + digits.len());
+    key.push_str(prefix);
+    key.extend(digits.iter().map(|&d| char::from(d)));
+    key
 }
 
 impl ObjectState for TopicState {
@@ -123,20 +135,14 @@ impl ObjectState for TopicState {
         let Some(meta) = storage.get::<TopicMeta>("meta")? else {
             return Ok(Self::default());
         };
-        let epoch = storage.get::<u64>("epoch")?.unwrap_or_default();
         let members = storage.list::<ConnectionId>("m:")?;
-        let events = storage
-            .list::<WireTopicEvent>("h:")?
-            .into_iter()
-            .map(|(seq, event)| {
-                event
-                    .into_topic_event(epoch)
-                    .ok_or_else(|| Damaged::new(format!("h:{seq}"), "not a valid event"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = storage.list::<Arc<TopicEvent>>("h:")?;
         Ok(Self {
-            topic: TopicObject::restore(meta, members.into_iter().map(|(_, id)| id), events),
-            epoch,
+            topic: TopicObject::restore(
+                meta,
+                members.into_iter().map(|(_, id)| id),
+                events.into_iter().map(|(_, event)| event),
+            ),
             turn: Turn::default(),
         })
     }
@@ -153,25 +159,23 @@ impl TopicState {
         live
     }
 
-    /// Joins `id`; a topic that was not live comes into being after position `issued`
-    /// of `epoch`. Returns whether it came into being.
+    /// Joins `id`; a topic that was not live comes into being after position `issued`.
+    /// Returns whether it came into being.
     fn join(
         &mut self,
         storage: &mut Storage,
         id: ConnectionId,
-        (issued, epoch): (u64, u64),
+        issued: u64,
         capacity: usize,
     ) -> bool {
         let created = self.topic.join(id.clone(), issued, capacity);
         if created {
             // Whatever an ended topic left is not this one's.
             storage.delete_all();
-            storage.put("epoch".into(), &epoch);
-            self.epoch = epoch;
         }
         storage.delete_alarm();
-        storage.put("meta".into(), &self.topic.meta());
-        storage.put(member_key(&id), &id);
+        storage.put("meta".into(), self.topic.meta());
+        storage.put(member_key(&id), id);
         created
     }
 
@@ -186,7 +190,7 @@ impl TopicState {
         }
         storage.delete(&member_key(id));
         if let Some(until) = self.topic.grace_until() {
-            storage.put("meta".into(), &self.topic.meta());
+            storage.put("meta".into(), self.topic.meta());
             storage.set_alarm(until);
         }
         ended
@@ -208,9 +212,9 @@ impl TopicState {
             storage.delete(&history_key(seq));
         }
         if now_from <= appended.seq {
-            storage.put(history_key(appended.seq), &WireTopicEvent::of(&appended));
+            storage.put(history_key(appended.seq), appended.clone());
         }
-        storage.put("meta".into(), &self.topic.meta());
+        storage.put("meta".into(), self.topic.meta());
         appended
     }
 
@@ -236,7 +240,7 @@ struct DirectoryState {
 }
 
 fn arrival_key(arrival: u64) -> String {
-    format!("c:{arrival:020}")
+    padded_key("c:", arrival)
 }
 
 impl ObjectState for DirectoryState {
@@ -277,15 +281,15 @@ impl ObjectState for DirectoryState {
 
 impl DirectoryState {
     fn register_node(&mut self, storage: &mut Storage, node: NodeRecord) {
-        storage.put(format!("n:{}", node.id), &node);
+        storage.put(format!("n:{}", node.id), node.clone());
         self.directory.register_node(node);
     }
 
     fn add_connection(&mut self, storage: &mut Storage, connection: ConnectionRecord) {
         self.remove_connection(storage, &connection.id);
         let arrival = self.directory.add_connection(connection.clone());
-        storage.put(arrival_key(arrival), &connection);
-        storage.put("next".into(), &arrival);
+        storage.put(arrival_key(arrival), connection);
+        storage.put("next".into(), arrival);
     }
 
     fn remove_connection(&mut self, storage: &mut Storage, id: &ConnectionId) {
@@ -295,7 +299,7 @@ impl DirectoryState {
     }
 
     fn revoke(&mut self, storage: &mut Storage, id: String, until: u64) {
-        storage.put(format!("r:{id}"), &until);
+        storage.put(format!("r:{id}"), until);
         for lapsed in self.directory.revoke(id, until) {
             storage.delete(&format!("r:{lapsed}"));
         }
@@ -304,7 +308,7 @@ impl DirectoryState {
     fn index(&mut self, storage: &mut Storage, topic: TopicName, live: bool) {
         let key = format!("t:{topic}");
         if live {
-            storage.put(key, &1u8);
+            storage.put(key, 1u8);
             self.topics.insert(topic);
         } else {
             storage.delete(&key);
@@ -327,7 +331,7 @@ impl ObjectState for SequencerState {
             Some(epoch) => epoch,
             None => {
                 let epoch = new_epoch();
-                storage.put("epoch".into(), &epoch);
+                storage.put("epoch".into(), epoch);
                 epoch
             }
         };
@@ -519,7 +523,7 @@ impl Store for DoStore {
                 let issued = store
                     .shared
                     .sequencer
-                    .call(SEQUENCER, |s, _| (s.issued, s.epoch))
+                    .call(SEQUENCER, |s, _| s.issued)
                     .await?;
                 ctx.with(move |t, storage| t.join(storage, id, issued, capacity))
             })
@@ -671,7 +675,7 @@ impl DoStore {
         let sequenced = ctx
             .with(|s, storage| {
                 s.issued += 1;
-                storage.put("issued".into(), &s.issued);
+                storage.put("issued".into(), s.issued);
                 (s.epoch, s.issued)
             })
             .map_err(gone)?;
@@ -760,6 +764,15 @@ mod tests {
     use tideway_protocol::EventData;
 
     use super::*;
+
+    #[test]
+    fn padded_keys_list_in_number_order() {
+        assert_eq!(history_key(42), "h:00000000000000000042");
+        assert_eq!(padded_key("c:", u64::MAX), "c:18446744073709551615");
+        let mut keys: Vec<String> = [9, 10, 1, u64::MAX, 0].map(history_key).into();
+        keys.sort();
+        assert_eq!(keys, [0, 1, 9, 10, u64::MAX].map(history_key));
+    }
 
     #[tokio::test]
     async fn a_topic_in_its_grace_is_evicted_read_back_and_ended_by_its_alarm() {

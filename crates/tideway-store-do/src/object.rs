@@ -6,8 +6,8 @@
 //!   The object starts from its storage ([`ObjectState::load`]), so everything it must not
 //!   lose is written there by the message that changed it (write-through, as the Worker's
 //!   classes do).
-//! - An object idle for [`Options::evict_after`] is evicted: its memory goes, its storage
-//!   stays, and its next message (or alarm) starts it again from storage. One whose storage
+//! - An object that took no message for a whole [`Options::evict_after`] is evicted (so
+//!   after one to two periods idle): its memory goes, its storage stays, and its next message (or alarm) starts it again from storage. One whose storage
 //!   is empty is evicted at once — there is nothing to keep.
 //! - Messages start in the order they were sent and run alone until they `await`; at an
 //!   await on another object, the next message may start (Durable Objects' input gates
@@ -23,6 +23,7 @@
 //! so every message after the first starts from storage.
 
 use std::{
+    any::Any,
     collections::{BTreeMap, HashMap},
     future::Future,
     pin::Pin,
@@ -34,23 +35,23 @@ use std::{
     time::Duration,
 };
 
-use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
 };
 
-/// An object's durable storage, as Durable Objects' storage API: keys in order, values
-/// encoded (JSON here, structured clones there), and one alarm.
+/// An object's durable storage, as Durable Objects' storage API: keys in order, each
+/// with a value, and one alarm. Cloudflare stores a structured clone of each value; here
+/// a value is moved in and cloned out (an `Arc` of an immutable event is its own clone).
 #[derive(Default)]
 pub(crate) struct Storage {
-    entries: BTreeMap<String, Vec<u8>>,
+    entries: BTreeMap<String, Arc<dyn Any + Send + Sync>>,
     alarm: Option<Instant>,
 }
 
-/// A stored value that does not decode: written by another version, or a bug.
+/// A stored value that is not what its reader expects: written by other code, or a bug.
 #[derive(Debug, thiserror::Error)]
-#[error("the stored value of {key:?} does not decode: {reason}")]
+#[error("the stored value of {key:?} is not {reason}")]
 pub(crate) struct Damaged {
     key: String,
     reason: String,
@@ -67,31 +68,31 @@ impl Damaged {
 
 impl Storage {
     /// The value under `key`.
-    pub(crate) fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Damaged> {
+    pub(crate) fn get<T: Clone + 'static>(&self, key: &str) -> Result<Option<T>, Damaged> {
         self.entries
             .get(key)
-            .map(|bytes| decode(key, bytes))
+            .map(|value| read(key, value.as_ref()))
             .transpose()
     }
 
     /// The entries whose keys start with `prefix`, in key order, with the rest of the key.
-    pub(crate) fn list<T: DeserializeOwned>(
+    pub(crate) fn list<T: Clone + 'static>(
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, T)>, Damaged> {
         self.entries
-            .range(prefix.to_owned()..)
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, bytes)| Ok((key[prefix.len()..].to_owned(), decode(key, bytes)?)))
+            .map(|(key, value)| Ok((key[prefix.len()..].to_owned(), read(key, value.as_ref())?)))
             .collect()
     }
 
     /// Writes `value` under `key`.
-    pub(crate) fn put<T: Serialize + ?Sized>(&mut self, key: String, value: &T) {
-        // Encoding the stores' own types cannot fail (no maps with non-string keys); were
-        // it to, the empty value is refused as damaged when read, never taken for data.
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
-        self.entries.insert(key, bytes);
+    pub(crate) fn put<T: Send + Sync + 'static>(&mut self, key: String, value: T) {
+        self.entries.insert(key, Arc::new(value));
     }
 
     /// Deletes `key`.
@@ -119,8 +120,11 @@ impl Storage {
     }
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Damaged> {
-    serde_json::from_slice(bytes).map_err(|err| Damaged::new(key, err.to_string()))
+fn read<T: Clone + 'static>(key: &str, value: &(dyn Any + Send + Sync)) -> Result<T, Damaged> {
+    value
+        .downcast_ref::<T>()
+        .cloned()
+        .ok_or_else(|| Damaged::new(key, format!("a {}", std::any::type_name::<T>())))
 }
 
 /// An object's state in memory: how it starts from its storage.
@@ -250,9 +254,20 @@ impl<S: ObjectState> Object<S> {
     /// A message finished: evicts the object if nothing else is on its way and it has
     /// nothing in memory worth keeping (its storage is empty, or eviction is immediate).
     fn settle(self: &Arc<Self>, idle_for_long: bool) {
+        if self.in_flight.load(SeqCst) != 0 {
+            // The next message to finish decides.
+            return;
+        }
         let Some(namespace) = self.namespace.upgrade() else {
             return;
         };
+        if !idle_for_long
+            && !namespace.options.evict_after.is_zero()
+            && !lock(&self.storage).is_empty()
+        {
+            // Kept in memory: the common case decided without the namespace's lock.
+            return;
+        }
         let mut objects = lock(&namespace.objects);
         let Some(entry) = objects.get_mut(&self.name) else {
             return;
@@ -385,23 +400,33 @@ impl<S: ObjectState> Namespace<S> {
         let evict_after = self.inner.options.evict_after;
         let idle = Arc::downgrade(&object);
         tokio::spawn(async move {
+            // One timer for the object's life, moved on only when it goes off (not armed,
+            // nor the clock read, for every message): an object that took no message in
+            // a whole period is evicted, so after between one and two periods idle.
+            let timer = tokio::time::sleep(evict_after);
+            tokio::pin!(timer);
+            let (mut taken, mut taken_before) = (0u64, 0u64);
             loop {
-                let job = if evict_after.is_zero() {
-                    inbox.recv().await
-                } else {
-                    match tokio::time::timeout(evict_after, inbox.recv()).await {
-                        Ok(job) => job,
-                        Err(_) => {
-                            if let Some(object) = idle.upgrade() {
-                                object.settle(true);
-                            }
-                            continue;
+                let job = tokio::select! {
+                    biased;
+                    job = inbox.recv() => job,
+                    () = &mut timer, if !evict_after.is_zero() => {
+                        if taken == taken_before
+                            && let Some(object) = idle.upgrade()
+                        {
+                            // Evicted, the mailbox is closed and the next receive ends
+                            // the loop; not (busy), the next period decides.
+                            object.settle(true);
                         }
+                        taken_before = taken;
+                        timer.as_mut().reset(Instant::now() + evict_after);
+                        continue;
                     }
                 };
                 let Some(mut job) = job else {
                     break;
                 };
+                taken = taken.wrapping_add(1);
                 // Up to its first await here, so messages start in the order they came;
                 // the rest runs beside the next ones.
                 let first = std::future::poll_fn(|cx| Poll::Ready(job.as_mut().poll(cx))).await;
@@ -467,7 +492,7 @@ mod tests {
 
     fn bump(c: &mut Counter, storage: &mut Storage) -> u64 {
         c.0 += 1;
-        storage.put("n".into(), &c.0);
+        storage.put("n".into(), c.0);
         c.0
     }
 
@@ -548,8 +573,11 @@ mod tests {
             })
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_secs(11)).await;
-        assert!(namespace.running().is_empty(), "idle for long: evicted");
+        tokio::time::sleep(Duration::from_secs(21)).await;
+        assert!(
+            namespace.running().is_empty(),
+            "idle for two periods: evicted"
+        );
         assert_eq!(wakes.recv().await.as_deref(), Some("a"));
         assert_eq!(namespace.call("a", bump).await.unwrap(), 2, "read back");
         // A moved alarm fires once, at its new time; a deleted one never.
@@ -611,7 +639,9 @@ mod tests {
     async fn a_damaged_value_is_refused_not_read_as_empty() {
         let namespace = namespace(Duration::ZERO);
         namespace
-            .call("a", |_, storage| storage.put("n".into(), "not a number"))
+            .call("a", |_, storage| {
+                storage.put("n".into(), "not a number".to_owned())
+            })
             .await
             .unwrap();
         let refused = namespace.call("a", |c, _| c.0).await;

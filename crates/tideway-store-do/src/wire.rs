@@ -1,5 +1,5 @@
-//! Events as the Worker holds them and the emulation's objects store them: JSON, checked
-//! again on the way back (a value that is not a valid event is refused, never delivered).
+//! Events as the Worker holds them: JSON, checked again on the way back (a value that is
+//! not a valid event is refused, never delivered).
 
 use std::sync::Arc;
 
@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use tideway_core::{Event, TopicEvent};
 use tideway_protocol::{EventData, EventId, EventType, TopicName};
 
-/// An event as the Worker holds it, and as the emulation's objects store it.
-#[derive(Debug, Serialize, Deserialize)]
+/// An event as the Worker holds it.
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WireEvent {
     id: String,
@@ -18,16 +18,28 @@ pub(crate) struct WireEvent {
     published_at: u64,
 }
 
-impl WireEvent {
-    pub(crate) fn of(event: &Event) -> Self {
+/// A [`WireEvent`] to write, borrowed from the event (its data is not copied).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EventRef<'a> {
+    id: &'a str,
+    r#type: Option<&'a str>,
+    data: &'a str,
+    published_at: u64,
+}
+
+impl<'a> EventRef<'a> {
+    pub(crate) fn of(event: &'a Event) -> Self {
         Self {
-            id: event.id.to_string(),
-            r#type: event.event_type.as_ref().map(ToString::to_string),
-            data: event.data.as_str().to_owned(),
+            id: event.id.as_str(),
+            r#type: event.event_type.as_ref().map(|t| t.as_str()),
+            data: event.data.as_str(),
             published_at: event.published_at,
         }
     }
+}
 
+impl WireEvent {
     /// The event, if the Worker kept it whole (anything else is refused rather than sent
     /// on to subscribers).
     pub(crate) fn event(self) -> Option<Event> {
@@ -43,8 +55,8 @@ impl WireEvent {
     }
 }
 
-/// One topic's copy of an event, as the Worker holds it and the emulation stores it.
-#[derive(Debug, Serialize, Deserialize)]
+/// One topic's copy of an event, as the Worker holds it.
+#[derive(Debug, Deserialize)]
 pub(crate) struct WireTopicEvent {
     pub(crate) topic: String,
     pub(crate) seq: u64,
@@ -53,15 +65,6 @@ pub(crate) struct WireTopicEvent {
 }
 
 impl WireTopicEvent {
-    pub(crate) fn of(copy: &TopicEvent) -> Self {
-        Self {
-            topic: copy.topic.to_string(),
-            seq: copy.seq,
-            position: copy.position,
-            event: WireEvent::of(&copy.event),
-        }
-    }
-
     pub(crate) fn into_topic_event(self, epoch: u64) -> Option<Arc<TopicEvent>> {
         Some(Arc::new(TopicEvent::new(
             TopicName::from_stored(&self.topic)?,

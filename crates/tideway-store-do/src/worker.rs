@@ -35,7 +35,7 @@ use tideway_core::{
 };
 use tideway_protocol::{EventId, TopicList, TopicName};
 
-use crate::wire::{WireEvent, WireTopicEvent};
+use crate::wire::{EventRef, WireTopicEvent};
 
 /// How long one request to the Worker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1044,7 +1044,7 @@ impl Store for WorkerStore {
             .http()
             .json(
                 "/v1/store/append",
-                json!({ "topics": names, "event": WireEvent::of(event) }),
+                json!({ "topics": names, "event": EventRef::of(event) }),
             )
             .await?;
         topic_events(appended.copies, epoch_number(&appended.epoch)?)
