@@ -6,6 +6,7 @@ import {
   type ConnectionRecord,
   type NodeRecord,
   deleteKeys,
+  digest,
   padded,
 } from "./model";
 
@@ -56,27 +57,27 @@ export class Directory extends DurableObject<Env> {
   }
 
   /**
-   * Registers or refreshes `node` for `ttlMs`. Returns whether the directory knew it and
-   * how many connections it holds for it.
+   * Registers or refreshes `node` for `ttlMs`. Returns whether the directory knew it, how
+   * many connections it holds for it and their ids' digest.
    */
   async beat(
     record: NodeRecord,
     ttlMs: number,
     graceMs: number,
-  ): Promise<{ existed: boolean; held: number }> {
+  ): Promise<{ existed: boolean; held: number; digest: number }> {
     const now = Date.now();
     const existed = this.nodes.has(record.id);
     const entry: NodeEntry = { record, lastHeartbeat: now, expiresAt: now + ttlMs, graceMs };
     this.nodes.set(record.id, entry);
     await this.ctx.storage.put(`n:${record.id}`, entry);
     await this.schedule();
-    let held = 0;
+    const ids: string[] = [];
     for (const connection of this.connections.values()) {
       if (connection.node === record.id) {
-        held += 1;
+        ids.push(connection.id);
       }
     }
-    return { existed, held };
+    return { existed, held: ids.length, digest: digest(ids) };
   }
 
   private async schedule(): Promise<void> {

@@ -77,6 +77,25 @@ export function newEpoch(): string {
 }
 
 /** Keys that sort as their numbers do. */
+/**
+ * A digest of a set of connection ids that does not depend on their order: the sum mod
+ * 2^32 of each id's FNV-1a (32-bit, over its UTF-8 bytes). The gateway computes the same
+ * (`tideway_core::connection_digest`) over the connections it holds, so a heartbeat sees
+ * a difference a count would miss (one connection lost, another left behind).
+ */
+export function digest(ids: Iterable<string>): number {
+  const utf8 = new TextEncoder();
+  let sum = 0;
+  for (const id of ids) {
+    let hash = 0x811c9dc5;
+    for (const byte of utf8.encode(id)) {
+      hash = Math.imul(hash ^ byte, 16777619) >>> 0;
+    }
+    sum = (sum + hash) >>> 0;
+  }
+  return sum;
+}
+
 export function padded(n: number): string {
   return n.toString().padStart(16, "0");
 }

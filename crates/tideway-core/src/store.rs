@@ -33,7 +33,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Weak,
-        atomic::{AtomicBool, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -188,6 +188,45 @@ pub trait Store: Send + Sync + 'static {
     fn ready(&self) -> impl Future<Output = bool> + Send;
 }
 
+/// Whether a shared store's view of this node's connections has drifted from the node's
+/// own: how many it holds for the node differs from the node's count on two heartbeats in
+/// a row (on one, a subscribe or close in flight explains it). The rule of every store
+/// with a backend; each then puts its view right (registers what is missing, takes out
+/// what the node no longer holds).
+#[derive(Debug, Default)]
+pub struct Drift {
+    streak: AtomicUsize,
+}
+
+impl Drift {
+    /// Records one beat's comparison; `true` when the store's view should be put right
+    /// now (the streak starts again).
+    pub fn observe(&self, differs: bool) -> bool {
+        if !differs {
+            self.streak.store(0, Relaxed);
+            return false;
+        }
+        if self.streak.fetch_add(1, Relaxed) + 1 >= 2 {
+            self.streak.store(0, Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
+/// A digest of a set of connection ids that does not depend on their order: the sum mod
+/// 2^32 of each id's FNV-1a (32-bit, over its bytes). A store whose backend reports the
+/// same of what it holds for a node (the Durable-Object Worker's `digest` in `worker/src/model.ts`)
+/// sees a difference a count would miss: one connection lost and another left behind.
+pub fn connection_digest<'a>(ids: impl IntoIterator<Item = &'a str>) -> u32 {
+    ids.into_iter().fold(0u32, |sum, id| {
+        let hash = id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(16_777_619)
+        });
+        sum.wrapping_add(hash)
+    })
+}
+
 /// Runs a shared store's heartbeat every `period` (at least 50 ms) until the store is
 /// dropped: `beat` refreshes this node's registration with the backend; `healthy` is set
 /// to whether the last beat reached it, and a change is logged once. The one loop of
@@ -223,4 +262,34 @@ pub fn spawn_heartbeat<T, F, Fut>(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Drift, connection_digest};
+
+    #[test]
+    fn the_connection_digest_is_fnv1a_summed() {
+        // Values from an independent FNV-1a; the Worker's TypeScript computes the same.
+        assert_eq!(connection_digest([]), 0);
+        assert_eq!(connection_digest(["a"]), 0xe40c_292c);
+        assert_eq!(connection_digest(["n1/1", "n1/2"]), 0xcfc6_d501);
+        assert_eq!(
+            connection_digest(["n1/2", "n1/1"]),
+            0xcfc6_d501,
+            "any order"
+        );
+        assert_eq!(connection_digest(["a", "ü/é"]), 0x26a7_6913, "UTF-8 bytes");
+    }
+
+    #[test]
+    fn drift_is_two_differing_beats_in_a_row() {
+        let drift = Drift::default();
+        assert!(!drift.observe(true), "one beat: a change in flight");
+        assert!(!drift.observe(false));
+        assert!(!drift.observe(true), "the streak started again");
+        assert!(drift.observe(true), "two in a row");
+        assert!(!drift.observe(true), "put right: it starts again");
+        assert!(drift.observe(true));
+    }
 }

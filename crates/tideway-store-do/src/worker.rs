@@ -29,9 +29,9 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tideway_core::{
-    ConnectionId, ConnectionRecord, Continuity, Event, HistoryRead, Inbox, Interruption,
+    ConnectionId, ConnectionRecord, Continuity, Drift, Event, HistoryRead, Inbox, Interruption,
     NodeRecord, Page, Paged, Store, StoreError, TopicEvent, TopicHistory, TopicRecord, Verdict,
-    spawn_heartbeat,
+    connection_digest, spawn_heartbeat,
 };
 use tideway_protocol::{EventId, TopicList, TopicName};
 
@@ -88,6 +88,9 @@ struct Shared {
     listening: AtomicBool,
     /// Connection and membership changes waiting for the message in flight.
     changes: Mutex<Changes>,
+    /// Whether the Worker's count of this node's connections keeps differing from the
+    /// mirror's.
+    drift: Drift,
 }
 
 /// A change to this node's connections or memberships, as `/v1/store/changes` takes it.
@@ -110,6 +113,20 @@ enum Change<'a> {
         node: &'a str,
         connection: String,
     },
+}
+
+/// The changes that register `connections` of `node` and their memberships.
+fn registering<'a>(node: &'a str, connections: &'a [ConnectionRecord]) -> Vec<Change<'a>> {
+    let mut changes = Vec::new();
+    for connection in connections {
+        changes.push(Change::Add { connection });
+        changes.extend(connection.topics.iter().map(|topic| Change::Join {
+            topic: topic.to_string(),
+            node,
+            connection: connection.id.to_string(),
+        }));
+    }
+    changes
 }
 
 /// Where a change's outcome goes: the Worker's error as text, told to each change the
@@ -427,6 +444,8 @@ enum ChannelMessage {
 struct Beat {
     existed: bool,
     held: usize,
+    /// [`connection_digest`] of the connections the Worker holds for this node.
+    digest: u32,
     epoch: String,
 }
 
@@ -486,6 +505,7 @@ impl WorkerStore {
                 healthy: AtomicBool::new(true),
                 listening: AtomicBool::new(false),
                 changes: Mutex::new(Changes::default()),
+                drift: Drift::default(),
             }),
         };
         store.http().get::<Value>("/v1/store/nodes").await?;
@@ -629,8 +649,8 @@ impl WorkerStore {
                 }
             }
             self.restore(node).await?;
-        } else if beat.held != self.mirror().len() {
-            tracing::debug!(node = %node.id, worker = beat.held, here = self.mirror().len(), "connection counts differ (a subscribe or close in flight)");
+        } else if self.shared.drift.observe(self.differs(&beat)) {
+            self.reconcile(node).await?;
         }
         *self.registered_in() = Some(beat.epoch);
         Ok(())
@@ -639,18 +659,60 @@ impl WorkerStore {
     /// Registers this node's connections and their topics again.
     async fn restore(&self, node: &NodeRecord) -> Result<(), StoreError> {
         let connections: Vec<ConnectionRecord> = self.mirror().values().cloned().collect();
-        let mut changes = Vec::new();
-        for connection in &connections {
-            changes.push(Change::Add { connection });
-            changes.extend(connection.topics.iter().map(|topic| Change::Join {
+        self.change(&registering(&node.id, &connections)).await?;
+        tracing::info!(node = %node.id, connections = connections.len(), "registered again");
+        Ok(())
+    }
+
+    /// Whether the Worker holds other connections for this node than the mirror.
+    fn differs(&self, beat: &Beat) -> bool {
+        let mirror = self.mirror();
+        beat.held != mirror.len()
+            || beat.digest != connection_digest(mirror.keys().map(ConnectionId::as_str))
+    }
+
+    /// Makes the Worker's connections of this node those of the mirror: registers the
+    /// missing ones (a change lost with the Worker's answer), takes out those the node no
+    /// longer holds (a close whose change failed), so no topic stays live for a
+    /// subscriber that is gone.
+    async fn reconcile(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        let all: Vec<ConnectionRecord> = self.http().get("/v1/store/connections").await?;
+        let held: HashMap<ConnectionId, ConnectionRecord> = all
+            .into_iter()
+            .filter(|c| c.node == node.id)
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        // From here to the queue, no await: a subscribe or close after this reading of
+        // the mirror queues its own change after these.
+        let (missing, extra) = {
+            let mirror = self.mirror();
+            let missing: Vec<ConnectionRecord> = mirror
+                .values()
+                .filter(|c| !held.contains_key(&c.id))
+                .cloned()
+                .collect();
+            let extra: Vec<ConnectionRecord> = held
+                .into_values()
+                .filter(|c| !mirror.contains_key(&c.id))
+                .collect();
+            (missing, extra)
+        };
+        if missing.is_empty() && extra.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(node = %node.id, missing = missing.len(), extra = extra.len(), "the Worker's view of this node's connections differed from the node's; repaired");
+        let mut changes = registering(&node.id, &missing);
+        for connection in &extra {
+            changes.extend(connection.topics.iter().map(|topic| Change::Leave {
                 topic: topic.to_string(),
                 node: &node.id,
                 connection: connection.id.to_string(),
             }));
+            changes.push(Change::Remove {
+                id: connection.id.to_string(),
+            });
         }
-        self.change(&changes).await?;
-        tracing::info!(node = %node.id, connections = connections.len(), "registered again");
-        Ok(())
+        self.change(&changes).await
     }
 
     /// Handles one message from the channel.

@@ -191,3 +191,115 @@ async fn the_worker_refuses_what_no_node_would_send() {
     let channel = client.get("/v1/nodes/n1/channel", &[&auth]).await;
     assert_eq!(channel.status, 426, "a channel is a WebSocket");
 }
+
+/// The Worker's view of a node's connections drifts from the node's when a change is
+/// lost (its answer, or a close whose change failed): the node's heartbeats notice and
+/// put it right — the lost connection registered again, the one the node no longer
+/// holds taken out, so its topic does not stay live for nobody.
+#[tokio::test]
+async fn a_node_puts_the_workers_view_of_its_connections_right() {
+    use tideway_core::{
+        ConnectionId, ConnectionRecord, NodeRecord, Page, Store, Transport, unix_millis,
+    };
+    use tideway_protocol::{TopicList, TopicName};
+    use tideway_test_util::{Client, request};
+    let worker = tokio::task::spawn_blocking(Worker::start)
+        .await
+        .expect("start the Worker");
+    let store = WorkerStore::connect(WorkerConfig {
+        url: worker.url(),
+        secret: WORKER_SECRET.to_owned(),
+        ca_cert: None,
+        history: 100,
+        topic_grace: std::time::Duration::ZERO,
+        // A heartbeat every 200 ms.
+        node_ttl: std::time::Duration::from_secs(1),
+    })
+    .await
+    .expect("connect to the test's Worker");
+    let node = NodeRecord {
+        id: "n1".into(),
+        ..NodeRecord::default()
+    };
+    store.register_node(&node).await.expect("register");
+    let record = |n: u64, topic: &str| ConnectionRecord {
+        id: ConnectionId::new("n1", n),
+        node: "n1".into(),
+        topics: TopicList::parse(topic.as_bytes(), 8).expect("topics"),
+        label: None,
+        transport: Transport::Sse,
+        remote: None,
+        connected_at: unix_millis(),
+    };
+    let (kept, lost, ghost) = (record(1, "kept"), record(2, "lost"), record(3, "ghost"));
+    for connection in [&kept, &lost] {
+        store.add_connection(connection).await.expect("add");
+        for topic in &connection.topics {
+            store.join(topic, connection).await.expect("join");
+        }
+    }
+    // Behind the node's back: `lost` leaves the Worker, `ghost` (never the node's) joins.
+    let client = Client {
+        addr: worker
+            .url()
+            .trim_start_matches("http://")
+            .parse()
+            .expect("an address"),
+    };
+    let changes = serde_json::json!({
+        "capacity": 100,
+        "graceMs": 0,
+        "changes": [
+            {"op": "leave", "topic": "lost", "node": "n1", "connection": lost.id.to_string()},
+            {"op": "remove", "id": lost.id.to_string()},
+            {"op": "add", "connection": ghost},
+            {"op": "join", "topic": "ghost", "node": "n1", "connection": ghost.id.to_string()},
+        ],
+    })
+    .to_string();
+    let auth = format!("authorization: Bearer {WORKER_SECRET}");
+    let answer = client
+        .raw(request("POST", "/v1/store/changes", &[&auth], changes.as_bytes()).as_bytes())
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let page = Page {
+        page: 1,
+        page_size: 100,
+        tenant: None,
+    };
+    let both = TopicList::parse(b"lost,ghost", 8).expect("topics");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut ids: Vec<String> = store
+            .connections(page.clone())
+            .await
+            .expect("connections")
+            .items
+            .iter()
+            .map(|c| c.id.to_string())
+            .collect();
+        ids.sort();
+        let live = store.live(&both).await.expect("live");
+        let lost_topic = TopicName::parse("lost").expect("a name");
+        if ids == [kept.id.to_string(), lost.id.to_string()] && live == [lost_topic] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not put right: connections {ids:?}, live {live:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The Worker's digest (TypeScript) is the node's (Rust): in step, they agree.
+    let beat = serde_json::json!({ "node": node, "ttlMs": 1000, "graceMs": 0 }).to_string();
+    let answer = client
+        .raw(request("POST", "/v1/store/heartbeat", &[&auth], beat.as_bytes()).as_bytes())
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let beat: serde_json::Value = serde_json::from_str(&answer.text()).expect("JSON");
+    let ids = [kept.id.as_str(), lost.id.as_str()];
+    assert_eq!(
+        beat["digest"],
+        u64::from(tideway_core::connection_digest(ids))
+    );
+}

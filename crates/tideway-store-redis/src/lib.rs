@@ -26,7 +26,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, OnceLock, PoisonError, Weak,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -40,7 +40,7 @@ use fred::{
     types::Value,
 };
 use tideway_core::{
-    ConnectionId, ConnectionRecord, Continuity, Event, HistoryRead, Inbox, Interruption,
+    ConnectionId, ConnectionRecord, Continuity, Drift, Event, HistoryRead, Inbox, Interruption,
     NodeRecord, Page, Paged, Store, StoreError, TopicEvent, TopicHistory, TopicRecord, Verdict,
     new_epoch, spawn_heartbeat, unix_millis,
 };
@@ -104,9 +104,8 @@ struct Shared {
     continuity: Mutex<Continuity>,
     /// The epoch of the last heartbeat that found this node registered.
     registered_in: Mutex<Option<String>>,
-    /// Heartbeats in a row at which Redis held another number of this node's
-    /// connections than the mirror.
-    mismatches: AtomicUsize,
+    /// Whether Redis's count of this node's connections keeps differing from the mirror's.
+    drift: Drift,
     /// Messages the delivery task took off this node's channel: each successful heartbeat
     /// sends one, so a count that stands still while heartbeats succeed means the node
     /// no longer hears its channel.
@@ -176,7 +175,7 @@ impl RedisStore {
                 healthy: AtomicBool::new(true),
                 continuity: Mutex::new(Continuity::default()),
                 registered_in: Mutex::new(None),
-                mismatches: AtomicUsize::new(0),
+                drift: Drift::default(),
                 heard: AtomicU64::new(0),
                 listening: AtomicBool::new(true),
                 hearing: Mutex::new(Hearing::default()),
@@ -222,17 +221,8 @@ impl RedisStore {
             return Ok(());
         };
         let (existed, epoch, held) = self.beat(node).await?;
-        // Compared every beat; acted on when two beats in a row differ, since a subscribe
-        // or close in flight makes one beat differ for a moment.
-        let differs = held != self.mirror().len();
-        let streak = if differs {
-            self.shared.mismatches.fetch_add(1, Relaxed) + 1
-        } else {
-            self.shared.mismatches.store(0, Relaxed);
-            0
-        };
-        if existed && streak >= 2 {
-            self.shared.mismatches.store(0, Relaxed);
+        let drifted = self.shared.drift.observe(held != self.mirror().len());
+        if existed && drifted {
             self.reconcile(node).await?;
         }
         if !existed {
