@@ -58,11 +58,11 @@ fn ready<S: Store>(rt: &Runtime, store: S, topics: &TopicList) -> S {
     store
 }
 
-#[divan::bench(args = ["t", "a,b,c"])]
-fn append_do(bencher: divan::Bencher, topics: &str) {
+/// One publish to `topics`, each with one connection and a full history.
+fn append<S: Store>(bencher: divan::Bencher, topics: &str, store: S) {
     let rt = runtime();
     let topics = TopicList::parse(topics.as_bytes(), 64).expect("topics");
-    let store = ready(&rt, DoStore::default(), &topics);
+    let store = ready(&rt, store, &topics);
     let mut n = 10_000;
     bencher.bench_local(|| {
         n += 1;
@@ -72,16 +72,13 @@ fn append_do(bencher: divan::Bencher, topics: &str) {
 }
 
 #[divan::bench(args = ["t", "a,b,c"])]
+fn append_do(bencher: divan::Bencher, topics: &str) {
+    append(bencher, topics, DoStore::default());
+}
+
+#[divan::bench(args = ["t", "a,b,c"])]
 fn append_memory(bencher: divan::Bencher, topics: &str) {
-    let rt = runtime();
-    let topics = TopicList::parse(topics.as_bytes(), 64).expect("topics");
-    let store = ready(&rt, MemoryStore::default(), &topics);
-    let mut n = 10_000;
-    bencher.bench_local(|| {
-        n += 1;
-        rt.block_on(store.append(&topics, &event(n)))
-            .expect("append")
-    });
+    append(bencher, topics, MemoryStore::default());
 }
 
 /// A second connection joins a live topic and leaves again.

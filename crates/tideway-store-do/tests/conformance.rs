@@ -5,16 +5,19 @@
 use tideway_store_do::{DoConfig, DoStore};
 use tideway_test_util::conformance::Settings;
 
+fn store(settings: &Settings, base: DoConfig) -> DoStore {
+    DoStore::new(DoConfig {
+        history: settings.history,
+        topic_grace: settings.topic_grace,
+        ..base
+    })
+}
+
 mod default {
     use super::*;
 
     async fn make(settings: Settings) -> (DoStore, ()) {
-        let store = DoStore::new(DoConfig {
-            history: settings.history,
-            topic_grace: settings.topic_grace,
-            ..DoConfig::default()
-        });
-        (store, ())
+        (store(&settings, DoConfig::default()), ())
     }
 
     tideway_test_util::conformance_tests!(make);
@@ -24,12 +27,7 @@ mod evicting_and_interleaving {
     use super::*;
 
     async fn make(settings: Settings) -> (DoStore, ()) {
-        let store = DoStore::new(DoConfig {
-            history: settings.history,
-            topic_grace: settings.topic_grace,
-            ..DoConfig::testing()
-        });
-        (store, ())
+        (store(&settings, DoConfig::testing()), ())
     }
 
     tideway_test_util::conformance_tests!(make);

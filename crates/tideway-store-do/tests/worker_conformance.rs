@@ -4,7 +4,8 @@
 use tideway_store_do::{WorkerConfig, WorkerStore};
 use tideway_test_util::{WORKER_SECRET, Worker, conformance::Settings};
 
-async fn make(settings: Settings) -> (WorkerStore, Worker) {
+/// A store on a Worker the test starts.
+async fn started(settings: Settings, node_ttl: std::time::Duration) -> (WorkerStore, Worker) {
     let worker = tokio::task::spawn_blocking(Worker::start)
         .await
         .expect("start the Worker");
@@ -14,11 +15,26 @@ async fn make(settings: Settings) -> (WorkerStore, Worker) {
         ca_cert: None,
         history: settings.history,
         topic_grace: settings.topic_grace,
-        node_ttl: std::time::Duration::from_secs(5),
+        node_ttl,
     })
     .await
     .expect("connect to the test's Worker");
     (store, worker)
+}
+
+/// An HTTP client of the test's Worker, for messages no node would send.
+fn client_of(worker: &Worker) -> tideway_test_util::Client {
+    tideway_test_util::Client {
+        addr: worker
+            .url()
+            .trim_start_matches("http://")
+            .parse()
+            .expect("an address"),
+    }
+}
+
+async fn make(settings: Settings) -> (WorkerStore, Worker) {
+    started(settings, std::time::Duration::from_secs(5)).await
 }
 
 tideway_test_util::conformance_tests!(make);
@@ -55,18 +71,12 @@ async fn the_worker_over_https_with_a_ca_of_its_own() {
 /// malformed or oversized message naming what is wrong.
 #[tokio::test]
 async fn the_worker_refuses_what_no_node_would_send() {
-    use tideway_test_util::{Client, HttpReader, request};
+    use tideway_test_util::{HttpReader, request};
     use tokio::io::AsyncWriteExt;
     let worker = tokio::task::spawn_blocking(Worker::start)
         .await
         .expect("start the Worker");
-    let client = Client {
-        addr: worker
-            .url()
-            .trim_start_matches("http://")
-            .parse()
-            .expect("an address"),
-    };
+    let client = client_of(&worker);
     let auth = format!("authorization: Bearer {WORKER_SECRET}");
     let send = |path: &str, headers: Vec<String>, body: Vec<u8>| {
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
@@ -202,21 +212,9 @@ async fn a_node_puts_the_workers_view_of_its_connections_right() {
         ConnectionId, ConnectionRecord, NodeRecord, Page, Store, Transport, unix_millis,
     };
     use tideway_protocol::{TopicList, TopicName};
-    use tideway_test_util::{Client, request};
-    let worker = tokio::task::spawn_blocking(Worker::start)
-        .await
-        .expect("start the Worker");
-    let store = WorkerStore::connect(WorkerConfig {
-        url: worker.url(),
-        secret: WORKER_SECRET.to_owned(),
-        ca_cert: None,
-        history: 100,
-        topic_grace: std::time::Duration::ZERO,
-        // A heartbeat every 200 ms.
-        node_ttl: std::time::Duration::from_secs(1),
-    })
-    .await
-    .expect("connect to the test's Worker");
+    use tideway_test_util::request;
+    // A heartbeat every 200 ms.
+    let (store, worker) = started(Settings::default(), std::time::Duration::from_secs(1)).await;
     let node = NodeRecord {
         id: "n1".into(),
         ..NodeRecord::default()
@@ -239,13 +237,7 @@ async fn a_node_puts_the_workers_view_of_its_connections_right() {
         }
     }
     // Behind the node's back: `lost` leaves the Worker, `ghost` (never the node's) joins.
-    let client = Client {
-        addr: worker
-            .url()
-            .trim_start_matches("http://")
-            .parse()
-            .expect("an address"),
-    };
+    let client = client_of(&worker);
     let changes = serde_json::json!({
         "capacity": 100,
         "graceMs": 0,
