@@ -414,9 +414,11 @@ impl<S: Store> Gateway<S> {
         }
     }
 
-    /// Whether a publish whose body is already at hand should skip [`Gateway::route`] and
-    /// go straight to [`Gateway::publish_now`]: true when the store's liveness check is a
-    /// round trip of its own (see [`Store::LIVE_IS_REMOTE`]).
+    /// Whether a single publish should read its (small) body first and go straight to
+    /// [`Gateway::publish_now`], one store call: true when the store's liveness check is
+    /// a round trip of its own (see [`Store::LIVE_IS_REMOTE`]); otherwise
+    /// [`Gateway::route`] first drops a publish to nobody without reading its body. An
+    /// event whose body is already in hand (a batch's) always goes to `publish_now`.
     pub fn publishes_in_one_call(&self) -> bool {
         S::LIVE_IS_REMOTE
     }

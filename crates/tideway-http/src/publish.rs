@@ -130,22 +130,15 @@ pub(crate) async fn publish<S: Store>(
 }
 
 /// Publishes an event whose body is in hand to `topics` (already checked against the
-/// key): dropped at once when none is live. One store call where the store's liveness
-/// check is a round trip of its own.
+/// key): one store call, which appends to the live topics and drops the event when none
+/// is. Routing first only pays when it spares reading a body; here the body is read, so
+/// it would be a second store call (and lock) per event for nothing.
 pub(crate) async fn publish_event<S: Store>(
     app: &App<S>,
     topics: &TopicList,
     event: Event,
 ) -> Result<Vec<(TopicName, u64)>, ApiError> {
-    let published = if app.gateway.publishes_in_one_call() {
-        app.gateway.publish_now(topics, event).await?
-    } else {
-        match app.gateway.route(topics, &event.id).await? {
-            Route::Dropped => return Ok(Vec::new()),
-            Route::Live(live) => app.gateway.publish(live, event).await?,
-        }
-    };
-    Ok(published.topics)
+    Ok(app.gateway.publish_now(topics, event).await?.topics)
 }
 
 impl<'a> Reply<'a> {

@@ -210,7 +210,9 @@ impl Store for MemoryStore {
                 live.push(topic);
             }
         }
-        if !retried.is_empty() {
+        if !retried.is_empty() || live.is_empty() {
+            // A retry is answered as the first one was; a publish to nobody takes no
+            // position.
             return Ok(retried);
         }
         // One position per publish, taken under the same lock as the deliveries below,
