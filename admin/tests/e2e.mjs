@@ -128,14 +128,22 @@ try {
   gateway = startGateway();
   await waitFor("the new gateway", async () => (await fetch(`${base}/healthz`)).ok);
   const again = new AbortController();
-  await subscribe("e2e-news", again.signal);
+  const resubscribed = await subscribe("e2e-news", again.signal);
+  assert.equal(resubscribed.status, 200, "the subscriber is back");
+  // The new process lists the topic with its subscriber before the tail is looked at:
+  // "live" on the tail is then the new stream's word, not the last one's.
+  await waitFor("e2e-news live on the new gateway", async () => {
+    const listed = await fetch(`${base}/v1/admin/topics`, { headers: { Authorization: `Bearer ${KEY}` } });
+    const { items } = await listed.json();
+    return items.some((t) => t.name === "e2e-news" && t.connections > 0);
+  });
   await page.getByText("live, following").waitFor({ timeout: 15_000 });
   const after = await fetch(`${base}/v1/publish`, {
     method: "POST",
     headers: { Authorization: `Bearer ${KEY}`, "x-sse-topic": "e2e-news", "x-sse-id": "evt-43" },
     body: "followed again after the restart",
   });
-  assert.equal(after.status, 202);
+  assert.equal(after.status, 202, `the publish after the restart: ${await after.clone().text()}`);
   await page.getByTestId("tail-events").getByText("followed again after the restart").waitFor();
   await page.screenshot({ path: join(shots, "tail-resumed.png") });
   again.abort();

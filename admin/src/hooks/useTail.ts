@@ -52,7 +52,9 @@ export function useTail(key: string, topic: string | null, onUnauthorized: () =>
             setState((s) => ({ ...s, following: "reconnecting", error: err.message }));
           } else {
             attempt = 0;
-            setState((s) => ({ ...s, following: "following", error: null }));
+            // Whether the topic is live is this stream's to say: what the last one said
+            // may be stale (the node restarted, the topic went and came back).
+            setState((s) => ({ ...s, live: null, following: "following", error: null }));
             await readSse(response.body, (message) => {
               if (message.event === "tideway.topic_state") {
                 const { live } = JSON.parse(message.data) as { live: boolean };
