@@ -86,6 +86,8 @@ struct Shared {
     healthy: AtomicBool,
     /// The channel is open.
     listening: AtomicBool,
+    /// Told each time the channel opens.
+    opened: tokio::sync::Notify,
     /// Connection and membership changes waiting for the message in flight.
     changes: Mutex<Changes>,
     /// Whether the Worker's count of this node's connections keeps differing from the
@@ -504,6 +506,7 @@ impl WorkerStore {
                 registered_in: Mutex::new(None),
                 healthy: AtomicBool::new(true),
                 listening: AtomicBool::new(false),
+                opened: tokio::sync::Notify::new(),
                 changes: Mutex::new(Changes::default()),
                 drift: Drift::default(),
             }),
@@ -671,6 +674,25 @@ impl WorkerStore {
             || beat.digest != connection_digest(mirror.keys().map(ConnectionId::as_str))
     }
 
+    /// Waits until the channel is open, at most `wait`.
+    async fn until_listening(&self, wait: Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let opened = self.shared.opened.notified();
+            tokio::pin!(opened);
+            // Registered before the flag is read: an opening between the two still wakes.
+            opened.as_mut().enable();
+            if self.shared.listening.load(Relaxed) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, opened).await.is_err() {
+                return Err(unavailable(WorkerError::Answer(format!(
+                    "the node's channel did not open within {wait:?}"
+                ))));
+            }
+        }
+    }
+
     /// Makes the Worker's connections of this node those of the mirror: registers the
     /// missing ones (a change lost with the Worker's answer), takes out those the node no
     /// longer holds (a close whose change failed), so no topic stays live for a
@@ -827,6 +849,7 @@ impl WorkerStore {
                 Ok(socket) => {
                     failures = 0;
                     store.shared.listening.store(true, Relaxed);
+                    store.shared.opened.notify_waiters();
                     tracing::info!(node = %node, "listening on the Worker's channel");
                     drop(store);
                     let ended = Self::read_channel(&weak, socket).await;
@@ -955,6 +978,11 @@ impl Store for WorkerStore {
                 )
                 .await?;
             tokio::spawn(Self::listen(Arc::downgrade(&self.shared), node.id.clone()));
+            // The node's count of its messages starts with the first one it hears: one
+            // routed to it before its channel opened would be lost without a hole to
+            // show for it (a subscriber joined meanwhile would miss that event, untold).
+            // So the node is ready only once it listens.
+            self.until_listening(REQUEST_TIMEOUT).await?;
         }
         self.heartbeat(node).await?;
         if first {

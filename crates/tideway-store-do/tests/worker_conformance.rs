@@ -220,6 +220,12 @@ async fn a_node_puts_the_workers_view_of_its_connections_right() {
         ..NodeRecord::default()
     };
     store.register_node(&node).await.expect("register");
+    // Registered means listening: a message routed to the node before its channel opened
+    // would have been lost with no hole to show for it.
+    assert!(
+        store.ready().await,
+        "the channel is open once the node is registered"
+    );
     let record = |n: u64, topic: &str| ConnectionRecord {
         id: ConnectionId::new("n1", n),
         node: "n1".into(),
