@@ -39,22 +39,26 @@ fn knee_within(report: &Value, name: &str, limit_us: f64) -> Option<f64> {
     median(
         runs(report, name)
             .into_iter()
-            .map(|r| {
-                r["steps"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| {
-                        s["publish_to_receive_us"]["p99"]
-                            .as_f64()
-                            .is_some_and(|p99| p99 <= limit_us)
-                            && s["lost"].as_u64() == Some(0)
-                    })
-                    .filter_map(|s| s["delivered_events_per_second"].as_f64())
-                    .fold(0.0, f64::max)
-            })
+            .map(|r| best_within(r, limit_us))
             .collect(),
     )
+}
+
+/// The most delivered events/s of one run at a step with p99 within `limit_us` and
+/// nothing lost (0 when none).
+fn best_within(result: &Value, limit_us: f64) -> f64 {
+    result["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            s["publish_to_receive_us"]["p99"]
+                .as_f64()
+                .is_some_and(|p99| p99 <= limit_us)
+                && s["lost"].as_u64() == Some(0)
+        })
+        .filter_map(|s| s["delivered_events_per_second"].as_f64())
+        .fold(0.0, f64::max)
 }
 
 /// Server CPU per delivered event of `ours` against `reference` at the offered rates
@@ -272,21 +276,7 @@ fn stepped_target(
     };
     let threshold = our["knee_ms"].as_f64().unwrap_or(50.0);
     // The best delivered rate with p99 within the scenario's stop line (5× the knee's).
-    let best = |r: &Value| {
-        r["steps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| {
-                s["publish_to_receive_us"]["p99"]
-                    .as_f64()
-                    .unwrap_or(f64::MAX)
-                    <= threshold * 5000.0
-                    && s["lost"].as_u64() == Some(0)
-            })
-            .filter_map(|s| s["delivered_events_per_second"].as_f64())
-            .fold(0.0, f64::max)
-    };
+    let best = |r: &Value| best_within(r, threshold * 5000.0);
     let (ours_best, theirs_best) = (best(our), best(their));
     let ratio = if theirs_best > 0.0 {
         ours_best / theirs_best
@@ -1015,6 +1005,14 @@ fn si(v: f64) -> String {
 mod tests {
     use super::*;
 
+    /// The judged target whose name starts with `prefix`.
+    fn judged_as<'a>(judged: &'a [Judged], prefix: &str) -> &'a Judged {
+        judged
+            .iter()
+            .find(|j| j.target.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no target {prefix:?}"))
+    }
+
     fn stepped(knee_delivered: Option<f64>) -> Value {
         json!({
             "scenario": "fanout",
@@ -1036,12 +1034,7 @@ mod tests {
             { "scenario": "unicast-2000", "server": "tideway", "error": "boom" },
         ]});
         let judged = judge(&report);
-        let find = |prefix: &str| {
-            judged
-                .iter()
-                .find(|j| j.target.starts_with(prefix))
-                .unwrap()
-        };
+        let find = |prefix: &str| judged_as(&judged, prefix);
         let big = find("fan-out, 10,000");
         assert_eq!(big.met, Some(true), "{}", big.measured);
         assert!(big.measured.contains("5.00×"));
@@ -1070,10 +1063,7 @@ mod tests {
             { "scenario": "fanout-10000-nchan", "server": "nchan", "result": steps(&[(5.0, 140_000.0), (10.0, 240_000.0)]) },
         ]});
         let judged = judge(&report);
-        let j = judged
-            .iter()
-            .find(|j| j.target.starts_with("fan-out, 10,000"))
-            .unwrap();
+        let j = judged_as(&judged, "fan-out, 10,000");
         assert_eq!(j.met, Some(false));
         assert!(
             j.measured.contains("Tideway 70 ms, Nchan 140 ms"),
@@ -1106,10 +1096,7 @@ mod tests {
             { "scenario": "unicast-2000-nchan", "server": "nchan", "result": unicast(37_000.0, 28.0, 0.8) },
         ]});
         let judged = judge(&report);
-        let j = judged
-            .iter()
-            .find(|j| j.target.starts_with("unicast, 2,000"))
-            .unwrap();
+        let j = judged_as(&judged, "unicast, 2,000");
         assert_eq!(j.met, Some(false));
         assert!(
             j.distance.contains("cause: at the knee the gateway spends 26.0 µs of CPU per event, 72% of it in the kernel (Nchan 28.0 µs, 80%)"),
@@ -1148,12 +1135,7 @@ mod tests {
             { "scenario": "fanout-10000", "server": "tideway", "result": fanout },
         ]});
         let judged = judge(&report);
-        let find = |prefix: &str| {
-            judged
-                .iter()
-                .find(|j| j.target.starts_with(prefix))
-                .unwrap()
-        };
+        let find = |prefix: &str| judged_as(&judged, prefix);
         let unicast = find("unicast, 2,000 topics: ≥ 2×");
         assert_eq!(unicast.met, Some(true), "{}", unicast.measured);
         assert!(
@@ -1187,10 +1169,7 @@ mod tests {
             { "scenario": "unicast-2000-nchan", "server": "nchan", "result": unicast_steps(&[(4_000.0, 1_400.0, 40.0)]) },
         ]});
         let judged = judge(&report);
-        let unicast = judged
-            .iter()
-            .find(|j| j.target.starts_with("unicast, 2,000 topics: ≥ 2×"))
-            .unwrap();
+        let unicast = judged_as(&judged, "unicast, 2,000 topics: ≥ 2×");
         assert_eq!(unicast.met, None);
         assert!(
             unicast.measured.contains(
