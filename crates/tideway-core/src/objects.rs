@@ -247,18 +247,19 @@ impl Directory {
         }
     }
 
-    /// Adds `connection` after every one before it; returns its arrival number.
-    pub fn add_connection(&mut self, connection: ConnectionRecord) -> u64 {
+    /// Adds `connection` after every one before it; returns its arrival number and, if
+    /// it was here already, the one it had (it moves to the end rather than being listed
+    /// twice).
+    pub fn add_connection(&mut self, connection: ConnectionRecord) -> (u64, Option<u64>) {
         self.next_arrival += 1;
-        if let Some(earlier) = self
+        let earlier = self
             .arrivals
-            .insert(connection.id.clone(), self.next_arrival)
-        {
-            // Added again: it moves to the end rather than being listed twice.
+            .insert(connection.id.clone(), self.next_arrival);
+        if let Some(earlier) = earlier {
             self.connections.remove(&earlier);
         }
         self.connections.insert(self.next_arrival, connection);
-        self.next_arrival
+        (self.next_arrival, earlier)
     }
 
     /// Forgets connection `id`; returns the arrival number it had, if it was here.
@@ -350,7 +351,15 @@ mod tests {
         for n in [3, 1, 2] {
             directory.add_connection(connection(n));
         }
-        directory.remove_connection(&ConnectionId::new("n", 1));
+        assert_eq!(
+            directory.add_connection(connection(3)),
+            (4, Some(1)),
+            "added again: moved to the end, its first arrival given back"
+        );
+        assert_eq!(
+            directory.remove_connection(&ConnectionId::new("n", 1)),
+            Some(2)
+        );
         let page = Page {
             page: 1,
             page_size: 10,
@@ -365,8 +374,8 @@ mod tests {
         assert_eq!(
             ids,
             [
-                ConnectionId::new("n", 3).to_string(),
-                ConnectionId::new("n", 2).to_string()
+                ConnectionId::new("n", 2).to_string(),
+                ConnectionId::new("n", 3).to_string()
             ]
         );
         directory.revoke("gone".into(), 0);

@@ -286,8 +286,10 @@ impl DirectoryState {
     }
 
     fn add_connection(&mut self, storage: &mut Storage, connection: ConnectionRecord) {
-        self.remove_connection(storage, &connection.id);
-        let arrival = self.directory.add_connection(connection.clone());
+        let (arrival, earlier) = self.directory.add_connection(connection.clone());
+        if let Some(earlier) = earlier {
+            storage.delete(&arrival_key(earlier));
+        }
         storage.put(arrival_key(arrival), connection);
         storage.put("next".into(), arrival);
     }
@@ -568,16 +570,13 @@ impl Store for DoStore {
         topics: &TopicList,
         event: &Arc<Event>,
     ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
-        let (store, topics, event) = (self.clone(), topics.clone(), event.clone());
-        self.shared
-            .sequencer
-            .call_sequenced(move |ctx| async move {
-                // The sequencer's turn is held to the end: publishes reach the topics,
-                // and the inbox, one after another, in position order.
-                let _turn = turn(&ctx, |s: &SequencerState| s.turn.clone()).await?;
-                Ok(store.sequence(&ctx, &topics, &event).await)
-            })
-            .await
+        // In the sequencer's turn: publishes reach the topics, and the inbox, one after
+        // another, in position order.
+        let (topics, event) = (topics.clone(), event.clone());
+        self.in_sequencer_turn(move |store, ctx| async move {
+            store.sequence(&ctx, &topics, &event).await
+        })
+        .await
     }
 
     async fn tail(
@@ -598,15 +597,12 @@ impl Store for DoStore {
         topics: &TopicList,
         last_event_id: &EventId,
     ) -> Result<HistoryRead, StoreError> {
-        let (store, topics, id) = (self.clone(), topics.clone(), last_event_id.clone());
-        self.shared
-            .sequencer
-            .call_sequenced(move |ctx| async move {
-                // Held across the reads of every topic: no publish lands between two.
-                let _turn = turn(&ctx, |s: &SequencerState| s.turn.clone()).await?;
-                Ok(store.read(&ctx, &topics, &id).await)
-            })
-            .await
+        // In the sequencer's turn: no publish lands between the reads of two topics.
+        let (topics, id) = (topics.clone(), last_event_id.clone());
+        self.in_sequencer_turn(
+            move |store, ctx| async move { store.read(&ctx, &topics, &id).await },
+        )
+        .await
     }
 
     async fn revoke_token(&self, id: &str, until: u64) -> Result<(), StoreError> {
@@ -630,22 +626,27 @@ impl Store for DoStore {
     }
 }
 
-impl Namespace<SequencerState> {
-    /// A message to the sequencer whose answer is a store result.
-    async fn call_sequenced<R, F, Fut>(&self, message: F) -> Result<R, StoreError>
+impl DoStore {
+    /// A message to the sequencer that runs `work` holding the sequencer's turn to its
+    /// end (both of its messages, `append` and `read_since`, await the topic objects).
+    async fn in_sequencer_turn<R, F, Fut>(&self, work: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(Ctx<SequencerState>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<Result<R, StoreError>, Gone>> + Send + 'static,
+        F: FnOnce(DoStore, Ctx<SequencerState>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<R, StoreError>> + Send + 'static,
     {
-        self.send(SEQUENCER, true, message)
+        let store = self.clone();
+        self.shared
+            .sequencer
+            .send(SEQUENCER, true, move |ctx| async move {
+                let _turn = turn(&ctx, |s: &SequencerState| s.turn.clone()).await?;
+                Ok(work(store, ctx).await)
+            })
             .await
             .unwrap_or(Err(Gone::Stopped))
             .map_err(gone)?
     }
-}
 
-impl DoStore {
     /// The sequencer's `append`, in its turn.
     async fn sequence(
         &self,
