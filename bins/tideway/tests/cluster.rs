@@ -392,7 +392,11 @@ async fn tenants_stay_apart_across_nodes_on_the_worker() {
 }
 
 async fn tenants_stay_apart(redis: &impl SharedStore) {
-    let dir = std::env::temp_dir().join(format!("tideway-tenants-{}", std::process::id()));
+    // One directory per call: the three stores' tests run at once in this process, and
+    // one's cleanup must not delete another's keys file.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tideway-tenants-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let keys = dir.join("keys.json");
     std::fs::write(
