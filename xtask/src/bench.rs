@@ -300,11 +300,13 @@ const SCENARIOS: &[Scenario] = &[
         ],
     ),
     nchan("fanout-10000-nchan", FANOUT_10000),
+    reference("fanout-10000-reference", FANOUT_10000),
     tideway("unicast-2000", UNICAST_2000),
     nchan("unicast-2000-nchan", UNICAST_2000),
     reference("unicast-2000-reference", UNICAST_2000),
     tideway("unicast-10000", UNICAST_10000),
     nchan("unicast-10000-nchan", UNICAST_10000),
+    reference("unicast-10000-reference", UNICAST_10000),
     tideway("unicast-2000-batch1", batched!("unicast", "1", BATCH_RATES)),
     tideway(
         "unicast-2000-batch10",

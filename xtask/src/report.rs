@@ -361,9 +361,39 @@ fn fan_out_at(
         distance: if p99 <= limit_ms {
             String::new()
         } else {
-            format!("{:.1}× the {limit_ms} ms goal", p99 / limit_ms)
+            let mut distance = format!("{:.1}× the {limit_ms} ms goal", p99 / limit_ms);
+            if let Some(floor) = reference_fan_out(report, &format!("{name}-reference"), rate) {
+                distance.push_str("; ");
+                distance.push_str(&floor);
+            }
+            distance
         },
     }
+}
+
+/// What the bench's minimal reference server did in scenario `name` (the same fan-out):
+/// its p99 at the first step that offers `rate` delivered events/s, or at its lowest step
+/// and where it stopped when it never got there. How far the machine itself is from a
+/// fan-out target.
+fn reference_fan_out(report: &Value, name: &str, rate: f64) -> Option<String> {
+    let r = result(report, name)?;
+    let subscribers = r["subscribers"].as_f64()?;
+    let steps: Vec<&Value> = r["steps"].as_array()?.iter().collect();
+    let p99_ms = |step: &Value| step["publish_to_receive_us"]["p99"].as_f64().unwrap_or(f64::MAX) / 1000.0;
+    let offered = |step: &Value| step["offered_events_per_second"].as_f64().unwrap_or(0.0) * subscribers;
+    if let Some(step) = steps.iter().find(|s| offered(s) >= rate) {
+        return Some(format!(
+            "the minimal reference server there: p99 {:.0} ms",
+            p99_ms(step)
+        ));
+    }
+    let (first, last) = (steps.first()?, steps.last()?);
+    Some(format!(
+        "the minimal reference server stopped at {} events/s offered, with p99 {:.0} ms at its lowest step ({} events/s)",
+        si(offered(last)),
+        p99_ms(first),
+        si(offered(first))
+    ))
 }
 
 fn judge(report: &Value) -> Vec<Judged> {
@@ -421,6 +451,17 @@ fn judge(report: &Value) -> Vec<Judged> {
                 "; cause: at the knee the gateway spends {ours:.1} µs of CPU per event, {:.0}% of it in the kernel (Nchan {theirs:.1} µs, {:.0}%): three TCP segments per event either way",
                 kernel * 100.0,
                 their_kernel * 100.0
+            ));
+        }
+        // How far the target is from what this machine allows at all.
+        let reference = knee_within(report, &format!("unicast-{size}-reference"), 1000.0);
+        if let (Some(last), Some(reference), Some(theirs)) = (judged.last_mut(), reference, theirs)
+            && last.met == Some(false)
+            && theirs > 0.0
+        {
+            last.distance.push_str(&format!(
+                "; the minimal reference server reaches {:.2}× Nchan here",
+                reference / theirs
             ));
         }
     }
@@ -1094,12 +1135,19 @@ mod tests {
         let report = json!({ "results": [
             { "scenario": "unicast-2000", "server": "tideway", "result": unicast(44_000.0, 26.0, 0.72) },
             { "scenario": "unicast-2000-nchan", "server": "nchan", "result": unicast(37_000.0, 28.0, 0.8) },
+            { "scenario": "unicast-2000-reference", "server": "reference", "result": unicast(55_500.0, 20.0, 0.95) },
         ]});
         let judged = judge(&report);
         let j = judged_as(&judged, "unicast, 2,000");
         assert_eq!(j.met, Some(false));
         assert!(
             j.distance.contains("cause: at the knee the gateway spends 26.0 µs of CPU per event, 72% of it in the kernel (Nchan 28.0 µs, 80%)"),
+            "{}",
+            j.distance
+        );
+        assert!(
+            j.distance
+                .ends_with("; the minimal reference server reaches 1.50× Nchan here"),
             "{}",
             j.distance
         );
@@ -1163,6 +1211,29 @@ mod tests {
             fan.measured
         );
         assert_eq!(fan.distance, "1.2× the 50 ms goal");
+        // With the reference server beside it, the distance says what the machine allows.
+        let reference = |steps: &[(u32, u32)]| {
+            json!({ "scenario": "fanout", "subscribers": 10_000, "knee_ms": 50.0, "steps": steps.iter().map(|(rate, p99)| json!({
+                "offered_events_per_second": rate, "delivered_events_per_second": rate * 10_000,
+                "publish_to_receive_us": { "p99": p99 }, "lost": 0 })).collect::<Vec<_>>() })
+        };
+        let with = |reference: Value| {
+            let report = json!({ "results": [
+                { "scenario": "fanout-10000", "server": "tideway", "result": fanout },
+                { "scenario": "fanout-10000-reference", "server": "reference", "result": reference },
+            ]});
+            judged_as(&judge(&report), "fan-out, 10,000 SSE subscribers: p99 ≤ 50 ms")
+                .distance
+                .clone()
+        };
+        assert_eq!(
+            with(reference(&[(5, 150_000), (10, 600_000)])),
+            "1.2× the 50 ms goal; the minimal reference server stopped at 100.0k events/s offered, with p99 150 ms at its lowest step (50.0k events/s)"
+        );
+        assert_eq!(
+            with(reference(&[(5, 40_000), (25, 90_000)])),
+            "1.2× the 50 ms goal; the minimal reference server there: p99 90 ms"
+        );
         // Nchan never under the line: no ratio, said so.
         let report = json!({ "results": [
             { "scenario": "unicast-2000", "server": "tideway", "result": unicast_steps(&[(4_000.0, 900.0, 30.0)]) },
