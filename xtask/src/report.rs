@@ -379,8 +379,14 @@ fn reference_fan_out(report: &Value, name: &str, rate: f64) -> Option<String> {
     let r = result(report, name)?;
     let subscribers = r["subscribers"].as_f64()?;
     let steps: Vec<&Value> = r["steps"].as_array()?.iter().collect();
-    let p99_ms = |step: &Value| step["publish_to_receive_us"]["p99"].as_f64().unwrap_or(f64::MAX) / 1000.0;
-    let offered = |step: &Value| step["offered_events_per_second"].as_f64().unwrap_or(0.0) * subscribers;
+    let p99_ms = |step: &Value| {
+        step["publish_to_receive_us"]["p99"]
+            .as_f64()
+            .unwrap_or(f64::MAX)
+            / 1000.0
+    };
+    let offered =
+        |step: &Value| step["offered_events_per_second"].as_f64().unwrap_or(0.0) * subscribers;
     if let Some(step) = steps.iter().find(|s| offered(s) >= rate) {
         return Some(format!(
             "the minimal reference server there: p99 {:.0} ms",
@@ -1222,9 +1228,12 @@ mod tests {
                 { "scenario": "fanout-10000", "server": "tideway", "result": fanout },
                 { "scenario": "fanout-10000-reference", "server": "reference", "result": reference },
             ]});
-            judged_as(&judge(&report), "fan-out, 10,000 SSE subscribers: p99 ≤ 50 ms")
-                .distance
-                .clone()
+            judged_as(
+                &judge(&report),
+                "fan-out, 10,000 SSE subscribers: p99 ≤ 50 ms",
+            )
+            .distance
+            .clone()
         };
         assert_eq!(
             with(reference(&[(5, 150_000), (10, 600_000)])),

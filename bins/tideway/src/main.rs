@@ -110,7 +110,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             max_ttl: args.token_max_ttl.0,
             ..TokenConfig::default()
         },
-        direct_subscribe: true,
+        direct: true,
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),

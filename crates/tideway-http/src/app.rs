@@ -27,6 +27,15 @@ pub(crate) struct App<S> {
     pub(crate) followers: Followers,
     /// Connections accepted, by protocol, for `/metrics`.
     pub(crate) protocols: crate::server::Protocols,
+    /// Requests served without hyper, by route, for `/metrics`.
+    pub(crate) direct: DirectServed,
+}
+
+/// Requests the direct path (`direct`) served, by route.
+#[derive(Default)]
+pub(crate) struct DirectServed {
+    pub(crate) stream: std::sync::atomic::AtomicU64,
+    pub(crate) publish: std::sync::atomic::AtomicU64,
 }
 
 /// How many admin tail followers each key has open. Cloning bumps a reference count.

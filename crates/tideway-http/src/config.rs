@@ -102,10 +102,11 @@ pub struct HttpConfig {
     pub write_timeout: Duration,
     /// Subscriber tokens and private topics.
     pub tokens: TokenConfig,
-    /// Whether a connection whose first bytes are exactly one bodiless subscribe head is
-    /// served without hyper (see `direct`). On by default; off only to compare the two
-    /// paths, which must answer alike.
-    pub direct_subscribe: bool,
+    /// Whether subscribes and publishes that this crate can read exactly are served
+    /// without hyper (see `direct`): a connection whose first bytes are one bodiless
+    /// subscribe head, and the plain `Content-Length` publishes of a kept-alive publisher.
+    /// On by default; off only to compare the two paths, which must answer alike.
+    pub direct: bool,
     /// Serve TLS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate and key instead of
     /// plain HTTP/1.1.
     pub tls: Option<crate::tls::TlsFiles>,
@@ -126,7 +127,7 @@ impl Default for HttpConfig {
             max_header_bytes: 16 * 1024,
             write_timeout: Duration::from_secs(10),
             tokens: TokenConfig::default(),
-            direct_subscribe: true,
+            direct: true,
             tls: None,
         }
     }

@@ -16,20 +16,42 @@
 //!
 //! Anything else goes to hyper untouched: the head is only peeked, so nothing is consumed
 //! unless this module takes the connection.
+//!
+//! Publishers are served here too ([`publishes`]): a connection whose first bytes start a
+//! `POST /v1/publish` is read by this module for as long as each request on it is exactly
+//! one whole publish with its `Content-Length` body (see [`parse_publish`]); each is
+//! answered by the same handler as hyper's (`App::publish_direct`) and the connection is
+//! kept alive. hyper's per-request machinery (its dispatcher, header map, read-ahead
+//! buffer, body channel and header timer) was about an eighth of the gateway's CPU per
+//! unicast event (docs/performance.md). At the first request that is anything else, the
+//! connection goes to hyper with the bytes already read in front of it ([`Rewound`]), and
+//! hyper is the judge from then on.
 
-use std::{io, time::SystemTime};
-
-use bytes::Bytes;
-use futures_util::FutureExt as _;
-use http::{HeaderName, HeaderValue, Method, Request, Version};
-use http_body::Body as _;
-use http_body_util::BodyExt as _;
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
+use std::{
+    cell::RefCell,
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use crate::{app::Peer, response::Response};
+use bytes::{Buf as _, Bytes, BytesMut};
+use futures_util::FutureExt as _;
+use http::{HeaderName, HeaderValue, Method, Request, Version, header};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use tideway_core::Store;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf},
+    net::TcpStream,
+    sync::watch,
+    time::Instant,
+};
+
+use crate::{
+    app::{App, Peer},
+    response::Response,
+};
 
 /// How much of a connection's first bytes are looked at. A subscribe head is a few hundred
 /// bytes (a token in a header adds a few hundred more); a larger one goes to hyper.
@@ -38,26 +60,46 @@ const PEEK: usize = 4096;
 /// The most a single write carries; more that is ready waits for the next one.
 const MAX_BATCH: usize = 64 * 1024;
 
-/// The route served here.
+/// The routes served here.
 const STREAM_PATH: &str = "/v1/stream";
+const PUBLISH_PATH: &str = "/v1/publish";
 
-/// Reads the first request's head from `stream` if it is a subscribe this module serves
-/// (and `enabled`); `None` leaves the connection as it was, for hyper.
-pub(crate) async fn take_subscribe(
-    stream: &mut TcpStream,
-    enabled: bool,
-) -> io::Result<Option<Request<()>>> {
+/// The most of one publish (head and body) read here; a larger one goes to hyper.
+const MAX_PUBLISH: usize = 16 * 1024;
+
+/// What a connection's first bytes are, for this module.
+pub(crate) enum First {
+    /// One whole bodiless subscribe head, now read from the connection.
+    Subscribe(Box<Request<()>>),
+    /// The start of a publish: for [`publishes`], nothing read yet.
+    Publish,
+    /// Anything else: hyper's, nothing read.
+    Other,
+}
+
+/// Looks at the first bytes of `stream` (when `enabled`): reads the head of a subscribe
+/// this module serves, and says whether a publish starts; otherwise leaves the connection
+/// as it was, for hyper.
+pub(crate) async fn take_first(stream: &mut TcpStream, enabled: bool) -> io::Result<First> {
     if !enabled {
-        return Ok(None);
+        return Ok(First::Other);
     }
     let mut buf = vec![0u8; PEEK];
     let seen = stream.peek(&mut buf).await?;
-    let Some((request, head_len)) = parse_subscribe(&buf[..seen]) else {
-        return Ok(None);
-    };
-    // The head is in the socket's receive queue; take exactly it.
-    stream.read_exact(&mut buf[..head_len]).await?;
-    Ok(Some(request))
+    let seen = &buf[..seen];
+    if let Some((request, head_len)) = parse_subscribe(seen) {
+        // The head is in the socket's receive queue; take exactly it.
+        stream.read_exact(&mut buf[..head_len]).await?;
+        return Ok(First::Subscribe(Box::new(request)));
+    }
+    let publish = seen
+        .strip_prefix(b"POST /v1/publish")
+        .is_some_and(|rest| matches!(rest.first(), Some(b' ' | b'?')));
+    Ok(if publish {
+        First::Publish
+    } else {
+        First::Other
+    })
 }
 
 /// The subscribe request in `bytes` and the length of its head, if `bytes` are exactly one
@@ -70,46 +112,256 @@ pub(crate) async fn take_subscribe(
 /// `0`: two of them, even equal, are hyper's to refuse), an upgrade, an `Expect`, another
 /// method, version or path, and anything httparse or the `http` types refuse.
 pub(crate) fn parse_subscribe(bytes: &[u8]) -> Option<(Request<()>, usize)> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(head_len) = parsed.parse(bytes).ok()? else {
-        return None;
-    };
-    if head_len != bytes.len() {
-        return None;
-    }
-    let path = parsed.path?;
-    let route = path.split_once('?').map_or(path, |(route, _)| route);
-    if parsed.method != Some("GET") || route != STREAM_PATH || parsed.version != Some(1) {
-        return None;
-    }
-    let mut request = Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .version(Version::HTTP_11)
-        .body(())
-        .ok()?;
-    let map = request.headers_mut();
-    for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(header.value).ok()?;
-        map.append(name, value);
-    }
-    let mut lengths = map.get_all(http::header::CONTENT_LENGTH).iter();
-    let no_body = match (lengths.next(), lengths.next()) {
-        (None, _) => true,
-        (Some(length), None) => length.as_bytes() == b"0",
-        (Some(_), Some(_)) => false,
-    };
-    let hyper_only = [
-        http::header::TRANSFER_ENCODING,
-        http::header::UPGRADE,
-        http::header::EXPECT,
-    ];
-    if !no_body || hyper_only.iter().any(|name| map.contains_key(name)) {
+    let (request, head_len) = parse_head(bytes, Method::GET, STREAM_PATH).ok()?;
+    if head_len != bytes.len() || body_length(&request)? != 0 {
         return None;
     }
     Some((request, head_len))
+}
+
+/// Why the bytes read so far are not a request served here.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Unserved {
+    /// Not whole yet: more is read.
+    Partial,
+    /// Anything else: hyper's.
+    Hyper,
+}
+
+/// The head at the start of `bytes`, and its length, if it is a `method` request for
+/// `route` over HTTP/1.1 that this module may serve: no `Transfer-Encoding`, `Upgrade` or
+/// `Expect`, and everything httparse and the `http` types accept.
+fn parse_head(bytes: &[u8], method: Method, route: &str) -> Result<(Request<()>, usize), Unserved> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(bytes) {
+        Ok(httparse::Status::Complete(head_len)) => head_len,
+        Ok(httparse::Status::Partial) => return Err(Unserved::Partial),
+        Err(_) => return Err(Unserved::Hyper),
+    };
+    let path = parsed.path.ok_or(Unserved::Hyper)?;
+    let asked = path.split_once('?').map_or(path, |(route, _)| route);
+    if parsed.method != Some(method.as_str()) || asked != route || parsed.version != Some(1) {
+        return Err(Unserved::Hyper);
+    }
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .version(Version::HTTP_11)
+        .body(())
+        .map_err(|_| Unserved::Hyper)?;
+    let map = request.headers_mut();
+    for header in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_bytes(header.value),
+        ) else {
+            return Err(Unserved::Hyper);
+        };
+        map.append(name, value);
+    }
+    let hyper_only = [header::TRANSFER_ENCODING, header::UPGRADE, header::EXPECT];
+    if hyper_only.iter().any(|name| map.contains_key(name)) {
+        return Err(Unserved::Hyper);
+    }
+    Ok((request, head_len))
+}
+
+/// The body's length a head announces: 0 without `Content-Length`, else its one value,
+/// plain ASCII digits. `None` (hyper's to judge) for two of them, even equal, a sign, a
+/// space or a list.
+fn body_length(request: &Request<()>) -> Option<usize> {
+    let mut lengths = request.headers().get_all(header::CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => Some(0),
+        (Some(length), None) => {
+            let digits = length.as_bytes();
+            if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            std::str::from_utf8(digits).ok()?.parse().ok()
+        }
+        (Some(_), Some(_)) => None,
+    }
+}
+
+/// One whole `POST /v1/publish` at the start of `bytes`: its head, the head's length and
+/// the body's. Not yet whole but within [`MAX_PUBLISH`]: [`Unserved::Partial`]; anything
+/// else (another request, a body announced otherwise than by one plain `Content-Length`,
+/// more than [`MAX_PUBLISH`] bytes): [`Unserved::Hyper`]. The edge policy is the subscribe path's: take
+/// only what hyper would serve the same way. A publish here is a `POST /v1/publish` over
+/// HTTP/1.1 whose body is announced by exactly one `Content-Length` of plain digits, with
+/// no `Transfer-Encoding`, `Upgrade` or `Expect` (a publish that waits for `100 Continue`
+/// is the drop path's, hyper's); head and body within [`MAX_PUBLISH`]. Bytes after it
+/// (the next request, pipelined) are left where they are.
+pub(crate) fn parse_publish(bytes: &[u8]) -> Result<(Request<()>, usize, usize), Unserved> {
+    match parse_head(bytes, Method::POST, PUBLISH_PATH) {
+        Ok((request, head_len)) => match body_length(&request) {
+            Some(body_len) if head_len + body_len > MAX_PUBLISH => Err(Unserved::Hyper),
+            Some(body_len) if head_len + body_len > bytes.len() => Err(Unserved::Partial),
+            Some(body_len) => Ok((request, head_len, body_len)),
+            None => Err(Unserved::Hyper),
+        },
+        Err(Unserved::Partial) if bytes.len() < MAX_PUBLISH => Err(Unserved::Partial),
+        Err(_) => Err(Unserved::Hyper),
+    }
+}
+
+/// A connection handed to hyper, with what was read of its next request.
+pub(crate) struct Handover {
+    pub(crate) io: Rewound,
+    /// How long its next request's head has been awaited, which hyper's header timeout
+    /// counts too.
+    pub(crate) waited: Duration,
+}
+
+/// Serves publishes on `stream` (whose first bytes start one) until it closes, the
+/// server stops, or a request arrives that is not exactly one whole publish: then the
+/// connection is returned for hyper, with the bytes read of that request in front.
+///
+/// A request's head and body must arrive within `header_read_timeout` of the moment the
+/// connection was ready for it (the accept, or the previous answer); a connection idle that
+/// long is closed, as hyper closes its idle ones. A request cut short by the timeout or by
+/// the client's close goes to hyper, which answers it its way.
+pub(crate) async fn publishes<S: Store>(
+    mut stream: TcpStream,
+    app: &App<S>,
+    peer: &Peer,
+    stopping: &mut watch::Receiver<bool>,
+    header_read_timeout: Duration,
+    accepted: Instant,
+) -> Option<Handover> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut waiting_since = accepted;
+    let handover = |stream, buf: BytesMut, since: Instant| {
+        Some(Handover {
+            io: Rewound {
+                read: buf.freeze(),
+                stream,
+            },
+            waited: since.elapsed(),
+        })
+    };
+    loop {
+        let (request, head_len, body_len) = match parse_publish(&buf) {
+            Ok(whole) => whole,
+            Err(Unserved::Hyper) => return handover(stream, buf, waiting_since),
+            Err(Unserved::Partial) => {
+                let deadline = waiting_since + header_read_timeout;
+                buf.reserve(4096.min(MAX_PUBLISH - buf.len()).max(1));
+                let idle = buf.is_empty();
+                let read = tokio::select! {
+                    read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+                    // An idle connection closes when the server stops; a request under
+                    // way is read to its end first.
+                    _ = stopping.wait_for(|&stop| stop), if idle => return None,
+                };
+                match read {
+                    Ok(Ok(0)) | Err(_) if idle => return None,
+                    Ok(Ok(0)) | Err(_) => return handover(stream, buf, waiting_since),
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(err)) => {
+                        tracing::debug!(peer = %peer.addr, error = %err, "connection failed");
+                        return None;
+                    }
+                }
+            }
+        };
+        let body = Bytes::copy_from_slice(&buf[head_len..head_len + body_len]);
+        buf.advance(head_len + body_len);
+        let close = wants_close(request.headers());
+        let response = app.publish_direct(request.map(|()| body)).await;
+        let close = close || wants_close(response.headers()) || *stopping.borrow();
+        let mut out = Vec::with_capacity(512);
+        let (parts, body) = response.into_parts();
+        // A publish's answer is whole: its body is collected at once.
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        head(&mut out, &parts, Some(body.len() as u64), close);
+        out.extend_from_slice(&body);
+        if stream.write_all(&out).await.is_err() {
+            return None;
+        }
+        if close {
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        waiting_since = Instant::now();
+    }
+}
+
+/// Whether `headers` ask for the connection to close after this exchange.
+fn wants_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+/// A connection with bytes already read from it in front: what hyper reads first.
+pub(crate) struct Rewound {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl Rewound {
+    /// `stream` with nothing read from it.
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Self {
+            read: Bytes::new(),
+            stream,
+        }
+    }
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Writes `response` on `stream` and, for a stream body, keeps writing until the body
@@ -118,7 +370,7 @@ pub(crate) async fn serve(mut stream: TcpStream, response: Response, peer: &Peer
     let (parts, mut body) = response.into_parts();
     let length = body.size_hint().exact();
     let mut out = Vec::with_capacity(512);
-    head(&mut out, &parts, length);
+    head(&mut out, &parts, length, true);
     // The head's headers are written; they need not live as long as the stream.
     drop(parts);
     if length.is_some() {
@@ -202,9 +454,9 @@ async fn client_gone(stream: &TcpStream) {
     }
 }
 
-/// The status line and headers of `parts`, with `Date`, the framing of the body and
-/// `Connection: close` (the connection ends with the response).
-fn head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<u64>) {
+/// The status line and headers of `parts`, with `Date`, the framing of the body and, when
+/// the connection ends with the response, `Connection: close`.
+fn head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<u64>, close: bool) {
     let status = parts.status;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -218,7 +470,7 @@ fn head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<u64>) {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"date: ");
-    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    date(out);
     out.extend_from_slice(b"\r\n");
     match length {
         Some(length) => {
@@ -226,7 +478,29 @@ fn head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<u64>) {
         }
         None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
-    out.extend_from_slice(b"connection: close\r\n\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the `Date` header's value for now, formatted once a second per thread (as
+/// hyper does: it changes once a second, and publishes are many).
+fn date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    DATE.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(cached.1.as_bytes());
+    });
 }
 
 /// Appends `data` as one chunk of a chunked body, and the last chunk when `last`.
@@ -289,6 +563,69 @@ mod tests {
     }
 
     #[test]
+    fn takes_only_whole_plain_publishes() {
+        let publish = b"POST /v1/publish HTTP/1.1\r\nx-sse-topic: a\r\nx-sse-id: 1\r\ncontent-length: 3\r\n\r\nabc";
+        let (request, head, body) = parse_publish(publish).expect("a plain publish is taken");
+        assert_eq!((head + body, body), (publish.len(), 3));
+        assert_eq!(request.headers()["x-sse-id"], "1");
+        // The next request, pipelined, is left where it is.
+        let mut two = publish.to_vec();
+        two.extend_from_slice(b"GET /healthz HTTP/1.1\r\n\r\n");
+        assert!(matches!(parse_publish(&two), Ok((_, h, b)) if h + b == publish.len()));
+        // No length: an empty body (the handler refuses an empty event as it would).
+        let empty = b"POST /v1/publish?topic=a HTTP/1.1\r\nx-sse-id: 1\r\n\r\n";
+        assert!(matches!(parse_publish(empty), Ok((_, _, 0))));
+        // Cut anywhere before its end, it is partial: more is read.
+        for cut in 0..publish.len() {
+            assert!(
+                matches!(parse_publish(&publish[..cut]), Err(Unserved::Partial)),
+                "cut at {cut}"
+            );
+        }
+        for other in [
+            &b"POST /v1/publish/batch HTTP/1.1\r\ncontent-length: 2\r\n\r\n[]"[..],
+            b"POST /v1/publish HTTP/1.0\r\ncontent-length: 1\r\n\r\na",
+            b"PUT /v1/publish HTTP/1.1\r\ncontent-length: 1\r\n\r\na",
+            b"GET /v1/publish HTTP/1.1\r\n\r\n",
+            b"POST /v1/publish HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+            b"POST /v1/publish HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\na",
+            b"POST /v1/publish HTTP/1.1\r\ncontent-length: +1\r\n\r\na",
+            b"POST /v1/publish HTTP/1.1\r\ncontent-length: 1, 1\r\n\r\na",
+            b"POST /v1/publish HTTP/1.1\r\ncontent-length: \r\n\r\n",
+            b"POST /v1/publish HTTP/1.1\r\ncontent-length: 99999999999\r\n\r\n",
+            b"POST /v1/publish HTTP/1.1\r\ncontent-length: 20000\r\n\r\n",
+            b"POST /v1/publish HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 1\r\n\r\n",
+            b"POST /v1/publish HTTP/1.1\r\nupgrade: x\r\ncontent-length: 1\r\n\r\na",
+            b"POST /v1/publish HTTP/1.1\r\nbad header\r\n\r\n",
+            b"POST http://x/v1/publish HTTP/1.1\r\ncontent-length: 1\r\n\r\na",
+        ] {
+            assert!(
+                matches!(parse_publish(other), Err(Unserved::Hyper)),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        // A head that never ends within the limit is hyper's.
+        let mut endless = b"POST /v1/publish HTTP/1.1\r\nx-pad: ".to_vec();
+        endless.resize(MAX_PUBLISH, b'p');
+        assert!(matches!(parse_publish(&endless), Err(Unserved::Hyper)));
+    }
+
+    #[test]
+    fn close_is_a_token_of_connection() {
+        let headers = |value: &'static str| {
+            let mut map = http::HeaderMap::new();
+            map.insert(header::CONNECTION, HeaderValue::from_static(value));
+            map
+        };
+        assert!(wants_close(&headers("close")));
+        assert!(wants_close(&headers("keep-alive, Close")));
+        assert!(!wants_close(&headers("keep-alive")));
+        assert!(!wants_close(&headers("closed")));
+        assert!(!wants_close(&http::HeaderMap::new()));
+    }
+
+    #[test]
     fn chunks_carry_every_frame_once() {
         let mut out = Vec::new();
         chunk(
@@ -312,6 +649,26 @@ mod tests {
         fn any_first_bytes_are_safe(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
             if let Some((_, len)) = parse_subscribe(&bytes) {
                 proptest::prop_assert_eq!(len, bytes.len());
+            }
+        }
+
+        /// Whatever a publisher sends, looking at it never panics, and a publish taken lies
+        /// within the bytes seen and the limit.
+        #[test]
+        fn any_publish_bytes_are_safe(
+            head in proptest::sample::select(vec![
+                &b"POST /v1/publish HTTP/1.1\r\n"[..], b"POST /v1/publish?topic=a HTTP/1.1\r\n", b"",
+            ]),
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+        ) {
+            let mut all = head.to_vec();
+            all.extend_from_slice(&bytes);
+            match parse_publish(&all) {
+                Ok((_, head, body)) => {
+                    proptest::prop_assert!(head + body <= all.len().min(MAX_PUBLISH));
+                }
+                Err(Unserved::Partial) => proptest::prop_assert!(all.len() < MAX_PUBLISH),
+                Err(Unserved::Hyper) => {}
             }
         }
 

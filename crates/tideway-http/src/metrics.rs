@@ -53,6 +53,21 @@ pub(crate) fn render<S: Store>(app: &App<S>) -> Response {
             app.protocols.get(protocol),
         );
     }
+    out.family(
+        "direct_requests_total",
+        "counter",
+        "Requests served without hyper (the direct path for plain HTTP/1.1), by route.",
+    );
+    for (route, count) in [
+        ("/v1/stream", &app.direct.stream),
+        ("/v1/publish", &app.direct.publish),
+    ] {
+        out.sample(
+            "direct_requests_total",
+            &format!("route=\"{route}\""),
+            count.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
     out.simple(
         "connections_opened_total",
         "counter",

@@ -5,7 +5,6 @@
 
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Serialize;
 use tideway_core::{Event, Route, Store, unix_millis};
 use tideway_protocol::{EventData, EventId, EventType, TopicList, TopicName};
@@ -47,10 +46,16 @@ fn expects_continue(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
-pub(crate) async fn publish<S: Store>(
+/// A publish, whichever path read it: hyper's (`Incoming`) or the direct one (its body in
+/// hand).
+pub(crate) async fn publish<S: Store, B>(
     app: &App<S>,
-    request: Request<Incoming>,
-) -> Result<Response, ApiError> {
+    request: Request<B>,
+) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let key = app.authorize(request.headers(), Scope::Publish)?;
     let topics = app.topics(&request, false)?;
     let topics = reachable(&key, topics)?;
@@ -194,11 +199,15 @@ pub(crate) fn event_type(bytes: &[u8], field: &str) -> Result<EventType, ApiErro
 }
 
 /// Reads a request body of at most `max` bytes within `--header-read-timeout`.
-pub(crate) async fn read_body<S: Store>(
+pub(crate) async fn read_body<S: Store, B>(
     app: &App<S>,
-    body: Incoming,
+    body: B,
     max: usize,
-) -> Result<bytes::Bytes, ApiError> {
+) -> Result<bytes::Bytes, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let wait = app.config.header_read_timeout;
     let collected = tokio::time::timeout(wait, Limited::new(body, max).collect())
         .await

@@ -1,8 +1,10 @@
 //! Which handler answers which method and path.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering::Relaxed};
 
+use bytes::Bytes;
 use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use tideway_core::Store;
 
@@ -124,9 +126,24 @@ impl<S: Store> App<S> {
         }
     }
 
+    /// Answers a `POST /v1/publish` read outside hyper (see `direct`) as `route` would:
+    /// CORS, the head-size check, then the publish.
+    pub(crate) async fn publish_direct(&self, request: Request<Bytes>) -> Response {
+        self.direct.publish.fetch_add(1, Relaxed);
+        let origin = cors::origin(request.headers());
+        let answer = match self.check_head_size(&request) {
+            Ok(()) => publish::publish(self, request.map(Full::new)).await,
+            Err(err) => Err(err),
+        };
+        let mut response = answer.unwrap_or_else(ApiError::into_response);
+        cors::allow(&self.config.cors.publish, origin.as_ref(), &mut response);
+        response
+    }
+
     /// Answers a `GET /v1/stream` read outside hyper (see `direct`) as `route` would:
     /// CORS, the head-size check, then the subscription.
     pub(crate) async fn subscribe_direct(&self, request: Request<()>, peer: &Peer) -> Response {
+        self.direct.stream.fetch_add(1, Relaxed);
         let origin = cors::origin(request.headers());
         let answer = match self.check_head_size(&request) {
             Ok(()) => stream::subscribe(self, &request, peer).await,

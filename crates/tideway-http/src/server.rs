@@ -12,6 +12,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::{
     HttpConfig,
     app::{App, Peer},
+    direct::First,
 };
 
 /// A first head that took less than this before hyper took over keeps the shared
@@ -33,7 +34,7 @@ pub async fn run<S: Store>(
 ) -> io::Result<()> {
     let drain_timeout = config.drain_timeout;
     let header_read_timeout = config.header_read_timeout;
-    let direct = config.direct_subscribe;
+    let direct = config.direct;
     // hyper's own cap on a request head sits well above ours, so heads between the two
     // get our JSON 431 and only absurd ones get hyper's bare one.
     let max_buf_size = (config.max_header_bytes * 2).max(8192) + 8192;
@@ -139,7 +140,7 @@ pub async fn run<S: Store>(
                 tokio::select! {
                     first = tokio::time::timeout(
                         header_read_timeout,
-                        crate::direct::take_subscribe(&mut stream, direct),
+                        crate::direct::take_first(&mut stream, direct),
                     ) => Some(first),
                     _ = stop.wait_for(|&stop| stop) => None,
                 }
@@ -149,23 +150,43 @@ pub async fn run<S: Store>(
                 drop(alive);
                 return;
             };
+            // A head's time starts when the connection is ready for it (the accept, or
+            // the direct path's last answer), not when hyper takes over: a head that
+            // trickles in gets one timeout, not two.
+            let for_hyper = |waited: std::time::Duration| {
+                if waited < HEAD_TIME_SLACK {
+                    builder.clone()
+                } else {
+                    let mut shorter = (*builder).clone();
+                    shorter.header_read_timeout(header_read_timeout.saturating_sub(waited));
+                    Arc::new(shorter)
+                }
+            };
             match first {
-                Ok(Ok(Some(request))) => {
-                    let response = Box::pin(app.subscribe_direct(request, &context)).await;
+                Ok(Ok(First::Subscribe(request))) => {
+                    let response = Box::pin(app.subscribe_direct(*request, &context)).await;
                     Box::pin(crate::direct::serve(stream, response, &context)).await;
                 }
-                Ok(Ok(None)) => {
-                    // The first head's time started at the accept, not when hyper took
-                    // over: a head that trickles in gets one timeout, not two.
-                    let waited = accepted.elapsed();
-                    let builder = if waited < HEAD_TIME_SLACK {
-                        builder
-                    } else {
-                        let mut shorter = (*builder).clone();
-                        shorter.header_read_timeout(header_read_timeout.saturating_sub(waited));
-                        Arc::new(shorter)
-                    };
-                    Box::pin(serve_hyper(&builder, stream, app, context, stopping)).await;
+                Ok(Ok(First::Publish)) => {
+                    let mut stop = stopping.clone();
+                    let served = Box::pin(crate::direct::publishes(
+                        stream,
+                        &app,
+                        &context,
+                        &mut stop,
+                        header_read_timeout,
+                        accepted,
+                    ))
+                    .await;
+                    if let Some(handover) = served {
+                        let builder = for_hyper(handover.waited);
+                        Box::pin(serve_hyper(&builder, handover.io, app, context, stopping)).await;
+                    }
+                }
+                Ok(Ok(First::Other)) => {
+                    let builder = for_hyper(accepted.elapsed());
+                    let io = crate::direct::Rewound::new(stream);
+                    Box::pin(serve_hyper(&builder, io, app, context, stopping)).await;
                 }
                 Ok(Err(err)) => {
                     tracing::debug!(peer = %peer, error = %err, "connection failed before its first request");
@@ -288,7 +309,7 @@ async fn serve_secure<S: Store>(
 /// stopped reading) or, once the server stops, finishes its request in flight.
 async fn serve_hyper<S: Store>(
     builder: &hyper::server::conn::http1::Builder,
-    stream: tokio::net::TcpStream,
+    stream: crate::direct::Rewound,
     app: Arc<App<S>>,
     context: Peer,
     stopping: watch::Receiver<bool>,
@@ -405,6 +426,7 @@ impl<S: Store> Tideway<S> {
                 rate_limits: Default::default(),
                 followers: Default::default(),
                 protocols: Default::default(),
+                direct: Default::default(),
             }),
             _key_watch: Arc::new(KeyWatch(task)),
         }

@@ -1,16 +1,17 @@
-//! One edge policy for both subscribe paths: a connection whose first bytes are exactly a
-//! bodiless `GET /v1/stream` head is served without hyper (`direct`), anything else by
-//! hyper. Every request here goes, byte for byte, to a gateway with the direct path and to
-//! one without it, and the two answers must be the same: status, headers (but `date` and
-//! the framing, which differ by design: the direct path closes the connection after the
-//! stream, hyper keeps it) and body (de-chunked; for a stream, what it sends at once).
+//! One edge policy for both paths: a connection whose first bytes are exactly a bodiless
+//! `GET /v1/stream` head, and the plain `Content-Length` publishes of a kept-alive
+//! publisher, are served without hyper (`direct`), anything else by hyper. Every request
+//! here goes, byte for byte, to a gateway with the direct path and to one without it, and
+//! the two answers must be the same: status, headers (but `date` and the framing, which
+//! differ by design: the direct path closes the connection after a stream, hyper keeps it)
+//! and body (de-chunked; for a stream, what it sends at once).
 
 use std::time::Duration;
 
 use tideway_core::CoreConfig;
 use tideway_http::{CorsOrigins, HttpConfig, TokenConfig};
 use tideway_store_memory::MemoryConfig;
-use tideway_test_util::TestGateway;
+use tideway_test_util::{API_KEY, HttpReader, TestGateway};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -22,18 +23,24 @@ const SECRET: &[u8] = b"edge-test-token-secret-of-32-bytes!";
 /// check is the one that answers.
 const MAX_HEAD: usize = 1024;
 
+/// A body larger than this is refused; one just over it still fits what the direct path
+/// reads of a publish (16 KiB), so its answer is the handler's, on both paths.
+const MAX_BODY: usize = 512;
+
 fn config(direct: bool) -> HttpConfig {
     let mut config = HttpConfig {
         max_header_bytes: MAX_HEAD,
         max_topics: 4,
+        max_body: MAX_BODY,
         tokens: TokenConfig {
             secret: SECRET.to_vec(),
             ..TokenConfig::default()
         },
-        direct_subscribe: direct,
+        direct,
         ..HttpConfig::default()
     };
     config.cors.subscribe = CorsOrigins::parse("https://good.example");
+    config.cors.publish = CorsOrigins::parse("https://good.example");
     config
 }
 
@@ -272,6 +279,201 @@ async fn the_subscribe_suite_answers_alike_on_both_paths() {
     );
 }
 
+/// A `POST /v1/publish` with `headers` (each `name: value`; the test key unless one is
+/// given) and `body` with its `Content-Length`, kept alive.
+fn post(path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut text = format!("POST {path} HTTP/1.1\r\nhost: localhost\r\n");
+    if !headers.iter().any(|h| h.starts_with("authorization")) {
+        text.push_str(&format!("authorization: Bearer {API_KEY}\r\n"));
+    }
+    for header in headers {
+        text.push_str(header);
+        text.push_str("\r\n");
+    }
+    text.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// How many publishes `gateway` served on the direct path, from its `/metrics`.
+async fn served_directly(gateway: &TestGateway) -> u64 {
+    let metrics = gateway.get("/metrics", &[]).await.text();
+    metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("tideway_direct_requests_total{")
+                && line.contains("route=\"/v1/publish\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no direct publish count in {metrics}"))
+}
+
+#[tokio::test]
+async fn the_publish_suite_answers_alike_on_both_paths() {
+    let gateways = pair().await;
+    let _keeper = gateways.0.subscribe("/v1/stream?topic=a", &[]).await;
+    let _keeper_b = gateways.1.subscribe("/v1/stream?topic=a", &[]).await;
+    let long = format!("x-pad: {}", "p".repeat(MAX_HEAD));
+    let big = vec![b'x'; MAX_BODY + 1];
+    // (request, whether the direct path takes it)
+    let cases: Vec<(Vec<u8>, bool)> = vec![
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p1"], b"one"), true),
+        (post("/v1/publish", &["x-sse-topic: a, b", "x-sse-id: p2", "x-sse-event: note"], b"two"), true),
+        // Again: the id was seen, nothing is published twice.
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p1"], b"one"), true),
+        (post("/v1/publish", &["x-sse-topic: nobody", "x-sse-id: p3"], b"x"), true),
+        (post("/v1/publish?topic=a", &["x-sse-id: p4"], b"x"), true),
+        (post("/v1/publish", &["x-sse-topic: a"], b"no id"), true),
+        (post("/v1/publish", &["x-sse-topic: a", &format!("x-sse-id: {}", "i".repeat(300))], b"x"), true),
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p5", "x-sse-event: tideway.fake"], b"x"), true),
+        (post("/v1/publish", &["x-sse-topic: bad topic!", "x-sse-id: p6"], b"x"), true),
+        (post("/v1/publish", &["x-sse-topic: a,b,c,d,e", "x-sse-id: p7"], b"x"), true),
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p8"], b"\xff\xfe"), true),
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p9"], b""), true),
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p10"], &big), true),
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p11", &long], b"x"), true),
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p12", "authorization: Bearer wrong"], b"x"), true),
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p13", "origin: https://good.example"], b"x"), true),
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p14", "origin: https://evil.example"], b"x"), true),
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p15", "connection: close"], b"x"), true),
+        // Left to hyper: a body framed otherwise, a doubled length, a wait for
+        // `100 Continue`, another version or route.
+        (
+            b"POST /v1/publish HTTP/1.1\r\nauthorization: Bearer test-key-1\r\nx-sse-topic: a\r\nx-sse-id: h1\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n".to_vec(),
+            false,
+        ),
+        (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: h2", "content-length: 1"], b"x"), false),
+        (post("/v1/publish", &["x-sse-topic: nobody", "x-sse-id: h3", "expect: 100-continue"], b""), false),
+        (
+            b"POST /v1/publish HTTP/1.0\r\nauthorization: Bearer test-key-1\r\nx-sse-topic: a\r\nx-sse-id: h4\r\ncontent-length: 1\r\n\r\nx".to_vec(),
+            false,
+        ),
+        (post("/v1/publish/batch", &[], br#"{"events":[{"topics":["a"],"id":"h5","data":"x"}]}"#), false),
+    ];
+    for (bytes, direct) in &cases {
+        let before = served_directly(&gateways.0).await;
+        let (answered, _) = same(&gateways, bytes, false).await;
+        let text = String::from_utf8_lossy(bytes);
+        assert!(answered, "no answer to {text:?}");
+        let taken = served_directly(&gateways.0).await - before;
+        assert_eq!(taken, u64::from(*direct), "which path served {text:?}");
+    }
+    assert_eq!(
+        served_directly(&gateways.1).await,
+        0,
+        "the other gateway has no direct path"
+    );
+}
+
+/// Reads an answer that accepted a publish and kept the connection.
+async fn accepted(publisher: &mut HttpReader) {
+    let answer = publisher.response().await;
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    assert!(answer.header("connection").is_none(), "kept alive");
+}
+
+/// How long until the peer closes `stream` (within ten seconds; anything it sends is read
+/// and dropped).
+async fn closed_after(stream: &mut TcpStream) -> Duration {
+    let started = tokio::time::Instant::now();
+    let mut sink = [0u8; 512];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(n) = stream.read(&mut sink).await
+            && n > 0
+        {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was closed");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_kept_alive_publisher_is_served_directly_until_it_sends_something_else() {
+    let gateway =
+        TestGateway::start_with(config(true), MemoryConfig::default(), CoreConfig::default()).await;
+    let mut sse = gateway.subscribe("/v1/stream?topic=a", &[]).await;
+    let publish = |id: &str| {
+        post(
+            "/v1/publish",
+            &["x-sse-topic: a", &format!("x-sse-id: {id}")],
+            id.as_bytes(),
+        )
+    };
+    let stream = TcpStream::connect(gateway.addr).await.expect("connect");
+    let mut publisher = HttpReader::new(stream);
+    publisher
+        .stream()
+        .write_all(&publish("e1"))
+        .await
+        .expect("write");
+    accepted(&mut publisher).await;
+    // Two at once, pipelined; then one whose body comes a moment after its head.
+    publisher
+        .stream()
+        .write_all(&[publish("e2"), publish("e3")].concat())
+        .await
+        .expect("write");
+    accepted(&mut publisher).await;
+    accepted(&mut publisher).await;
+    let split = publish("e4");
+    let (head, body) = split.split_at(split.len() - 2);
+    publisher.stream().write_all(head).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publisher.stream().write_all(body).await.expect("write");
+    accepted(&mut publisher).await;
+    assert_eq!(served_directly(&gateway).await, 4);
+    // Something else: the connection goes to hyper, which answers it and the publishes
+    // after it, on the same connection.
+    publisher
+        .stream()
+        .write_all(&get("/healthz", &[]))
+        .await
+        .expect("write");
+    assert_eq!(publisher.response().await.status, 200);
+    publisher
+        .stream()
+        .write_all(&publish("e5"))
+        .await
+        .expect("write");
+    accepted(&mut publisher).await;
+    assert_eq!(served_directly(&gateway).await, 4, "hyper's from then on");
+    for id in ["e1", "e2", "e3", "e4", "e5"] {
+        let event = sse.next_event().await.expect("an event");
+        assert_eq!(event.id.as_deref(), Some(id));
+        assert_eq!(event.data.as_deref(), Some(id));
+    }
+}
+
+#[tokio::test]
+async fn an_idle_publisher_is_closed_after_the_header_timeout_and_when_the_server_stops() {
+    let http = HttpConfig {
+        header_read_timeout: Duration::from_secs(1),
+        ..config(true)
+    };
+    let gateway =
+        TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    let publish = post("/v1/publish", &["x-sse-topic: nobody", "x-sse-id: 1"], b"x");
+    let mut idle = TcpStream::connect(gateway.addr).await.expect("connect");
+    idle.write_all(&publish).await.expect("write");
+    // The answer, then nothing for the header timeout: closed (a bound, not a speed).
+    let took = closed_after(&mut idle).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert_eq!(served_directly(&gateway).await, 1);
+    let mut kept = TcpStream::connect(gateway.addr).await.expect("connect");
+    kept.write_all(&publish).await.expect("write");
+    let mut reader = HttpReader::new(kept);
+    assert_eq!(reader.response().await.status, 200);
+    gateway.shutdown().await.expect("the server stopped");
+    let mut sink = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.stream().read(&mut sink)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed when the server stopped: {read:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_head_that_trickles_in_gets_one_header_timeout_not_two() {
     let http = HttpConfig {
@@ -396,6 +598,99 @@ fn hostile_heads_answer_alike() {
     );
 }
 
+/// Hostile publishes — doubled and conflicting lengths, other framings, bodies that are
+/// not UTF-8 or too large, pipelined bytes, heads cut short — get the same answer from
+/// both paths. Ordinary publishes are generated more often, so that the direct path serves
+/// some: the test says how many.
+#[test]
+fn hostile_publishes_answer_alike() {
+    let publishes = (
+        proptest::prop_oneof![
+            3 => proptest::strategy::Just("/v1/publish"),
+            1 => proptest::sample::select(vec![
+                "/v1/publish?topic=a", "/v1/publish/", "/V1/PUBLISH", "//v1/publish",
+                "/v1/publish#x", "/v1/publish?x=%FF",
+            ]),
+        ],
+        proptest::prop_oneof![
+            3 => proptest::strategy::Just("HTTP/1.1"),
+            1 => proptest::sample::select(vec!["HTTP/1.0", "HTTP/1.2", "http/1.1"]),
+        ],
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                3 => proptest::sample::select(vec![
+                    &b"x-sse-topic: a"[..], b"x-sse-topic: a, b", b"x-sse-topic: bad topic!",
+                    b"x-sse-id: e1", b"x-sse-id: \x80id", b"x-sse-event: note",
+                    b"x-sse-event: tideway.x", b"authorization: Bearer test-key-2",
+                    b"authorization: Bearer nope", b"origin: https://good.example",
+                    b"origin: https://evil.example", b"connection: close",
+                    b"connection: keep-alive", b"content-type: text/plain", b"x-empty:",
+                ]),
+                1 => proptest::sample::select(vec![
+                    &b"content-length: 5"[..], b"content-length: -1", b"content-length: 0, 0",
+                    b"transfer-encoding: chunked", b"transfer-encoding: identity",
+                    b"upgrade: websocket", b"expect: 100-continue", b" leading-space: x",
+                    b"no-colon", b"bad\x01name: x",
+                ]),
+            ],
+            0..6,
+        ),
+        proptest::prop_oneof![
+            3 => proptest::strategy::Just(b"hello".to_vec()),
+            1 => proptest::sample::select(vec![
+                Vec::new(), b"\xff\xfe".to_vec(), vec![b'x'; MAX_BODY + 1], b"a\nb\r\nc".to_vec(),
+            ]),
+        ],
+        proptest::prop_oneof![
+            3 => proptest::strategy::Just(&b""[..]),
+            1 => proptest::sample::select(vec![&b"abc"[..], b"GET /healthz HTTP/1.1\r\n\r\n"]),
+        ],
+        proptest::option::weighted(0.1, 0usize..300),
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 64,
+        ..Default::default()
+    });
+    let taken = std::cell::Cell::new(0);
+    let result = runner.run(
+        &publishes,
+        |(target, version, headers, body, trailer, cut)| {
+            let mut bytes =
+                format!("POST {target} {version}\r\nauthorization: Bearer {API_KEY}\r\n")
+                    .into_bytes();
+            for header in &headers {
+                bytes.extend_from_slice(header);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            bytes.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+            bytes.extend_from_slice(&body);
+            bytes.extend_from_slice(trailer);
+            // Cut short: the client sends part of it, then closes its side.
+            let eof = cut.is_some();
+            if let Some(cut) = cut {
+                bytes.truncate(cut.min(bytes.len().saturating_sub(1)));
+            }
+            let direct = runtime().block_on(async {
+                let pair = publish_gateways().await;
+                let before = served_directly(&pair.0).await;
+                same(pair, &bytes, eof).await;
+                served_directly(&pair.0).await - before
+            });
+            taken.set(taken.get() + direct);
+            Ok(())
+        },
+    );
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    let taken = taken.get();
+    eprintln!("{taken} of the generated publishes were served directly");
+    assert!(
+        taken >= 3,
+        "only {taken} of the generated publishes were served directly"
+    );
+}
+
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RUNTIME.get_or_init(|| {
@@ -405,6 +700,25 @@ fn runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("a runtime")
     })
+}
+
+/// The pair the publish property shares across its cases (its own: a publish to `a` would
+/// show on the streams the heads property opens), each with a subscriber of `a` (which
+/// reads nothing: a few dozen events fit its socket's buffers).
+async fn publish_gateways() -> &'static (TestGateway, TestGateway) {
+    type Kept = ((TestGateway, TestGateway), Vec<tideway_test_util::Sse>);
+    static PAIR: tokio::sync::OnceCell<Kept> = tokio::sync::OnceCell::const_new();
+    let (pair, _keepers) = PAIR
+        .get_or_init(|| async {
+            let pair = pair().await;
+            let keepers = vec![
+                pair.0.subscribe("/v1/stream?topic=a", &[]).await,
+                pair.1.subscribe("/v1/stream?topic=a", &[]).await,
+            ];
+            (pair, keepers)
+        })
+        .await;
+    pair
 }
 
 /// The pair the property shares across its cases, started on its runtime.
