@@ -338,6 +338,14 @@ async fn the_publish_suite_answers_alike_on_both_paths() {
         (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p13", "origin: https://good.example"], b"x"), true),
         (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p14", "origin: https://evil.example"], b"x"), true),
         (post("/v1/publish", &["x-sse-topic: a", "x-sse-id: p15", "connection: close"], b"x"), true),
+        (
+            post(
+                "/v1/publish",
+                &["x-sse-topic: a", "x-sse-id: p16", "connection: keep-alive, upgrade"],
+                b"x",
+            ),
+            true,
+        ),
         // Left to hyper: a body framed otherwise, a doubled length, a wait for
         // `100 Continue`, another version or route.
         (
@@ -528,10 +536,7 @@ fn hostile_heads_answer_alike() {
                 "/v1/stream/", "/V1/STREAM?topic=a", "//v1/stream?topic=a",
             ]),
         ],
-        proptest::prop_oneof![
-            3 => proptest::strategy::Just("HTTP/1.1"),
-            1 => proptest::sample::select(vec!["HTTP/1.0", "HTTP/1.2", "http/1.1"]),
-        ],
+        versions(),
         proptest::collection::vec(
             proptest::prop_oneof![
                 // What a client may well send: the direct path takes these.
@@ -543,58 +548,33 @@ fn hostile_heads_answer_alike() {
                     b"connection: close", b"x-empty:",
                 ]),
                 // What it should not: most of these are hyper's.
-                1 => proptest::sample::select(vec![
-                    &b"content-length: 5"[..], b"content-length: -1", b"content-length: 0, 0",
-                    b"transfer-encoding: chunked", b"transfer-encoding: identity",
-                    b"upgrade: websocket", b"expect: 100-continue", b"connection: keep-alive, upgrade",
-                    b" leading-space: x", b"no-colon", b"bad\x01name: x",
-                ]),
+                1 => hyper_headers(),
             ],
             0..6,
         ),
         proptest::prop_oneof![3 => proptest::strategy::Just(0usize), 1 => 0usize..1400],
-        proptest::prop_oneof![
-            3 => proptest::strategy::Just(&b""[..]),
-            1 => proptest::sample::select(vec![&b"abc"[..], b"GET /healthz HTTP/1.1\r\n\r\n"]),
-        ],
+        trailers(),
         proptest::option::weighted(0.1, 0usize..200),
     );
-    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
-        cases: 64,
-        ..Default::default()
-    });
-    let taken = std::cell::Cell::new(0);
-    let result = runner.run(&heads, |(target, version, headers, pad, trailer, cut)| {
-        let mut bytes = format!("GET {target} {version}\r\n").into_bytes();
-        for header in &headers {
-            bytes.extend_from_slice(header);
+    served_alike(
+        "heads",
+        &heads,
+        |(target, version, headers, pad, trailer, cut)| {
+            let mut bytes = format!("GET {target} {version}\r\n").into_bytes();
+            for header in &headers {
+                bytes.extend_from_slice(header);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            if pad > 0 {
+                bytes.extend_from_slice(format!("x-pad: {}\r\n", "p".repeat(pad)).as_bytes());
+            }
             bytes.extend_from_slice(b"\r\n");
-        }
-        if pad > 0 {
-            bytes.extend_from_slice(format!("x-pad: {}\r\n", "p".repeat(pad)).as_bytes());
-        }
-        bytes.extend_from_slice(b"\r\n");
-        bytes.extend_from_slice(trailer);
-        // Cut short: the client sends part of a head, then closes its side.
-        let eof = cut.is_some();
-        if let Some(cut) = cut {
-            bytes.truncate(cut.min(bytes.len().saturating_sub(1)));
-        }
-        let (_, served_directly) =
-            runtime().block_on(async { same(gateways().await, &bytes, eof).await });
-        if served_directly {
-            taken.set(taken.get() + 1);
-        }
-        Ok(())
-    });
-    if let Err(failure) = result {
-        panic!("{failure}");
-    }
-    let taken = taken.get();
-    eprintln!("{taken} of the generated heads were served directly");
-    assert!(
-        taken >= 3,
-        "only {taken} of the generated heads were served directly"
+            bytes.extend_from_slice(trailer);
+            let eof = cut_short(&mut bytes, cut);
+            runtime()
+                .block_on(async { same(gateways().await, &bytes, eof).await })
+                .1
+        },
     );
 }
 
@@ -612,10 +592,7 @@ fn hostile_publishes_answer_alike() {
                 "/v1/publish#x", "/v1/publish?x=%FF",
             ]),
         ],
-        proptest::prop_oneof![
-            3 => proptest::strategy::Just("HTTP/1.1"),
-            1 => proptest::sample::select(vec!["HTTP/1.0", "HTTP/1.2", "http/1.1"]),
-        ],
+        versions(),
         proptest::collection::vec(
             proptest::prop_oneof![
                 3 => proptest::sample::select(vec![
@@ -626,12 +603,7 @@ fn hostile_publishes_answer_alike() {
                     b"origin: https://evil.example", b"connection: close",
                     b"connection: keep-alive", b"content-type: text/plain", b"x-empty:",
                 ]),
-                1 => proptest::sample::select(vec![
-                    &b"content-length: 5"[..], b"content-length: -1", b"content-length: 0, 0",
-                    b"transfer-encoding: chunked", b"transfer-encoding: identity",
-                    b"upgrade: websocket", b"expect: 100-continue", b" leading-space: x",
-                    b"no-colon", b"bad\x01name: x",
-                ]),
+                1 => hyper_headers(),
             ],
             0..6,
         ),
@@ -641,18 +613,11 @@ fn hostile_publishes_answer_alike() {
                 Vec::new(), b"\xff\xfe".to_vec(), vec![b'x'; MAX_BODY + 1], b"a\nb\r\nc".to_vec(),
             ]),
         ],
-        proptest::prop_oneof![
-            3 => proptest::strategy::Just(&b""[..]),
-            1 => proptest::sample::select(vec![&b"abc"[..], b"GET /healthz HTTP/1.1\r\n\r\n"]),
-        ],
+        trailers(),
         proptest::option::weighted(0.1, 0usize..300),
     );
-    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
-        cases: 64,
-        ..Default::default()
-    });
-    let taken = std::cell::Cell::new(0);
-    let result = runner.run(
+    served_alike(
+        "publishes",
         &publishes,
         |(target, version, headers, body, trailer, cut)| {
             let mut bytes =
@@ -665,29 +630,87 @@ fn hostile_publishes_answer_alike() {
             bytes.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
             bytes.extend_from_slice(&body);
             bytes.extend_from_slice(trailer);
-            // Cut short: the client sends part of it, then closes its side.
-            let eof = cut.is_some();
-            if let Some(cut) = cut {
-                bytes.truncate(cut.min(bytes.len().saturating_sub(1)));
-            }
-            let direct = runtime().block_on(async {
+            let eof = cut_short(&mut bytes, cut);
+            runtime().block_on(async {
                 let pair = publish_gateways().await;
                 let before = served_directly(&pair.0).await;
                 same(pair, &bytes, eof).await;
-                served_directly(&pair.0).await - before
-            });
-            taken.set(taken.get() + direct);
-            Ok(())
+                served_directly(&pair.0).await > before
+            })
         },
     );
+}
+
+/// The protocol versions of a generated request: mostly HTTP/1.1.
+fn versions() -> impl proptest::strategy::Strategy<Value = &'static str> {
+    proptest::prop_oneof![
+        3 => proptest::strategy::Just("HTTP/1.1"),
+        1 => proptest::sample::select(vec!["HTTP/1.0", "HTTP/1.2", "http/1.1"]),
+    ]
+}
+
+/// Header lines a direct path must leave to hyper (or hyper refuses): other body
+/// framings, lengths that are not one plain number, upgrades, `Expect`, malformed lines.
+fn hyper_headers() -> impl proptest::strategy::Strategy<Value = &'static [u8]> {
+    proptest::sample::select(vec![
+        &b"content-length: 5"[..],
+        b"content-length: -1",
+        b"content-length: 0, 0",
+        b"transfer-encoding: chunked",
+        b"transfer-encoding: identity",
+        b"upgrade: websocket",
+        b"expect: 100-continue",
+        b"connection: keep-alive, upgrade",
+        b" leading-space: x",
+        b"no-colon",
+        b"bad\x01name: x",
+    ])
+}
+
+/// What a generated request may carry after itself: nothing, stray bytes, or a pipelined
+/// request.
+fn trailers() -> impl proptest::strategy::Strategy<Value = &'static [u8]> {
+    proptest::prop_oneof![
+        3 => proptest::strategy::Just(&b""[..]),
+        1 => proptest::sample::select(vec![&b"abc"[..], b"GET /healthz HTTP/1.1\r\n\r\n"]),
+    ]
+}
+
+/// Cuts `bytes` short at `cut` (the client sends part of a request, then closes its side):
+/// whether it was.
+fn cut_short(bytes: &mut Vec<u8>, cut: Option<usize>) -> bool {
+    if let Some(cut) = cut {
+        bytes.truncate(cut.min(bytes.len().saturating_sub(1)));
+    }
+    cut.is_some()
+}
+
+/// Runs 64 generated cases of `what`; `case` sends one to both gateways (asserting the
+/// same answer) and says whether the direct path served it. At least three must have been.
+fn served_alike<S: proptest::strategy::Strategy>(
+    what: &str,
+    strategy: &S,
+    case: impl Fn(S::Value) -> bool,
+) {
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 64,
+        ..Default::default()
+    });
+    let taken = std::cell::Cell::new(0);
+    let result = runner.run(strategy, |value| {
+        if case(value) {
+            taken.set(taken.get() + 1);
+        }
+        Ok(())
+    });
     if let Err(failure) = result {
         panic!("{failure}");
     }
     let taken = taken.get();
-    eprintln!("{taken} of the generated publishes were served directly");
+    eprintln!("{taken} of the generated {what} were served directly");
     assert!(
         taken >= 3,
-        "only {taken} of the generated publishes were served directly"
+        "only {taken} of the generated {what} were served directly"
     );
 }
 
@@ -703,22 +726,32 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// The pair the publish property shares across its cases (its own: a publish to `a` would
-/// show on the streams the heads property opens), each with a subscriber of `a` (which
-/// reads nothing: a few dozen events fit its socket's buffers).
+/// show on the streams the heads property opens), each with a subscriber of `a` that reads
+/// everything (one that read nothing would be cut off once its buffers filled, on each
+/// path at its own moment, and the topic's publishes answered differently after).
 async fn publish_gateways() -> &'static (TestGateway, TestGateway) {
-    type Kept = ((TestGateway, TestGateway), Vec<tideway_test_util::Sse>);
-    static PAIR: tokio::sync::OnceCell<Kept> = tokio::sync::OnceCell::const_new();
-    let (pair, _keepers) = PAIR
-        .get_or_init(|| async {
-            let pair = pair().await;
-            let keepers = vec![
-                pair.0.subscribe("/v1/stream?topic=a", &[]).await,
-                pair.1.subscribe("/v1/stream?topic=a", &[]).await,
-            ];
-            (pair, keepers)
-        })
-        .await;
-    pair
+    static PAIR: tokio::sync::OnceCell<(TestGateway, TestGateway)> =
+        tokio::sync::OnceCell::const_new();
+    PAIR.get_or_init(|| async {
+        let pair = pair().await;
+        for addr in [pair.0.addr, pair.1.addr] {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream
+                .write_all(&get("/v1/stream?topic=a", &[]))
+                .await
+                .expect("write");
+            // The head and hello come once the subscription is in place.
+            let mut sink = vec![0u8; 4096];
+            let _ = stream.read(&mut sink).await;
+            tokio::spawn(async move {
+                while let Ok(n) = stream.read(&mut sink).await
+                    && n > 0
+                {}
+            });
+        }
+        pair
+    })
+    .await
 }
 
 /// The pair the property shares across its cases, started on its runtime.
