@@ -22,8 +22,9 @@
 //! one whole publish with its `Content-Length` body (see [`parse_publish`]); each is
 //! answered by the same handler as hyper's (`App::publish_direct`) and the connection is
 //! kept alive. hyper's per-request machinery (its dispatcher, header map, read-ahead
-//! buffer, body channel and header timer) was about an eighth of the gateway's CPU per
-//! unicast event (docs/performance.md). At the first request that is anything else, the
+//! buffer, body channel and header timer) held about an eighth of the gateway's samples
+//! at the unicast knee; served here, a unicast event costs about 7% less CPU
+//! (docs/performance.md). At the first request that is anything else, the
 //! connection goes to hyper with the bytes already read in front of it ([`Rewound`]), and
 //! hyper is the judge from then on.
 
