@@ -273,15 +273,8 @@ pub(crate) async fn publishes<S: Store>(
         let close = wants_close(request.headers());
         let response = app.publish_direct(request.map(|()| body)).await;
         let close = close || wants_close(response.headers()) || *stopping.borrow();
-        let mut out = Vec::with_capacity(512);
-        let (parts, body) = response.into_parts();
-        // A publish's answer is whole: its body is collected at once.
-        let body = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(never) => match never {},
-        };
-        head(&mut out, &parts, Some(body.len() as u64), close);
-        out.extend_from_slice(&body);
+        // A publish's answer is whole.
+        let out = whole(response, close).await;
         if stream.write_all(&out).await.is_err() {
             return None;
         }
@@ -368,23 +361,18 @@ impl AsyncWrite for Rewound {
 /// Writes `response` on `stream` and, for a stream body, keeps writing until the body
 /// ends, the client goes away or `peer.kill` fires.
 pub(crate) async fn serve(mut stream: TcpStream, response: Response, peer: &Peer) {
-    let (parts, mut body) = response.into_parts();
-    let length = body.size_hint().exact();
-    let mut out = Vec::with_capacity(512);
-    head(&mut out, &parts, length, true);
-    // The head's headers are written; they need not live as long as the stream.
-    drop(parts);
-    if length.is_some() {
+    if response.body().size_hint().exact().is_some() {
         // A whole answer (an error): head and body in one write.
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                out.extend_from_slice(&data);
-            }
-        }
+        let out = whole(response, true).await;
         let _ = stream.write_all(&out).await;
         let _ = stream.shutdown().await;
         return;
     }
+    let (parts, mut body) = response.into_parts();
+    let mut out = Vec::with_capacity(512);
+    head(&mut out, &parts, None, true);
+    // The head's headers are written; they need not live as long as the stream.
+    drop(parts);
     let mut ended = false;
     let mut data: Vec<Bytes> = Vec::new();
     loop {
@@ -431,6 +419,20 @@ pub(crate) async fn serve(mut stream: TcpStream, response: Response, peer: &Peer
         out = Vec::new();
         data = Vec::new();
     }
+}
+
+/// `response`, whose body is whole, as the bytes of one write: the head (with the body's
+/// length, and `Connection: close` when `close`), then the body.
+async fn whole(response: Response, close: bool) -> Vec<u8> {
+    let (parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let mut out = Vec::with_capacity(512 + body.len());
+    head(&mut out, &parts, Some(body.len() as u64), close);
+    out.extend_from_slice(&body);
+    out
 }
 
 /// Logs the close of a cut-off subscriber's connection, as the hyper path does.
