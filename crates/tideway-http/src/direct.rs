@@ -268,8 +268,12 @@ pub(crate) async fn publishes<S: Store>(
                 }
             }
         };
-        let body = Bytes::copy_from_slice(&buf[head_len..head_len + body_len]);
-        buf.advance(head_len + body_len);
+        // The body as a view of the read buffer: the handler copies it once, at its own
+        // length (as it does hyper's), and lets go of the view before the next read.
+        let body = buf
+            .split_to(head_len + body_len)
+            .split_off(head_len)
+            .freeze();
         let close = wants_close(request.headers());
         let response = app.publish_direct(request.map(|()| body)).await;
         let close = close || wants_close(response.headers()) || *stopping.borrow();
