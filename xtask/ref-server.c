@@ -7,7 +7,12 @@
  *
  *   GET  /sub/<topic>    an SSE stream (no chunking: the body runs until the close)
  *   POST /pub/<topic>    the body, framed once as `data: <body>\n\n`, written to every
- *                        subscriber of the topic; answers 202
+ *                        subscriber of the topic; answers 201 if it had any, else 202
+ *                        (Nchan's codes, which the drop scenario tells apart)
+ *   POST /batch          a batch, one event per line, `<topic> <data>\n`: each event
+ *                        framed and written as above, in order; answers 202. Nchan has
+ *                        no batch route: this is the floor for Tideway's batch scenarios
+ *                        (their JSON parsing aside)
  *   GET  /nchan_status   `subscribers: <n>`
  *
  * No auth, no limits, no history, no resume, no checks beyond what the load generator
@@ -36,6 +41,7 @@ typedef struct {
 
 typedef struct {
   int open;
+  int waiting;    /* watching for EPOLLOUT: the socket was full */
   int subscriber; /* a stream: only written to */
   int topic;      /* its topic slot, for a subscriber */
   buf_t in, out;
@@ -100,7 +106,12 @@ static void flush(int fd) {
   }
   memmove(c->out.data, c->out.data + done, c->out.len - done);
   c->out.len -= done;
-  watch(fd, EPOLLIN | (c->out.len ? EPOLLOUT : 0), EPOLL_CTL_MOD);
+  /* Only when the interest changes: a syscall per write would flatter the servers compared. */
+  int waiting = c->out.len > 0;
+  if (waiting != c->waiting) {
+    c->waiting = waiting;
+    watch(fd, EPOLLIN | (waiting ? EPOLLOUT : 0), EPOLL_CTL_MOD);
+  }
 }
 
 static void send_to(int fd, const char *data, size_t len) {
@@ -120,9 +131,24 @@ static void close_conn(int fd) {
       }
     subscribers--;
   }
-  c->open = c->subscriber = 0;
+  c->open = c->subscriber = c->waiting = 0;
   c->in.len = c->out.len = 0;
   close(fd);
+}
+
+/* Frames `body` once and writes it to every subscriber of `topic`; says whether it had any. */
+static int publish(const char *topic, size_t topic_len, const char *body, size_t body_len) {
+  int slot = topic_slot(topic, topic_len, 0);
+  if (slot < 0 || topics[slot].count == 0) return 0;
+  size_t frame_len = 6 + body_len + 2;
+  char *frame = malloc(frame_len);
+  memcpy(frame, "data: ", 6);
+  memcpy(frame + 6, body, body_len);
+  memcpy(frame + 6 + body_len, "\n\n", 2);
+  topic_t *t = &topics[slot];
+  for (int i = 0; i < t->count; i++) send_to(t->fds[i], frame, frame_len);
+  free(frame);
+  return 1;
 }
 
 /* Handles every complete request in `fd`'s input. */
@@ -159,17 +185,20 @@ static void serve(int fd) {
           "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n";
       send_to(fd, ok, sizeof ok - 1);
     } else if (path_len > 5 && memcmp(path, "/pub/", 5) == 0) {
-      int slot = topic_slot(path + 5, path_len - 5, 0);
-      if (slot >= 0 && topics[slot].count > 0) {
-        /* Framed once, written to each subscriber. */
-        size_t frame_len = 6 + body + 2;
-        char *frame = malloc(frame_len);
-        memcpy(frame, "data: ", 6);
-        memcpy(frame + 6, c->in.data + head, body);
-        memcpy(frame + 6 + body, "\n\n", 2);
-        topic_t *t = &topics[slot];
-        for (int i = 0; i < t->count; i++) send_to(t->fds[i], frame, frame_len);
-        free(frame);
+      static const char created[] = "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n";
+      static const char accepted[] = "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";
+      if (publish(path + 5, path_len - 5, c->in.data + head, body))
+        send_to(fd, created, sizeof created - 1);
+      else
+        send_to(fd, accepted, sizeof accepted - 1);
+    } else if (path_len == 6 && memcmp(path, "/batch", 6) == 0) {
+      const char *line = c->in.data + head, *end_of_body = line + body;
+      while (line < end_of_body) {
+        const char *eol = memchr(line, '\n', (size_t)(end_of_body - line));
+        if (!eol) eol = end_of_body;
+        const char *space = memchr(line, ' ', (size_t)(eol - line));
+        if (space) publish(line, (size_t)(space - line), space + 1, (size_t)(eol - space - 1));
+        line = eol + 1;
       }
       static const char accepted[] = "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";
       send_to(fd, accepted, sizeof accepted - 1);
@@ -227,7 +256,11 @@ int main(int argc, char **argv) {
       if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         ssize_t got;
         int closed = 0;
-        while ((got = read(fd, chunk, sizeof chunk)) > 0) append(&conns[fd].in, chunk, (size_t)got);
+        /* Level-triggered: a short read took all there was, and epoll says when there is more. */
+        while ((got = read(fd, chunk, sizeof chunk)) > 0) {
+          append(&conns[fd].in, chunk, (size_t)got);
+          if ((size_t)got < sizeof chunk) break;
+        }
         if (got == 0 || (got < 0 && errno != EAGAIN)) closed = 1;
         if (conns[fd].in.len) serve(fd);
         if (closed) close_conn(fd);

@@ -316,6 +316,10 @@ const SCENARIOS: &[Scenario] = &[
         "unicast-2000-batch100",
         batched!("unicast", "100", BATCH_RATES),
     ),
+    reference(
+        "unicast-2000-batch100-reference",
+        batched!("unicast", "100", BATCH_RATES),
+    ),
     tideway("fanout-2000-batch1", batched!("fanout", "1", FANOUT_RATES)),
     tideway(
         "fanout-2000-batch10",
@@ -327,6 +331,7 @@ const SCENARIOS: &[Scenario] = &[
     ),
     tideway("drop-memory", DROP),
     nchan("drop-nchan", DROP),
+    reference("drop-reference", DROP),
     Scenario {
         name: "drop-redis",
         shared: Shared::Redis,

@@ -498,6 +498,19 @@ fn judge(report: &Value) -> Vec<Judged> {
         5.0,
         "events/s",
     ));
+    // How far the target is from what this machine allows at all.
+    if let (Some(last), Some(reference), Some(theirs)) = (
+        judged.last_mut(),
+        knee(report, "unicast-2000-batch100-reference"),
+        knee(report, "unicast-2000-nchan"),
+    ) && last.met == Some(false)
+        && theirs > 0.0
+    {
+        last.distance.push_str(&format!(
+            "; the minimal reference server, given the same batches, reaches {:.2}× Nchan",
+            reference / theirs
+        ));
+    }
     judged.push(fan_out_at(
         report,
         "fan-out, 10,000 SSE subscribers: p99 ≤ 50 ms at 200k delivered events/s",
@@ -535,6 +548,15 @@ fn judge(report: &Value) -> Vec<Judged> {
             "; cause: the gateway spends {nobody:.1} µs of CPU per publish to nobody ({:.0}% in the kernel) and {delivered:.1} µs per delivered one ({:.0}%)",
             nobody_kernel * 100.0,
             delivered_kernel * 100.0
+        ));
+    }
+    if let (Some(last), Some(ratio)) = (
+        judged.last_mut(),
+        at(report, "drop-reference", &["drop_to_delivered_ratio"]),
+    ) && last.met == Some(false)
+    {
+        last.distance.push_str(&format!(
+            "; the minimal reference server's own ratio: {ratio:.2}×"
         ));
     }
     judged.push(match result(report, "drop-memory") {
@@ -1157,6 +1179,50 @@ mod tests {
             "{}",
             j.distance
         );
+    }
+
+    #[test]
+    fn missed_batch_and_drop_targets_name_what_the_reference_server_reached() {
+        let knee = |delivered: f64| json!({ "knee": { "delivered_events_per_second": delivered } });
+        let drop = |nobody: f64, delivered: f64| {
+            json!({ "to_nobody": { "requests_per_second": nobody },
+                "delivered": { "requests_per_second": delivered },
+                "drop_to_delivered_ratio": nobody / delivered })
+        };
+        let report = json!({ "results": [
+            { "scenario": "unicast-2000-nchan", "server": "nchan", "result": knee(30_000.0) },
+            { "scenario": "unicast-2000-batch100", "server": "tideway", "result": knee(90_000.0) },
+            { "scenario": "unicast-2000-batch100-reference", "server": "reference", "result": knee(120_000.0) },
+            { "scenario": "drop-memory", "server": "tideway", "result": drop(100_000.0, 60_000.0) },
+            { "scenario": "drop-reference", "server": "reference", "result": drop(150_000.0, 100_000.0) },
+        ]});
+        let judged = judge(&report);
+        let batch = judged_as(&judged, "batch publish");
+        assert_eq!(batch.met, Some(false));
+        assert!(
+            batch.distance.ends_with(
+                "; the minimal reference server, given the same batches, reaches 4.00× Nchan"
+            ),
+            "{}",
+            batch.distance
+        );
+        let own = judged_as(&judged, "drop path: ≥ 2×");
+        assert_eq!(own.met, Some(false));
+        assert!(
+            own.distance
+                .ends_with("; the minimal reference server's own ratio: 1.50×"),
+            "{}",
+            own.distance
+        );
+        // A met target needs no excuse.
+        let report = json!({ "results": [
+            { "scenario": "drop-memory", "server": "tideway", "result": drop(130_000.0, 60_000.0) },
+            { "scenario": "drop-reference", "server": "reference", "result": drop(150_000.0, 100_000.0) },
+        ]});
+        let judged = judge(&report);
+        let own = judged_as(&judged, "drop path: ≥ 2×");
+        assert_eq!(own.met, Some(true));
+        assert!(!own.distance.contains("reference"), "{}", own.distance);
     }
 
     /// Unicast steps: (offered = delivered events/s, p99 µs, CPU µs per event).

@@ -18,7 +18,8 @@
 //! - `fanout`, `unicast`: N subscribers (SSE, or WebSocket with `--transport ws`) read
 //!   everything while `--publishers` connections publish at rising offered rates until p99
 //!   publish→receive passes five times `--knee-ms` (see `steps`). With `--batch N`, each
-//!   publisher sends its events N at a time through `POST /v1/publish/batch`.
+//!   publisher sends its events N at a time through `POST /v1/publish/batch` (with
+//!   `--target nchan`, the bench's reference server's `POST /batch`: Nchan has none).
 //! - `connections`: N idle SSE subscribers; connect rate and memory against connections.
 //!
 //! Memory and CPU time are read from `/proc` for every process in `--pid` (a comma list:
@@ -145,8 +146,10 @@ fn main() -> anyhow::Result<()> {
         rates: value("--rates").map(|v| list(&v, "--rates")).transpose()?,
         batch: number(value("--batch"), "--batch", 0)?,
     };
-    if options.batch > 0 && (options.target != Target::Tideway || shape.is_none()) {
-        bail!("--batch is for fanout and unicast against Tideway");
+    if options.batch > 0 && shape.is_none() {
+        bail!(
+            "--batch is for fanout and unicast (against Nchan, only the bench's reference server has a batch route)"
+        );
     }
     if options.target == Target::Nchan
         && !matches!(

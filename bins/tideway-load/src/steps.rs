@@ -140,7 +140,7 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
                     };
                     let answer = if batch > 0 {
                         let events: Vec<_> = group.iter().map(|&n| event(n)).collect();
-                        wire::publish_batch(&mut publisher, &key, &events).await?
+                        wire::publish_batch(target, &mut publisher, &key, &events).await?
                     } else {
                         let (topic, id, body) = event(n);
                         wire::publish(target, &mut publisher, &key, &topic, &id, &body).await?

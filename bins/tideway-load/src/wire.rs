@@ -96,8 +96,24 @@ pub(crate) fn publish_request(
     }
 }
 
-/// A `POST /v1/publish/batch` of `events` (topic, id, data).
-pub(crate) fn batch_request(key: &str, events: &[(String, String, String)]) -> String {
+/// A batch publish of `events` (topic, id, data): Tideway's `POST /v1/publish/batch`, or,
+/// for `Target::Nchan`, the bench's reference server's `POST /batch` (a `<topic> <data>`
+/// line per event; Nchan itself has no batch route).
+pub(crate) fn batch_request(
+    target: Target,
+    key: &str,
+    events: &[(String, String, String)],
+) -> String {
+    if target == Target::Nchan {
+        let body: String = events
+            .iter()
+            .map(|(topic, _, data)| format!("{topic} {data}\n"))
+            .collect();
+        return format!(
+            "POST /batch HTTP/1.1\r\nhost: load\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    }
     let events: Vec<serde_json::Value> = events
         .iter()
         .map(|(topic, id, data)| serde_json::json!({"topics": [topic], "id": id, "data": data}))
@@ -111,12 +127,13 @@ pub(crate) fn batch_request(key: &str, events: &[(String, String, String)]) -> S
 
 /// Sends one batch publish on a kept-alive connection and reads its answer.
 pub(crate) async fn publish_batch(
+    target: Target,
     stream: &mut TcpStream,
     key: &str,
     events: &[(String, String, String)],
 ) -> anyhow::Result<Answer> {
     stream
-        .write_all(batch_request(key, events).as_bytes())
+        .write_all(batch_request(target, key, events).as_bytes())
         .await?;
     read_response(stream).await
 }
