@@ -372,21 +372,47 @@ pub(crate) async fn serve(mut stream: TcpStream, response: Response, peer: &Peer
         let _ = stream.shutdown().await;
         return;
     }
+    if stream_body(&stream, response, peer).await == Finished::Ended {
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// How a streamed body's connection finished.
+#[derive(PartialEq, Eq)]
+enum Finished {
+    /// The body ended and its last chunk went out: the connection is shut down.
+    Ended,
+    /// The client went away, the connection failed or it was killed: nothing more to say.
+    Dropped,
+}
+
+/// Writes the head and the chunks of `response`'s streamed body until it ends.
+async fn stream_body(stream: &TcpStream, response: Response, peer: &Peer) -> Finished {
     let (parts, mut body) = response.into_parts();
-    let mut out = Vec::with_capacity(512);
-    head(&mut out, &parts, None, true);
+    // The head goes out with the first frames.
+    let mut unsent = Vec::with_capacity(512);
+    head(&mut unsent, &parts, None, true);
     // The head's headers are written; they need not live as long as the stream.
     drop(parts);
+    // Armed once for the stream's life: made anew for every event, each of the two cost a
+    // lock to register and another to drop, per event and subscriber.
+    let gone = client_gone(stream);
+    let kill = peer.kill.notified();
+    tokio::pin!(gone, kill);
     let mut ended = false;
     let mut data: Vec<Bytes> = Vec::new();
     loop {
         // With nothing to write, wait for the next frame, watching for the client's close
-        // and for a kill. (The head goes out with the first frames.)
-        if out.is_empty() {
+        // and for a kill.
+        if unsent.is_empty() {
             let first = tokio::select! {
+                biased;
                 frame = body.frame() => frame,
-                () = client_gone(&stream) => return,
-                () = peer.kill.notified() => return killed(peer),
+                () = &mut kill => {
+                    killed(peer);
+                    return Finished::Dropped;
+                }
+                () = &mut gone => return Finished::Dropped,
             };
             match first {
                 Some(Ok(frame)) => data.extend(frame.into_data().ok()),
@@ -409,18 +435,37 @@ pub(crate) async fn serve(mut stream: TcpStream, response: Response, peer: &Peer
                 None => break,
             }
         }
-        chunk(&mut out, &data, ended);
-        tokio::select! {
-            written = stream.write_all(&out) => if written.is_err() { return },
-            () = peer.kill.notified() => return killed(peer),
+        // One allocation, of the size written.
+        unsent.reserve_exact(size + CHUNK_FRAMING);
+        chunk(&mut unsent, &data, ended);
+        data.clear();
+        // At once when the socket takes it all (the usual case), else as it drains.
+        let mut sent = 0;
+        while sent < unsent.len() {
+            match stream.try_write(&unsent[sent..]) {
+                Ok(0) => return Finished::Dropped,
+                Ok(n) => sent += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::select! {
+                        biased;
+                        () = &mut kill => {
+                            killed(peer);
+                            return Finished::Dropped;
+                        }
+                        ready = stream.writable() => if ready.is_err() {
+                            return Finished::Dropped;
+                        },
+                    }
+                }
+                Err(_) => return Finished::Dropped,
+            }
         }
         if ended {
-            let _ = stream.shutdown().await;
-            return;
+            return Finished::Ended;
         }
         // An idle subscriber holds no buffer; allocating the next one costs far less
         // than the write it is for.
-        out = Vec::new();
+        unsent = Vec::new();
         data = Vec::new();
     }
 }
@@ -510,11 +555,28 @@ fn date(out: &mut Vec<u8>) {
     });
 }
 
+/// The most bytes [`chunk`] adds around its data: a size line (16 hex digits at most, and
+/// CRLF), the CRLF after the data, and the last chunk.
+const CHUNK_FRAMING: usize = 16 + 2 + 2 + 5;
+
 /// Appends `data` as one chunk of a chunked body, and the last chunk when `last`.
 fn chunk(out: &mut Vec<u8>, data: &[Bytes], last: bool) {
     let size: usize = data.iter().map(Bytes::len).sum();
     if size > 0 {
-        out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        // The size in hex, without the allocation of a `format!`.
+        let mut digits = [0u8; 16];
+        let mut at = digits.len();
+        let mut rest = size;
+        loop {
+            at -= 1;
+            digits[at] = b"0123456789abcdef"[rest & 0xf];
+            rest >>= 4;
+            if rest == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+        out.extend_from_slice(b"\r\n");
         for bytes in data {
             out.extend_from_slice(bytes);
         }
@@ -650,6 +712,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A chunk's size line is its data's length in hex, whatever the frames.
+        #[test]
+        fn a_chunk_says_its_size_in_hex(sizes in proptest::collection::vec(0usize..5000, 0..5), last: bool) {
+            let data: Vec<Bytes> = sizes.iter().map(|&n| Bytes::from(vec![b'x'; n])).collect();
+            let total: usize = sizes.iter().sum();
+            let mut out = Vec::new();
+            chunk(&mut out, &data, last);
+            let mut expected = Vec::new();
+            if total > 0 {
+                expected.extend_from_slice(format!("{total:x}\r\n").as_bytes());
+                expected.extend(std::iter::repeat_n(b'x', total));
+                expected.extend_from_slice(b"\r\n");
+            }
+            if last {
+                expected.extend_from_slice(b"0\r\n\r\n");
+            }
+            proptest::prop_assert_eq!(out, expected);
+        }
+
         /// Whatever a client sends first, looking at it never panics, and a head taken is
         /// all of the bytes seen.
         #[test]
