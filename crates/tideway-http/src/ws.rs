@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use fastwebsockets::{
-    Frame, OpCode, Payload, WebSocketError, WebSocketWrite,
+    Frame, OpCode, Payload, Role, WebSocketError, after_handshake_split,
     upgrade::{UpgradeFut, is_upgrade_request, upgrade},
 };
 use futures_util::FutureExt as _;
@@ -20,7 +20,7 @@ use hyper::{body::Incoming, upgrade::Upgraded};
 use hyper_util::rt::TokioIo;
 use tideway_core::{Encoding, EndReason, Next, Store, Subscription, Transport};
 use tokio::{
-    io::{BufWriter, WriteHalf},
+    io::{AsyncWriteExt as _, WriteHalf},
     sync::mpsc,
     time::{Instant, MissedTickBehavior},
 };
@@ -100,16 +100,12 @@ enum Control {
     Closed,
 }
 
-type Writer = WebSocketWrite<BufWriter<WriteHalf<TokioIo<Upgraded>>>>;
+type Writer = WriteHalf<TokioIo<Upgraded>>;
 
-/// The write buffer of a WebSocket connection: a batch of events larger than this goes
-/// out in several writes.
-const WRITE_BUFFER: usize = 8 * 1024;
-
-/// Most events written in one batch before the connection looks at its pings, its
-/// client's frames and its close again: a subscriber whose queue never empties must not
-/// starve them.
-const MAX_BATCH: usize = 64;
+/// Most bytes of frames written in one batch; what else is ready waits for the next turn of
+/// the loop, which looks at pings, the client's frames and its close in between: a
+/// subscriber whose queue never empties must not starve them.
+const MAX_BATCH: usize = 64 * 1024;
 
 async fn serve<S: Store>(
     upgrade: UpgradeFut,
@@ -117,12 +113,12 @@ async fn serve<S: Store>(
     settings: Settings,
 ) -> Result<(), WebSocketError> {
     let socket = upgrade.await?;
-    // Frames go through a buffer and out with one flush per batch: when several events
-    // are ready, they share a write (and a TCP segment) instead of taking one each.
-    let (mut reader, mut writer) = socket.split(|io| {
-        let (read, write) = tokio::io::split(io);
-        (read, BufWriter::with_capacity(WRITE_BUFFER, write))
-    });
+    // fastwebsockets reads the client's frames; the gateway writes its own (a server's
+    // frame is a header and the unmasked payload), each batch of events built in one buffer
+    // and sent with one write: several ready events share a write and a TCP segment, and
+    // an idle connection holds no write buffer.
+    let (read, mut writer) = tokio::io::split(socket.into_inner());
+    let (mut reader, _) = after_handshake_split(read, tokio::io::sink(), Role::Server);
     reader.set_max_message_size(MAX_CLIENT_MESSAGE);
     let (control, mut controls) = mpsc::channel::<Control>(16);
 
@@ -166,41 +162,32 @@ async fn serve<S: Store>(
     let result = loop {
         tokio::select! {
             next = subscription.next() => {
-                // This event and those already queued behind it, then one flush.
+                // This event and those already queued behind it, in one write.
+                let mut out = Vec::new();
                 let mut next = Some(next);
-                let mut ended = None;
-                let mut written = Ok(());
-                let mut batch = 0;
+                let mut ended = false;
                 while let Some(item) = next.take() {
-                    batch += 1;
-                    match frames(&mut writer, item, &subscription, settings).await {
-                        Ok(true) => ended = Some(Ok(())),
-                        Ok(false) if batch < MAX_BATCH => {
-                            next = subscription.next().now_or_never();
-                        }
+                    ended = frames(&mut out, item, &subscription);
+                    if !ended && out.len() < MAX_BATCH {
                         // The rest waits for the next turn of the loop (cancel-safe).
-                        Ok(false) => {}
-                        Err(err) => written = Err(err),
+                        next = subscription.next().now_or_never();
                     }
                 }
-                let flushed = match written {
-                    Ok(()) => flush(&mut writer, settings).await,
-                    Err(err) => Err(err),
-                };
-                if let Err(err) = flushed {
+                if let Err(err) = send(&mut writer, &out, settings).await {
                     break Err(err);
                 }
-                if let Some(end) = ended {
-                    break end;
+                if ended {
+                    break Ok(());
                 }
             }
             control = controls.recv() => match control {
                 Some(Control::Send(frame)) => {
-                    let closing = frame.opcode == OpCode::Close;
-                    if let Err(err) = write(&mut writer, frame, settings).await {
+                    let mut out = Vec::new();
+                    encode(&mut out, frame.opcode, &frame.payload);
+                    if let Err(err) = send(&mut writer, &out, settings).await {
                         break Err(err);
                     }
-                    if closing {
+                    if frame.opcode == OpCode::Close {
                         break Ok(());
                     }
                 }
@@ -212,7 +199,9 @@ async fn serve<S: Store>(
                     tracing::info!(connection = %subscription.record().id, "websocket: no answer to pings; closing");
                     break Ok(());
                 }
-                if let Err(err) = write(&mut writer, Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"")), settings).await {
+                let mut out = Vec::new();
+                encode(&mut out, OpCode::Ping, b"");
+                if let Err(err) = send(&mut writer, &out, settings).await {
                     break Err(err);
                 }
             }
@@ -222,79 +211,106 @@ async fn serve<S: Store>(
     result
 }
 
-/// Buffers the frames of `next`; says whether they end the connection (a farewell and
-/// the close frame).
-async fn frames<S: Store>(
-    writer: &mut Writer,
-    next: Next,
-    subscription: &Subscription<S>,
-    settings: Settings,
-) -> Result<bool, WebSocketError> {
+/// Appends the frames of `next` to `out`; says whether they end the connection (a
+/// farewell and the close frame).
+fn frames<S: Store>(out: &mut Vec<u8>, next: Next, subscription: &Subscription<S>) -> bool {
     match next {
         Next::Event(event) => {
             let bytes = event.encoded(Encoding::Json);
             subscription.gateway().stats().add_bytes_out(bytes.len());
-            buffer(writer, Frame::text(Payload::Borrowed(bytes)), settings).await?;
-            Ok(false)
+            encode(out, OpCode::Text, bytes);
+            false
         }
         Next::Gap(gap) => {
-            let text = System::Gap(&gap).envelope();
-            buffer(
-                writer,
-                Frame::text(Payload::Owned(text.into_bytes())),
-                settings,
-            )
-            .await?;
-            Ok(false)
+            encode(out, OpCode::Text, System::Gap(&gap).envelope().as_bytes());
+            false
         }
         Next::End(reason) => {
             let (code, why) = match reason {
-                EndReason::Draining => (1001, "drain"),
+                EndReason::Draining => (1001u16, "drain"),
                 EndReason::SlowConsumer => (1008, "slow_consumer"),
                 EndReason::Revoked(_) => (1008, "revoked"),
                 // Service Restart: the client should reconnect (and resume) at once.
                 EndReason::Interrupted => (1012, "resync"),
             };
-            let text = System::End(reason).envelope();
-            buffer(
-                writer,
-                Frame::text(Payload::Owned(text.into_bytes())),
-                settings,
-            )
-            .await?;
-            buffer(writer, Frame::close(code, why.as_bytes()), settings).await?;
-            Ok(true)
+            encode(out, OpCode::Text, System::End(reason).envelope().as_bytes());
+            let mut payload = Vec::with_capacity(2 + why.len());
+            payload.extend_from_slice(&code.to_be_bytes());
+            payload.extend_from_slice(why.as_bytes());
+            encode(out, OpCode::Close, &payload);
+            true
         }
     }
 }
 
-/// Puts one frame in the write buffer (writing out what is buffered when it is full),
-/// giving up when the client has not taken it within the write timeout.
-async fn buffer(
-    writer: &mut Writer,
-    frame: Frame<'_>,
-    settings: Settings,
-) -> Result<(), WebSocketError> {
-    match tokio::time::timeout(settings.write_timeout, writer.write_frame(frame)).await {
-        Ok(result) => result,
+/// Appends one whole server frame (RFC 6455 §5.2: FIN set, no mask) of `opcode` carrying
+/// `payload`.
+fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    out.reserve(10 + payload.len());
+    out.push(0x80 | opcode as u8);
+    match payload.len() {
+        // The length in the 7-bit field, or 126 and 16 bits, or 127 and 64 bits.
+        len @ 0..=125 => out.push(len as u8),
+        len @ 126..=0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
+/// Writes `out`, giving up when the client has not taken it within the write timeout.
+async fn send(writer: &mut Writer, out: &[u8], settings: Settings) -> Result<(), WebSocketError> {
+    match tokio::time::timeout(settings.write_timeout, writer.write_all(out)).await {
+        Ok(result) => result.map_err(WebSocketError::IoError),
         Err(_) => Err(WebSocketError::ConnectionClosed),
     }
 }
 
-/// Writes out what is buffered, within the write timeout.
-async fn flush(writer: &mut Writer, settings: Settings) -> Result<(), WebSocketError> {
-    match tokio::time::timeout(settings.write_timeout, writer.flush()).await {
-        Ok(result) => result,
-        Err(_) => Err(WebSocketError::ConnectionClosed),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use fastwebsockets::WebSocket;
+    use tokio::io::AsyncWriteExt as _;
 
-/// Writes one frame now.
-async fn write(
-    writer: &mut Writer,
-    frame: Frame<'_>,
-    settings: Settings,
-) -> Result<(), WebSocketError> {
-    buffer(writer, frame, settings).await?;
-    flush(writer, settings).await
+    use super::*;
+
+    /// What `encode` writes, read back by fastwebsockets as a client reads it: every length
+    /// on both sides of each of the three length encodings, and a close with its code.
+    #[tokio::test]
+    async fn frames_are_read_back_whole_by_an_independent_client() {
+        let lengths = [0, 1, 125, 126, 127, 1000, 0xffff, 0x1_0000, 70_000];
+        let mut out = Vec::new();
+        for (n, &len) in lengths.iter().enumerate() {
+            let payload: Vec<u8> = (0..len).map(|i| b'a' + ((i + n) % 26) as u8).collect();
+            encode(&mut out, OpCode::Text, &payload);
+        }
+        encode(&mut out, OpCode::Ping, b"");
+        encode(&mut out, OpCode::Close, &[0x03, 0xf0, b'b', b'y', b'e']);
+        let (client, mut server) = tokio::io::duplex(1 << 20);
+        let writing = tokio::spawn(async move { server.write_all(&out).await });
+        let mut ws = WebSocket::after_handshake(client, Role::Client);
+        ws.set_auto_pong(false);
+        ws.set_auto_close(false);
+        for (n, &len) in lengths.iter().enumerate() {
+            let frame = ws.read_frame().await.expect("a text frame");
+            assert!(frame.fin);
+            assert_eq!(frame.opcode, OpCode::Text);
+            let expected: Vec<u8> = (0..len).map(|i| b'a' + ((i + n) % 26) as u8).collect();
+            assert_eq!(
+                &frame.payload[..],
+                &expected[..],
+                "a payload of {len} bytes"
+            );
+        }
+        let ping = ws.read_frame().await.expect("the ping");
+        assert_eq!((ping.opcode, ping.payload.len()), (OpCode::Ping, 0));
+        let close = ws.read_frame().await.expect("the close");
+        assert_eq!(close.opcode, OpCode::Close);
+        assert_eq!(&close.payload[..], &[0x03, 0xf0, b'b', b'y', b'e']);
+        writing.await.unwrap().unwrap();
+    }
 }
