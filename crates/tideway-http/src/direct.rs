@@ -37,7 +37,7 @@ use std::{
 };
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use futures_util::FutureExt as _;
+use futures_util::{FutureExt as _, future::Either};
 use http::{HeaderName, HeaderValue, Method, Request, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
@@ -364,17 +364,34 @@ impl AsyncWrite for Rewound {
 
 /// Writes `response` on `stream` and, for a stream body, keeps writing until the body
 /// ends, the client goes away or `peer.kill` fires.
-pub(crate) async fn serve(mut stream: TcpStream, response: Response, peer: &Peer) {
+///
+/// Not an `async fn`: the response is taken apart before the future is made, so a
+/// subscriber's future (which lives as long as the subscriber) holds its body and not the
+/// whole response — an `async fn` keeps its arguments for its whole life.
+pub(crate) fn serve<'a>(
+    stream: TcpStream,
+    response: Response,
+    peer: &'a Peer,
+) -> impl Future<Output = ()> + 'a {
     if response.body().size_hint().exact().is_some() {
         // A whole answer (an error): head and body in one write.
-        let out = whole(response, true).await;
-        let _ = stream.write_all(&out).await;
-        let _ = stream.shutdown().await;
-        return;
+        return Either::Left(async move {
+            let mut stream = stream;
+            let out = whole(response, true).await;
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+        });
     }
-    if stream_body(&stream, response, peer).await == Finished::Ended {
-        let _ = stream.shutdown().await;
-    }
+    let (parts, body) = response.into_parts();
+    // The head goes out with the first frames.
+    let mut unsent = Vec::with_capacity(512);
+    head(&mut unsent, &parts, None, true);
+    Either::Right(async move {
+        let mut stream = stream;
+        if stream_body(&stream, body, unsent, peer).await == Finished::Ended {
+            let _ = stream.shutdown().await;
+        }
+    })
 }
 
 /// How a streamed body's connection finished.
@@ -386,14 +403,13 @@ enum Finished {
     Dropped,
 }
 
-/// Writes the head and the chunks of `response`'s streamed body until it ends.
-async fn stream_body(stream: &TcpStream, response: Response, peer: &Peer) -> Finished {
-    let (parts, mut body) = response.into_parts();
-    // The head goes out with the first frames.
-    let mut unsent = Vec::with_capacity(512);
-    head(&mut unsent, &parts, None, true);
-    // The head's headers are written; they need not live as long as the stream.
-    drop(parts);
+/// Writes `unsent` (the head) and the chunks of `body` until it ends.
+async fn stream_body(
+    stream: &TcpStream,
+    mut body: crate::response::Body,
+    mut unsent: Vec<u8>,
+    peer: &Peer,
+) -> Finished {
     // Armed once for the stream's life: made anew for every event, each of the two cost a
     // lock to register and another to drop, per event and subscriber.
     let gone = client_gone(stream);
