@@ -374,24 +374,20 @@ pub(crate) fn serve<'a>(
     peer: &'a Peer,
 ) -> impl Future<Output = ()> + 'a {
     if response.body().size_hint().exact().is_some() {
-        // A whole answer (an error): head and body in one write.
-        return Either::Left(async move {
+        // A whole answer (an error): head and body in one write. Boxed: the future of a
+        // stream, which lives as long as its subscriber, need not keep room for it.
+        return Either::Left(Box::pin(async move {
             let mut stream = stream;
             let out = whole(response, true).await;
             let _ = stream.write_all(&out).await;
             let _ = stream.shutdown().await;
-        });
+        }));
     }
     let (parts, body) = response.into_parts();
     // The head goes out with the first frames.
     let mut unsent = Vec::with_capacity(512);
     head(&mut unsent, &parts, None, true);
-    Either::Right(async move {
-        let mut stream = stream;
-        if stream_body(&stream, body, unsent, peer).await == Finished::Ended {
-            let _ = stream.shutdown().await;
-        }
-    })
+    Either::Right(stream_body(stream, body, unsent, peer))
 }
 
 /// How a streamed body's connection finished.
@@ -403,86 +399,94 @@ enum Finished {
     Dropped,
 }
 
-/// Writes `unsent` (the head) and the chunks of `body` until it ends.
+/// Writes `unsent` (the head) and the chunks of `body` until it ends, then shuts the
+/// connection down.
 async fn stream_body(
-    stream: &TcpStream,
+    mut stream: TcpStream,
     mut body: crate::response::Body,
     mut unsent: Vec<u8>,
     peer: &Peer,
-) -> Finished {
-    // Armed once for the stream's life: made anew for every event, each of the two cost a
-    // lock to register and another to drop, per event and subscriber.
-    let gone = client_gone(stream);
-    let kill = peer.kill.notified();
-    tokio::pin!(gone, kill);
-    let mut ended = false;
-    let mut data: Vec<Bytes> = Vec::new();
-    loop {
-        // With nothing to write, wait for the next frame, watching for the client's close
-        // and for a kill.
-        if unsent.is_empty() {
-            let first = tokio::select! {
-                biased;
-                frame = body.frame() => frame,
-                () = &mut kill => {
-                    killed(peer);
-                    return Finished::Dropped;
-                }
-                () = &mut gone => return Finished::Dropped,
-            };
-            match first {
-                Some(Ok(frame)) => data.extend(frame.into_data().ok()),
-                Some(Err(never)) => match never {},
-                None => ended = true,
-            }
-        }
-        // Whatever else is ready goes out in the same write.
-        let mut size: usize = data.iter().map(Bytes::len).sum();
-        while !ended && size < MAX_BATCH {
-            match body.frame().now_or_never() {
-                Some(Some(Ok(frame))) => {
-                    if let Ok(bytes) = frame.into_data() {
-                        size += bytes.len();
-                        data.push(bytes);
+) {
+    let finished = 'streaming: {
+        // Armed once for the stream's life: made anew for every event, each of the two cost a
+        // lock to register and another to drop, per event and subscriber.
+        let gone = client_gone(&stream);
+        let kill = peer.kill.notified();
+        tokio::pin!(gone, kill);
+        let mut ended = false;
+        let mut data: Vec<Bytes> = Vec::new();
+        loop {
+            // With nothing to write, wait for the next frame, watching for the client's close
+            // and for a kill.
+            if unsent.is_empty() {
+                let first = tokio::select! {
+                    biased;
+                    frame = body.frame() => frame,
+                    () = &mut kill => {
+                        killed(peer);
+                        break 'streaming Finished::Dropped;
                     }
+                    () = &mut gone => break 'streaming Finished::Dropped,
+                };
+                match first {
+                    Some(Ok(frame)) => data.extend(frame.into_data().ok()),
+                    Some(Err(never)) => match never {},
+                    None => ended = true,
                 }
-                Some(Some(Err(never))) => match never {},
-                Some(None) => ended = true,
-                None => break,
             }
-        }
-        // One allocation, of the size written.
-        unsent.reserve_exact(size + CHUNK_FRAMING);
-        chunk(&mut unsent, &data, ended);
-        data.clear();
-        // At once when the socket takes it all (the usual case), else as it drains.
-        let mut sent = 0;
-        while sent < unsent.len() {
-            match stream.try_write(&unsent[sent..]) {
-                Ok(0) => return Finished::Dropped,
-                Ok(n) => sent += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    tokio::select! {
-                        biased;
-                        () = &mut kill => {
-                            killed(peer);
-                            return Finished::Dropped;
+            // Whatever else is ready goes out in the same write.
+            let mut size: usize = data.iter().map(Bytes::len).sum();
+            while !ended && size < MAX_BATCH {
+                match body.frame().now_or_never() {
+                    Some(Some(Ok(frame))) => {
+                        if let Ok(bytes) = frame.into_data() {
+                            size += bytes.len();
+                            data.push(bytes);
                         }
-                        ready = stream.writable() => if ready.is_err() {
-                            return Finished::Dropped;
-                        },
                     }
+                    Some(Some(Err(never))) => match never {},
+                    Some(None) => ended = true,
+                    None => break,
                 }
-                Err(_) => return Finished::Dropped,
             }
+            // One allocation, of the size written.
+            unsent.reserve_exact(size + CHUNK_FRAMING);
+            chunk(&mut unsent, &data, ended);
+            data.clear();
+            // At once when the socket takes it all (the usual case), else as it drains.
+            let mut sent = 0;
+            while sent < unsent.len() {
+                match stream.try_write(&unsent[sent..]) {
+                    Ok(0) => break 'streaming Finished::Dropped,
+                    Ok(n) => sent += n,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        tokio::select! {
+                            biased;
+                            () = &mut kill => {
+                                killed(peer);
+                                break 'streaming Finished::Dropped;
+                            }
+                            ready = std::future::poll_fn(|cx| stream.poll_write_ready(cx)) => {
+                                if ready.is_err() {
+                                    break 'streaming Finished::Dropped;
+                                }
+                            }
+                        }
+                    }
+                    Err(_) => break 'streaming Finished::Dropped,
+                }
+            }
+            if ended {
+                break 'streaming Finished::Ended;
+            }
+            // An idle subscriber holds no buffer; allocating the next one costs far less
+            // than the write it is for.
+            unsent = Vec::new();
+            data = Vec::new();
         }
-        if ended {
-            return Finished::Ended;
-        }
-        // An idle subscriber holds no buffer; allocating the next one costs far less
-        // than the write it is for.
-        unsent = Vec::new();
-        data = Vec::new();
+    };
+    if finished == Finished::Ended {
+        let _ = stream.shutdown().await;
     }
 }
 
@@ -507,19 +511,30 @@ fn killed(peer: &Peer) {
 
 /// Completes when the client closed its side (or the connection failed). Anything it
 /// sends meanwhile is read and ignored.
-async fn client_gone(stream: &TcpStream) {
-    let mut sink = [0u8; 64];
-    loop {
-        if stream.readable().await.is_err() {
-            return;
+///
+/// Polls the socket's read readiness directly: the waker is kept by the socket's
+/// registration, not in this future, which an idle subscriber holds for its whole life.
+/// (Only the last waker given to `poll_read_ready` is woken: this stream's task is the
+/// only one that reads the socket.)
+fn client_gone(stream: &TcpStream) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        loop {
+            match stream.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            let mut sink = [0u8; 64];
+            match stream.try_read(&mut sink) {
+                Ok(0) => return Poll::Ready(()),
+                // Read and ignored; or not readable after all (the readiness is cleared):
+                // either way, look again.
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(()),
+            }
         }
-        match stream.try_read(&mut sink) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
+    })
 }
 
 /// The status line and headers of `parts`, with `Date`, the framing of the body and, when
