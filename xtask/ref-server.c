@@ -136,6 +136,9 @@ static void close_conn(int fd) {
   close(fd);
 }
 
+static const char created[] = "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n";
+static const char accepted[] = "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";
+
 /* Frames `body` once and writes it to every subscriber of `topic`; says whether it had any. */
 static int publish(const char *topic, size_t topic_len, const char *body, size_t body_len) {
   int slot = topic_slot(topic, topic_len, 0);
@@ -185,8 +188,6 @@ static void serve(int fd) {
           "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n";
       send_to(fd, ok, sizeof ok - 1);
     } else if (path_len > 5 && memcmp(path, "/pub/", 5) == 0) {
-      static const char created[] = "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n";
-      static const char accepted[] = "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";
       if (publish(path + 5, path_len - 5, c->in.data + head, body))
         send_to(fd, created, sizeof created - 1);
       else
@@ -200,7 +201,6 @@ static void serve(int fd) {
         if (space) publish(line, (size_t)(space - line), space + 1, (size_t)(eol - space - 1));
         line = eol + 1;
       }
-      static const char accepted[] = "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";
       send_to(fd, accepted, sizeof accepted - 1);
     } else {
       char answer[128];

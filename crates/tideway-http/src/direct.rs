@@ -30,7 +30,7 @@
 
 use std::{
     cell::RefCell,
-    io,
+    io::{self, Write as _},
     pin::Pin,
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -594,20 +594,9 @@ const CHUNK_FRAMING: usize = 16 + 2 + 2 + 5;
 fn chunk(out: &mut Vec<u8>, data: &[Bytes], last: bool) {
     let size: usize = data.iter().map(Bytes::len).sum();
     if size > 0 {
-        // The size in hex, without the allocation of a `format!`.
-        let mut digits = [0u8; 16];
-        let mut at = digits.len();
-        let mut rest = size;
-        loop {
-            at -= 1;
-            digits[at] = b"0123456789abcdef"[rest & 0xf];
-            rest >>= 4;
-            if rest == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(&digits[at..]);
-        out.extend_from_slice(b"\r\n");
+        // Formatted straight into `out` (a `Vec`'s `io::Write` cannot fail), without the
+        // allocation of a `format!`.
+        let _ = write!(out, "{size:x}\r\n");
         for bytes in data {
             out.extend_from_slice(bytes);
         }
