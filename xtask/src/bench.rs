@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use crate::{
     nchan,
     procs::{
-        Processes, free_port, start_redis, start_redis_cluster, start_reference, start_worker,
-        wait_listening,
+        Processes, free_port, start_redis, start_redis_cluster, start_reference,
+        start_reference_tokio, start_worker, wait_listening,
     },
     report,
 };
@@ -90,6 +90,10 @@ enum Server {
     /// the routes Nchan's scenarios use), for how far a figure is from this machine's
     /// limit.
     Reference,
+    /// The same work on tokio in Tideway's shape (`bins/ref-tokio`): the distance from the
+    /// C reference to it is what that shape costs, from it to Tideway what Tideway's own
+    /// work costs.
+    ReferenceTokio,
 }
 
 /// A whole-gateway scenario: the servers it starts and what `tideway-load` does.
@@ -253,6 +257,16 @@ const fn reference(name: &'static str, load: &'static [&'static str]) -> Scenari
     }
 }
 
+const fn reference_tokio(name: &'static str, load: &'static [&'static str]) -> Scenario {
+    Scenario {
+        name,
+        server: Server::ReferenceTokio,
+        shared: Shared::None,
+        gateways: &[],
+        load,
+    }
+}
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "stalled",
@@ -304,6 +318,7 @@ const SCENARIOS: &[Scenario] = &[
     tideway("unicast-2000", UNICAST_2000),
     nchan("unicast-2000-nchan", UNICAST_2000),
     reference("unicast-2000-reference", UNICAST_2000),
+    reference_tokio("unicast-2000-reference-tokio", UNICAST_2000),
     tideway("unicast-10000", UNICAST_10000),
     nchan("unicast-10000-nchan", UNICAST_10000),
     reference("unicast-10000-reference", UNICAST_10000),
@@ -468,7 +483,7 @@ pub(crate) fn run_id(root: &Path) -> (String, String) {
 }
 
 fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<(), String> {
-    eprintln!("xtask: building release tideway and tideway-load");
+    eprintln!("xtask: building release tideway, tideway-load and ref-tokio");
     let build = Command::new("cargo")
         .current_dir(root)
         .args([
@@ -479,6 +494,8 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
             "tideway",
             "-p",
             "tideway-load",
+            "-p",
+            "ref-tokio",
         ])
         .status()
         .map_err(|e| format!("cargo build: {e}"))?;
@@ -517,7 +534,7 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
             let mut entry = json!({
                 "scenario": scenario.name,
                 "run": run + 1,
-                "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan => "nchan", Server::Reference => "reference" },
+                "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan => "nchan", Server::Reference => "reference", Server::ReferenceTokio => "reference-tokio" },
                 "redis": matches!(scenario.shared, Shared::Redis | Shared::RedisCluster),
                 "redis_cluster": scenario.shared == Shared::RedisCluster,
                 "worker": scenario.shared == Shared::Worker,
@@ -625,8 +642,12 @@ fn run_scenario(root: &Path, bin: &Path, scenario: &Scenario) -> Result<Value, S
                 substitute("{pid0}", &vars),
             ]);
         }
-        Server::Reference => {
-            let (addr, pid) = start_reference(root, &mut processes)?;
+        Server::Reference | Server::ReferenceTokio => {
+            let (addr, pid) = if scenario.server == Server::Reference {
+                start_reference(root, &mut processes)?
+            } else {
+                start_reference_tokio(bin, &mut processes)?
+            };
             target.extend([
                 "--target".into(),
                 "nchan".into(),

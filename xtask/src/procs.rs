@@ -167,12 +167,26 @@ pub(crate) fn start_reference(
     if !built.success() {
         return Err("cc could not build xtask/ref-server.c".into());
     }
+    start_listening(&binary, processes)
+}
+
+/// Starts the bench's tokio reference server (`bins/ref-tokio`, built beside the release
+/// gateway in `bin`) on a free port: its address and process id.
+pub(crate) fn start_reference_tokio(
+    bin: &Path,
+    processes: &mut Processes,
+) -> Result<(String, u32), String> {
+    start_listening(&bin.join("ref-tokio"), processes)
+}
+
+/// Starts `binary PORT` on a free port and waits until it listens.
+fn start_listening(binary: &Path, processes: &mut Processes) -> Result<(String, u32), String> {
     let port = free_port()?;
-    let child = Command::new(&binary)
+    let child = Command::new(binary)
         .arg(port.to_string())
         .stdout(Stdio::null())
         .spawn()
-        .map_err(|e| format!("start the reference server: {e}"))?;
+        .map_err(|e| format!("start {}: {e}", binary.display()))?;
     let pid = child.id();
     processes.0.push(child);
     let addr = format!("127.0.0.1:{port}");

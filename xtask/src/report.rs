@@ -97,6 +97,21 @@ fn cpu_against(report: &Value, ours: &str, reference: &str) -> Option<(f64, f64,
     Some((ratio, ours, theirs, pairs.len()))
 }
 
+/// Where a missed CPU target's distance lies, from the tokio reference (the C reference's
+/// work in Tideway's shape) measured in the same run: how far the shape alone is from the
+/// minimal server, and how far Tideway is from the shape.
+fn tokio_share(report: &Value) -> Option<String> {
+    let (shape, _, _, _) = cpu_against(
+        report,
+        "unicast-2000-reference-tokio",
+        "unicast-2000-reference",
+    )?;
+    let (ours, _, _, _) = cpu_against(report, "unicast-2000", "unicast-2000-reference-tokio")?;
+    Some(format!(
+        "; the tokio reference (the same work in Tideway's shape: a task per connection, a wake-up per delivery) is at {shape:.2}× the minimal server, Tideway at {ours:.2}× the tokio reference"
+    ))
+}
+
 /// Delivered events/s at a stepped scenario's knee (0 when no step stayed under it),
 /// the median over its runs.
 fn knee(report: &Value, name: &str) -> Option<f64> {
@@ -482,6 +497,7 @@ fn judge(report: &Value) -> Vec<Judged> {
                 "goal ≤ 1.3×".into()
             } else {
                 format!("goal ≤ 1.3×: {:.2}× over", ratio / 1.3)
+                    + &tokio_share(report).unwrap_or_default()
             },
         },
         None => Judged {
@@ -1251,6 +1267,9 @@ mod tests {
             { "scenario": "unicast-2000-nchan", "server": "nchan", "result": unicast_steps(&[(8_000.0, 800.0, 40.0), (16_000.0, 1_500.0, 40.0)]) },
             // The reference at the same rates: ratios 1.5, 1.5, and 36/20 = 1.8 → median 1.5.
             { "scenario": "unicast-2000-reference", "server": "reference", "result": unicast_steps(&[(8_000.0, 300.0, 20.0), (16_000.0, 300.0, 22.0), (32_000.0, 300.0, 20.0), (64_000.0, 300.0, 20.0)]) },
+            // The tokio reference: 24/20, 24/22, 24/20 → 1.2×; Tideway against it 30/24,
+            // 33/24, 36/24 → 1.375×.
+            { "scenario": "unicast-2000-reference-tokio", "server": "reference-tokio", "result": unicast_steps(&[(8_000.0, 300.0, 24.0), (16_000.0, 300.0, 24.0), (32_000.0, 300.0, 24.0)]) },
             { "scenario": "unicast-2000-batch100", "server": "tideway", "result": { "knee": { "delivered_events_per_second": 36_000.0 } } },
             { "scenario": "fanout-10000", "server": "tideway", "result": fanout },
         ]});
@@ -1271,6 +1290,10 @@ mod tests {
             ),
             "{}",
             cpu.measured
+        );
+        assert_eq!(
+            cpu.distance,
+            "goal ≤ 1.3×: 1.15× over; the tokio reference (the same work in Tideway's shape: a task per connection, a wake-up per delivery) is at 1.20× the minimal server, Tideway at 1.38× the tokio reference"
         );
         // Nchan's single publishes at their own (2 ms) knee are unknown here: no knee field.
         assert_eq!(find("batch publish").met, None);
