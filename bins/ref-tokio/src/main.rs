@@ -134,8 +134,8 @@ async fn connection(mut stream: TcpStream, topics: Topics) -> io::Result<()> {
     }
 }
 
-/// Streams what is queued for `subscriber` until the client goes away. (Its departure
-/// is seen at the next write; the bench's subscribers stay to the end.)
+/// Streams what is queued for `subscriber` until a write fails. The subscriber stays in
+/// its topic's list after that (the bench's subscribers stay to the end of a scenario).
 async fn subscribe(mut stream: TcpStream, subscriber: &Subscriber) -> io::Result<()> {
     stream
         .write_all(
