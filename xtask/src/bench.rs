@@ -531,10 +531,16 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
                 scenario.name,
                 run + 1
             );
+            let before = cpu_ticks();
             let outcome = match (scenario.server, &nchan_ready) {
                 (Server::Nchan, Err(why)) => Err(why.clone()),
                 _ => run_scenario(root, &bin, scenario),
             };
+            let stolen = before
+                .zip(cpu_ticks())
+                .and_then(|((steal, all), (steal2, all2))| {
+                    (all2 > all).then(|| steal2.saturating_sub(steal) as f64 / (all2 - all) as f64)
+                });
             let mut entry = json!({
                 "scenario": scenario.name,
                 "run": run + 1,
@@ -544,6 +550,7 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
                 "worker": scenario.shared == Shared::Worker,
                 "gateway_flags": scenario.gateways,
                 "load_args": scenario.load,
+                "host_steal_share": stolen,
             });
             match outcome {
                 Ok(value) => {
@@ -841,6 +848,23 @@ fn latest_previous(dir: &Path, suffix: &str) -> Option<(PathBuf, Value)> {
     let path = files.pop()?;
     let value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
     Some((path, value))
+}
+
+/// The machine's CPU time so far, from `/proc/stat`: (stolen by the host, all), in ticks.
+/// A VM's host can take its CPU for a while; a run in such a stretch measures less of
+/// the servers and more of the host.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user's).
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map_while(|t| t.parse().ok())
+        .collect();
+    Some((*ticks.get(7)?, ticks.iter().sum()))
 }
 
 fn machine() -> Value {

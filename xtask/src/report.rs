@@ -841,6 +841,37 @@ fn series(
         .collect()
 }
 
+/// The runs during which the host took more than [`STOLEN`] of the machine's CPU time,
+/// named so a reader weighs their figures: the servers had less of the machine than
+/// the figures assume.
+fn stolen_runs(report: &Value) -> Option<String> {
+    let runs: Vec<String> = report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let share = entry["host_steal_share"].as_f64().filter(|&s| s > STOLEN)?;
+            Some(format!(
+                "{} run {} ({:.0}%)",
+                entry["scenario"].as_str().unwrap_or("?"),
+                entry["run"].as_u64().unwrap_or(1),
+                share * 100.0
+            ))
+        })
+        .collect();
+    (!runs.is_empty()).then(|| {
+        format!(
+            "**CPU stolen by the host** (this VM's host took more than {:.0}% of the machine's time) during: {}. Those runs' figures are less sure; medians over the other runs carry the verdicts.",
+            STOLEN * 100.0,
+            runs.join(", ")
+        )
+    })
+}
+
+/// The share of the machine's CPU time the host may take during a run before the
+/// summary names the run.
+const STOLEN: f64 = 0.02;
+
 pub(crate) fn summary(
     report: &Value,
     previous: Option<&(PathBuf, Value)>,
@@ -864,6 +895,9 @@ pub(crate) fn summary(
             ),
         }
     );
+    if let Some(line) = stolen_runs(report) {
+        let _ = writeln!(md, "{line}\n");
+    }
     let _ = writeln!(
         md,
         "## Targets\n\n| target | measured | met | distance |\n|---|---|:-:|---|"
@@ -1286,6 +1320,22 @@ mod tests {
         let judged = judge(&report);
         let cpu = judged_as(&judged, "unicast, 2,000 topics: CPU");
         assert_eq!(cpu.met, None, "{}", cpu.measured);
+    }
+
+    #[test]
+    fn runs_the_host_took_cpu_from_are_named() {
+        let report = json!({ "repeat": 2, "results": [
+            { "scenario": "unicast-2000", "run": 1, "host_steal_share": 0.004 },
+            { "scenario": "unicast-2000", "run": 2, "host_steal_share": 0.071 },
+            { "scenario": "unicast-2000-reference", "run": 1, "host_steal_share": null },
+        ]});
+        let md = summary(&report, None, &[]);
+        assert!(
+            md.contains("during: unicast-2000 run 2 (7%). Those runs' figures are less sure"),
+            "{md}"
+        );
+        let quiet = json!({ "results": [{ "scenario": "unicast-2000", "run": 1, "host_steal_share": 0.01 }] });
+        assert!(!summary(&quiet, None, &[]).contains("stolen"));
     }
 
     /// Unicast steps: (offered = delivered events/s, p99 µs, CPU µs per event).
