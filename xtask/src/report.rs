@@ -44,6 +44,14 @@ fn knee_within(report: &Value, name: &str, limit_us: f64) -> Option<f64> {
     )
 }
 
+/// Whether a step is healthy at line `limit_us`: p99 within it and nothing lost.
+fn healthy(step: &Value, limit_us: f64) -> bool {
+    step["publish_to_receive_us"]["p99"]
+        .as_f64()
+        .is_some_and(|p99| p99 <= limit_us)
+        && step["lost"].as_u64() == Some(0)
+}
+
 /// The most delivered events/s of one run at a step with p99 within `limit_us` and
 /// nothing lost (0 when none).
 fn best_within(result: &Value, limit_us: f64) -> f64 {
@@ -51,12 +59,7 @@ fn best_within(result: &Value, limit_us: f64) -> f64 {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|s| {
-            s["publish_to_receive_us"]["p99"]
-                .as_f64()
-                .is_some_and(|p99| p99 <= limit_us)
-                && s["lost"].as_u64() == Some(0)
-        })
+        .filter(|s| healthy(s, limit_us))
         .filter_map(|s| s["delivered_events_per_second"].as_f64())
         .fold(0.0, f64::max)
 }
@@ -72,17 +75,8 @@ fn cpu_against(report: &Value, ours: &str, reference: &str) -> Option<(f64, f64,
         let mut by_rate: Vec<(f64, Vec<f64>)> = Vec::new();
         for run in runs(report, name) {
             let line_us = run["knee_ms"].as_f64().unwrap_or(f64::MAX) * 1000.0;
-            let healthy = run["steps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|s| s["lost"].as_u64() == Some(0))
-                .filter(|s| {
-                    s["publish_to_receive_us"]["p99"]
-                        .as_f64()
-                        .is_some_and(|p99| p99 <= line_us)
-                });
-            for step in healthy {
+            let steps = run["steps"].as_array().into_iter().flatten();
+            for step in steps.filter(|s| healthy(s, line_us)) {
                 let (Some(rate), Some(cpu)) = (
                     step["offered_events_per_second"].as_f64(),
                     step["server_cpu_us_per_delivery"].as_f64(),
