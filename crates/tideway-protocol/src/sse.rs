@@ -103,13 +103,14 @@ impl FrameBuilder {
 }
 
 fn check_line(field: &str, value: &str) -> Result<(), FieldError> {
+    // Bytes, not chars: the three are ASCII, and a byte of a multi-byte char never is.
     match value
-        .char_indices()
-        .find(|(_, c)| matches!(c, '\r' | '\n' | '\0'))
+        .bytes()
+        .position(|b| matches!(b, b'\r' | b'\n' | b'\0'))
     {
-        Some((index, byte)) => Err(FieldError::LineBreak {
+        Some(index) => Err(FieldError::LineBreak {
             field: field.to_owned(),
-            byte,
+            byte: char::from(value.as_bytes()[index]),
             index,
         }),
         None => Ok(()),
@@ -121,13 +122,18 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(text);
     std::iter::from_fn(move || {
         let text = rest?;
-        match text.find(['\r', '\n']) {
+        // A byte search: CR and LF are ASCII, so where one is found is a char boundary.
+        match memchr::memchr2(b'\r', b'\n', text.as_bytes()) {
             None => {
                 rest = None;
                 Some(text)
             }
             Some(at) => {
-                let skip = if text[at..].starts_with("\r\n") { 2 } else { 1 };
+                let skip = if text.as_bytes()[at..].starts_with(b"\r\n") {
+                    2
+                } else {
+                    1
+                };
                 rest = Some(&text[at + skip..]);
                 Some(&text[..at])
             }
