@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use crate::{
     ApiKey, HttpConfig, Scope,
     error::{ApiError, ErrorCode},
+    head::{Headers, head_size},
     tokens,
 };
 
@@ -126,9 +127,9 @@ impl<S: Store> App<S> {
     /// The request's API key if it may use `scope`; refusals are counted for `/metrics`.
     pub(crate) fn authorize(
         &self,
-        headers: &http::HeaderMap,
+        headers: &impl Headers,
         scope: Scope,
-    ) -> Result<ApiKey, ApiError> {
+    ) -> Result<Arc<ApiKey>, ApiError> {
         self.config
             .api_keys
             .current()
@@ -139,13 +140,18 @@ impl<S: Store> App<S> {
     /// Refuses a request whose line and headers exceed `max_header_bytes`. hyper refuses
     /// far larger heads itself (431 without a body); this gives the usual JSON error.
     pub(crate) fn check_head_size<B>(&self, request: &Request<B>) -> Result<(), ApiError> {
+        self.check_head(request.headers(), written_len(request.uri()))
+    }
+
+    /// [`App::check_head_size`] of a head with `headers` and a request target
+    /// `target_len` bytes long.
+    pub(crate) fn check_head(
+        &self,
+        headers: &impl Headers,
+        target_len: usize,
+    ) -> Result<(), ApiError> {
         let max = self.config.max_header_bytes;
-        let headers: usize = request
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum();
-        let size = headers + request.uri().to_string().len();
+        let size = head_size(headers, target_len);
         if size > max {
             return Err(ApiError::new(
                 ErrorCode::HeadersTooLarge,
@@ -162,16 +168,22 @@ impl<S: Store> App<S> {
         request: &Request<B>,
         query_too: bool,
     ) -> Result<TopicList, ApiError> {
-        let query = request.uri().query().unwrap_or("");
-        let from_query = if query_too {
+        let query = query_too.then(|| request.uri().query().unwrap_or(""));
+        self.topics_in(request.headers(), query)
+    }
+
+    /// The topic list of every `x-sse-topic` of `headers` and every `topic` value of
+    /// `query`, parsed as one list.
+    pub(crate) fn topics_in(
+        &self,
+        headers: &impl Headers,
+        query: Option<&str>,
+    ) -> Result<TopicList, ApiError> {
+        let from_query = query.map_or_else(Vec::new, |query| {
             tideway_protocol::query_values(query, "topic")
-        } else {
-            Vec::new()
-        };
-        let headers = request.headers().get_all("x-sse-topic");
+        });
         let values = headers
-            .iter()
-            .map(|v| v.as_bytes())
+            .values("x-sse-topic")
             .chain(from_query.iter().map(|v| v.as_bytes()));
         TopicList::parse_all(values, self.config.max_topics)
             .map_err(|err| ApiError::new(ErrorCode::InvalidTopic, err.to_string()))
@@ -228,5 +240,41 @@ impl<S: Store> App<S> {
             last_event_id,
             grant: access.grant,
         })
+    }
+}
+
+/// The length of `uri` as it is written, counted without building the string (the
+/// head-size check runs on every request).
+fn written_len(uri: &http::Uri) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Counting cannot fail.
+    let _ = std::fmt::write(&mut count, format_args!("{uri}"));
+    count.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::written_len;
+
+    #[test]
+    fn a_uri_is_counted_as_long_as_it_is_written() {
+        for uri in [
+            "/",
+            "/v1/publish",
+            "/v1/stream?topic=a&topic=b%20c",
+            "http://example.com:8080/v1/publish?x=1",
+            "https://[::1]/v1/stream",
+            "*",
+        ] {
+            let uri: http::Uri = uri.parse().unwrap();
+            assert_eq!(written_len(&uri), uri.to_string().len(), "{uri}");
+        }
     }
 }

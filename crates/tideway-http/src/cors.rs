@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::{
     CorsOrigins,
+    head::Headers,
     response::{Response, full},
 };
 
@@ -13,8 +14,10 @@ use crate::{
 const ALLOW_HEADERS: &str = "authorization, content-type, x-sse-topic, x-sse-id, x-sse-event, x-sse-tenant, last-event-id, cache-control";
 
 /// The `Origin` a request came with, if any: all [`allow`] needs of it.
-pub(crate) fn origin(request: &HeaderMap) -> Option<HeaderValue> {
-    request.get(header::ORIGIN).cloned()
+pub(crate) fn origin(request: &impl Headers) -> Option<HeaderValue> {
+    request
+        .get("origin")
+        .and_then(|value| HeaderValue::from_bytes(value).ok())
 }
 
 /// Adds `Access-Control-Allow-Origin` when the request's `origin` is allowed; says whether.

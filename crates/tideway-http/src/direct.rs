@@ -24,7 +24,11 @@
 //! kept alive. hyper's per-request machinery (its dispatcher, header map, read-ahead
 //! buffer, body channel and header timer) held about an eighth of the gateway's samples
 //! at the unicast knee; served here, a unicast event costs about 7% less CPU
-//! (docs/performance.md). At the first request that is anything else, the
+//! (docs/performance.md). The head is not turned into `http` types at all: the handler
+//! reads it as [`RawHead`], views of the read buffer behind the same `Headers` trait as
+//! hyper's header map, and the body as a slice of the same buffer (about a quarter of
+//! the user-space instructions of a unicast event went, counted by callgrind). At the
+//! first request that is anything else, the
 //! connection goes to hyper with the bytes already read in front of it ([`Rewound`]), and
 //! hyper is the judge from then on.
 
@@ -38,7 +42,7 @@ use std::{
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use futures_util::{FutureExt as _, future::Either};
-use http::{HeaderName, HeaderValue, Method, Request, Version, header};
+use http::{HeaderName, HeaderValue, Method, Request, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tideway_core::Store;
@@ -51,6 +55,7 @@ use tokio::{
 
 use crate::{
     app::{App, Peer},
+    head::Headers,
     response::Response,
 };
 
@@ -113,11 +118,12 @@ pub(crate) async fn take_first(stream: &mut TcpStream, enabled: bool) -> io::Res
 /// `0`: two of them, even equal, are hyper's to refuse), an upgrade, an `Expect`, another
 /// method, version or path, and anything httparse or the `http` types refuse.
 pub(crate) fn parse_subscribe(bytes: &[u8]) -> Option<(Request<()>, usize)> {
-    let (request, head_len) = parse_head(bytes, Method::GET, STREAM_PATH).ok()?;
-    if head_len != bytes.len() || body_length(&request)? != 0 {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (head, head_len) = parse_head(bytes, &mut headers, "GET", STREAM_PATH).ok()?;
+    if head_len != bytes.len() || body_length(&head)? != 0 {
         return None;
     }
-    Some((request, head_len))
+    Some((head.to_request().ok()?, head_len))
 }
 
 /// Why the bytes read so far are not a request served here.
@@ -129,54 +135,118 @@ pub(crate) enum Unserved {
     Hyper,
 }
 
-/// The head at the start of `bytes`, and its length, if it is a `method` request for
-/// `route` over HTTP/1.1 that this module may serve: no `Transfer-Encoding`, `Upgrade` or
-/// `Expect`, and everything httparse and the `http` types accept.
-fn parse_head(bytes: &[u8], method: Method, route: &str) -> Result<(Request<()>, usize), Unserved> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Request::new(&mut headers);
+/// The most headers a head served here has; one with more is hyper's.
+const MAX_HEADERS: usize = 64;
+
+/// A request head as this module read it: views of the connection's read buffer, no copy
+/// and no header map. Only a head [`parse_head`] accepted is one, so everything in it is
+/// what the `http` types would accept too.
+pub(crate) struct RawHead<'b, 'h> {
+    /// The request target, origin-form (`/path?query`).
+    target: &'b str,
+    headers: &'h [httparse::Header<'b>],
+}
+
+impl RawHead<'_, '_> {
+    /// The request target's length, for the head-size limit.
+    pub(crate) fn target_len(&self) -> usize {
+        self.target.len()
+    }
+
+    /// The same head as an `http` request, for the handlers that take one.
+    fn to_request(&self) -> Result<Request<()>, Unserved> {
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(self.target)
+            .version(Version::HTTP_11)
+            .body(())
+            .map_err(|_| Unserved::Hyper)?;
+        let map = request.headers_mut();
+        for header in self.headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(header.name.as_bytes()),
+                HeaderValue::from_bytes(header.value),
+            ) else {
+                return Err(Unserved::Hyper);
+            };
+            map.append(name, value);
+        }
+        Ok(request)
+    }
+}
+
+impl Headers for RawHead<'_, '_> {
+    fn each(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers
+            .iter()
+            .map(|header| (header.name.as_bytes(), header.value))
+    }
+}
+
+/// The head at the start of `bytes` (its headers parsed into `headers`), and its length,
+/// if it is a `method` request for `route` over HTTP/1.1 that this module may serve: no
+/// `Transfer-Encoding`, `Upgrade` or `Expect`, a target of plain URI characters, and
+/// header names and values the `http` types accept.
+fn parse_head<'b, 'h>(
+    bytes: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    method: &str,
+    route: &str,
+) -> Result<(RawHead<'b, 'h>, usize), Unserved> {
+    let mut parsed = httparse::Request::new(headers);
     let head_len = match parsed.parse(bytes) {
         Ok(httparse::Status::Complete(head_len)) => head_len,
         Ok(httparse::Status::Partial) => return Err(Unserved::Partial),
         Err(_) => return Err(Unserved::Hyper),
     };
-    let path = parsed.path.ok_or(Unserved::Hyper)?;
-    let asked = path.split_once('?').map_or(path, |(route, _)| route);
-    if parsed.method != Some(method.as_str()) || asked != route || parsed.version != Some(1) {
+    let target = parsed.path.ok_or(Unserved::Hyper)?;
+    let asked = target.split_once('?').map_or(target, |(route, _)| route);
+    if parsed.method != Some(method)
+        || asked != route
+        || parsed.version != Some(1)
+        || !target.bytes().all(plain_uri_byte)
+    {
         return Err(Unserved::Hyper);
     }
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .version(Version::HTTP_11)
-        .body(())
-        .map_err(|_| Unserved::Hyper)?;
-    let map = request.headers_mut();
-    for header in parsed.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(header.name.as_bytes()),
-            HeaderValue::from_bytes(header.value),
-        ) else {
-            return Err(Unserved::Hyper);
-        };
-        map.append(name, value);
-    }
-    let hyper_only = [header::TRANSFER_ENCODING, header::UPGRADE, header::EXPECT];
-    if hyper_only.iter().any(|name| map.contains_key(name)) {
+    let headers = parsed.headers;
+    let acceptable = headers.iter().all(|header| {
+        !header.name.is_empty()
+            && header.name.bytes().all(token_byte)
+            && header.value.iter().all(|&b| value_byte(b))
+    });
+    let hyper_only = ["transfer-encoding", "upgrade", "expect"];
+    let head = RawHead { target, headers };
+    if !acceptable || hyper_only.iter().any(|name| head.get(name).is_some()) {
         return Err(Unserved::Hyper);
     }
-    Ok((request, head_len))
+    Ok((head, head_len))
+}
+
+/// A byte of a request target this module takes as it is: letters, digits and the URI
+/// punctuation that means the same escaped or not to every parser (RFC 3986's unreserved
+/// and sub-delims, `:@/?%`). A target with anything else is hyper's to judge.
+fn plain_uri_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
+/// A byte of a header name (RFC 9110's `tchar`).
+fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte `http::HeaderValue` accepts in a value: visible, space, tab or obs-text.
+fn value_byte(b: u8) -> bool {
+    (b >= 0x20 && b != 0x7f) || b == b'\t'
 }
 
 /// The body's length a head announces: 0 without `Content-Length`, else its one value,
 /// plain ASCII digits. `None` (hyper's to judge) for two of them, even equal, a sign, a
 /// space or a list.
-fn body_length(request: &Request<()>) -> Option<usize> {
-    let mut lengths = request.headers().get_all(header::CONTENT_LENGTH).iter();
+fn body_length(head: &impl Headers) -> Option<usize> {
+    let mut lengths = head.values("content-length");
     match (lengths.next(), lengths.next()) {
         (None, _) => Some(0),
-        (Some(length), None) => {
-            let digits = length.as_bytes();
+        (Some(digits), None) => {
             if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
                 return None;
             }
@@ -186,21 +256,25 @@ fn body_length(request: &Request<()>) -> Option<usize> {
     }
 }
 
-/// One whole `POST /v1/publish` at the start of `bytes`: its head, the head's length and
-/// the body's. Not yet whole but within [`MAX_PUBLISH`]: [`Unserved::Partial`]; anything
-/// else (another request, a body announced otherwise than by one plain `Content-Length`,
-/// more than [`MAX_PUBLISH`] bytes): [`Unserved::Hyper`]. The edge policy is the subscribe path's: take
-/// only what hyper would serve the same way. A publish here is a `POST /v1/publish` over
-/// HTTP/1.1 whose body is announced by exactly one `Content-Length` of plain digits, with
-/// no `Transfer-Encoding`, `Upgrade` or `Expect` (a publish that waits for `100 Continue`
-/// is the drop path's, hyper's); head and body within [`MAX_PUBLISH`]. Bytes after it
-/// (the next request, pipelined) are left where they are.
-pub(crate) fn parse_publish(bytes: &[u8]) -> Result<(Request<()>, usize, usize), Unserved> {
-    match parse_head(bytes, Method::POST, PUBLISH_PATH) {
-        Ok((request, head_len)) => match body_length(&request) {
+/// One whole `POST /v1/publish` at the start of `bytes` (its headers parsed into
+/// `headers`): its head, the head's length and the body's. Not yet whole but within
+/// [`MAX_PUBLISH`]: [`Unserved::Partial`]; anything else (another request, a body
+/// announced otherwise than by one plain `Content-Length`, more than [`MAX_PUBLISH`]
+/// bytes): [`Unserved::Hyper`]. The edge policy is the subscribe path's: take only what
+/// hyper would serve the same way. A publish here is a `POST /v1/publish` over HTTP/1.1
+/// whose body is announced by exactly one `Content-Length` of plain digits, with no
+/// `Transfer-Encoding`, `Upgrade` or `Expect` (a publish that waits for `100 Continue` is
+/// the drop path's, hyper's); head and body within [`MAX_PUBLISH`]. Bytes after it (the
+/// next request, pipelined) are left where they are.
+pub(crate) fn parse_publish<'b, 'h>(
+    bytes: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+) -> Result<(RawHead<'b, 'h>, usize, usize), Unserved> {
+    match parse_head(bytes, headers, "POST", PUBLISH_PATH) {
+        Ok((head, head_len)) => match body_length(&head) {
             Some(body_len) if head_len + body_len > MAX_PUBLISH => Err(Unserved::Hyper),
             Some(body_len) if head_len + body_len > bytes.len() => Err(Unserved::Partial),
-            Some(body_len) => Ok((request, head_len, body_len)),
+            Some(body_len) => Ok((head, head_len, body_len)),
             None => Err(Unserved::Hyper),
         },
         Err(Unserved::Partial) if bytes.len() < MAX_PUBLISH => Err(Unserved::Partial),
@@ -228,12 +302,23 @@ pub(crate) async fn publishes<S: Store>(
     mut stream: TcpStream,
     app: &App<S>,
     peer: &Peer,
-    stopping: &mut watch::Receiver<bool>,
+    stopping: &watch::Receiver<bool>,
     header_read_timeout: Duration,
     accepted: Instant,
 ) -> Option<Handover> {
     let mut buf = BytesMut::with_capacity(4096);
     let mut waiting_since = accepted;
+    // Both armed once for the connection's life. Made anew for every request, as a
+    // `timeout_at` and a `wait_for` are, each takes a lock shared by every connection
+    // (tokio's timer driver; the stop signal's waiter list) to register and again to
+    // drop. A deadline moved later is reset without the timer driver's lock.
+    let deadline = tokio::time::sleep_until(accepted + header_read_timeout);
+    let mut stop_watch = stopping.clone();
+    let stopped = async move {
+        // A closed channel means the server is gone: stop as well.
+        let _ = stop_watch.wait_for(|&stop| stop).await;
+    };
+    tokio::pin!(deadline, stopped);
     let handover = |stream, buf: BytesMut, since: Instant| {
         Some(Handover {
             io: Rewound {
@@ -244,39 +329,40 @@ pub(crate) async fn publishes<S: Store>(
         })
     };
     loop {
-        let (request, head_len, body_len) = match parse_publish(&buf) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let (head, head_len, body_len) = match parse_publish(&buf, &mut headers) {
             Ok(whole) => whole,
             Err(Unserved::Hyper) => return handover(stream, buf, waiting_since),
             Err(Unserved::Partial) => {
-                let deadline = waiting_since + header_read_timeout;
                 buf.reserve(4096.min(MAX_PUBLISH - buf.len()).max(1));
                 let idle = buf.is_empty();
                 let read = tokio::select! {
-                    read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+                    biased;
+                    read = stream.read_buf(&mut buf) => Some(read),
+                    () = &mut deadline => None,
                     // An idle connection closes when the server stops; a request under
                     // way is read to its end first.
-                    _ = stopping.wait_for(|&stop| stop), if idle => return None,
+                    () = &mut stopped, if idle => return None,
                 };
                 match read {
-                    Ok(Ok(0)) | Err(_) if idle => return None,
-                    Ok(Ok(0)) | Err(_) => return handover(stream, buf, waiting_since),
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(err)) => {
+                    Some(Ok(0)) | None if idle => return None,
+                    Some(Ok(0)) | None => return handover(stream, buf, waiting_since),
+                    Some(Ok(_)) => continue,
+                    Some(Err(err)) => {
                         tracing::debug!(peer = %peer.addr, error = %err, "connection failed");
                         return None;
                     }
                 }
             }
         };
-        // The body as a view of the read buffer: the handler copies it once, at its own
-        // length (as it does hyper's), and lets go of the view before the next read.
-        let body = buf
-            .split_to(head_len + body_len)
-            .split_off(head_len)
-            .freeze();
-        let close = wants_close(request.headers());
-        let response = app.publish_direct(request.map(|()| body)).await;
+        // Head and body are read where they lie in the buffer: the handler copies the
+        // body once, at its own length (as it does hyper's), and the request's bytes are
+        // let go of before the next read.
+        let body = &buf[head_len..head_len + body_len];
+        let close = wants_close(&head);
+        let response = app.publish_direct(&head, body).await;
         let close = close || wants_close(response.headers()) || *stopping.borrow();
+        buf.advance(head_len + body_len);
         // A publish's answer is whole.
         let out = whole(response, close).await;
         if stream.write_all(&out).await.is_err() {
@@ -287,14 +373,14 @@ pub(crate) async fn publishes<S: Store>(
             return None;
         }
         waiting_since = Instant::now();
+        deadline.as_mut().reset(waiting_since + header_read_timeout);
     }
 }
 
 /// Whether `headers` ask for the connection to close after this exchange.
-fn wants_close(headers: &http::HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|value| {
+fn wants_close(headers: &impl Headers) -> bool {
+    headers.values("connection").any(|value| {
         value
-            .as_bytes()
             .split(|&b| b == b',')
             .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
     })
@@ -610,6 +696,15 @@ fn chunk(out: &mut Vec<u8>, data: &[Bytes], last: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
+
+    use crate::head::head_size;
+
+    /// The lengths of head and body of the publish `bytes` begins with, if taken.
+    fn publish_len(bytes: &[u8]) -> Result<(usize, usize), Unserved> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        parse_publish(bytes, &mut headers).map(|(_, head, body)| (head, body))
+    }
 
     #[test]
     fn takes_only_whole_bodiless_subscribe_heads() {
@@ -654,20 +749,23 @@ mod tests {
     #[test]
     fn takes_only_whole_plain_publishes() {
         let publish = b"POST /v1/publish HTTP/1.1\r\nx-sse-topic: a\r\nx-sse-id: 1\r\ncontent-length: 3\r\n\r\nabc";
-        let (request, head, body) = parse_publish(publish).expect("a plain publish is taken");
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let (raw, head, body) =
+            parse_publish(publish, &mut headers).expect("a plain publish is taken");
         assert_eq!((head + body, body), (publish.len(), 3));
-        assert_eq!(request.headers()["x-sse-id"], "1");
+        assert_eq!(raw.get("x-sse-id"), Some(&b"1"[..]));
+        assert_eq!(raw.target, "/v1/publish");
         // The next request, pipelined, is left where it is.
         let mut two = publish.to_vec();
         two.extend_from_slice(b"GET /healthz HTTP/1.1\r\n\r\n");
-        assert!(matches!(parse_publish(&two), Ok((_, h, b)) if h + b == publish.len()));
+        assert!(matches!(publish_len(&two), Ok((h, b)) if h + b == publish.len()));
         // No length: an empty body (the handler refuses an empty event as it would).
         let empty = b"POST /v1/publish?topic=a HTTP/1.1\r\nx-sse-id: 1\r\n\r\n";
-        assert!(matches!(parse_publish(empty), Ok((_, _, 0))));
+        assert!(matches!(publish_len(empty), Ok((_, 0))));
         // Cut anywhere before its end, it is partial: more is read.
         for cut in 0..publish.len() {
             assert!(
-                matches!(parse_publish(&publish[..cut]), Err(Unserved::Partial)),
+                matches!(publish_len(&publish[..cut]), Err(Unserved::Partial)),
                 "cut at {cut}"
             );
         }
@@ -689,7 +787,7 @@ mod tests {
             b"POST http://x/v1/publish HTTP/1.1\r\ncontent-length: 1\r\n\r\na",
         ] {
             assert!(
-                matches!(parse_publish(other), Err(Unserved::Hyper)),
+                matches!(publish_len(other), Err(Unserved::Hyper)),
                 "{}",
                 String::from_utf8_lossy(other)
             );
@@ -697,7 +795,7 @@ mod tests {
         // A head that never ends within the limit is hyper's.
         let mut endless = b"POST /v1/publish HTTP/1.1\r\nx-pad: ".to_vec();
         endless.resize(MAX_PUBLISH, b'p');
-        assert!(matches!(parse_publish(&endless), Err(Unserved::Hyper)));
+        assert!(matches!(publish_len(&endless), Err(Unserved::Hyper)));
     }
 
     #[test]
@@ -771,13 +869,50 @@ mod tests {
         ) {
             let mut all = head.to_vec();
             all.extend_from_slice(&bytes);
-            match parse_publish(&all) {
-                Ok((_, head, body)) => {
+            match publish_len(&all) {
+                Ok((head, body)) => {
                     proptest::prop_assert!(head + body <= all.len().min(MAX_PUBLISH));
                 }
                 Err(Unserved::Partial) => proptest::prop_assert!(all.len() < MAX_PUBLISH),
                 Err(Unserved::Hyper) => {}
             }
+        }
+
+        /// A head read here answers every header question as the `http` header map of
+        /// the same head does: names in any case, repeated headers in order, the size
+        /// the head-size limit counts.
+        #[test]
+        fn a_raw_head_reads_as_a_header_map(
+            sent in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "x-sse-topic", "X-SSE-Topic", "x-sse-id", "X-Sse-Id", "authorization",
+                        "Authorization", "origin", "connection", "x-other",
+                    ]),
+                    "[ -~\t]{0,12}",
+                ),
+                0..12,
+            ),
+        ) {
+            let mut bytes = b"POST /v1/publish?x=1 HTTP/1.1\r\n".to_vec();
+            for (name, value) in &sent {
+                bytes.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            }
+            bytes.extend_from_slice(b"\r\n");
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let (raw, _, _) = parse_publish(&bytes, &mut headers).expect("a plain publish");
+            let request = raw.to_request().expect("the same head as a request");
+            let map = request.headers();
+            for name in ["x-sse-topic", "x-sse-id", "authorization", "origin", "connection", "x-other", "absent"] {
+                let from_raw: Vec<&[u8]> = raw.values(name).collect();
+                let from_map: Vec<&[u8]> = Headers::values(map, name).collect();
+                proptest::prop_assert_eq!(&from_raw, &from_map, "{}", name);
+                proptest::prop_assert_eq!(raw.get(name), map.get(name).map(HeaderValue::as_bytes));
+            }
+            proptest::prop_assert_eq!(
+                head_size(&raw, raw.target_len()),
+                head_size(map, request.uri().to_string().len())
+            );
         }
 
         /// A subscribe head cut anywhere before its end is not taken.

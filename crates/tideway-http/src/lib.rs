@@ -15,6 +15,7 @@ mod config;
 mod cors;
 mod direct;
 mod error;
+mod head;
 mod metrics;
 mod publish;
 mod response;

@@ -3,6 +3,7 @@
 //! a small body already sent, the body is read first and one store call both checks the
 //! topics and appends.
 
+use futures_util::FutureExt as _;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
@@ -13,6 +14,7 @@ use crate::{
     ApiKey, Scope,
     app::App,
     error::{ApiError, ErrorCode},
+    head::Headers,
     response::{Response, json},
 };
 
@@ -40,14 +42,43 @@ pub(crate) struct Delivered<'a> {
 const ONE_CALL_BODY: u64 = 16 * 1024;
 
 /// Whether the client holds its body back until told `100 Continue`.
-fn expects_continue(headers: &http::HeaderMap) -> bool {
+fn expects_continue(headers: &impl Headers) -> bool {
     headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        .get("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// A publish, whichever path read it: hyper's (`Incoming`) or the direct one (its body in
-/// hand).
+/// A publish's body as its path has it.
+pub(crate) enum PublishBody<'a, B> {
+    /// The direct path's: the whole body, read with the head, borrowed from the
+    /// connection's read buffer.
+    InHand(&'a [u8]),
+    /// hyper's: still to be read.
+    ToRead(B),
+}
+
+impl<B> PublishBody<'_, B>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// The body, at most `max` bytes, as a copy of exactly its own length. Either path's
+    /// body is a slice of the connection's read buffer; kept in history as it is, it would
+    /// pin that whole buffer (8 KiB or more) for as long as the event lives, and make the
+    /// connection allocate a fresh buffer for every request (profiled in
+    /// docs/performance.md).
+    async fn take<S: Store>(self, app: &App<S>, max: usize) -> Result<bytes::Bytes, ApiError> {
+        match self {
+            Self::InHand(body) if body.len() > max => Err(too_large(max)),
+            Self::InHand(body) => Ok(bytes::Bytes::copy_from_slice(body)),
+            Self::ToRead(body) => Ok(bytes::Bytes::copy_from_slice(
+                &read_body(app, body, max).await?,
+            )),
+        }
+    }
+}
+
+/// A publish read by hyper.
 pub(crate) async fn publish<S: Store, B>(
     app: &App<S>,
     request: Request<B>,
@@ -56,24 +87,37 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let key = app.authorize(request.headers(), Scope::Publish)?;
-    let topics = app.topics(&request, false)?;
+    let (parts, body) = request.into_parts();
+    publish_from(app, &parts.headers, PublishBody::ToRead(body)).await
+}
+
+/// A publish, whichever path read it: hyper's or the direct one.
+pub(crate) async fn publish_from<S: Store, B>(
+    app: &App<S>,
+    headers: &impl Headers,
+    body: PublishBody<'_, B>,
+) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let key = app.authorize(headers, Scope::Publish)?;
+    let topics = app.topics_in(headers, None)?;
     let topics = reachable(&key, topics)?;
     app.rate_limits.take(&key, 1)?;
-    let headers = request.headers();
     let id = headers
         .get("x-sse-id")
         .ok_or_else(|| ApiError::new(ErrorCode::MissingId, "send the event's id in x-sse-id"))
-        .and_then(|value| event_id(value.as_bytes(), "x-sse-id"))?;
+        .and_then(|value| event_id(value, "x-sse-id"))?;
     let event_type = headers
         .get("x-sse-event")
-        .map(|value| event_type(value.as_bytes(), "x-sse-event"))
+        .map(|value| event_type(value, "x-sse-event"))
         .transpose()?;
 
     let max = app.config.max_body;
     let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+        .get("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.parse::<u64>().ok());
     // A small body that is not held back for `100 Continue` is in hand at once: read it
     // first and let one store call both check the topics and append, where the store's
@@ -108,12 +152,8 @@ where
         return Err(too_large(max));
     }
     // A body that stalls would hold its drain permit (and its memory) for ever.
-    let body = read_body(app, request.into_body(), max).await?;
-    // The body arrives as a slice of the connection's read buffer; kept in history as it
-    // is, it would pin that whole buffer (8 KiB or more) for as long as the event lives,
-    // and make hyper allocate a fresh buffer for every request. One copy of the body's
-    // own length instead (profiled in docs/performance.md).
-    let data = EventData::parse(bytes::Bytes::copy_from_slice(&body))
+    let body = body.take(app, max).await?;
+    let data = EventData::parse(body)
         .map_err(|err| ApiError::new(ErrorCode::InvalidBody, err.to_string()))?;
     let event = Event {
         id: id.clone(),
@@ -209,9 +249,14 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let wait = app.config.header_read_timeout;
-    let collected = tokio::time::timeout(wait, Limited::new(body, max).collect())
-        .await
-        .map_err(|_| {
+    let collect = Limited::new(body, max).collect();
+    tokio::pin!(collect);
+    // A body already in hand (the direct path's; a small one hyper has read) is taken
+    // without a timer: arming one, and dropping it, each take the lock of tokio's timer
+    // driver, which every connection shares.
+    let collected = match collect.as_mut().now_or_never() {
+        Some(collected) => collected,
+        None => tokio::time::timeout(wait, collect).await.map_err(|_| {
             ApiError::new(
                 ErrorCode::BodyTimeout,
                 format!(
@@ -219,17 +264,18 @@ where
                     wait.as_millis()
                 ),
             )
-        })?
-        .map_err(|err| {
-            if err.is::<http_body_util::LengthLimitError>() {
-                too_large(max)
-            } else {
-                ApiError::new(
-                    ErrorCode::BodyReadFailed,
-                    format!("could not read the body: {err}"),
-                )
-            }
-        })?;
+        })?,
+    };
+    let collected = collected.map_err(|err| {
+        if err.is::<http_body_util::LengthLimitError>() {
+            too_large(max)
+        } else {
+            ApiError::new(
+                ErrorCode::BodyReadFailed,
+                format!("could not read the body: {err}"),
+            )
+        }
+    })?;
     Ok(collected.to_bytes())
 }
 

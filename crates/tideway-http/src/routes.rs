@@ -12,8 +12,10 @@ use crate::{
     Scope, admin,
     app::{App, Peer},
     batch, cors,
+    direct::RawHead,
     error::{ApiError, ErrorCode},
-    metrics, publish,
+    metrics,
+    publish::{self, PublishBody},
     response::{Response, json},
     stream, tokens, ui, ws,
 };
@@ -128,11 +130,13 @@ impl<S: Store> App<S> {
 
     /// Answers a `POST /v1/publish` read outside hyper (see `direct`) as `route` would:
     /// CORS, the head-size check, then the publish.
-    pub(crate) async fn publish_direct(&self, request: Request<Bytes>) -> Response {
+    pub(crate) async fn publish_direct(&self, head: &RawHead<'_, '_>, body: &[u8]) -> Response {
         self.direct.publish.fetch_add(1, Relaxed);
-        let origin = cors::origin(request.headers());
-        let answer = match self.check_head_size(&request) {
-            Ok(()) => publish::publish(self, request.map(Full::new)).await,
+        let origin = cors::origin(head);
+        let answer = match self.check_head(head, head.target_len()) {
+            Ok(()) => {
+                publish::publish_from(self, head, PublishBody::<Full<Bytes>>::InHand(body)).await
+            }
             Err(err) => Err(err),
         };
         let mut response = answer.unwrap_or_else(ApiError::into_response);

@@ -168,12 +168,11 @@ pub async fn run<S: Store>(
                     Box::pin(crate::direct::serve(stream, response, &context)).await;
                 }
                 Ok(Ok(First::Publish)) => {
-                    let mut stop = stopping.clone();
                     let served = Box::pin(crate::direct::publishes(
                         stream,
                         &app,
                         &context,
-                        &mut stop,
+                        &stopping,
                         header_read_timeout,
                         accepted,
                     ))

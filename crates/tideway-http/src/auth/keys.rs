@@ -1,9 +1,9 @@
 //! One API key and what it may do, the keys file that lists them, and the check of a
 //! request's `Authorization: Bearer` against them in constant time.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
-use http::HeaderMap;
+use crate::head::Headers;
 use serde::Deserialize;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tideway_core::unix_millis;
@@ -145,7 +145,9 @@ fn least_scopes() -> Vec<Scope> {
 /// The keys that may use the gateway.
 #[derive(Clone, Default, Debug)]
 pub struct ApiKeys {
-    keys: Vec<ApiKey>,
+    /// Shared: a request holds its key for as long as it runs, and a reference count is
+    /// all a check costs (a copy was three allocations per publish).
+    keys: Vec<Arc<ApiKey>>,
 }
 
 impl ApiKeys {
@@ -157,7 +159,7 @@ impl ApiKeys {
             .map(str::trim)
             .filter(|key| !key.is_empty())
             .enumerate()
-            .map(|(i, key)| ApiKey::full(format!("key-{}", i + 1), key))
+            .map(|(i, key)| Arc::new(ApiKey::full(format!("key-{}", i + 1), key)))
             .collect();
         Self { keys }
     }
@@ -165,7 +167,7 @@ impl ApiKeys {
     /// Keys from the JSON of a keys file; says which entry is wrong and why.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let file: KeysFile = serde_json::from_str(text).map_err(|e| format!("keys file: {e}"))?;
-        let mut keys: Vec<ApiKey> = Vec::with_capacity(file.keys.len());
+        let mut keys: Vec<Arc<ApiKey>> = Vec::with_capacity(file.keys.len());
         for entry in file.keys {
             let name = entry.name;
             if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
@@ -213,7 +215,7 @@ impl ApiKeys {
                 .map(Tenant::parse)
                 .transpose()
                 .map_err(|e| format!("keys file: key {name:?}: {e}"))?;
-            keys.push(ApiKey {
+            keys.push(Arc::new(ApiKey {
                 tenant,
                 name,
                 secret: entry.key.trim().as_bytes().to_vec(),
@@ -221,7 +223,7 @@ impl ApiKeys {
                 topics,
                 rate: entry.publish_rate,
                 expires_at: entry.expires_at,
-            });
+            }));
         }
         Ok(Self { keys })
     }
@@ -273,11 +275,12 @@ impl ApiKeys {
         self.keys
             .iter()
             .find(|k| k.name == name && k.expires_at.is_none_or(|at| at > now))
+            .map(|key| &**key)
     }
 
     /// The key whose secret is `candidate`. Every key is compared, each in constant time,
     /// so the answer's timing does not tell which key matched or how much of one.
-    fn find(&self, candidate: &[u8]) -> Option<&ApiKey> {
+    fn find(&self, candidate: &[u8]) -> Option<&Arc<ApiKey>> {
         let mut found = subtle::Choice::from(0);
         let mut index = 0u64;
         for (i, key) in self.keys.iter().enumerate() {
@@ -289,7 +292,11 @@ impl ApiKeys {
     }
 
     /// The key of a request's `Authorization: Bearer <key>`, if it may use `scope`.
-    pub(crate) fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<ApiKey, ApiError> {
+    pub(crate) fn check(
+        &self,
+        headers: &impl Headers,
+        scope: Scope,
+    ) -> Result<Arc<ApiKey>, ApiError> {
         let Some(token) = bearer(headers)? else {
             return Err(ApiError::new(
                 ErrorCode::MissingApiKey,
@@ -323,7 +330,7 @@ impl ApiKeys {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
+    use http::{HeaderMap, HeaderValue};
     use proptest::prelude::*;
 
     use super::*;
@@ -341,7 +348,7 @@ mod tests {
             );
         }
         keys.check(&headers, scope)
-            .map(|k| k.name)
+            .map(|k| k.name.clone())
             .map_err(|e| e.code.as_str())
     }
 

@@ -12,7 +12,7 @@ mod pattern;
 mod rate;
 mod ring;
 
-use http::HeaderMap;
+use crate::head::Headers;
 use serde::Deserialize;
 
 pub use keys::{ApiKey, ApiKeys, Rate};
@@ -45,11 +45,11 @@ impl Scope {
 }
 
 /// The credentials of `Authorization: Bearer <value>`; `None` without the header.
-pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&[u8]>, ApiError> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+pub(crate) fn bearer(headers: &impl Headers) -> Result<Option<&[u8]>, ApiError> {
+    let Some(value) = headers.get("authorization") else {
         return Ok(None);
     };
-    match value.as_bytes().split_first_chunk::<7>() {
+    match value.split_first_chunk::<7>() {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => {
             Ok(Some(rest.trim_ascii()))
         }
