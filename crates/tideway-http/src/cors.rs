@@ -26,24 +26,49 @@ pub(crate) fn allow(
     origin: Option<&HeaderValue>,
     response: &mut Response,
 ) -> bool {
-    if matches!(origins, CorsOrigins::List(_)) {
-        // The answer depends on the Origin, whether it is allowed or not: a cache must
-        // not hand one origin's answer to another.
-        response
-            .headers_mut()
-            .insert(header::VARY, HeaderValue::from_static("Origin"));
+    let allowed = allowed(origins, origin);
+    let headers = response.headers_mut();
+    if allowed.vary {
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
-    let origin = origin.and_then(|o| o.to_str().ok());
-    let Some(allowed) = origins.allow(origin) else {
-        return false;
-    };
-    let Ok(value) = HeaderValue::from_str(&allowed) else {
-        return false;
-    };
-    response
-        .headers_mut()
-        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-    true
+    match allowed.origin {
+        Some(value) => {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The CORS headers an answer to a request from `origin` carries.
+pub(crate) struct Allowed {
+    /// `Vary: Origin`: the answer depends on the origin.
+    vary: bool,
+    /// `Access-Control-Allow-Origin`, when the origin is allowed.
+    origin: Option<HeaderValue>,
+}
+
+/// The CORS headers for an answer to a request from `origin`.
+pub(crate) fn allowed(origins: &CorsOrigins, origin: Option<&HeaderValue>) -> Allowed {
+    // With a list, the answer depends on the Origin, whether it is allowed or not: a
+    // cache must not hand one origin's answer to another.
+    let vary = matches!(origins, CorsOrigins::List(_));
+    let origin = origins
+        .allow(origin.and_then(|o| o.to_str().ok()))
+        .and_then(|allowed| HeaderValue::from_str(&allowed).ok());
+    Allowed { vary, origin }
+}
+
+impl Allowed {
+    /// The headers, as name and value.
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let vary = self.vary.then_some((&b"vary"[..], &b"Origin"[..]));
+        let origin = self
+            .origin
+            .as_ref()
+            .map(|value| (&b"access-control-allow-origin"[..], value.as_bytes()));
+        vary.into_iter().chain(origin)
+    }
 }
 
 /// Answers a preflight: 204, with the allowed methods and headers when the origin may.

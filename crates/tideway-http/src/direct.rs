@@ -42,7 +42,7 @@ use std::{
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use futures_util::{FutureExt as _, future::Either};
-use http::{HeaderName, HeaderValue, Method, Request, Version};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tideway_core::Store;
@@ -55,8 +55,9 @@ use tokio::{
 
 use crate::{
     app::{App, Peer},
+    cors,
     head::Headers,
-    response::Response,
+    response::{JsonAnswer, Response},
 };
 
 /// How much of a connection's first bytes are looked at. A subscribe head is a few hundred
@@ -204,15 +205,17 @@ fn parse_head<'b, 'h>(
     if parsed.method != Some(method)
         || asked != route
         || parsed.version != Some(1)
-        || !target.bytes().all(plain_uri_byte)
+        || !target.bytes().fold(true, |ok, b| ok & plain_uri_byte(b))
     {
         return Err(Unserved::Hyper);
     }
     let headers = parsed.headers;
+    // Folds without an early exit: every head taken is checked to its end anyway, and a
+    // fold over a table compiles to a tight loop.
     let acceptable = headers.iter().all(|header| {
         !header.name.is_empty()
-            && header.name.bytes().all(token_byte)
-            && header.value.iter().all(|&b| value_byte(b))
+            && header.name.bytes().fold(true, |ok, b| ok & token_byte(b))
+            && header.value.iter().fold(true, |ok, &b| ok & value_byte(b))
     });
     let hyper_only = ["transfer-encoding", "upgrade", "expect"];
     let head = RawHead { target, headers };
@@ -226,12 +229,30 @@ fn parse_head<'b, 'h>(
 /// punctuation that means the same escaped or not to every parser (RFC 3986's unreserved
 /// and sub-delims, `:@/?%`). A target with anything else is hyper's to judge.
 fn plain_uri_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+    const PLAIN: [bool; 256] = byte_table(b"-._~!$&'()*+,;=:@/?%");
+    PLAIN[usize::from(b)]
 }
 
 /// A byte of a header name (RFC 9110's `tchar`).
 fn token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    const TCHAR: [bool; 256] = byte_table(b"!#$%&'*+-.^_`|~");
+    TCHAR[usize::from(b)]
+}
+
+/// A table of the bytes that are ASCII letters, digits or one of `more`.
+const fn byte_table(more: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < more.len() {
+        table[more[i] as usize] = true;
+        i += 1;
+    }
+    table
 }
 
 /// A byte `http::HeaderValue` accepts in a value: visible, space, tab or obs-text.
@@ -328,6 +349,9 @@ pub(crate) async fn publishes<S: Store>(
             waited: since.elapsed(),
         })
     };
+    // The answers' buffer, kept for the connection's life (a publisher's connection
+    // answers request after request).
+    let mut out = Vec::new();
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let (head, head_len, body_len) = match parse_publish(&buf, &mut headers) {
@@ -360,11 +384,22 @@ pub(crate) async fn publishes<S: Store>(
         // let go of before the next read.
         let body = &buf[head_len..head_len + body_len];
         let close = wants_close(&head);
-        let response = app.publish_direct(&head, body).await;
-        let close = close || wants_close(response.headers()) || *stopping.borrow();
+        let answer = app.publish_direct(&head, body).await;
         buf.advance(head_len + body_len);
-        // A publish's answer is whole.
-        let out = whole(response, close).await;
+        // A publish's answer is whole: head and body in one write.
+        out.clear();
+        let close = match answer {
+            Ok((answer, cors)) => {
+                let close = close || answer.close || *stopping.borrow();
+                json_whole(&mut out, &answer, &cors, close);
+                close
+            }
+            Err(response) => {
+                let close = close || wants_close(response.headers()) || *stopping.borrow();
+                whole(&mut out, response, close).await;
+                close
+            }
+        };
         if stream.write_all(&out).await.is_err() {
             return None;
         }
@@ -464,7 +499,8 @@ pub(crate) fn serve<'a>(
         // stream, which lives as long as its subscriber, need not keep room for it.
         return Either::Left(Box::pin(async move {
             let mut stream = stream;
-            let out = whole(response, true).await;
+            let mut out = Vec::new();
+            whole(&mut out, response, true).await;
             let _ = stream.write_all(&out).await;
             let _ = stream.shutdown().await;
         }));
@@ -472,7 +508,7 @@ pub(crate) fn serve<'a>(
     let (parts, body) = response.into_parts();
     // The head goes out with the first frames.
     let mut unsent = Vec::with_capacity(512);
-    head(&mut unsent, &parts, None, true);
+    head(&mut unsent, parts.status, parts.headers.each(), None, true);
     Either::Right(stream_body(stream, body, unsent, peer))
 }
 
@@ -576,18 +612,38 @@ async fn stream_body(
     }
 }
 
-/// `response`, whose body is whole, as the bytes of one write: the head (with the body's
-/// length, and `Connection: close` when `close`), then the body.
-async fn whole(response: Response, close: bool) -> Vec<u8> {
+/// `response`, whose body is whole, appended to `out` as the bytes of one write: the head
+/// (with the body's length, and `Connection: close` when `close`), then the body.
+async fn whole(out: &mut Vec<u8>, response: Response, close: bool) {
     let (parts, body) = response.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(never) => match never {},
     };
-    let mut out = Vec::with_capacity(512 + body.len());
-    head(&mut out, &parts, Some(body.len() as u64), close);
+    out.reserve(512 + body.len());
+    head(
+        out,
+        parts.status,
+        parts.headers.each(),
+        Some(body.len() as u64),
+        close,
+    );
     out.extend_from_slice(&body);
-    out
+}
+
+/// A JSON answer with its CORS headers, appended to `out` as [`whole`] appends a
+/// response: the same head and body, without making a response first.
+fn json_whole(out: &mut Vec<u8>, answer: &JsonAnswer, cors: &cors::Allowed, close: bool) {
+    let content_type = (&b"content-type"[..], JsonAnswer::CONTENT_TYPE.as_bytes());
+    out.reserve(512 + answer.body.len());
+    head(
+        out,
+        answer.status,
+        std::iter::once(content_type).chain(cors.headers()),
+        Some(answer.body.len() as u64),
+        close,
+    );
+    out.extend_from_slice(&answer.body);
 }
 
 /// Logs the close of a cut-off subscriber's connection, as the hyper path does.
@@ -623,19 +679,24 @@ fn client_gone(stream: &TcpStream) -> impl Future<Output = ()> + '_ {
     })
 }
 
-/// The status line and headers of `parts`, with `Date`, the framing of the body and, when
-/// the connection ends with the response, `Connection: close`.
-fn head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<u64>, close: bool) {
-    let status = parts.status;
+/// The status line and `headers`, with `Date`, the framing of the body and, when the
+/// connection ends with the response, `Connection: close`.
+fn head<'a>(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    length: Option<u64>,
+    close: bool,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
+    for (name, value) in headers {
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"date: ");
@@ -643,7 +704,8 @@ fn head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<u64>, c
     out.extend_from_slice(b"\r\n");
     match length {
         Some(length) => {
-            out.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+            // Into the buffer itself: a `format!` would allocate a string per answer.
+            let _ = write!(out, "content-length: {length}\r\n");
         }
         None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
@@ -796,6 +858,23 @@ mod tests {
         let mut endless = b"POST /v1/publish HTTP/1.1\r\nx-pad: ".to_vec();
         endless.resize(MAX_PUBLISH, b'p');
         assert!(matches!(publish_len(&endless), Err(Unserved::Hyper)));
+    }
+
+    #[test]
+    fn byte_tables_hold_exactly_their_bytes() {
+        for b in 0..=255u8 {
+            let alnum = b.is_ascii_alphanumeric();
+            assert_eq!(
+                token_byte(b),
+                alnum || b"!#$%&'*+-.^_`|~".contains(&b),
+                "{b:#x}"
+            );
+            assert_eq!(
+                plain_uri_byte(b),
+                alnum || b"-._~!$&'()*+,;=:@/?%".contains(&b),
+                "{b:#x}"
+            );
+        }
     }
 
     #[test]

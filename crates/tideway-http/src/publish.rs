@@ -4,7 +4,7 @@
 //! topics and appends.
 
 use futures_util::FutureExt as _;
-use http::{Request, StatusCode, header};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 use tideway_core::{Event, Route, Store, unix_millis};
@@ -15,7 +15,7 @@ use crate::{
     app::App,
     error::{ApiError, ErrorCode},
     head::Headers,
-    response::{Response, json},
+    response::{JsonAnswer, Response},
 };
 
 /// The reply to a publish (and one event's outcome in a batch).
@@ -88,7 +88,9 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, body) = request.into_parts();
-    publish_from(app, &parts.headers, PublishBody::ToRead(body)).await
+    publish_from(app, &parts.headers, PublishBody::ToRead(body))
+        .await
+        .map(JsonAnswer::into_response)
 }
 
 /// A publish, whichever path read it: hyper's or the direct one.
@@ -96,7 +98,7 @@ pub(crate) async fn publish_from<S: Store, B>(
     app: &App<S>,
     headers: &impl Headers,
     body: PublishBody<'_, B>,
-) -> Result<Response, ApiError>
+) -> Result<JsonAnswer, ApiError>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -135,12 +137,7 @@ where
             // come first), so hyper closes it; say so, as RFC 9110 §10.1.1 asks.
             Route::Dropped => {
                 let mut answer = dropped(&id);
-                if expects_continue(headers) {
-                    answer.headers_mut().insert(
-                        header::CONNECTION,
-                        header::HeaderValue::from_static("close"),
-                    );
-                }
+                answer.close = expects_continue(headers);
                 return Ok(answer);
             }
             Route::Live(live) => Some(live),
@@ -171,7 +168,7 @@ where
     } else {
         StatusCode::OK
     };
-    Ok(json(status, &reply))
+    Ok(JsonAnswer::new(status, &reply))
 }
 
 /// Publishes an event whose body is in hand to `topics` (already checked against the
@@ -212,8 +209,8 @@ impl<'a> Reply<'a> {
     }
 }
 
-fn dropped(id: &EventId) -> Response {
-    json(StatusCode::OK, &Reply::of(id, &[]))
+fn dropped(id: &EventId) -> JsonAnswer {
+    JsonAnswer::new(StatusCode::OK, &Reply::of(id, &[]))
 }
 
 /// The topics a publish of `key` reaches: each must be within its patterns, and a

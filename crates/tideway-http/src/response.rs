@@ -29,10 +29,44 @@ pub(crate) fn full(
 
 /// A JSON response.
 pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
-    // Our reply types are plain structs of strings and numbers; serialising them into a
-    // Vec cannot fail, and an empty body would show at once in tests if it did.
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    full(status, "application/json", body)
+    JsonAnswer::new(status, value).into_response()
+}
+
+/// A whole JSON answer before it is made a [`Response`]: the direct path writes it as it
+/// is (its head and body in one buffer), sparing the response's header map and boxed
+/// body on every publish.
+pub(crate) struct JsonAnswer {
+    pub(crate) status: StatusCode,
+    /// The JSON document.
+    pub(crate) body: Vec<u8>,
+    /// Whether the connection ends after it (`Connection: close`).
+    pub(crate) close: bool,
+}
+
+impl JsonAnswer {
+    pub(crate) const CONTENT_TYPE: &'static str = "application/json";
+
+    pub(crate) fn new(status: StatusCode, value: &impl serde::Serialize) -> Self {
+        // Our reply types are plain structs of strings and numbers; serialising them into
+        // a Vec cannot fail, and an empty body would show at once in tests if it did.
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        Self {
+            status,
+            body,
+            close: false,
+        }
+    }
+
+    pub(crate) fn into_response(self) -> Response {
+        let mut response = full(self.status, Self::CONTENT_TYPE, self.body);
+        if self.close {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        response
+    }
 }
 
 /// A Server-Sent Events response around `body`: the content type, no caching, and no

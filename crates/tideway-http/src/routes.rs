@@ -16,7 +16,7 @@ use crate::{
     error::{ApiError, ErrorCode},
     metrics,
     publish::{self, PublishBody},
-    response::{Response, json},
+    response::{JsonAnswer, Response, json},
     stream, tokens, ui, ws,
 };
 
@@ -129,8 +129,14 @@ impl<S: Store> App<S> {
     }
 
     /// Answers a `POST /v1/publish` read outside hyper (see `direct`) as `route` would:
-    /// CORS, the head-size check, then the publish.
-    pub(crate) async fn publish_direct(&self, head: &RawHead<'_, '_>, body: &[u8]) -> Response {
+    /// CORS, the head-size check, then the publish. An accepted or dropped publish's
+    /// answer comes back as it is, with its CORS headers, for `direct` to write; a
+    /// refusal as the response `route` gives.
+    pub(crate) async fn publish_direct(
+        &self,
+        head: &RawHead<'_, '_>,
+        body: &[u8],
+    ) -> Result<(JsonAnswer, cors::Allowed), Response> {
         self.direct.publish.fetch_add(1, Relaxed);
         let origin = cors::origin(head);
         let answer = match self.check_head(head, head.target_len()) {
@@ -139,9 +145,17 @@ impl<S: Store> App<S> {
             }
             Err(err) => Err(err),
         };
-        let mut response = answer.unwrap_or_else(ApiError::into_response);
-        cors::allow(&self.config.cors.publish, origin.as_ref(), &mut response);
-        response
+        match answer {
+            Ok(answer) => Ok((
+                answer,
+                cors::allowed(&self.config.cors.publish, origin.as_ref()),
+            )),
+            Err(err) => {
+                let mut response = err.into_response();
+                cors::allow(&self.config.cors.publish, origin.as_ref(), &mut response);
+                Err(response)
+            }
+        }
     }
 
     /// Answers a `GET /v1/stream` read outside hyper (see `direct`) as `route` would:
