@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, hash_map::Entry},
     sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
 };
@@ -91,11 +91,18 @@ impl MemoryStore {
 impl State {
     /// The topic if it is live; forgets it when its grace ran out.
     fn live_topic(&mut self, name: &TopicName) -> Option<&mut TopicObject> {
-        if !self.topics.get_mut(name)?.live() {
-            self.topics.remove(name);
-            return None;
+        // One lookup (the name's hash is most of its cost); the key's clone is a count.
+        match self.topics.entry(name.clone()) {
+            Entry::Occupied(mut topic) => {
+                if topic.get_mut().live() {
+                    Some(topic.into_mut())
+                } else {
+                    topic.remove();
+                    None
+                }
+            }
+            Entry::Vacant(_) => None,
         }
-        self.topics.get_mut(name)
     }
 }
 
