@@ -502,8 +502,30 @@ impl Sse {
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on now.
+/// A port on 127.0.0.1 that nothing listens on now, chosen below the kernel's ephemeral
+/// range: a port from that range (what binding port 0 gives) can be taken by any
+/// process's outgoing connection between this check and the server's own bind, which a
+/// load test on the same machine makes likely. Falls back to port 0's choice when the
+/// range leaves no room below it.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher as _, RandomState};
+    static TRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const FIRST: u16 = 10_000;
+    if low > FIRST + 1000 {
+        let span = u64::from(low - FIRST);
+        let random = RandomState::new();
+        for _ in 0..200 {
+            let n = TRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let port = FIRST + (random.hash_one((std::process::id(), n)) % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
