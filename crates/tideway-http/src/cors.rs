@@ -29,7 +29,7 @@ pub(crate) fn allow(
     let allowed = allowed(origins, origin);
     let headers = response.headers_mut();
     if allowed.vary {
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        headers.insert(header::VARY, HeaderValue::from_static(VARY_ORIGIN));
     }
     match allowed.origin {
         Some(value) => {
@@ -39,6 +39,9 @@ pub(crate) fn allow(
         None => false,
     }
 }
+
+/// `Vary: Origin`'s value.
+const VARY_ORIGIN: &str = "Origin";
 
 /// The CORS headers an answer to a request from `origin` carries.
 pub(crate) struct Allowed {
@@ -62,11 +65,15 @@ pub(crate) fn allowed(origins: &CorsOrigins, origin: Option<&HeaderValue>) -> Al
 impl Allowed {
     /// The headers, as name and value.
     pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let vary = self.vary.then_some((&b"vary"[..], &b"Origin"[..]));
-        let origin = self
-            .origin
-            .as_ref()
-            .map(|value| (&b"access-control-allow-origin"[..], value.as_bytes()));
+        let vary = self
+            .vary
+            .then_some((header::VARY.as_str().as_bytes(), VARY_ORIGIN.as_bytes()));
+        let origin = self.origin.as_ref().map(|value| {
+            (
+                header::ACCESS_CONTROL_ALLOW_ORIGIN.as_str().as_bytes(),
+                value.as_bytes(),
+            )
+        });
         vary.into_iter().chain(origin)
     }
 }

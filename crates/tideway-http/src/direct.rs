@@ -143,6 +143,7 @@ const MAX_HEADERS: usize = 64;
 /// and no header map. Only a head [`parse_head`] accepted is one, so everything in it is
 /// what the `http` types would accept too.
 pub(crate) struct RawHead<'b, 'h> {
+    method: &'b str,
     /// The request target, origin-form (`/path?query`).
     target: &'b str,
     headers: &'h [httparse::Header<'b>],
@@ -157,7 +158,7 @@ impl RawHead<'_, '_> {
     /// The same head as an `http` request, for the handlers that take one.
     fn to_request(&self) -> Result<Request<()>, Unserved> {
         let mut request = Request::builder()
-            .method(Method::GET)
+            .method(Method::from_bytes(self.method.as_bytes()).map_err(|_| Unserved::Hyper)?)
             .uri(self.target)
             .version(Version::HTTP_11)
             .body(())
@@ -200,9 +201,11 @@ fn parse_head<'b, 'h>(
         Ok(httparse::Status::Partial) => return Err(Unserved::Partial),
         Err(_) => return Err(Unserved::Hyper),
     };
-    let target = parsed.path.ok_or(Unserved::Hyper)?;
+    let (Some(sent), Some(target)) = (parsed.method, parsed.path) else {
+        return Err(Unserved::Hyper);
+    };
     let asked = target.split_once('?').map_or(target, |(route, _)| route);
-    if parsed.method != Some(method)
+    if sent != method
         || asked != route
         || parsed.version != Some(1)
         || !target.bytes().fold(true, |ok, b| ok & plain_uri_byte(b))
@@ -218,7 +221,11 @@ fn parse_head<'b, 'h>(
             && header.value.iter().fold(true, |ok, &b| ok & value_byte(b))
     });
     let hyper_only = ["transfer-encoding", "upgrade", "expect"];
-    let head = RawHead { target, headers };
+    let head = RawHead {
+        method: sent,
+        target,
+        headers,
+    };
     if !acceptable || hyper_only.iter().any(|name| head.get(name).is_some()) {
         return Err(Unserved::Hyper);
     }
@@ -634,7 +641,10 @@ async fn whole(out: &mut Vec<u8>, response: Response, close: bool) {
 /// A JSON answer with its CORS headers, appended to `out` as [`whole`] appends a
 /// response: the same head and body, without making a response first.
 fn json_whole(out: &mut Vec<u8>, answer: &JsonAnswer, cors: &cors::Allowed, close: bool) {
-    let content_type = (&b"content-type"[..], JsonAnswer::CONTENT_TYPE.as_bytes());
+    let content_type = (
+        http::header::CONTENT_TYPE.as_str().as_bytes(),
+        JsonAnswer::CONTENT_TYPE.as_bytes(),
+    );
     out.reserve(512 + answer.body.len());
     head(
         out,
@@ -954,6 +964,49 @@ mod tests {
                 }
                 Err(Unserved::Partial) => proptest::prop_assert!(all.len() < MAX_PUBLISH),
                 Err(Unserved::Hyper) => {}
+            }
+        }
+
+        /// Whatever names and values a publish's headers carry, a head taken here is one
+        /// the `http` types accept as it is (what `RawHead` promises the handlers).
+        #[test]
+        fn a_head_taken_is_one_the_http_types_accept(
+            sent in proptest::collection::vec(
+                (
+                    // Mostly bytes a name or value may hold, with the ones near the edges
+                    // of what the `http` types take.
+                    proptest::collection::vec(
+                        proptest::sample::select(b"aZ9-_!~|`^.\"(@ \t\x00\x7f\x80\xff".to_vec()),
+                        1..8,
+                    ),
+                    proptest::collection::vec(
+                        proptest::sample::select(b"aZ9 \t\"\\,;=\x00\x01\x1f\x7f\x80\xff".to_vec()),
+                        0..12,
+                    ),
+                ),
+                0..6,
+            ),
+            target in "/v1/publish(\\?[ -~]{0,12})?",
+        ) {
+            let mut bytes = format!("POST {target} HTTP/1.1\r\n").into_bytes();
+            for (name, value) in &sent {
+                let name: Vec<u8> = name.iter().copied().filter(|&b| !b"\r\n:".contains(&b)).collect();
+                let value: Vec<u8> = value.iter().copied().filter(|&b| !b"\r\n".contains(&b)).collect();
+                bytes.extend_from_slice(&name);
+                bytes.extend_from_slice(b": ");
+                bytes.extend_from_slice(&value);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            bytes.extend_from_slice(b"\r\n");
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            if let Ok((raw, _, _)) = parse_publish(&bytes, &mut headers) {
+                let method = raw.to_request().map(|request| request.method().clone());
+                proptest::prop_assert_eq!(
+                    method,
+                    Ok(Method::POST),
+                    "{}",
+                    String::from_utf8_lossy(&bytes)
+                );
             }
         }
 
