@@ -198,11 +198,19 @@ impl Drop for InFlight {
 }
 
 /// What became of a publish whose body was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Published {
-    /// The topics the event was delivered on, with its sequence number in each. Empty
-    /// when every topic's last subscriber left while the body was being read.
-    pub topics: Vec<(TopicName, u64)>,
+    /// The event's copies the store appended, one per topic it was delivered on: none
+    /// when every topic's last subscriber left while the body was being read. (The
+    /// store's own list, handed on: a publish's answer allocates nothing to say it.)
+    pub copies: Vec<Arc<TopicEvent>>,
+}
+
+impl Published {
+    /// The topics the event was delivered on, with its sequence number in each.
+    pub fn topics(&self) -> impl ExactSizeIterator<Item = (&TopicName, u64)> {
+        self.copies.iter().map(|copy| (&copy.topic, copy.seq))
+    }
 }
 
 /// What a subscription yields next.
@@ -454,9 +462,7 @@ impl<S: Store> Gateway<S> {
         } else {
             self.shared.stats.events_published.fetch_add(1, Relaxed);
         }
-        Ok(Published {
-            topics: appended.iter().map(|e| (e.topic.clone(), e.seq)).collect(),
-        })
+        Ok(Published { copies: appended })
     }
 
     /// Counts a failed store call for `/metrics` and turns it into the engine's error.

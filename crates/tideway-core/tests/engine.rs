@@ -77,7 +77,7 @@ async fn publish(gateway: &Gateway<MemoryStore>, list: &str, id: &str) -> Vec<u6
         published_at: 1,
     };
     let published = gateway.publish(live, event).await.unwrap();
-    published.topics.into_iter().map(|(_, seq)| seq).collect()
+    published.topics().map(|(_, seq)| seq).collect()
 }
 
 async fn next_id(subscription: &mut Subscription<MemoryStore>) -> String {

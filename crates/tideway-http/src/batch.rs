@@ -8,7 +8,9 @@
 use http::{Request, StatusCode, header};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
-use tideway_core::{Event, Store, unix_millis};
+use std::sync::Arc;
+
+use tideway_core::{Event, Store, TopicEvent, unix_millis};
 use tideway_protocol::{EventData, EventId, EventType, TopicList};
 
 use crate::{
@@ -233,7 +235,7 @@ async fn publish_one<S: Store>(
     key: &crate::ApiKey,
     checked: Checked,
     rate_taken: bool,
-) -> Result<(EventId, Vec<(tideway_protocol::TopicName, u64)>), ApiError> {
+) -> Result<(EventId, Vec<Arc<TopicEvent>>), ApiError> {
     if !rate_taken {
         app.rate_limits.take(key, 1)?;
     }

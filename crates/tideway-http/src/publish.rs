@@ -7,8 +7,10 @@ use futures_util::FutureExt as _;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
-use tideway_core::{Event, Route, Store, unix_millis};
-use tideway_protocol::{EventData, EventId, EventType, TopicList, TopicName};
+use std::sync::Arc;
+
+use tideway_core::{Event, Route, Store, TopicEvent, unix_millis};
+use tideway_protocol::{EventData, EventId, EventType, TopicList};
 
 use crate::{
     ApiKey, Scope,
@@ -29,13 +31,25 @@ pub(crate) struct Reply<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     /// The topics it was delivered on, with its sequence number in each.
-    topics: Vec<Delivered<'a>>,
+    topics: DeliveredOn<'a>,
 }
 
-#[derive(Serialize)]
-pub(crate) struct Delivered<'a> {
-    topic: &'a str,
-    seq: u64,
+/// The copies a publish was appended as, written as the reply's list of topic and
+/// sequence number straight from the store's answer, with no list of its own.
+pub(crate) struct DeliveredOn<'a>(&'a [Arc<TopicEvent>]);
+
+impl Serialize for DeliveredOn<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Delivered<'a> {
+            topic: &'a str,
+            seq: u64,
+        }
+        serializer.collect_seq(self.0.iter().map(|copy| Delivered {
+            topic: copy.topic.public_name(),
+            seq: copy.seq,
+        }))
+    }
 }
 
 /// The largest declared body read before the topics are looked at (see `publish`).
@@ -162,7 +176,7 @@ where
         Some(live) => app.gateway.publish(live, event).await?,
         None => app.gateway.publish_now(&topics, event).await?,
     };
-    let reply = Reply::of(&id, &published.topics);
+    let reply = Reply::of(&id, &published.copies);
     let status = if reply.status == "accepted" {
         StatusCode::ACCEPTED
     } else {
@@ -179,32 +193,19 @@ pub(crate) async fn publish_event<S: Store>(
     app: &App<S>,
     topics: &TopicList,
     event: Event,
-) -> Result<Vec<(TopicName, u64)>, ApiError> {
-    Ok(app.gateway.publish_now(topics, event).await?.topics)
+) -> Result<Vec<Arc<TopicEvent>>, ApiError> {
+    Ok(app.gateway.publish_now(topics, event).await?.copies)
 }
 
 impl<'a> Reply<'a> {
-    /// The reply for event `id` delivered on `topics` (none: dropped).
-    pub(crate) fn of(id: &'a EventId, topics: &'a [(TopicName, u64)]) -> Self {
-        if topics.is_empty() {
-            return Self {
-                status: "dropped",
-                id: id.as_str(),
-                reason: Some("no_subscribers"),
-                topics: Vec::new(),
-            };
-        }
+    /// The reply for event `id` appended as `copies`, one per topic (none: dropped).
+    pub(crate) fn of(id: &'a EventId, copies: &'a [Arc<TopicEvent>]) -> Self {
+        let dropped = copies.is_empty();
         Self {
-            status: "accepted",
+            status: if dropped { "dropped" } else { "accepted" },
             id: id.as_str(),
-            reason: None,
-            topics: topics
-                .iter()
-                .map(|(topic, seq)| Delivered {
-                    topic: topic.public_name(),
-                    seq: *seq,
-                })
-                .collect(),
+            reason: dropped.then_some("no_subscribers"),
+            topics: DeliveredOn(copies),
         }
     }
 }

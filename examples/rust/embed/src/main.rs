@@ -123,7 +123,7 @@ async fn create_order(tideway: &Shop, request: Request<Incoming>) -> Response<ti
             gateway
                 .publish(live, event)
                 .await
-                .is_ok_and(|p| !p.topics.is_empty())
+                .is_ok_and(|p| !p.copies.is_empty())
         }
         Ok(Route::Dropped) | Err(_) => false,
     };
