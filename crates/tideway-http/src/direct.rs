@@ -12,7 +12,10 @@
 //! Writes are batched: everything the stream has ready when the socket can take more goes
 //! out as one chunk in one `write`, so a subscriber that fell behind catches up in a few
 //! large segments instead of one per event (the cost of a write is per segment, not per
-//! byte). A buffer is given back once written, so an idle subscriber holds none.
+//! byte). A buffer is given back once written, so an idle subscriber holds none; and the
+//! usual write, one frame with nothing waiting, needs none: the frame goes out from where
+//! it lies, between its chunk's size line and CRLF, in one vectored write, and only what
+//! the socket does not take is copied.
 //!
 //! Anything else goes to hyper untouched: the head is only peeked, so nothing is consumed
 //! unless this module takes the connection.
@@ -543,12 +546,12 @@ async fn stream_body(
         let kill = peer.kill.notified();
         tokio::pin!(gone, kill);
         let mut ended = false;
-        let mut data: Vec<Bytes> = Vec::new();
         loop {
             // With nothing to write, wait for the next frame, watching for the client's close
             // and for a kill.
+            let mut first = None;
             if unsent.is_empty() {
-                let first = tokio::select! {
+                let frame = tokio::select! {
                     biased;
                     frame = body.frame() => frame,
                     () = &mut kill => {
@@ -557,20 +560,24 @@ async fn stream_body(
                     }
                     () = &mut gone => break 'streaming Finished::Dropped,
                 };
-                match first {
-                    Some(Ok(frame)) => data.extend(frame.into_data().ok()),
+                match frame {
+                    Some(Ok(frame)) => first = frame.into_data().ok(),
                     Some(Err(never)) => match never {},
                     None => ended = true,
                 }
             }
             // Whatever else is ready goes out in the same write.
-            let mut size: usize = data.iter().map(Bytes::len).sum();
+            let mut more: Vec<Bytes> = Vec::new();
+            let mut size = first.as_ref().map_or(0, Bytes::len);
             while !ended && size < MAX_BATCH {
                 match body.frame().now_or_never() {
                     Some(Some(Ok(frame))) => {
                         if let Ok(bytes) = frame.into_data() {
                             size += bytes.len();
-                            data.push(bytes);
+                            match first {
+                                None => first = Some(bytes),
+                                Some(_) => more.push(bytes),
+                            }
                         }
                     }
                     Some(Some(Err(never))) => match never {},
@@ -578,12 +585,39 @@ async fn stream_body(
                     None => break,
                 }
             }
-            // One allocation, of the size written.
-            unsent.reserve_exact(size + CHUNK_FRAMING);
-            chunk(&mut unsent, &data, ended);
-            data.clear();
-            // At once when the socket takes it all (the usual case), else as it drains.
             let mut sent = 0;
+            // The usual case, one frame and nothing waiting: written from where it lies
+            // (an empty one would read as the last chunk, so it takes the path below),
+            // between its chunk's size line and CRLF, with nothing allocated or copied.
+            // Only what the socket does not take is copied, and goes out below.
+            if let Some(frame) = &first
+                && !frame.is_empty()
+                && more.is_empty()
+                && unsent.is_empty()
+                && !ended
+            {
+                let (line, line_len) = size_line(frame.len());
+                let parts = [
+                    io::IoSlice::new(&line[..line_len]),
+                    io::IoSlice::new(frame),
+                    io::IoSlice::new(b"\r\n"),
+                ];
+                match stream.try_write_vectored(&parts) {
+                    Ok(0) => break 'streaming Finished::Dropped,
+                    Ok(n) if n == line_len + frame.len() + 2 => continue,
+                    Ok(n) => sent = n,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break 'streaming Finished::Dropped,
+                }
+            }
+            // Several frames, the head, the last chunk, or what the socket did not take:
+            // one allocation, of the size written.
+            unsent.reserve_exact(size + CHUNK_FRAMING);
+            if let Some(frame) = first {
+                more.insert(0, frame);
+            }
+            chunk(&mut unsent, &more, ended);
+            // At once when the socket takes it all (the usual case), else as it drains.
             while sent < unsent.len() {
                 match stream.try_write(&unsent[sent..]) {
                     Ok(0) => break 'streaming Finished::Dropped,
@@ -611,7 +645,6 @@ async fn stream_body(
             // An idle subscriber holds no buffer; allocating the next one costs far less
             // than the write it is for.
             unsent = Vec::new();
-            data = Vec::new();
         }
     };
     if finished == Finished::Ended {
@@ -751,20 +784,24 @@ fn date(out: &mut Vec<u8>) {
 /// CRLF), the CRLF after the data, and the last chunk.
 const CHUNK_FRAMING: usize = 16 + 2 + 2 + 5;
 
-/// Appends `n` in lower-case hex digits, without leading zeros: a chunk's size.
-fn hex(out: &mut Vec<u8>, n: usize) {
-    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
-    for digit in (0..digits).rev() {
-        out.push(b"0123456789abcdef"[(n >> (digit * 4)) & 0xf]);
+/// A chunk's size line: `size` in lower-case hex digits without leading zeros, and CRLF,
+/// in a buffer of its own and its length.
+fn size_line(size: usize) -> ([u8; 18], usize) {
+    let mut line = [0u8; 18];
+    let digits = ((usize::BITS - size.leading_zeros()).div_ceil(4).max(1)) as usize;
+    for (at, digit) in (0..digits).rev().enumerate() {
+        line[at] = b"0123456789abcdef"[(size >> (digit * 4)) & 0xf];
     }
+    line[digits..digits + 2].copy_from_slice(b"\r\n");
+    (line, digits + 2)
 }
 
 /// Appends `data` as one chunk of a chunked body, and the last chunk when `last`.
 fn chunk(out: &mut Vec<u8>, data: &[Bytes], last: bool) {
     let size: usize = data.iter().map(Bytes::len).sum();
     if size > 0 {
-        hex(out, size);
-        out.extend_from_slice(b"\r\n");
+        let (line, len) = size_line(size);
+        out.extend_from_slice(&line[..len]);
         for bytes in data {
             out.extend_from_slice(bytes);
         }
@@ -948,12 +985,12 @@ mod tests {
             proptest::prop_assert_eq!(out, expected);
         }
 
-        /// A number in hex is written as `fmt` writes it, from zero to the largest.
+        /// A size line is the size as `fmt` writes it in hex, from zero to the largest.
         #[test]
-        fn hex_is_fmt_lower_hex(n in proptest::prop_oneof![proptest::num::usize::ANY, 0usize..300, proptest::strategy::Just(usize::MAX)]) {
-            let mut out = Vec::new();
-            hex(&mut out, n);
-            proptest::prop_assert_eq!(out, format!("{n:x}").into_bytes());
+        fn a_size_line_is_fmt_lower_hex(n in proptest::prop_oneof![proptest::num::usize::ANY, 0usize..300, proptest::strategy::Just(usize::MAX)]) {
+            let (line, len) = size_line(n);
+            let expected = format!("{n:x}\r\n");
+            proptest::prop_assert_eq!(&line[..len], expected.as_bytes());
         }
 
         /// Whatever a client sends first, looking at it never panics, and a head taken is
