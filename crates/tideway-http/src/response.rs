@@ -49,12 +49,7 @@ impl JsonAnswer {
     pub(crate) fn new(status: StatusCode, value: &impl serde::Serialize) -> Self {
         // Our reply types are plain structs of strings and numbers; serialising them into
         // a Vec cannot fail, and an empty body would show at once in tests if it did.
-        // Room for a publish's answer at once: `to_vec` starts at 128 bytes, and a reply
-        // with a long id or topic outgrew it, a second allocation and copy per publish.
-        let mut body = Vec::with_capacity(256);
-        if serde_json::to_writer(&mut body, value).is_err() {
-            body.clear();
-        }
+        let body = serde_json::to_vec(value).unwrap_or_default();
         Self {
             status,
             body,
