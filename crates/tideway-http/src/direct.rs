@@ -342,7 +342,8 @@ pub(crate) async fn publishes<S: Store>(
     // Both armed once for the connection's life. Made anew for every request, as a
     // `timeout_at` and a `wait_for` are, each takes a lock shared by every connection
     // (tokio's timer driver; the stop signal's waiter list) to register and again to
-    // drop. A deadline moved later is reset without the timer driver's lock.
+    // drop. The deadline is the first request's; when it passes it is moved to the
+    // request waited for then, so a busy connection does not move it on every request.
     let deadline = tokio::time::sleep_until(accepted + header_read_timeout);
     let mut stop_watch = stopping.clone();
     let stopped = async move {
@@ -379,6 +380,11 @@ pub(crate) async fn publishes<S: Store>(
                     () = &mut stopped, if idle => return None,
                 };
                 match read {
+                    None if Instant::now() < waiting_since + header_read_timeout => {
+                        // Armed for an earlier request: this one's time is not up.
+                        deadline.as_mut().reset(waiting_since + header_read_timeout);
+                        continue;
+                    }
                     Some(Ok(0)) | None if idle => return None,
                     Some(Ok(0)) | None => return handover(stream, buf, waiting_since),
                     Some(Ok(_)) => continue,
@@ -418,7 +424,6 @@ pub(crate) async fn publishes<S: Store>(
             return None;
         }
         waiting_since = Instant::now();
-        deadline.as_mut().reset(waiting_since + header_read_timeout);
     }
 }
 

@@ -49,7 +49,11 @@ impl JsonAnswer {
     pub(crate) fn new(status: StatusCode, value: &impl serde::Serialize) -> Self {
         // Our reply types are plain structs of strings and numbers; serialising them into
         // a Vec cannot fail, and an empty body would show at once in tests if it did.
-        let body = serde_json::to_vec(value).unwrap_or_default();
+        Self::with_body(status, serde_json::to_vec(value).unwrap_or_default())
+    }
+
+    /// An answer whose JSON document `body` is written already.
+    pub(crate) fn with_body(status: StatusCode, body: Vec<u8>) -> Self {
         Self {
             status,
             body,

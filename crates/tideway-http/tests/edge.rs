@@ -521,6 +521,35 @@ async fn an_idle_publisher_is_closed_after_the_header_timeout_and_when_the_serve
 }
 
 #[tokio::test]
+async fn a_publisher_gets_the_whole_header_timeout_after_each_answer() {
+    let http = HttpConfig {
+        header_read_timeout: Duration::from_secs(1),
+        ..config(true)
+    };
+    let gateway =
+        TestGateway::start_with(http, MemoryConfig::default(), CoreConfig::default()).await;
+    let mut reader = HttpReader::new(TcpStream::connect(gateway.addr).await.expect("connect"));
+    // Requests that span more than one timeout, each well within its own.
+    for id in 1..=3 {
+        let publish = post(
+            "/v1/publish",
+            &["x-sse-topic: nobody", &format!("x-sse-id: {id}")],
+            b"x",
+        );
+        reader.stream().write_all(&publish).await.expect("write");
+        assert_eq!(reader.response().await.status, 200, "request {id}");
+        if id < 3 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+    }
+    assert_eq!(served_directly(&gateway).await, 3);
+    // Then idle: closed a whole timeout after the last answer, not the first request's
+    // timeout moved on. (A bound, not a speed: a loaded machine only makes it later.)
+    let took = closed_after(reader.stream()).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+}
+
+#[tokio::test]
 async fn a_head_that_trickles_in_gets_one_header_timeout_not_two() {
     let http = HttpConfig {
         header_read_timeout: Duration::from_secs(2),
