@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use tideway_protocol::{
     EventData, EventId, EventType, TopicName,
-    sse::{Envelope, FrameBuilder},
+    sse::{self, Envelope},
 };
 
 /// An event as a publisher sent it.
@@ -54,6 +54,14 @@ pub struct TopicEvent {
     /// The event.
     pub event: Arc<Event>,
     sse: OnceLock<Bytes>,
+    /// The JSON encodings, held apart: most events are only ever framed as SSE, and each
+    /// cached encoding costs its room in every event a history keeps.
+    json: OnceLock<Box<JsonEncodings>>,
+}
+
+/// The encodings a JSON subscriber asks for, built on first use.
+#[derive(Debug, Default)]
+struct JsonEncodings {
     sse_json: OnceLock<Bytes>,
     json: OnceLock<Bytes>,
 }
@@ -68,7 +76,6 @@ impl TopicEvent {
             position,
             event,
             sse: OnceLock::new(),
-            sse_json: OnceLock::new(),
             json: OnceLock::new(),
         }
     }
@@ -76,12 +83,26 @@ impl TopicEvent {
     /// The event's bytes in `encoding`, built on first use.
     pub fn encoded(&self, encoding: Encoding) -> &Bytes {
         match encoding {
-            Encoding::Sse => self
-                .sse
-                .get_or_init(|| self.frame(self.event.data.as_str())),
-            Encoding::SseJson => self.sse_json.get_or_init(|| self.frame(&self.envelope())),
-            Encoding::Json => self.json.get_or_init(|| Bytes::from(self.envelope())),
+            // A publish to this topic alone came framed already, its data inside the frame.
+            Encoding::Sse => match self.event.data.frame_on(&self.topic) {
+                Some(frame) => frame,
+                None => self
+                    .sse
+                    .get_or_init(|| self.frame(self.event.data.as_str())),
+            },
+            Encoding::SseJson => self
+                .json_encodings()
+                .sse_json
+                .get_or_init(|| self.frame(&self.envelope())),
+            Encoding::Json => self
+                .json_encodings()
+                .json
+                .get_or_init(|| Bytes::from(self.envelope())),
         }
+    }
+
+    fn json_encodings(&self) -> &JsonEncodings {
+        self.json.get_or_init(Box::default)
     }
 
     fn envelope(&self) -> String {
@@ -95,18 +116,56 @@ impl TopicEvent {
     }
 
     fn frame(&self, data: &str) -> Bytes {
-        let event = &self.event;
-        let topic = self.topic.public_name();
-        let mut frame = FrameBuilder::with_capacity(data.len() + 64 + topic.len());
-        // Ids, types and topic names are validated types that hold no CR, LF or NUL, so
-        // the builder's checks pass; were they ever to fail the field is left out.
-        let _ = frame.id(event.id.as_str());
-        if let Some(event_type) = &event.event_type {
-            let _ = frame.event(event_type.as_str());
-        }
         // Clients see their topic's name; a tenant's namespace stays the gateway's business.
-        let _ = frame.field("topic", topic);
-        frame.data(data);
-        frame.finish()
+        sse::event_frame(
+            &self.event.id,
+            self.event.event_type.as_ref(),
+            self.topic.public_name(),
+            data,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tideway_protocol::TopicList;
+
+    use super::*;
+
+    fn on(topic: &str, data: EventData) -> TopicEvent {
+        let event = Event {
+            id: EventId::parse(b"e1").expect("an id"),
+            event_type: None,
+            data,
+            published_at: 0,
+        };
+        let topic = TopicName::parse(topic).expect("a name");
+        TopicEvent::new(topic, 1, 1, 1, Arc::new(event))
+    }
+
+    #[test]
+    fn a_body_published_framed_is_delivered_in_the_frame_it_came_in() {
+        let id = EventId::parse(b"e1").expect("an id");
+        let list = TopicList::parse(b"news", 1).expect("a topic");
+        let framed = EventData::for_topics(&id, None, &list, b"hello").expect("UTF-8");
+        let came_in = framed.frame_on(&list.names()[0]).expect("framed").clone();
+        let plain = EventData::parse(Bytes::from_static(b"hello")).expect("UTF-8");
+        let delivered = on("news", framed.clone());
+        // The same bytes as a frame built on delivery, and the very frame it came in.
+        assert_eq!(
+            delivered.encoded(Encoding::Sse),
+            on("news", plain).encoded(Encoding::Sse)
+        );
+        assert_eq!(delivered.encoded(Encoding::Sse).as_ptr(), came_in.as_ptr());
+        // On another topic (a copy a store made elsewhere) it is framed anew, for that topic.
+        let elsewhere = on("other", framed);
+        assert_eq!(
+            &elsewhere.encoded(Encoding::Sse)[..],
+            b"id: e1\ntopic: other\ndata: hello\n\n"
+        );
+        assert!(
+            String::from_utf8_lossy(delivered.encoded(Encoding::Json))
+                .contains("\"data\":\"hello\"")
+        );
     }
 }

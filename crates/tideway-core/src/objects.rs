@@ -157,6 +157,12 @@ impl TopicObject {
     ) -> Arc<TopicEvent> {
         self.seq += 1;
         self.last_event_at = Some(event.published_at);
+        // Each publish parsed its own copy of the name; the events a history keeps share
+        // the one its newest event holds, rather than keeping one copy each.
+        let name = match self.history.events().back() {
+            Some(newest) if newest.topic == name => newest.topic.clone(),
+            _ => name,
+        };
         let appended = Arc::new(TopicEvent::new(name, self.seq, epoch, position, event));
         self.history.push(appended.clone());
         appended
@@ -311,6 +317,24 @@ mod tests {
             data: EventData::parse("x".into()).expect("utf-8"),
             published_at: 7,
         })
+    }
+
+    #[test]
+    fn the_events_a_history_keeps_share_one_copy_of_the_name() {
+        let mut topic = TopicObject::default();
+        topic.join(ConnectionId::new("n", 1), 0, 10);
+        // Each publish parses the name anew, as the request handlers do.
+        let parse = || TopicName::parse("t").expect("a name");
+        let first = topic.append(parse(), 1, 1, event("a"));
+        let second = topic.append(parse(), 1, 2, event("b"));
+        assert_eq!(second.topic, first.topic);
+        assert_eq!(
+            second.topic.as_str().as_ptr(),
+            first.topic.as_str().as_ptr()
+        );
+        // Another name is never taken for the held one.
+        let other = TopicName::parse("u").expect("a name");
+        assert_eq!(topic.append(other, 1, 3, event("c")).topic.as_str(), "u");
     }
 
     #[tokio::test(start_paused = true)]

@@ -219,7 +219,7 @@ fn check<S: Store>(app: &App<S>, key: &crate::ApiKey, sent: &Sent) -> Result<Che
             ),
         ));
     }
-    let data = EventData::parse(bytes::Bytes::copy_from_slice(sent.data.as_bytes()))
+    let data = EventData::for_topics(&id, event_type.as_ref(), &topics, sent.data.as_bytes())
         .map_err(|err| ApiError::new(ErrorCode::InvalidBody, err.to_string()))?;
     Ok(Checked {
         topics,

@@ -71,23 +71,35 @@ pub(crate) enum PublishBody<'a, B> {
     ToRead(B),
 }
 
-impl<B> PublishBody<'_, B>
+impl<'a, B> PublishBody<'a, B>
 where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// The body, at most `max` bytes, as a copy of exactly its own length. Either path's
-    /// body is a slice of the connection's read buffer; kept in history as it is, it would
-    /// pin that whole buffer (8 KiB or more) for as long as the event lives, and make the
-    /// connection allocate a fresh buffer for every request (profiled in
-    /// docs/performance.md).
-    async fn take<S: Store>(self, app: &App<S>, max: usize) -> Result<bytes::Bytes, ApiError> {
+    /// The body, at most `max` bytes, where it lies: either path's is a view of the
+    /// connection's read buffer, copied once, into the event (`EventData::for_topics`).
+    async fn take<S: Store>(self, app: &App<S>, max: usize) -> Result<Taken<'a>, ApiError> {
         match self {
             Self::InHand(body) if body.len() > max => Err(too_large(max)),
-            Self::InHand(body) => Ok(bytes::Bytes::copy_from_slice(body)),
-            Self::ToRead(body) => Ok(bytes::Bytes::copy_from_slice(
-                &read_body(app, body, max).await?,
-            )),
+            Self::InHand(body) => Ok(Taken::InHand(body)),
+            Self::ToRead(body) => Ok(Taken::Read(read_body(app, body, max).await?)),
+        }
+    }
+}
+
+/// A publish's body, read.
+enum Taken<'a> {
+    InHand(&'a [u8]),
+    Read(bytes::Bytes),
+}
+
+impl std::ops::Deref for Taken<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::InHand(body) => body,
+            Self::Read(body) => body,
         }
     }
 }
@@ -164,7 +176,7 @@ where
     }
     // A body that stalls would hold its drain permit (and its memory) for ever.
     let body = body.take(app, max).await?;
-    let data = EventData::parse(body)
+    let data = EventData::for_topics(&id, event_type.as_ref(), &topics, &body)
         .map_err(|err| ApiError::new(ErrorCode::InvalidBody, err.to_string()))?;
     let event = Event {
         id: id.clone(),

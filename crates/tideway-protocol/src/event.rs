@@ -4,7 +4,7 @@ use std::{fmt, sync::Arc};
 
 use serde::Serialize;
 
-use crate::SYSTEM_EVENT_PREFIX;
+use crate::{SYSTEM_EVENT_PREFIX, TopicList, TopicName};
 
 /// Longest event id and event type, in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 128;
@@ -291,9 +291,21 @@ mod tests {
 
 /// An event body: bytes that are valid UTF-8, since an event stream is UTF-8 text.
 ///
-/// Cloning shares the bytes.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct EventData(bytes::Bytes);
+/// Cloning shares the bytes. A body published to one topic is kept inside its SSE frame
+/// on that topic (see [`Self::for_topics`]): a history then holds the body once, not once
+/// as data and again inside the frame.
+#[derive(Clone, Default)]
+pub struct EventData {
+    bytes: bytes::Bytes,
+    framed: Option<Framed>,
+}
+
+/// The SSE frame a body was published in, on the one topic it went to.
+#[derive(Clone)]
+struct Framed {
+    topic: TopicName,
+    frame: bytes::Bytes,
+}
 
 /// Why an event body is not legal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -307,38 +319,185 @@ impl EventData {
     /// Checks that `bytes` are UTF-8.
     pub fn parse(bytes: bytes::Bytes) -> Result<Self, EventDataError> {
         match std::str::from_utf8(&bytes) {
-            Ok(_) => Ok(Self(bytes)),
+            Ok(_) => Ok(Self {
+                bytes,
+                framed: None,
+            }),
             Err(err) => Err(EventDataError {
                 valid_up_to: err.valid_up_to(),
             }),
         }
     }
 
+    /// The body `body` of event `id` (of type `event_type`) published to `topics`, copied
+    /// once, at its own length: a slice of a request's read buffer kept in history would
+    /// pin that whole buffer for as long as the event lives.
+    ///
+    /// To one topic and on one line (the usual publish), the copy is the event's SSE frame
+    /// on that topic ([`crate::sse::event_frame`]) with the body inside it, and the
+    /// engine delivers that frame as it is.
+    pub fn for_topics(
+        id: &EventId,
+        event_type: Option<&EventType>,
+        topics: &TopicList,
+        body: &[u8],
+    ) -> Result<Self, EventDataError> {
+        let text = std::str::from_utf8(body).map_err(|err| EventDataError {
+            valid_up_to: err.valid_up_to(),
+        })?;
+        let copy = || Self {
+            bytes: bytes::Bytes::copy_from_slice(body),
+            framed: None,
+        };
+        let [topic] = topics.names() else {
+            return Ok(copy());
+        };
+        // Several lines are several `data:` lines: the body is not one run of the frame.
+        if memchr::memchr2(b'\r', b'\n', body).is_some() {
+            return Ok(copy());
+        }
+        let frame = crate::sse::event_frame(id, event_type, topic.public_name(), text);
+        // The frame ends with the body's one `data:` line and the blank line.
+        let start = frame.len().saturating_sub(body.len() + 2);
+        if frame.get(start..start + body.len()) != Some(body) {
+            return Ok(copy());
+        }
+        Ok(Self {
+            bytes: frame.slice(start..start + body.len()),
+            framed: Some(Framed {
+                topic: topic.clone(),
+                frame,
+            }),
+        })
+    }
+
+    /// The SSE frame the body was published in, if it was published to `topic` alone.
+    pub fn frame_on(&self, topic: &TopicName) -> Option<&bytes::Bytes> {
+        self.framed
+            .as_ref()
+            .filter(|framed| framed.topic == *topic)
+            .map(|framed| &framed.frame)
+    }
+
     /// The body as text.
     pub fn as_str(&self) -> &str {
         // Checked to be UTF-8 in `parse`; without `unsafe` we check again, which costs one
         // pass over the bytes each time an encoding of the event is built (once per format).
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        std::str::from_utf8(&self.bytes).unwrap_or_default()
     }
 
     /// The body's bytes.
     pub fn as_bytes(&self) -> &bytes::Bytes {
-        &self.0
+        &self.bytes
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.bytes.len()
     }
 
     /// Whether the body is empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.bytes.is_empty()
     }
 }
 
+/// Two bodies are equal when their bytes are: a frame is how one was kept, not what it is.
+impl PartialEq for EventData {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for EventData {}
+
 impl fmt::Debug for EventData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EventData({} bytes)", self.0.len())
+        write!(f, "EventData({} bytes)", self.bytes.len())
+    }
+}
+
+#[cfg(test)]
+mod data_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{Tenant, sse::event_frame};
+
+    fn topics(names: &[&str]) -> TopicList {
+        TopicList::parse(names.join(",").as_bytes(), 10).expect("topics")
+    }
+
+    fn id(id: &str) -> EventId {
+        EventId::parse(id.as_bytes()).expect("an id")
+    }
+
+    #[test]
+    fn a_body_to_one_topic_is_kept_inside_its_frame() {
+        let list = topics(&["news"]);
+        let data = EventData::for_topics(&id("e1"), None, &list, b"hello").expect("UTF-8");
+        assert_eq!(data.as_str(), "hello");
+        let frame = data.frame_on(&list.names()[0]).expect("framed");
+        assert_eq!(&frame[..], b"id: e1\ntopic: news\ndata: hello\n\n");
+        assert_eq!(frame, &event_frame(&id("e1"), None, "news", "hello"));
+        // The body is a view of the frame, not a second copy.
+        let inside = frame.as_ptr_range();
+        assert!(inside.contains(&data.as_bytes().as_ptr()));
+        let other = TopicName::parse("sports").expect("a name");
+        assert!(data.frame_on(&other).is_none(), "framed for its topic only");
+    }
+
+    #[test]
+    fn a_tenant_s_frame_names_the_topic_as_its_subscribers_know_it() {
+        let tenant = Tenant::parse("acme").expect("a tenant");
+        let list = topics(&["news"]).in_tenant(&tenant);
+        let kind = EventType::parse(b"update").expect("a type");
+        let data = EventData::for_topics(&id("e1"), Some(&kind), &list, b"{}").expect("UTF-8");
+        let frame = data.frame_on(&list.names()[0]).expect("framed");
+        assert_eq!(
+            &frame[..],
+            b"id: e1\nevent: update\ntopic: news\ndata: {}\n\n"
+        );
+    }
+
+    #[test]
+    fn several_topics_or_lines_are_plain_copies() {
+        for (names, body) in [
+            (&["a", "b"][..], &b"x"[..]),
+            (&["a"][..], b"x\ny"),
+            (&["a"][..], b"x\r"),
+        ] {
+            let list = topics(names);
+            let data = EventData::for_topics(&id("e"), None, &list, body).expect("UTF-8");
+            assert_eq!(data.as_bytes(), body);
+            assert!(list.iter().all(|topic| data.frame_on(topic).is_none()));
+        }
+    }
+
+    proptest! {
+        /// Whatever the body, framed or not, it is the body `parse` would keep or the
+        /// error `parse` would give; a frame is exactly the engine's frame of it.
+        #[test]
+        fn a_body_is_kept_as_parse_keeps_it(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            text in "[ -~\u{a0}-\u{2fff}]{0,80}",
+            pick_text in any::<bool>(),
+            names in proptest::collection::vec("[a-z]{1,4}", 1..3),
+        ) {
+            let body = if pick_text { text.into_bytes() } else { body };
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let list = topics(&names);
+            let kept = EventData::for_topics(&id("e"), None, &list, &body);
+            let parsed = EventData::parse(bytes::Bytes::copy_from_slice(&body));
+            prop_assert_eq!(&kept, &parsed);
+            if let Ok(data) = kept {
+                for topic in list.iter() {
+                    if let Some(frame) = data.frame_on(topic) {
+                        prop_assert_eq!(list.len(), 1);
+                        prop_assert_eq!(frame, &event_frame(&id("e"), None, topic.public_name(), data.as_str()));
+                    }
+                }
+            }
+        }
     }
 }

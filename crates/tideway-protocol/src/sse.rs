@@ -10,6 +10,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
+use crate::{EventId, EventType};
+
 /// Why a field could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FieldError {
@@ -62,6 +64,17 @@ impl FrameBuilder {
         Ok(self)
     }
 
+    /// The bytes [`Self::field`] writes for `name` and `value`.
+    pub fn field_len(name: &str, value: &str) -> usize {
+        name.len() + value.len() + 3
+    }
+
+    /// The bytes [`Self::data`] writes for `data`: with [`Self::field_len`] and the one of
+    /// [`Self::finish`], a frame's exact size, so it can be built without regrowing or slack.
+    pub fn data_len(data: &str) -> usize {
+        lines(data).map(|line| Self::field_len("data", line)).sum()
+    }
+
     /// Writes `data` as one `data:` line per line of it; CRLF, CR and LF all end a line.
     pub fn data(&mut self, data: &str) -> &mut Self {
         for line in lines(data) {
@@ -100,6 +113,29 @@ impl FrameBuilder {
         self.buf.put_slice(value.as_bytes());
         self.buf.put_u8(b'\n');
     }
+}
+
+/// An event's SSE frame as subscribers of `topic` (the name they asked for) receive it:
+/// `id:`, `event:` if it has a type, `topic:`, then `data` as `data:` lines. Built exactly
+/// to size, so a frame a history keeps holds no slack. The one place this frame's layout
+/// is written: the engine frames an event with it on delivery, and a publish to one topic
+/// with it at once (see [`crate::EventData::for_topics`]).
+pub fn event_frame(id: &EventId, event_type: Option<&EventType>, topic: &str, data: &str) -> Bytes {
+    let size = FrameBuilder::field_len("id", id.as_str())
+        + event_type.map_or(0, |t| FrameBuilder::field_len("event", t.as_str()))
+        + FrameBuilder::field_len("topic", topic)
+        + FrameBuilder::data_len(data)
+        + 1;
+    let mut frame = FrameBuilder::with_capacity(size);
+    // Ids, types and topic names are validated types that hold no CR, LF or NUL, so the
+    // builder's checks pass; were they ever to fail the field is left out.
+    let _ = frame.id(id.as_str());
+    if let Some(event_type) = event_type {
+        let _ = frame.event(event_type.as_str());
+    }
+    let _ = frame.field("topic", topic);
+    frame.data(data);
+    frame.finish()
 }
 
 fn check_line(field: &str, value: &str) -> Result<(), FieldError> {
@@ -401,6 +437,22 @@ mod tests {
             for end in 0..frame.len() {
                 prop_assert_eq!(parse_block(&frame[..end]), Err(ParseError::Incomplete));
             }
+        }
+
+        /// The sizes a frame is allocated by are the sizes it is written at.
+        #[test]
+        fn a_frame_is_as_long_as_its_parts_say(
+            id in "[!-~]{1,20}",
+            topic in "[A-Za-z0-9_.:/@-]{1,20}",
+            data in text(),
+        ) {
+            let mut frame = FrameBuilder::default();
+            frame.id(&id).unwrap().field("topic", &topic).unwrap().data(&data);
+            let expected = FrameBuilder::field_len("id", &id)
+                + FrameBuilder::field_len("topic", &topic)
+                + FrameBuilder::data_len(&data)
+                + 1;
+            prop_assert_eq!(frame.finish().len(), expected);
         }
     }
 }
