@@ -83,13 +83,15 @@ impl TopicEvent {
     /// The event's bytes in `encoding`, built on first use.
     pub fn encoded(&self, encoding: Encoding) -> &Bytes {
         match encoding {
-            // A publish to this topic alone came framed already, its data inside the frame.
-            Encoding::Sse => match self.event.data.frame_on(&self.topic) {
-                Some(frame) => frame,
-                None => self
-                    .sse
-                    .get_or_init(|| self.frame(self.event.data.as_str())),
-            },
+            // A publish to this topic alone came framed already, its data inside the frame:
+            // that frame is shared, not built again.
+            Encoding::Sse => self.sse.get_or_init(|| {
+                self.event
+                    .data
+                    .frame_on(&self.topic)
+                    .cloned()
+                    .unwrap_or_else(|| self.frame(self.event.data.as_str()))
+            }),
             Encoding::SseJson => self
                 .json_encodings()
                 .sse_json

@@ -107,7 +107,7 @@ impl FrameBuilder {
     }
 
     fn line(&mut self, name: &str, value: &str) {
-        self.buf.reserve(name.len() + value.len() + 3);
+        self.buf.reserve(Self::field_len(name, value));
         self.buf.put_slice(name.as_bytes());
         self.buf.put_slice(b": ");
         self.buf.put_slice(value.as_bytes());
