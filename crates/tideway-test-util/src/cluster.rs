@@ -285,13 +285,18 @@ impl Drop for RedisCluster {
     }
 }
 
-/// Six free ports whose cluster bus ports (port + 10000) are free too.
+/// Six free ports whose cluster bus ports are free too (outside [`super::free_port`]'s
+/// range, so only another process could hold one).
 fn ports() -> Vec<u16> {
     let mut ports = Vec::new();
     while ports.len() < SIZE {
         let port = super::free_port();
         let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if port < 55_000 && !ports.contains(&port) && free(port + 10_000) {
+        if !ports.contains(&port)
+            && port
+                .checked_add(super::CLUSTER_BUS_OFFSET)
+                .is_some_and(free)
+        {
             ports.push(port);
         } else {
             std::thread::sleep(Duration::from_millis(1));

@@ -502,26 +502,42 @@ impl Sse {
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on now, chosen below the kernel's ephemeral
-/// range: a port from that range (what binding port 0 gives) can be taken by any
-/// process's outgoing connection between this check and the server's own bind, which a
-/// load test on the same machine makes likely. Falls back to port 0's choice when the
-/// range leaves no room below it.
+/// Ports [`free_port`] hands out are in `PORTS_FIRST..PORTS_END`; a Redis Cluster node's
+/// bus listens on its port + [`CLUSTER_BUS_OFFSET`], so every bus port falls in the range
+/// above, which this never hands out. With one range, a gateway given a port a
+/// cluster's bus took a moment later failed to bind while the test, finding the bus
+/// listening there, talked HTTP to Redis and was reset.
+pub const PORTS_FIRST: u16 = 10_000;
+/// See [`PORTS_FIRST`].
+pub const PORTS_END: u16 = 20_000;
+/// Where Redis Cluster puts a node's bus: its port plus this.
+pub const CLUSTER_BUS_OFFSET: u16 = 10_000;
+
+/// A port on 127.0.0.1 that nothing listens on now and that this process has not handed
+/// out before, chosen in `PORTS_FIRST..PORTS_END`, below the kernel's ephemeral range: a
+/// port from that range (what binding port 0 gives) can be taken by any process's
+/// outgoing connection between this check and the server's own bind, which a load test
+/// on the same machine makes likely. Falls back to port 0's choice when the range leaves
+/// no room.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher as _, RandomState};
-    static TRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // Two tests of one process must not be given the same port before either binds it.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    const FIRST: u16 = 10_000;
-    if low > FIRST + 1000 {
-        let span = u64::from(low - FIRST);
+    let end = PORTS_END.min(low);
+    if end > PORTS_FIRST + 1000 {
+        let span = u64::from(end - PORTS_FIRST);
         let random = RandomState::new();
-        for _ in 0..200 {
-            let n = TRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let port = FIRST + (random.hash_one((std::process::id(), n)) % span) as u16;
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for n in 0..200u64 {
+            let port = PORTS_FIRST + (random.hash_one((std::process::id(), n)) % span) as u16;
+            if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
                 return port;
             }
         }
@@ -661,5 +677,29 @@ impl Ws {
     /// The raw socket, to stop answering pings by not reading through `Ws`.
     pub fn into_inner(self) -> TcpStream {
         self.socket.into_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A bus port (node port + offset) must land above every port handed out.
+    const _: () = assert!(PORTS_END <= PORTS_FIRST + CLUSTER_BUS_OFFSET);
+
+    #[test]
+    fn free_ports_are_distinct_and_never_another_ports_cluster_bus() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        for (i, port) in ports.iter().enumerate() {
+            assert!(
+                (PORTS_FIRST..PORTS_END).contains(port),
+                "{port} is outside the range"
+            );
+            assert!(!ports[..i].contains(port), "{port} was handed out twice");
+            assert!(
+                !ports.contains(&(port + CLUSTER_BUS_OFFSET)),
+                "{port}'s bus port was handed out"
+            );
+        }
     }
 }

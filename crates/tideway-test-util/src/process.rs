@@ -29,7 +29,7 @@ impl TidewayProcess {
     ) -> Self {
         let port = crate::free_port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .args([
                 "--listen",
                 &addr,
@@ -48,6 +48,11 @@ impl TidewayProcess {
             .spawn()
             .expect("start tideway");
         crate::wait_listening(&addr);
+        // Something else listening on the port would be found by the wait above while
+        // this process, unable to bind, exits: say so rather than let the test talk to it.
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("tideway on {addr} exited at start ({status}); see its log above");
+        }
         Self {
             child,
             client: Client {
