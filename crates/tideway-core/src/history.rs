@@ -3,10 +3,7 @@
 //! complete (for resume). One type, so the in-memory and the Durable-Object stores cannot
 //! keep it differently.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::VecDeque, sync::Arc};
 
 use tideway_protocol::EventId;
 
@@ -18,8 +15,9 @@ pub struct History {
     capacity: usize,
     events: VecDeque<Arc<TopicEvent>>,
     /// The oldest event of each id still held (stores append an id held already
-    /// nowhere: a second publish of it is a retry).
-    ids: HashMap<EventId, Arc<TopicEvent>>,
+    /// nowhere: a second publish of it is a retry), found by the hash its id was given
+    /// when parsed. A slot is the event's pointer alone: the key is in the event.
+    ids: hashbrown::HashTable<Arc<TopicEvent>>,
     evicted_through: u64,
 }
 
@@ -54,21 +52,23 @@ impl History {
 
     /// Appends `event`, evicting the oldest beyond the capacity.
     pub fn push(&mut self, event: Arc<TopicEvent>) {
-        self.ids
-            .entry(event.event.id.clone())
-            .or_insert_with(|| event.clone());
+        let id = &event.event.id;
+        if let hashbrown::hash_table::Entry::Vacant(slot) =
+            self.ids
+                .entry(id.prehash(), |held| held.event.id == *id, prehash)
+        {
+            slot.insert(event.clone());
+        }
         self.events.push_back(event);
         while self.events.len() > self.capacity {
             let Some(evicted) = self.events.pop_front() else {
                 break;
             };
             self.evicted_through = evicted.position;
-            if self
-                .ids
-                .get(&evicted.event.id)
-                .is_some_and(|held| Arc::ptr_eq(held, &evicted))
-            {
-                self.ids.remove(&evicted.event.id);
+            if let Ok(held) = self.ids.find_entry(evicted.event.id.prehash(), |held| {
+                Arc::ptr_eq(held, &evicted)
+            }) {
+                held.remove();
             }
         }
     }
@@ -77,7 +77,7 @@ impl History {
     /// id held again later is not found: a resume after it is told it cannot be proven
     /// rather than skip what came between.
     pub fn find(&self, id: &EventId) -> Option<&Arc<TopicEvent>> {
-        self.ids.get(id)
+        self.ids.find(id.prehash(), |held| held.event.id == *id)
     }
 
     /// The events after `position`, oldest first; found by bisection (positions only grow
@@ -103,6 +103,11 @@ impl History {
     pub fn evicted_through(&self) -> u64 {
         self.evicted_through
     }
+}
+
+/// What `ids` hashes a held event by.
+fn prehash(held: &Arc<TopicEvent>) -> u64 {
+    held.event.id.prehash()
 }
 
 #[cfg(test)]

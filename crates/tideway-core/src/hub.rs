@@ -8,7 +8,7 @@ use std::{
     },
 };
 
-use tideway_protocol::{TopicList, TopicName};
+use tideway_protocol::{PrehashedMap, TopicList, TopicName};
 
 use crate::{
     HistoryRead, Stats, TopicEvent, TopicHistory,
@@ -107,7 +107,7 @@ struct Shared {
     /// A std mutex: each critical section is a few map operations and one non-blocking
     /// `try_send` per subscriber, and none of them awaits, so tokio's mutex would only
     /// cost more.
-    table: Mutex<HashMap<TopicName, Vec<Subscriber>>>,
+    table: Mutex<PrehashedMap<TopicName, Vec<Subscriber>>>,
     /// Subscriptions granted by a token, by connection number.
     grants: Mutex<HashMap<u64, (Grant, Arc<SubscriberState>)>>,
     stats: Arc<Stats>,
@@ -217,7 +217,7 @@ impl Hub {
     pub(crate) fn new(stats: Arc<Stats>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                table: Mutex::new(HashMap::new()),
+                table: Mutex::new(PrehashedMap::new()),
                 grants: Mutex::new(HashMap::new()),
                 stats,
             }),
@@ -320,7 +320,7 @@ impl Hub {
         self.lock().len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<TopicName, Vec<Subscriber>>> {
+    fn lock(&self) -> MutexGuard<'_, PrehashedMap<TopicName, Vec<Subscriber>>> {
         // A panic while holding the lock cannot leave the map half-changed in a way that
         // matters (each step is one map operation), so a poisoned lock is still usable.
         self.shared
@@ -342,7 +342,7 @@ fn tell<'s>(subscribers: impl Iterator<Item = &'s Subscriber>, why: Interruption
     told.len()
 }
 
-fn remove(table: &mut HashMap<TopicName, Vec<Subscriber>>, number: u64, topics: &TopicList) {
+fn remove(table: &mut PrehashedMap<TopicName, Vec<Subscriber>>, number: u64, topics: &TopicList) {
     for topic in topics {
         if let Some(subscribers) = table.get_mut(topic) {
             subscribers.retain(|s| s.number != number);

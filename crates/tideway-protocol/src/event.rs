@@ -4,7 +4,7 @@ use std::{fmt, sync::Arc};
 
 use serde::Serialize;
 
-use crate::{SYSTEM_EVENT_PREFIX, TopicList, TopicName};
+use crate::{SYSTEM_EVENT_PREFIX, TopicList, TopicName, hashed::HashedText};
 
 /// Longest event id and event type, in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 128;
@@ -13,7 +13,7 @@ pub const MAX_EVENT_ID_LEN: usize = 128;
 /// ending with a space. It becomes the SSE `id:` line, so it can never carry CR, LF or NUL.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
-pub struct EventId(Arc<str>);
+pub struct EventId(HashedText);
 
 /// Why an event id is not legal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,12 +49,18 @@ impl EventId {
             Printable::Bad(byte, index) => EventIdError::NotPrintable { byte, index },
             Printable::EdgeSpace => EventIdError::EdgeSpace,
         })?;
-        Ok(Self(Arc::from(text)))
+        Ok(Self(HashedText::new(text)))
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id's SipHash under a random key of this process, computed when it was parsed:
+    /// what its `Hash` writes, for tables that take a hash directly.
+    pub fn prehash(&self) -> u64 {
+        self.0.hash()
     }
 }
 
@@ -297,14 +303,10 @@ mod tests {
 #[derive(Clone, Default)]
 pub struct EventData {
     bytes: bytes::Bytes,
-    framed: Option<Framed>,
-}
-
-/// The SSE frame a body was published in, on the one topic it went to.
-#[derive(Clone)]
-struct Framed {
-    topic: TopicName,
-    frame: bytes::Bytes,
+    /// The SSE frame the body was published in, on the one topic it went to; `bytes` is
+    /// its `data:` line's value. Which topic is read from the frame itself (see
+    /// [`Self::frame_on`]) rather than kept beside it in every event a history holds.
+    framed: Option<bytes::Bytes>,
 }
 
 /// Why an event body is not legal.
@@ -364,19 +366,28 @@ impl EventData {
         }
         Ok(Self {
             bytes: frame.slice(start..start + body.len()),
-            framed: Some(Framed {
-                topic: topic.clone(),
-                frame,
-            }),
+            framed: Some(frame),
         })
     }
 
-    /// The SSE frame the body was published in, if it was published to `topic` alone.
+    /// The SSE frame the body was published in, if that frame is the one subscribers of
+    /// `topic` receive: its `topic:` line names `topic` as they know it.
     pub fn frame_on(&self, topic: &TopicName) -> Option<&bytes::Bytes> {
-        self.framed
-            .as_ref()
-            .filter(|framed| framed.topic == *topic)
-            .map(|framed| &framed.frame)
+        const LINE: &[u8] = b"\ntopic: ";
+        let frame = self.framed.as_ref()?;
+        let name = topic.public_name().as_bytes();
+        // The frame ends `\ntopic: <name>\ndata: <body>\n\n` (`crate::sse::event_frame`):
+        // found from its end, a window of that shape matches only the name it was built
+        // with, since names hold no space or line break.
+        let end = frame
+            .len()
+            .checked_sub(self.bytes.len() + "\ndata: ".len() + 2)?;
+        let start = end.checked_sub(name.len() + LINE.len())?;
+        let line = frame.get(start..=end)?;
+        let matches = line.starts_with(LINE)
+            && line.ends_with(b"\n")
+            && &line[LINE.len()..line.len() - 1] == name;
+        matches.then_some(frame)
     }
 
     /// The body as text.
@@ -483,6 +494,7 @@ mod data_tests {
             text in "[ -~\u{a0}-\u{2fff}]{0,80}",
             pick_text in any::<bool>(),
             names in proptest::collection::vec("[a-z]{1,4}", 1..3),
+            probe in "[a-z]{1,5}",
         ) {
             let body = if pick_text { text.into_bytes() } else { body };
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -495,6 +507,10 @@ mod data_tests {
                     if let Some(frame) = data.frame_on(topic) {
                         prop_assert_eq!(list.len(), 1);
                         prop_assert_eq!(frame, &event_frame(&id("e"), None, topic.public_name(), data.as_str()));
+                        // Any other name, a prefix or a suffix of this one included, is
+                        // refused the frame.
+                        let probe = TopicName::parse(&probe).expect("a name");
+                        prop_assert_eq!(data.frame_on(&probe).is_some(), probe == *topic);
                     }
                 }
             }

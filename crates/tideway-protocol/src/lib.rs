@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod event;
+mod hashed;
 mod query;
 pub mod sse;
 mod topic;
@@ -14,6 +15,7 @@ mod topic;
 pub use event::{
     EventData, EventDataError, EventId, EventIdError, EventType, EventTypeError, MAX_EVENT_ID_LEN,
 };
+pub use hashed::{Prehashed, PrehashedMap, StoredHash, StoredHashes};
 pub use query::{query_value, query_values};
 pub use topic::{
     DEFAULT_MAX_TOPICS, MAX_TOPIC_LEN, TENANT_SEPARATOR, Tenant, TenantError, TopicError,

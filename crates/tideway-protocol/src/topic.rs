@@ -1,8 +1,10 @@
 //! Topic names and the comma-separated topic lists of `x-sse-topic` and `?topic=`.
 
-use std::{borrow::Borrow, fmt, sync::Arc};
+use std::{fmt, sync::Arc};
 
 use serde::Serialize;
+
+use crate::hashed::HashedText;
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 128;
@@ -15,7 +17,7 @@ pub const DEFAULT_MAX_TOPICS: usize = 64;
 /// Cloning is a reference-count bump: the same name sits in several indexes at once.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct TopicName(Arc<str>);
+pub struct TopicName(HashedText);
 
 /// Why one topic name is not legal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +66,7 @@ impl TopicName {
                 index,
             });
         }
-        Ok(Self(Arc::from(name)))
+        Ok(Self(HashedText::new(name)))
     }
 
     /// The name as text.
@@ -127,7 +129,9 @@ impl fmt::Debug for Tenant {
 impl TopicName {
     /// This topic inside `tenant`'s namespace: `tenant~name`.
     pub fn in_tenant(&self, tenant: &Tenant) -> Self {
-        Self(Arc::from(format!("{tenant}{TENANT_SEPARATOR}{self}")))
+        Self(HashedText::new(&format!(
+            "{tenant}{TENANT_SEPARATOR}{self}"
+        )))
     }
 
     /// The tenant of a namespaced name, if any.
@@ -190,12 +194,6 @@ impl<'de> serde::Deserialize<'de> for TopicList {
         Self::from_names(names).ok_or_else(|| {
             serde::de::Error::custom("a topic list is non-empty and has no duplicates")
         })
-    }
-}
-
-impl Borrow<str> for TopicName {
-    fn borrow(&self) -> &str {
-        &self.0
     }
 }
 

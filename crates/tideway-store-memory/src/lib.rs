@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    collections::{HashMap, hash_map::Entry},
+    collections::hash_map::Entry,
     sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
 };
@@ -18,7 +18,7 @@ use tideway_core::{
     ConnectionId, ConnectionRecord, Directory, Event, HistoryRead, Inbox, NodeRecord, Page, Paged,
     Store, StoreError, TopicEvent, TopicObject, TopicRecord, new_epoch,
 };
-use tideway_protocol::{EventId, TopicList, TopicName};
+use tideway_protocol::{EventId, PrehashedMap, TopicList, TopicName};
 
 /// Settings of the in-memory store. Defaults are the ones `tideway --help` prints.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ struct State {
     epoch: u64,
     /// The position of the last publish.
     next_position: u64,
-    topics: HashMap<TopicName, TopicObject>,
+    topics: PrehashedMap<TopicName, TopicObject>,
 }
 
 impl MemoryStore {

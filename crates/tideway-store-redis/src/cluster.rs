@@ -36,7 +36,7 @@ use tideway_core::{
     Page, Paged, Store, StoreError, TopicEvent, TopicHistory, TopicRecord, spawn_heartbeat,
     unix_millis,
 };
-use tideway_protocol::{EventId, TopicList, TopicName};
+use tideway_protocol::{EventId, PrehashedMap, TopicList, TopicName};
 
 use crate::{
     RedisConfig, clients, cluster_scripts::ClusterScripts, decode_event, encode_event,
@@ -61,7 +61,7 @@ struct Shared {
     mirror: Mutex<HashMap<ConnectionId, ConnectionRecord>>,
     /// The topics this node's connections follow. A std mutex: one map operation per
     /// critical section, never across an await.
-    local: Mutex<HashMap<TopicName, Local>>,
+    local: Mutex<PrehashedMap<TopicName, Local>>,
     /// Held while a topic's channel is subscribed or unsubscribed, so the two never
     /// cross for one topic.
     listening: tokio::sync::Mutex<()>,
@@ -176,7 +176,7 @@ impl RedisClusterStore {
                 inbox: OnceLock::new(),
                 node: OnceLock::new(),
                 mirror: Mutex::new(HashMap::new()),
-                local: Mutex::new(HashMap::new()),
+                local: Mutex::new(PrehashedMap::new()),
                 listening: tokio::sync::Mutex::new(()),
                 healthy: AtomicBool::new(true),
                 layout: Mutex::new(None),
@@ -224,7 +224,7 @@ impl RedisClusterStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<TopicName, Local>> {
+    fn local(&self) -> std::sync::MutexGuard<'_, PrehashedMap<TopicName, Local>> {
         // As above.
         self.shared
             .local
