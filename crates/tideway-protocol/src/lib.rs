@@ -15,7 +15,7 @@ mod topic;
 pub use event::{
     EventData, EventDataError, EventId, EventIdError, EventType, EventTypeError, MAX_EVENT_ID_LEN,
 };
-pub use hashed::{Prehashed, PrehashedMap, StoredHash, StoredHashes};
+pub use hashed::{Prehashed, PrehashedMap};
 pub use query::{query_value, query_values};
 pub use topic::{
     DEFAULT_MAX_TOPICS, MAX_TOPIC_LEN, TENANT_SEPARATOR, Tenant, TenantError, TopicError,
