@@ -98,6 +98,7 @@ const TOPIC_BYTES: [bool; 256] = {
 /// Where the tenant of a namespaced name ends (the separator's byte offset), if it has one.
 /// A byte search: names are short, and the separator is ASCII.
 fn tenant_end(name: &str) -> Option<usize> {
+    const _: () = assert!(TENANT_SEPARATOR.is_ascii(), "searched for as one byte");
     name.bytes().position(|b| b == TENANT_SEPARATOR as u8)
 }
 
