@@ -10,7 +10,6 @@
 
 use std::{
     collections::HashMap,
-    fmt,
     hash::{BuildHasher, Hash, Hasher, RandomState},
     ops::{Deref, DerefMut},
     sync::{Arc, OnceLock},
@@ -39,9 +38,7 @@ impl HashedText {
             text: Arc::from(text),
         }
     }
-}
 
-impl HashedText {
     /// The text's SipHash under the process's key.
     pub(crate) fn hash(&self) -> u64 {
         self.hash
@@ -85,12 +82,6 @@ impl Hash for HashedText {
 impl Serialize for HashedText {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.text)
-    }
-}
-
-impl fmt::Debug for HashedText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.text, f)
     }
 }
 
@@ -159,18 +150,6 @@ impl<K: Prehashed, V> Default for PrehashedMap<K, V> {
     }
 }
 
-impl<K: Prehashed + Clone, V: Clone> Clone for PrehashedMap<K, V> {
-    fn clone(&self) -> Self {
-        Self(self.0.clone())
-    }
-}
-
-impl<K: Prehashed + fmt::Debug, V: fmt::Debug> fmt::Debug for PrehashedMap<K, V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
 impl<K: Prehashed, V> Deref for PrehashedMap<K, V> {
     type Target = HashMap<K, V, StoredHashes>;
 
@@ -182,15 +161,6 @@ impl<K: Prehashed, V> Deref for PrehashedMap<K, V> {
 impl<K: Prehashed, V> DerefMut for PrehashedMap<K, V> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.0
-    }
-}
-
-impl<'a, K: Prehashed, V> IntoIterator for &'a PrehashedMap<K, V> {
-    type Item = (&'a K, &'a V);
-    type IntoIter = std::collections::hash_map::Iter<'a, K, V>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
     }
 }
 
