@@ -359,13 +359,13 @@ impl EventData {
             return Ok(copy());
         }
         let frame = crate::sse::event_frame(id, event_type, topic.public_name(), text);
-        // The frame ends with the body's one `data:` line and the blank line.
-        let start = frame.len().saturating_sub(body.len() + 2);
-        if frame.get(start..start + body.len()) != Some(body) {
+        let Some((data, _)) = crate::sse::one_line_parts(&frame, body.len())
+            .filter(|(data, _)| frame.get(data.clone()) == Some(body))
+        else {
             return Ok(copy());
-        }
+        };
         Ok(Self {
-            bytes: frame.slice(start..start + body.len()),
+            bytes: frame.slice(data),
             framed: Some(frame),
         })
     }
@@ -373,21 +373,9 @@ impl EventData {
     /// The SSE frame the body was published in, if that frame is the one subscribers of
     /// `topic` receive: its `topic:` line names `topic` as they know it.
     pub fn frame_on(&self, topic: &TopicName) -> Option<&bytes::Bytes> {
-        const LINE: &[u8] = b"\ntopic: ";
         let frame = self.framed.as_ref()?;
-        let name = topic.public_name().as_bytes();
-        // The frame ends `\ntopic: <name>\ndata: <body>\n\n` (`crate::sse::event_frame`):
-        // found from its end, a window of that shape matches only the name it was built
-        // with, since names hold no space or line break.
-        let end = frame
-            .len()
-            .checked_sub(self.bytes.len() + "\ndata: ".len() + 2)?;
-        let start = end.checked_sub(name.len() + LINE.len())?;
-        let line = frame.get(start..=end)?;
-        let matches = line.starts_with(LINE)
-            && line.ends_with(b"\n")
-            && &line[LINE.len()..line.len() - 1] == name;
-        matches.then_some(frame)
+        let (_, named) = crate::sse::one_line_parts(frame, self.bytes.len())?;
+        (named == topic.public_name().as_bytes()).then_some(frame)
     }
 
     /// The body as text.

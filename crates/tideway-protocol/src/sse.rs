@@ -138,6 +138,27 @@ pub fn event_frame(id: &EventId, event_type: Option<&EventType>, topic: &str, da
     frame.finish()
 }
 
+/// Where a frame [`event_frame`] wrote with one line of data, `data_len` bytes long, holds
+/// that data, and its `topic:` line's value: read from the frame's end, where the layout
+/// puts them (`…\ntopic: <topic>\ndata: <data>\n\n`). `None` for bytes not of that shape.
+/// Beside the writer, so the two cannot drift apart.
+pub(crate) fn one_line_parts(
+    frame: &[u8],
+    data_len: usize,
+) -> Option<(std::ops::Range<usize>, &[u8])> {
+    const TOPIC: &[u8] = b"\ntopic: ";
+    const DATA: &[u8] = b"\ndata: ";
+    let data = frame.len().checked_sub(data_len + 2)?..frame.len() - 2;
+    let topic_end = data.start.checked_sub(DATA.len())?;
+    if frame.get(topic_end..data.start)? != DATA || frame.get(data.end..)? != b"\n\n" {
+        return None;
+    }
+    // A topic name holds no line break: the one before the topic's value starts its line.
+    let line = frame.get(..topic_end)?.iter().rposition(|&b| b == b'\n')?;
+    let topic = frame.get(line..topic_end)?.strip_prefix(TOPIC)?;
+    Some((data, topic))
+}
+
 fn check_line(field: &str, value: &str) -> Result<(), FieldError> {
     // Bytes, not chars: the three are ASCII, and a byte of a multi-byte char never is.
     match value
