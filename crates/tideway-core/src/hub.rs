@@ -12,7 +12,7 @@ use tideway_protocol::{PrehashedMap, TopicList, TopicName};
 
 use crate::{
     HistoryRead, Stats, TopicEvent, TopicHistory,
-    queue::{QueueReceiver, QueueSender, QueueWaker, TrySendError, queue},
+    queue::{QueueReceiver, QueueSender, QueueWaker, TrySendError, Wakes, queue},
 };
 
 /// Why a subscription ended.
@@ -441,7 +441,7 @@ impl Inbox {
             );
         }
         for copies in events.chunk_by(|x, y| x.position == y.position) {
-            self.deliver(copies);
+            drop(self.deliver(copies));
         }
         stats.delivery_repairs.fetch_add(1, Relaxed);
         stats
@@ -482,7 +482,7 @@ impl Inbox {
             return;
         }
         for event in &events {
-            self.deliver(std::slice::from_ref(event));
+            drop(self.deliver(std::slice::from_ref(event)));
         }
         stats.delivery_repairs.fetch_add(1, Relaxed);
         stats
@@ -512,8 +512,14 @@ impl Inbox {
     /// A subscriber whose queue is full is cut off at once: it leaves every topic, reads
     /// what is already queued, and then learns it fell behind (see
     /// [`EndReason::SlowConsumer`]). Nobody else waits for it.
-    pub fn deliver(&self, copies: &[Arc<TopicEvent>]) {
+    ///
+    /// The readers are woken when the returned [`Wakes`] is dropped, after this hub's lock
+    /// is released: a caller that delivers under a lock of its own keeps it until that
+    /// lock is released too (dropping it at once wakes them at once).
+    #[must_use = "dropping it wakes the readers: drop it once the caller's locks are released"]
+    pub fn deliver(&self, copies: &[Arc<TopicEvent>]) -> Wakes {
         let shared = &self.hub.shared;
+        let mut wakes = Wakes::default();
         let mut table = self.hub.lock();
         let mut delivered = 0;
         let mut behind: Vec<(u64, Arc<SubscriberState>, usize)> = Vec::new();
@@ -527,7 +533,11 @@ impl Inbox {
         };
         if let [copy] = copies {
             for subscriber in table.get(&copy.topic).into_iter().flatten() {
-                sent(subscriber, subscriber.queue.try_send(copy.clone()), 1);
+                sent(
+                    subscriber,
+                    subscriber.queue.try_send(copy.clone(), &mut wakes),
+                    1,
+                );
             }
         } else {
             // Each topic's subscribers are in connection-number order (see `add`), so a
@@ -561,7 +571,7 @@ impl Inbox {
                 if let Some(subscriber) = first {
                     sent(
                         subscriber,
-                        subscriber.queue.try_send_all(&together),
+                        subscriber.queue.try_send_all(&together, &mut wakes),
                         together.len(),
                     );
                 }
@@ -578,5 +588,6 @@ impl Inbox {
             remove(&mut table, number, &state.topics);
             tracing::info!(connection = number, "cut off: queue full (slow consumer)");
         }
+        wakes
     }
 }

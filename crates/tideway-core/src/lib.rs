@@ -31,6 +31,7 @@ pub use gateway::{
 pub use history::History;
 pub use hub::{EndReason, Grant, Inbox, Interruption, Revocation};
 pub use objects::{Directory, TopicMeta, TopicObject};
+pub use queue::Wakes;
 pub use record::{
     ConnectionId, ConnectionRecord, Listed, NodeRecord, Page, Paged, TopicRecord, Transport,
     unix_millis,

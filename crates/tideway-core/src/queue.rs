@@ -6,7 +6,8 @@
 //! first block of slots cost some 800 bytes even for a subscriber that never gets an
 //! event. The reader's waker is also how anything else that ends a subscription wakes it
 //! (revocation, drain): see [`QueueWaker`]. Every critical section is a few field updates;
-//! wakers are woken after the lock is released.
+//! wakers are woken after the lock is released — a sender's, into [`Wakes`], after the
+//! caller's locks too.
 
 use std::{
     collections::VecDeque,
@@ -68,12 +69,47 @@ pub(crate) enum TrySendError {
     Closed,
 }
 
+/// Readers to wake, woken when this is dropped: after the events they wait for are
+/// queued and after whoever queued them let go of its own locks (the store's, the hub's).
+/// Waking a task can be a system call — it may unpark a worker thread — and one made
+/// while holding a lock lengthens the critical section every other publisher waits on.
+#[derive(Default)]
+pub struct Wakes {
+    /// The first, held without allocating: a unicast publish wakes one reader.
+    first: Option<Waker>,
+    more: Vec<Waker>,
+}
+
+impl Wakes {
+    fn push(&mut self, waker: Waker) {
+        match self.first {
+            None => self.first = Some(waker),
+            Some(_) => self.more.push(waker),
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        if let Some(waker) = self.first.take() {
+            waker.wake();
+        }
+        for waker in self.more.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
 /// The hub's end: one per topic entry of a subscriber.
 pub(crate) struct QueueSender(Arc<Shared>);
 
 impl QueueSender {
-    /// Queues `event` without waiting, waking the reader if it waits.
-    pub(crate) fn try_send(&self, event: Arc<TopicEvent>) -> Result<(), TrySendError> {
+    /// Queues `event` without waiting; the reader, if it waits, goes into `wakes`.
+    pub(crate) fn try_send(
+        &self,
+        event: Arc<TopicEvent>,
+        wakes: &mut Wakes,
+    ) -> Result<(), TrySendError> {
         let waker = {
             let mut inner = self.0.lock();
             if !inner.reading {
@@ -86,7 +122,7 @@ impl QueueSender {
             inner.waker.take()
         };
         if let Some(waker) = waker {
-            waker.wake();
+            wakes.push(waker);
         }
         Ok(())
     }
@@ -94,7 +130,11 @@ impl QueueSender {
     /// Queues every one of `events` or none: they are the copies of one publish, and a
     /// reader that gets one must get them all (its cursor, the publisher's id, stands
     /// for all of them).
-    pub(crate) fn try_send_all(&self, events: &[&Arc<TopicEvent>]) -> Result<(), TrySendError> {
+    pub(crate) fn try_send_all(
+        &self,
+        events: &[&Arc<TopicEvent>],
+        wakes: &mut Wakes,
+    ) -> Result<(), TrySendError> {
         let waker = {
             let mut inner = self.0.lock();
             if !inner.reading {
@@ -109,7 +149,7 @@ impl QueueSender {
             inner.waker.take()
         };
         if let Some(waker) = waker {
-            waker.wake();
+            wakes.push(waker);
         }
         Ok(())
     }
@@ -239,11 +279,14 @@ mod tests {
     #[test]
     fn holds_at_most_capacity_in_order() {
         let (tx, mut rx) = queue(2);
-        tx.try_send(event(1)).unwrap();
-        tx.try_send(event(2)).unwrap();
-        assert_eq!(tx.try_send(event(3)), Err(TrySendError::Full));
+        tx.try_send(event(1), &mut Wakes::default()).unwrap();
+        tx.try_send(event(2), &mut Wakes::default()).unwrap();
+        assert_eq!(
+            tx.try_send(event(3), &mut Wakes::default()),
+            Err(TrySendError::Full)
+        );
         assert_eq!(pop(&mut rx), Some(Some(1)));
-        tx.try_send(event(4)).unwrap();
+        tx.try_send(event(4), &mut Wakes::default()).unwrap();
         assert_eq!(pop(&mut rx), Some(Some(2)));
         assert_eq!(pop(&mut rx), Some(Some(4)));
         assert_eq!(pop(&mut rx), None);
@@ -257,10 +300,14 @@ mod tests {
         let (tx, mut rx) = queue(4);
         let second = tx.clone();
         assert!(rx.poll_recv(&mut cx).is_pending());
-        tx.try_send(event(1)).unwrap();
+        // Woken when the sender's `Wakes` goes, not before.
+        let mut wakes = Wakes::default();
+        tx.try_send(event(1), &mut wakes).unwrap();
+        assert_eq!(count.0.load(SeqCst), 0);
+        drop(wakes);
         assert_eq!(count.0.load(SeqCst), 1);
         // A busy reader (no waker registered) is not woken for nothing.
-        tx.try_send(event(2)).unwrap();
+        tx.try_send(event(2), &mut Wakes::default()).unwrap();
         assert_eq!(count.0.load(SeqCst), 1);
         assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(Some(_))));
         assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(Some(_))));
@@ -278,12 +325,35 @@ mod tests {
     }
 
     #[test]
+    fn wakes_wake_every_reader_once_when_dropped() {
+        let counts: Vec<Arc<Count>> = (0..3)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let mut wakes = Wakes::default();
+        let mut queues = Vec::new();
+        for count in &counts {
+            let (tx, mut rx) = queue(4);
+            let waker = Waker::from(count.clone());
+            assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+            tx.try_send_all(&[&event(1)], &mut wakes).unwrap();
+            queues.push((tx, rx));
+        }
+        assert!(counts.iter().all(|c| c.0.load(SeqCst) == 0));
+        drop(wakes);
+        assert!(counts.iter().all(|c| c.0.load(SeqCst) == 1));
+        for (_, rx) in &mut queues {
+            assert_eq!(pop(rx), Some(Some(1)));
+        }
+    }
+
+    #[test]
     fn the_copies_of_one_publish_are_queued_all_or_none() {
         let (tx, mut rx) = queue(3);
-        tx.try_send(event(1)).unwrap();
-        tx.try_send_all(&[&event(2), &event(3)]).unwrap();
+        tx.try_send(event(1), &mut Wakes::default()).unwrap();
+        tx.try_send_all(&[&event(2), &event(3)], &mut Wakes::default())
+            .unwrap();
         assert_eq!(
-            tx.try_send_all(&[&event(4), &event(5)]),
+            tx.try_send_all(&[&event(4), &event(5)], &mut Wakes::default()),
             Err(TrySendError::Full),
             "room for one copy of two is no room"
         );
@@ -299,8 +369,11 @@ mod tests {
         );
         // More copies than the capacity still go to an empty queue: one publish to more
         // topics than a queue holds is not a slow reader.
-        tx.try_send_all(&[&event(6), &event(7), &event(8), &event(9)])
-            .unwrap();
+        tx.try_send_all(
+            &[&event(6), &event(7), &event(8), &event(9)],
+            &mut Wakes::default(),
+        )
+        .unwrap();
         assert_eq!(pop(&mut rx), Some(Some(6)));
     }
 
@@ -308,6 +381,9 @@ mod tests {
     fn a_gone_reader_refuses_events() {
         let (tx, rx) = queue(4);
         drop(rx);
-        assert_eq!(tx.try_send(event(1)), Err(TrySendError::Closed));
+        assert_eq!(
+            tx.try_send(event(1), &mut Wakes::default()),
+            Err(TrySendError::Closed)
+        );
     }
 }

@@ -695,7 +695,7 @@ impl DoStore {
         // Still in the sequencer's turn, so every inbox receives publishes in position
         // order; after every topic took it, so the copies go out together.
         if let Some(inbox) = self.shared.inbox.get() {
-            inbox.deliver(&appended);
+            drop(inbox.deliver(&appended));
         }
         Ok(appended)
     }

@@ -787,7 +787,7 @@ impl WorkerStore {
             return;
         };
         match epoch_number(&epoch).and_then(|epoch| topic_events(copies, epoch)) {
-            Ok(copies) => inbox.deliver(&copies),
+            Ok(copies) => drop(inbox.deliver(&copies)),
             Err(err) => {
                 tracing::warn!(error = %err, "a delivery from the Worker could not be read");
                 inbox.interrupt(Interruption::DeliveryLost);

@@ -233,11 +233,11 @@ impl Store for MemoryStore {
                 Some(entry.append(topic.clone(), epoch, position, event.clone()))
             })
             .collect();
-        // Delivered under the lock, so every subscriber sees the events in position
-        // order even when several publishers race.
-        if let Some(inbox) = inbox {
-            inbox.deliver(&appended);
-        }
+        // Queued under the lock, so every subscriber sees the events in position order
+        // even when several publishers race; the readers are woken once it is released.
+        let wakes = inbox.map(|inbox| inbox.deliver(&appended));
+        drop(state);
+        drop(wakes);
         Ok(appended)
     }
 

@@ -558,7 +558,7 @@ impl RedisClusterStore {
             local.last = Some((epoch, seq));
         }
         let event = TopicEvent::new(topic, seq, epoch, seq, Arc::new(event));
-        inbox.deliver(&[Arc::new(event)]);
+        drop(inbox.deliver(&[Arc::new(event)]));
     }
 
     /// Reads back what `topic`'s channel brought this node after `after` (in `epoch`) and

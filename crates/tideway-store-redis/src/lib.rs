@@ -420,7 +420,7 @@ impl RedisStore {
                 ))
             })
             .collect();
-        inbox.deliver(&copies);
+        drop(inbox.deliver(&copies));
     }
 
     /// Fills a hole in this node's channel from history: the events of this node's
