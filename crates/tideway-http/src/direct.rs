@@ -792,22 +792,20 @@ const CONTIGUOUS_CHUNK: usize = 2048;
 /// piece; a larger one is written from where its frame lies.
 fn try_write_chunk(stream: &TcpStream, frame: &[u8]) -> io::Result<(usize, usize)> {
     let (line, line_len) = size_line(frame.len());
-    let whole = line_len + frame.len() + 2;
+    let parts: [&[u8]; 3] = [&line[..line_len], frame, b"\r\n"];
+    let whole: usize = parts.iter().map(|part| part.len()).sum();
     if whole <= CONTIGUOUS_CHUNK {
         let mut chunk = [0u8; CONTIGUOUS_CHUNK];
-        let (size, rest) = chunk.split_at_mut(line_len);
-        size.copy_from_slice(&line[..line_len]);
-        let (data, end) = rest.split_at_mut(frame.len());
-        data.copy_from_slice(frame);
-        end[..2].copy_from_slice(b"\r\n");
+        let mut at = 0;
+        for part in parts {
+            chunk[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
         return stream.try_write(&chunk[..whole]).map(|n| (n, whole));
     }
-    let parts = [
-        io::IoSlice::new(&line[..line_len]),
-        io::IoSlice::new(frame),
-        io::IoSlice::new(b"\r\n"),
-    ];
-    stream.try_write_vectored(&parts).map(|n| (n, whole))
+    stream
+        .try_write_vectored(&parts.map(io::IoSlice::new))
+        .map(|n| (n, whole))
 }
 
 /// Appends `data` as one chunk of a chunked body, and the last chunk when `last`.
