@@ -1091,14 +1091,14 @@ fn details(report: &Value, md: &mut String) {
                 );
                 let _ = writeln!(
                     md,
-                    "| offered/s | delivered/s | p50 | p90 | p99 | max | lost | dup | server CPU µs/delivery | of it kernel |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                    "| offered/s | delivered/s | p50 | p90 | p99 | max | lost | dup | server CPU µs/delivery | of it kernel | load generator CPU µs/delivery |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                 );
                 for step in r["steps"].as_array().into_iter().flatten() {
                     let l = &step["publish_to_receive_us"];
                     let ms = |v: &Value| format!("{:.2} ms", us(v) / 1000.0);
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0}% |",
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0}% | {} |",
                         step["offered_events_per_second"],
                         si(us(&step["delivered_events_per_second"])),
                         ms(&l["p50"]),
@@ -1108,7 +1108,11 @@ fn details(report: &Value, md: &mut String) {
                         step["lost"],
                         step["duplicated"],
                         us(&step["server_cpu_us_per_delivery"]),
-                        us(&step["server_cpu_system_share"]) * 100.0
+                        us(&step["server_cpu_system_share"]) * 100.0,
+                        // Results from before the load generator measured itself have none.
+                        step["load_generator_cpu_us_per_delivery"]
+                            .as_f64()
+                            .map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"))
                     );
                 }
                 md.push('\n');

@@ -112,6 +112,7 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
         let first = seq;
         let events = rate * 2;
         let cpu_before = procfs::cpu(&options.pids)?;
+        let own_cpu_before = procfs::cpu(&[std::process::id()])?;
         let cut_before = slow_consumers_cut(options).await?;
         let step_started = Instant::now();
         let mut sending = Vec::new();
@@ -172,6 +173,7 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
         // Give the last events time to arrive before reading this step's figures.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let used = procfs::cpu(&options.pids)?.since(cpu_before);
+        let own = procfs::cpu(&[std::process::id()])?.since(own_cpu_before);
         let cpu = used.total();
         let cut = match (slow_consumers_cut(options).await?, cut_before) {
             (Some(after), Some(before)) => Some(after - before),
@@ -211,6 +213,8 @@ pub(crate) async fn run(options: &Options, shape: Shape) -> anyhow::Result<serde
             "server_cpu_seconds": cpu,
             "server_cpu_system_share": used.system_share(),
             "server_cpu_us_per_delivery": if seen.is_empty() { 0.0 } else { cpu * 1e6 / seen.len() as f64 },
+            // The load generator's own, taken from the same cores as the server's.
+            "load_generator_cpu_us_per_delivery": if seen.is_empty() { 0.0 } else { own.total() * 1e6 / seen.len() as f64 },
         });
         eprintln!("tideway-load: {step}");
         // The knee: the step that delivered most with p99 within the threshold and
