@@ -38,13 +38,14 @@
 use std::{
     cell::RefCell,
     io,
+    mem::MaybeUninit,
     pin::Pin,
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use futures_util::{FutureExt as _, future::Either};
+use futures_util::future::Either;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
@@ -122,7 +123,7 @@ pub(crate) async fn take_first(stream: &mut TcpStream, enabled: bool) -> io::Res
 /// `0`: two of them, even equal, are hyper's to refuse), an upgrade, an `Expect`, another
 /// method, version or path, and anything httparse or the `http` types refuse.
 pub(crate) fn parse_subscribe(bytes: &[u8]) -> Option<(Request<()>, usize)> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let (head, head_len) = parse_head(bytes, &mut headers, "GET", STREAM_PATH).ok()?;
     if head_len != bytes.len() || body_length(&head)? != 0 {
         return None;
@@ -141,6 +142,11 @@ pub(crate) enum Unserved {
 
 /// The most headers a head served here has; one with more is hyper's.
 const MAX_HEADERS: usize = 64;
+
+/// Room for a head's headers, left uninitialised (`[const { MaybeUninit::uninit() };
+/// MAX_HEADERS]`): httparse writes the ones it finds. Filling all 64 slots for the six or
+/// so a publish has was most of the publish loop's own instructions (docs/performance.md).
+pub(crate) type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
 
 /// A request head as this module read it: views of the connection's read buffer, no copy
 /// and no header map. Only a head [`parse_head`] accepted is one, so everything in it is
@@ -194,12 +200,12 @@ impl Headers for RawHead<'_, '_> {
 /// header names and values the `http` types accept.
 fn parse_head<'b, 'h>(
     bytes: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut HeaderSlots<'b>,
     method: &str,
     route: &str,
 ) -> Result<(RawHead<'b, 'h>, usize), Unserved> {
-    let mut parsed = httparse::Request::new(headers);
-    let head_len = match parsed.parse(bytes) {
+    let mut parsed = httparse::Request::new(&mut []);
+    let head_len = match parsed.parse_with_uninit_headers(bytes, headers) {
         Ok(httparse::Status::Complete(head_len)) => head_len,
         Ok(httparse::Status::Partial) => return Err(Unserved::Partial),
         Err(_) => return Err(Unserved::Hyper),
@@ -218,14 +224,20 @@ fn parse_head<'b, 'h>(
     // Header names and values are not checked again: httparse refuses a name that is not
     // a token and a value byte that is a control other than tab, as the `http` types do
     // (`a_head_taken_is_one_the_http_types_accept` holds the two to each other).
-    let headers = parsed.headers;
-    let hyper_only = ["transfer-encoding", "upgrade", "expect"];
     let head = RawHead {
         method: sent,
         target,
-        headers,
+        headers: parsed.headers,
     };
-    if hyper_only.iter().any(|name| head.get(name).is_some()) {
+    // One pass over the headers, each name looked at only if its length is one of the
+    // three's (three lookups were three passes: a third of this function beyond httparse).
+    let hyper_only = |name: &[u8]| match name.len() {
+        17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+        7 => name.eq_ignore_ascii_case(b"upgrade"),
+        6 => name.eq_ignore_ascii_case(b"expect"),
+        _ => false,
+    };
+    if head.each().any(|(name, _)| hyper_only(name)) {
         return Err(Unserved::Hyper);
     }
     Ok((head, head_len))
@@ -284,7 +296,7 @@ fn body_length(head: &impl Headers) -> Option<usize> {
 /// next request, pipelined) are left where they are.
 pub(crate) fn parse_publish<'b, 'h>(
     bytes: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut HeaderSlots<'b>,
 ) -> Result<(RawHead<'b, 'h>, usize, usize), Unserved> {
     match parse_head(bytes, headers, "POST", PUBLISH_PATH) {
         Ok((head, head_len)) => match body_length(&head) {
@@ -348,26 +360,47 @@ pub(crate) async fn publishes<S: Store>(
     // The answers' buffer, kept for the connection's life (a publisher's connection
     // answers request after request).
     let mut out = Vec::new();
+    // Whether `deadline`, as last armed, has been polled with this task's waker: it wakes
+    // the task when it fires, so until then a wait need not poll it again (a poll is the
+    // timer's bookkeeping, once per request).
+    let mut deadline_armed = false;
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let (head, head_len, body_len) = match parse_publish(&buf, &mut headers) {
             Ok(whole) => whole,
             Err(Unserved::Hyper) => return handover(stream, buf, waiting_since),
             Err(Unserved::Partial) => {
                 buf.reserve(4096.min(MAX_PUBLISH - buf.len()).max(1));
                 let idle = buf.is_empty();
-                let read = tokio::select! {
-                    biased;
-                    read = stream.read_buf(&mut buf) => Some(read),
-                    () = &mut deadline => None,
+                let awaited = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(read) = std::pin::pin!(stream.read_buf(&mut buf)).poll(cx) {
+                        return Poll::Ready(Awaited::Read(read));
+                    }
+                    if !deadline_armed || deadline.is_elapsed() {
+                        if deadline.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Awaited::Deadline);
+                        }
+                        deadline_armed = true;
+                    }
                     // An idle connection closes when the server stops; a request under
                     // way is read to its end first.
-                    () = &mut stopped, if idle => return None,
+                    if idle && stopped.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Awaited::Stop);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                // What was read; `None` when the deadline came first.
+                let read = match awaited {
+                    Awaited::Read(read) => Some(read),
+                    Awaited::Deadline => None,
+                    Awaited::Stop => return None,
                 };
                 match read {
                     None if Instant::now() < waiting_since + header_read_timeout => {
                         // Armed for an earlier request: this one's time is not up.
                         deadline.as_mut().reset(waiting_since + header_read_timeout);
+                        deadline_armed = false;
                         continue;
                     }
                     Some(Ok(0)) | None if idle => return None,
@@ -410,6 +443,16 @@ pub(crate) async fn publishes<S: Store>(
         }
         waiting_since = Instant::now();
     }
+}
+
+/// What a publisher's connection waited for came first.
+enum Awaited {
+    /// Bytes of a request, its end, or a failure.
+    Read(io::Result<usize>),
+    /// The deadline for the request's head and body.
+    Deadline,
+    /// The server is stopping (waited for only while no request is under way).
+    Stop,
 }
 
 /// Whether `headers` ask for the connection to close after this exchange.
@@ -536,19 +579,34 @@ async fn stream_body(
         let kill = peer.kill.notified();
         tokio::pin!(gone, kill);
         let mut ended = false;
+        // Whether the body's last poll, made with this task's waker, found nothing: it will
+        // wake the task when a frame comes, so the wait below need not ask it again first
+        // (a poll of the body is its queue's lock and its heartbeat's timer, per event).
+        // Cleared by anything else the task awaits, whose wake-up may have been the body's.
+        let mut body_waits = false;
         loop {
             // With nothing to write, wait for the next frame, watching for the client's close
             // and for a kill.
             let mut first = None;
             if unsent.is_empty() {
-                let frame = tokio::select! {
-                    biased;
-                    frame = body.frame() => frame,
-                    () = &mut kill => {
-                        killed(peer);
-                        break 'streaming Finished::Dropped;
+                let frame = std::future::poll_fn(|cx| {
+                    if !std::mem::take(&mut body_waits)
+                        && let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx)
+                    {
+                        return Poll::Ready(Ok(frame));
                     }
-                    () = &mut gone => break 'streaming Finished::Dropped,
+                    if kill.as_mut().poll(cx).is_ready() {
+                        killed(peer);
+                        return Poll::Ready(Err(()));
+                    }
+                    match gone.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Err(())),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await;
+                let Ok(frame) = frame else {
+                    break 'streaming Finished::Dropped;
                 };
                 match frame {
                     Some(Ok(frame)) => first = frame.into_data().ok(),
@@ -556,12 +614,16 @@ async fn stream_body(
                     None => ended = true,
                 }
             }
-            // Whatever else is ready goes out in the same write.
+            // Whatever else is ready goes out in the same write. Polled with the task's
+            // own waker, so the last poll, which finds nothing, is the wait's too.
             let mut more: Vec<Bytes> = Vec::new();
             let mut size = first.as_ref().map_or(0, Bytes::len);
             while !ended && size < MAX_BATCH {
-                match body.frame().now_or_never() {
-                    Some(Some(Ok(frame))) => {
+                let polled =
+                    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)))
+                        .await;
+                match polled {
+                    Poll::Ready(Some(Ok(frame))) => {
                         if let Ok(bytes) = frame.into_data() {
                             size += bytes.len();
                             match first {
@@ -570,9 +632,12 @@ async fn stream_body(
                             }
                         }
                     }
-                    Some(Some(Err(never))) => match never {},
-                    Some(None) => ended = true,
-                    None => break,
+                    Poll::Ready(Some(Err(never))) => match never {},
+                    Poll::Ready(None) => ended = true,
+                    Poll::Pending => {
+                        body_waits = true;
+                        break;
+                    }
                 }
             }
             let mut sent = 0;
@@ -607,6 +672,7 @@ async fn stream_body(
                     Ok(0) => break 'streaming Finished::Dropped,
                     Ok(n) => sent += n,
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        body_waits = false;
                         tokio::select! {
                             biased;
                             () = &mut kill => {
@@ -833,7 +899,7 @@ mod tests {
 
     /// The lengths of head and body of the publish `bytes` begins with, if taken.
     fn publish_len(bytes: &[u8]) -> Result<(usize, usize), Unserved> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         parse_publish(bytes, &mut headers).map(|(_, head, body)| (head, body))
     }
 
@@ -880,7 +946,7 @@ mod tests {
     #[test]
     fn takes_only_whole_plain_publishes() {
         let publish = b"POST /v1/publish HTTP/1.1\r\nx-sse-topic: a\r\nx-sse-id: 1\r\ncontent-length: 3\r\n\r\nabc";
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let (raw, head, body) =
             parse_publish(publish, &mut headers).expect("a plain publish is taken");
         assert_eq!((head + body, body), (publish.len(), 3));
@@ -1089,7 +1155,7 @@ mod tests {
                 bytes.extend_from_slice(b"\r\n");
             }
             bytes.extend_from_slice(b"\r\n");
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
             if let Ok((raw, _, _)) = parse_publish(&bytes, &mut headers) {
                 let method = raw.to_request().map(|request| request.method().clone());
                 proptest::prop_assert_eq!(
@@ -1122,7 +1188,7 @@ mod tests {
                 bytes.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
             }
             bytes.extend_from_slice(b"\r\n");
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
             let (raw, _, _) = parse_publish(&bytes, &mut headers).expect("a plain publish");
             let request = raw.to_request().expect("the same head as a request");
             let map = request.headers();

@@ -221,6 +221,57 @@ async fn a_stalled_subscriber_is_cut_off_and_closed_while_others_get_everything(
     .await;
 }
 
+/// A subscriber's writer that had to wait for its socket to drain sends what was queued
+/// meanwhile as soon as the socket takes it: the wait for the socket does not swallow the
+/// queue's wake-up. (The writer skips asking a body it knows to be waiting for a frame, but
+/// only until it awaits anything else.) The heartbeat is an hour away, so a lost wake-up
+/// shows as an event that does not arrive within `TIMEOUT` — a bound, not a speed.
+#[tokio::test]
+async fn events_queued_while_a_write_waits_go_out_once_the_socket_drains() {
+    let http = HttpConfig {
+        heartbeat: Duration::from_secs(3600),
+        write_timeout: Duration::from_secs(120),
+        ..HttpConfig::default()
+    };
+    let core = CoreConfig {
+        queue_capacity: 4096,
+        ..CoreConfig::default()
+    };
+    let gw = TestGateway::start_with(http, MemoryConfig::default(), core).await;
+    // A small receive buffer, and no reading until every event is published: the
+    // server's send buffer (at most a few MiB) fills, and its writer waits.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(gw.addr).await.unwrap();
+    let mut sse = tideway_test_util::Sse::open(stream, "/v1/stream?topic=drains", &[]).await;
+    assert_eq!(sse.status, 200);
+    wait_until("the subscriber to be connected", || async {
+        match gw.gateway.open_connections() {
+            1 => Ok(()),
+            n => Err(format!("{n} connections")),
+        }
+    })
+    .await;
+    // One at a time, so the writer keeps up (and finds its queue empty) until the socket
+    // is full: 12 MiB, more than the kernel buffers on both sides.
+    let body = "z".repeat(8 * 1024);
+    let events = 1500;
+    for n in 0..events {
+        assert_eq!(
+            gw.publish("drains", &format!("e{n}"), &body).await.status,
+            202
+        );
+    }
+    assert_eq!(gw.gateway.stats().slow_consumers_cut(), 0);
+    for n in 0..events {
+        let event = tokio::time::timeout(TIMEOUT, sse.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("e{n} did not arrive"))
+            .expect("the stream goes on");
+        assert_eq!(event.id, Some(format!("e{n}")));
+    }
+}
+
 #[tokio::test]
 async fn connection_limits_answer_429_with_retry_after() {
     let core = CoreConfig {
