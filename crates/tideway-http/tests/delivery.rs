@@ -167,22 +167,13 @@ async fn a_stalled_subscriber_is_cut_off_and_closed_while_others_get_everything(
         ..CoreConfig::default()
     };
     let gw = TestGateway::start_with(http, MemoryConfig::default(), core).await;
-    // The stalled client sends its request and never reads a byte. A small receive
-    // buffer keeps the kernel from soaking up megabytes on its behalf.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(gw.addr).await.unwrap();
+    // The stalled client sends its request and never reads a byte.
+    let mut stalled = small_buffer_connection(&gw).await;
     stalled
         .write_all(b"GET /v1/stream?topic=firehose HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    wait_until("the stalled subscriber to be connected", || async {
-        match gw.gateway.open_connections() {
-            1 => Ok(()),
-            n => Err(format!("{n} connections")),
-        }
-    })
-    .await;
+    one_connection(&gw).await;
     let mut reader = gw.subscribe("/v1/stream?topic=firehose", &[]).await;
     let mut ws = gw.ws("/v1/ws?topic=firehose", &[]).await;
     let body = "x".repeat(8 * 1024);
@@ -238,20 +229,12 @@ async fn events_queued_while_a_write_waits_go_out_once_the_socket_drains() {
         ..CoreConfig::default()
     };
     let gw = TestGateway::start_with(http, MemoryConfig::default(), core).await;
-    // A small receive buffer, and no reading until every event is published: the
-    // server's send buffer (at most a few MiB) fills, and its writer waits.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(gw.addr).await.unwrap();
+    // No reading until every event is published: the server's send buffer (at most a
+    // few MiB) fills, and its writer waits.
+    let stream = small_buffer_connection(&gw).await;
     let mut sse = tideway_test_util::Sse::open(stream, "/v1/stream?topic=drains", &[]).await;
     assert_eq!(sse.status, 200);
-    wait_until("the subscriber to be connected", || async {
-        match gw.gateway.open_connections() {
-            1 => Ok(()),
-            n => Err(format!("{n} connections")),
-        }
-    })
-    .await;
+    one_connection(&gw).await;
     // One at a time, so the writer keeps up (and finds its queue empty) until the socket
     // is full: 12 MiB, more than the kernel buffers on both sides.
     let body = "z".repeat(8 * 1024);
@@ -270,6 +253,25 @@ async fn events_queued_while_a_write_waits_go_out_once_the_socket_drains() {
             .expect("the stream goes on");
         assert_eq!(event.id, Some(format!("e{n}")));
     }
+}
+
+/// A connection to `gw` with a 4 KiB receive buffer, which keeps the kernel from soaking up
+/// megabytes on behalf of a client that reads slowly or not at all.
+async fn small_buffer_connection(gw: &TestGateway) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(gw.addr).await.unwrap()
+}
+
+/// Waits until `gw` counts exactly one open connection.
+async fn one_connection(gw: &TestGateway) {
+    wait_until("one connection to be open", || async {
+        match gw.gateway.open_connections() {
+            1 => Ok(()),
+            n => Err(format!("{n} connections")),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
