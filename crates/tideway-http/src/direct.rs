@@ -123,7 +123,7 @@ pub(crate) async fn take_first(stream: &mut TcpStream, enabled: bool) -> io::Res
 /// `0`: two of them, even equal, are hyper's to refuse), an upgrade, an `Expect`, another
 /// method, version or path, and anything httparse or the `http` types refuse.
 pub(crate) fn parse_subscribe(bytes: &[u8]) -> Option<(Request<()>, usize)> {
-    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut headers = NO_HEADERS;
     let (head, head_len) = parse_head(bytes, &mut headers, "GET", STREAM_PATH).ok()?;
     if head_len != bytes.len() || body_length(&head)? != 0 {
         return None;
@@ -143,10 +143,14 @@ pub(crate) enum Unserved {
 /// The most headers a head served here has; one with more is hyper's.
 const MAX_HEADERS: usize = 64;
 
-/// Room for a head's headers, left uninitialised (`[const { MaybeUninit::uninit() };
-/// MAX_HEADERS]`): httparse writes the ones it finds. Filling all 64 slots for the six or
-/// so a publish has was most of the publish loop's own instructions (docs/performance.md).
+/// Room for a head's headers, left uninitialised: httparse writes the ones it finds.
+/// Filling all 64 slots for the six or so a publish has was most of the publish loop's
+/// own instructions (docs/performance.md).
 pub(crate) type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// Empty [`HeaderSlots`] (`let mut headers = NO_HEADERS;`): a constant, so each use is
+/// the uninitialised array itself, with nothing written or copied.
+const NO_HEADERS: HeaderSlots<'static> = [const { MaybeUninit::uninit() }; MAX_HEADERS];
 
 /// A request head as this module read it: views of the connection's read buffer, no copy
 /// and no header map. Only a head [`parse_head`] accepted is one, so everything in it is
@@ -365,7 +369,7 @@ pub(crate) async fn publishes<S: Store>(
     // timer's bookkeeping, once per request).
     let mut deadline_armed = false;
     loop {
-        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut headers = NO_HEADERS;
         let (head, head_len, body_len) = match parse_publish(&buf, &mut headers) {
             Ok(whole) => whole,
             Err(Unserved::Hyper) => return handover(stream, buf, waiting_since),
@@ -899,7 +903,7 @@ mod tests {
 
     /// The lengths of head and body of the publish `bytes` begins with, if taken.
     fn publish_len(bytes: &[u8]) -> Result<(usize, usize), Unserved> {
-        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut headers = NO_HEADERS;
         parse_publish(bytes, &mut headers).map(|(_, head, body)| (head, body))
     }
 
@@ -946,7 +950,7 @@ mod tests {
     #[test]
     fn takes_only_whole_plain_publishes() {
         let publish = b"POST /v1/publish HTTP/1.1\r\nx-sse-topic: a\r\nx-sse-id: 1\r\ncontent-length: 3\r\n\r\nabc";
-        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut headers = NO_HEADERS;
         let (raw, head, body) =
             parse_publish(publish, &mut headers).expect("a plain publish is taken");
         assert_eq!((head + body, body), (publish.len(), 3));
@@ -1155,7 +1159,7 @@ mod tests {
                 bytes.extend_from_slice(b"\r\n");
             }
             bytes.extend_from_slice(b"\r\n");
-            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut headers = NO_HEADERS;
             if let Ok((raw, _, _)) = parse_publish(&bytes, &mut headers) {
                 let method = raw.to_request().map(|request| request.method().clone());
                 proptest::prop_assert_eq!(
@@ -1188,7 +1192,7 @@ mod tests {
                 bytes.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
             }
             bytes.extend_from_slice(b"\r\n");
-            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut headers = NO_HEADERS;
             let (raw, _, _) = parse_publish(&bytes, &mut headers).expect("a plain publish");
             let request = raw.to_request().expect("the same head as a request");
             let map = request.headers();
