@@ -535,12 +535,13 @@ impl AsyncWrite for Rewound {
 ///
 /// Not an `async fn`: the response is taken apart before the future is made, so a
 /// subscriber's future (which lives as long as the subscriber) holds its body and not the
-/// whole response — an `async fn` keeps its arguments for its whole life.
-pub(crate) fn serve<'a>(
+/// whole response — an `async fn` keeps its arguments for its whole life. It owns the
+/// connection's `peer`, so it can be a task of its own (see `server::run`).
+pub(crate) fn serve(
     stream: TcpStream,
     response: Response,
-    peer: &'a Peer,
-) -> impl Future<Output = ()> + 'a {
+    peer: Peer,
+) -> impl Future<Output = ()> + Send + 'static {
     if response.body().size_hint().exact().is_some() {
         // A whole answer (an error): head and body in one write. Boxed: the future of a
         // stream, which lives as long as its subscriber, need not keep room for it.
@@ -550,6 +551,7 @@ pub(crate) fn serve<'a>(
             whole(&mut out, response, true).await;
             let _ = stream.write_all(&out).await;
             let _ = stream.shutdown().await;
+            drop(peer);
         }));
     }
     let (parts, body) = response.into_parts();
@@ -574,8 +576,9 @@ async fn stream_body(
     mut stream: TcpStream,
     mut body: crate::response::Body,
     mut unsent: Vec<u8>,
-    peer: &Peer,
+    peer: Peer,
 ) {
+    let peer = &peer;
     let finished = 'streaming: {
         // Armed once for the stream's life: made anew for every event, each of the two cost a
         // lock to register and another to drop, per event and subscriber.

