@@ -263,7 +263,7 @@ impl<S: Store> Gateway<S> {
         let counted = Counted::of(&request);
         self.admit(&counted)?;
         let number = shared.next_connection.fetch_add(1, Relaxed);
-        let record = ConnectionRecord {
+        let record = Arc::new(ConnectionRecord {
             id: ConnectionId::new(&shared.node.id, number),
             node: shared.node.id.clone(),
             topics: request.topics,
@@ -271,7 +271,7 @@ impl<S: Store> Gateway<S> {
             transport: request.transport,
             remote: request.remote,
             connected_at: unix_millis(),
-        };
+        });
         // Join the local table first, so no event published once the store counts the
         // topic live can miss this subscriber.
         let (queue, state) = shared
@@ -575,7 +575,7 @@ impl<S: Store> Gateway<S> {
     }
 
     /// Tells the store a connection is gone; the hub let go of it already.
-    async fn close(&self, record: ConnectionRecord) {
+    async fn close(&self, record: Arc<ConnectionRecord>) {
         let shared = &self.shared;
         for topic in &record.topics {
             if let Err(err) = self.counted(shared.store.leave(topic, &record).await) {
@@ -663,7 +663,8 @@ fn only_listed<T: Listed>(page: &Page, mut paged: Paged<T>, what: &str) -> Paged
 pub struct Subscription<S: Store> {
     gateway: Gateway<S>,
     number: u64,
-    record: ConnectionRecord,
+    /// Shared with the store's directory, which keeps it while the connection lasts.
+    record: Arc<ConnectionRecord>,
     counted: Counted,
     /// When the granting token expires, in milliseconds since the Unix epoch.
     expires_at: Option<u64>,

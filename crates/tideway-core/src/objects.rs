@@ -200,7 +200,7 @@ impl TopicObject {
 pub struct Directory {
     nodes: BTreeMap<Arc<str>, NodeRecord>,
     /// Connections keyed by arrival number, so pages are stable.
-    connections: BTreeMap<u64, ConnectionRecord>,
+    connections: BTreeMap<u64, Arc<ConnectionRecord>>,
     arrivals: HashMap<ConnectionId, u64>,
     next_arrival: u64,
     /// Revoked token ids, with when they expire anyway (ms since the Unix epoch).
@@ -237,7 +237,10 @@ impl Directory {
         next_arrival: u64,
         revoked: impl IntoIterator<Item = (String, u64)>,
     ) -> Self {
-        let connections: BTreeMap<u64, ConnectionRecord> = connections.into_iter().collect();
+        let connections: BTreeMap<u64, Arc<ConnectionRecord>> = connections
+            .into_iter()
+            .map(|(arrival, c)| (arrival, Arc::new(c)))
+            .collect();
         Self {
             nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
             arrivals: connections
@@ -256,7 +259,7 @@ impl Directory {
     /// Adds `connection` after every one before it; returns its arrival number and, if
     /// it was here already, the one it had (it moves to the end rather than being listed
     /// twice).
-    pub fn add_connection(&mut self, connection: ConnectionRecord) -> (u64, Option<u64>) {
+    pub fn add_connection(&mut self, connection: Arc<ConnectionRecord>) -> (u64, Option<u64>) {
         self.next_arrival += 1;
         let earlier = self
             .arrivals
@@ -277,7 +280,11 @@ impl Directory {
 
     /// A page of the connections, in arrival order.
     pub fn connections(&self, page: &Page) -> Paged<ConnectionRecord> {
-        page.select(self.connections.values().cloned())
+        page.select(
+            self.connections
+                .values()
+                .map(|c| ConnectionRecord::clone(c)),
+        )
     }
 
     /// Revokes token `id` until `until`; forgets revocations that lapsed, and returns
@@ -363,14 +370,16 @@ mod tests {
     #[test]
     fn the_directory_pages_in_arrival_order_and_revocations_lapse() {
         let mut directory = Directory::default();
-        let connection = |n| ConnectionRecord {
-            id: ConnectionId::new("n", n),
-            node: "n".into(),
-            topics: tideway_protocol::TopicList::parse(b"t", 8).expect("topics"),
-            label: None,
-            transport: crate::Transport::Sse,
-            remote: None,
-            connected_at: 0,
+        let connection = |n| {
+            Arc::new(ConnectionRecord {
+                id: ConnectionId::new("n", n),
+                node: "n".into(),
+                topics: tideway_protocol::TopicList::parse(b"t", 8).expect("topics"),
+                label: None,
+                transport: crate::Transport::Sse,
+                remote: None,
+                connected_at: 0,
+            })
         };
         for n in [3, 1, 2] {
             directory.add_connection(connection(n));

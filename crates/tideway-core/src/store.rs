@@ -93,10 +93,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every node of the cluster, in id order.
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeRecord>, StoreError>> + Send;
 
-    /// Records a new connection.
+    /// Records a new connection. A store that keeps the record in memory keeps this
+    /// one, shared with the subscription, rather than a copy of its own.
     fn add_connection(
         &self,
-        connection: &ConnectionRecord,
+        connection: &Arc<ConnectionRecord>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Forgets a connection.

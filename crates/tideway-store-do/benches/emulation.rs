@@ -46,7 +46,7 @@ fn event(n: u64) -> Arc<Event> {
 /// inbox: delivery to subscribers is the same for both and measured in core's benches).
 fn ready<S: Store>(rt: &Runtime, store: S, topics: &TopicList) -> S {
     rt.block_on(async {
-        let joined = connection(1, topics);
+        let joined = Arc::new(connection(1, topics));
         store.add_connection(&joined).await.expect("add");
         for topic in topics {
             store.join(topic, &joined).await.expect("join");

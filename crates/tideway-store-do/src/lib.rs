@@ -285,12 +285,12 @@ impl DirectoryState {
         self.directory.register_node(node);
     }
 
-    fn add_connection(&mut self, storage: &mut Storage, connection: ConnectionRecord) {
+    fn add_connection(&mut self, storage: &mut Storage, connection: Arc<ConnectionRecord>) {
         let (arrival, earlier) = self.directory.add_connection(connection.clone());
         if let Some(earlier) = earlier {
             storage.delete(&arrival_key(earlier));
         }
-        storage.put(arrival_key(arrival), connection);
+        storage.put(arrival_key(arrival), ConnectionRecord::clone(&connection));
         storage.put("next".into(), arrival);
     }
 
@@ -457,7 +457,7 @@ impl Store for DoStore {
         self.directory(|d, _| d.directory.nodes()).await
     }
 
-    async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
+    async fn add_connection(&self, connection: &Arc<ConnectionRecord>) -> Result<(), StoreError> {
         let connection = connection.clone();
         self.directory(move |d, storage| d.add_connection(storage, connection))
             .await
@@ -782,7 +782,7 @@ mod tests {
             ..DoConfig::testing()
         });
         let topic = TopicName::parse("t").unwrap();
-        let connection = ConnectionRecord {
+        let connection = Arc::new(ConnectionRecord {
             id: ConnectionId::new("n", 1),
             node: "n".into(),
             topics: TopicList::parse(b"t", 8).unwrap(),
@@ -790,7 +790,7 @@ mod tests {
             transport: Transport::Sse,
             remote: None,
             connected_at: unix_millis(),
-        };
+        });
         store.add_connection(&connection).await.unwrap();
         store.join(&topic, &connection).await.unwrap();
         let event = Arc::new(Event {

@@ -78,7 +78,7 @@ struct Shared {
     inbox: OnceLock<Inbox>,
     node: OnceLock<NodeRecord>,
     /// This node's connections, to register again when the Worker forgot the node.
-    mirror: Mutex<HashMap<ConnectionId, ConnectionRecord>>,
+    mirror: Mutex<HashMap<ConnectionId, Arc<ConnectionRecord>>>,
     continuity: Mutex<Continuity>,
     /// The epoch the node's registration was last confirmed in.
     registered_in: Mutex<Option<String>>,
@@ -523,7 +523,7 @@ impl WorkerStore {
         self.shared.config.topic_grace.as_millis() as u64
     }
 
-    fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, ConnectionRecord>> {
+    fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Arc<ConnectionRecord>>> {
         // A map of records: a poisoned lock still holds whole entries.
         self.shared
             .mirror
@@ -661,7 +661,11 @@ impl WorkerStore {
 
     /// Registers this node's connections and their topics again.
     async fn restore(&self, node: &NodeRecord) -> Result<(), StoreError> {
-        let connections: Vec<ConnectionRecord> = self.mirror().values().cloned().collect();
+        let connections: Vec<ConnectionRecord> = self
+            .mirror()
+            .values()
+            .map(|c| ConnectionRecord::clone(c))
+            .collect();
         self.change(&registering(&node.id, &connections)).await?;
         tracing::info!(node = %node.id, connections = connections.len(), "registered again");
         Ok(())
@@ -711,7 +715,7 @@ impl WorkerStore {
             let missing: Vec<ConnectionRecord> = mirror
                 .values()
                 .filter(|c| !held.contains_key(&c.id))
-                .cloned()
+                .map(|c| ConnectionRecord::clone(c))
                 .collect();
             let extra: Vec<ConnectionRecord> = held
                 .into_values()
@@ -1033,7 +1037,7 @@ impl Store for WorkerStore {
             .collect())
     }
 
-    async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
+    async fn add_connection(&self, connection: &Arc<ConnectionRecord>) -> Result<(), StoreError> {
         self.mirror()
             .insert(connection.id.clone(), connection.clone());
         self.change(&[Change::Add { connection }]).await

@@ -237,7 +237,10 @@ async fn a_node_puts_the_workers_view_of_its_connections_right() {
     };
     let (kept, lost, ghost) = (record(1, "kept"), record(2, "lost"), record(3, "ghost"));
     for connection in [&kept, &lost] {
-        store.add_connection(connection).await.expect("add");
+        store
+            .add_connection(&std::sync::Arc::new(connection.clone()))
+            .await
+            .expect("add");
         for topic in &connection.topics {
             store.join(topic, connection).await.expect("join");
         }

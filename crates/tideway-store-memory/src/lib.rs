@@ -127,7 +127,7 @@ impl Store for MemoryStore {
         Ok(self.lock().directory.nodes())
     }
 
-    async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
+    async fn add_connection(&self, connection: &Arc<ConnectionRecord>) -> Result<(), StoreError> {
         self.lock().directory.add_connection(connection.clone());
         Ok(())
     }

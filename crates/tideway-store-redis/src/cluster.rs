@@ -58,7 +58,7 @@ struct Shared {
     inbox: OnceLock<Inbox>,
     node: OnceLock<NodeRecord>,
     /// This node's connections, to register again after the directory lost them.
-    mirror: Mutex<HashMap<ConnectionId, ConnectionRecord>>,
+    mirror: Mutex<HashMap<ConnectionId, Arc<ConnectionRecord>>>,
     /// The topics this node's connections follow. A std mutex: one map operation per
     /// critical section, never across an await.
     local: Mutex<PrehashedMap<TopicName, Local>>,
@@ -216,7 +216,7 @@ impl RedisClusterStore {
         &self.shared.revocations
     }
 
-    fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, ConnectionRecord>> {
+    fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Arc<ConnectionRecord>>> {
         // One map operation per critical section: a poisoned lock holds a whole map.
         self.shared
             .mirror
@@ -420,7 +420,11 @@ impl RedisClusterStore {
     /// nothing where the topic kept them; a topic that started again meanwhile has a
     /// new epoch, and its subscriptions are told by its next event.
     async fn restore(&self, node: &NodeRecord) -> Result<(), StoreError> {
-        let connections: Vec<ConnectionRecord> = self.mirror().values().cloned().collect();
+        let connections: Vec<ConnectionRecord> = self
+            .mirror()
+            .values()
+            .map(|c| ConnectionRecord::clone(c))
+            .collect();
         for connection in &connections {
             self.add(connection).await?;
             for topic in &connection.topics {
@@ -821,7 +825,7 @@ impl Store for RedisClusterStore {
         ))
     }
 
-    async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
+    async fn add_connection(&self, connection: &Arc<ConnectionRecord>) -> Result<(), StoreError> {
         self.mirror()
             .insert(connection.id.clone(), connection.clone());
         self.add(connection).await
@@ -829,7 +833,7 @@ impl Store for RedisClusterStore {
 
     async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
         let removed = self.mirror().remove(id);
-        let tenant = removed.as_ref().map_or("", tenant_of).to_owned();
+        let tenant = removed.as_deref().map_or("", tenant_of).to_owned();
         let args = vec![id.to_string(), self.node_id().to_owned(), tenant];
         self.directory(&self.shared.scripts.directory.remove_connection, args)
             .await

@@ -96,7 +96,7 @@ struct Shared {
     node: OnceLock<NodeRecord>,
     /// This node's connections, to register again after Redis lost them. A std mutex:
     /// one map operation per critical section.
-    mirror: Mutex<HashMap<ConnectionId, ConnectionRecord>>,
+    mirror: Mutex<HashMap<ConnectionId, Arc<ConnectionRecord>>>,
     /// Whether the last heartbeat reached Redis.
     healthy: AtomicBool,
     /// What this node last received on its channel. A std mutex: the delivery task holds
@@ -191,7 +191,7 @@ impl RedisStore {
         self.shared.node.get().map_or("", |node| &node.id)
     }
 
-    fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, ConnectionRecord>> {
+    fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Arc<ConnectionRecord>>> {
         // One map operation per critical section: a poisoned lock holds a whole map.
         self.shared
             .mirror
@@ -301,7 +301,11 @@ impl RedisStore {
             ];
             self.run(&self.shared.scripts.reap, args).await?;
         }
-        let connections: Vec<ConnectionRecord> = self.mirror().values().cloned().collect();
+        let connections: Vec<ConnectionRecord> = self
+            .mirror()
+            .values()
+            .map(|c| ConnectionRecord::clone(c))
+            .collect();
         self.restore(node, &connections).await?;
         // A connection that closed while this ran was registered again from the copy
         // above after its own leave: take it out again.
@@ -347,7 +351,7 @@ impl RedisStore {
             let missing: Vec<ConnectionRecord> = mirror
                 .values()
                 .filter(|c| !held.contains(c.id.as_str()))
-                .cloned()
+                .map(|c| ConnectionRecord::clone(c))
                 .collect();
             let extra: Vec<String> = held
                 .iter()
@@ -887,7 +891,7 @@ impl Store for RedisStore {
         ))
     }
 
-    async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
+    async fn add_connection(&self, connection: &Arc<ConnectionRecord>) -> Result<(), StoreError> {
         self.mirror()
             .insert(connection.id.clone(), connection.clone());
         let json = serde_json::to_string(connection).unwrap_or_default();
@@ -905,7 +909,7 @@ impl Store for RedisStore {
 
     async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
         let removed = self.mirror().remove(id);
-        let tenant = removed.as_ref().map_or("", tenant_of).to_owned();
+        let tenant = removed.as_deref().map_or("", tenant_of).to_owned();
         let args = vec![
             self.prefix().to_owned(),
             id.to_string(),

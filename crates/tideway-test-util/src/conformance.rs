@@ -89,7 +89,10 @@ pub async fn join_and_leave<S: Store>(store: S) {
     let store = gateway.store();
     let (a, b) = (record(1, "t"), record(2, "t"));
     for c in [&a, &b] {
-        store.add_connection(c).await.expect("add");
+        store
+            .add_connection(&Arc::new(c.clone()))
+            .await
+            .expect("add");
         store.join(&name("t"), c).await.expect("join");
     }
     assert_eq!(
@@ -134,7 +137,10 @@ pub async fn listings_keep_tenants_apart<S: Store>(store: S) {
         if let Some(tenant) = tenant {
             connection.topics = connection.topics.in_tenant(tenant);
         }
-        store.add_connection(&connection).await.expect("add");
+        store
+            .add_connection(&Arc::new(connection.clone()))
+            .await
+            .expect("add");
         for topic in &connection.topics {
             store.join(topic, &connection).await.expect("join");
         }
@@ -185,7 +191,10 @@ pub async fn connections_page_in_arrival_order<S: Store>(store: S) {
         .expect("start");
     let store = gateway.store();
     for n in 1..=5 {
-        store.add_connection(&record(n, "t")).await.expect("add");
+        store
+            .add_connection(&Arc::new(record(n, "t")))
+            .await
+            .expect("add");
     }
     let page = |page, page_size| Page {
         page,
@@ -749,7 +758,7 @@ pub async fn a_crowd_joins_and_leaves_at_once<S: Store + Clone>(store: S) {
     for n in 1..=CROWD {
         let (store, c) = (store.clone(), record(n, "crowd,other"));
         tasks.spawn(async move {
-            store.add_connection(&c).await?;
+            store.add_connection(&Arc::new(c.clone())).await?;
             for topic in &c.topics {
                 store.join(topic, &c).await?;
             }

@@ -67,7 +67,7 @@ impl<S: Store> Store for Injecting<S> {
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         self.inner.nodes().await
     }
-    async fn add_connection(&self, connection: &ConnectionRecord) -> Result<(), StoreError> {
+    async fn add_connection(&self, connection: &Arc<ConnectionRecord>) -> Result<(), StoreError> {
         self.inner.add_connection(connection).await
     }
     async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
