@@ -118,7 +118,7 @@ enum Change<'a> {
 }
 
 /// The changes that register `connections` of `node` and their memberships.
-fn registering<'a>(node: &'a str, connections: &'a [ConnectionRecord]) -> Vec<Change<'a>> {
+fn registering<'a>(node: &'a str, connections: &'a [Arc<ConnectionRecord>]) -> Vec<Change<'a>> {
     let mut changes = Vec::new();
     for connection in connections {
         changes.push(Change::Add { connection });
@@ -661,11 +661,7 @@ impl WorkerStore {
 
     /// Registers this node's connections and their topics again.
     async fn restore(&self, node: &NodeRecord) -> Result<(), StoreError> {
-        let connections: Vec<ConnectionRecord> = self
-            .mirror()
-            .values()
-            .map(|c| ConnectionRecord::clone(c))
-            .collect();
+        let connections: Vec<Arc<ConnectionRecord>> = self.mirror().values().cloned().collect();
         self.change(&registering(&node.id, &connections)).await?;
         tracing::info!(node = %node.id, connections = connections.len(), "registered again");
         Ok(())
@@ -712,10 +708,10 @@ impl WorkerStore {
         // the mirror queues its own change after these.
         let (missing, extra) = {
             let mirror = self.mirror();
-            let missing: Vec<ConnectionRecord> = mirror
+            let missing: Vec<Arc<ConnectionRecord>> = mirror
                 .values()
                 .filter(|c| !held.contains_key(&c.id))
-                .map(|c| ConnectionRecord::clone(c))
+                .cloned()
                 .collect();
             let extra: Vec<ConnectionRecord> = held
                 .into_values()

@@ -420,11 +420,7 @@ impl RedisClusterStore {
     /// nothing where the topic kept them; a topic that started again meanwhile has a
     /// new epoch, and its subscriptions are told by its next event.
     async fn restore(&self, node: &NodeRecord) -> Result<(), StoreError> {
-        let connections: Vec<ConnectionRecord> = self
-            .mirror()
-            .values()
-            .map(|c| ConnectionRecord::clone(c))
-            .collect();
+        let connections: Vec<Arc<ConnectionRecord>> = self.mirror().values().cloned().collect();
         for connection in &connections {
             self.add(connection).await?;
             for topic in &connection.topics {

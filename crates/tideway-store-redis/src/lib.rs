@@ -301,11 +301,7 @@ impl RedisStore {
             ];
             self.run(&self.shared.scripts.reap, args).await?;
         }
-        let connections: Vec<ConnectionRecord> = self
-            .mirror()
-            .values()
-            .map(|c| ConnectionRecord::clone(c))
-            .collect();
+        let connections: Vec<Arc<ConnectionRecord>> = self.mirror().values().cloned().collect();
         self.restore(node, &connections).await?;
         // A connection that closed while this ran was registered again from the copy
         // above after its own leave: take it out again.
@@ -321,7 +317,7 @@ impl RedisStore {
     async fn restore(
         &self,
         node: &NodeRecord,
-        connections: &[ConnectionRecord],
+        connections: &[Arc<ConnectionRecord>],
     ) -> Result<(), StoreError> {
         for batch in connections.chunks(RESTORE_BATCH) {
             let mut args = vec![self.prefix().to_owned(), node.id.to_string()];
@@ -348,10 +344,10 @@ impl RedisStore {
         let held: std::collections::HashSet<String> = held.into_iter().collect();
         let (missing, extra) = {
             let mirror = self.mirror();
-            let missing: Vec<ConnectionRecord> = mirror
+            let missing: Vec<Arc<ConnectionRecord>> = mirror
                 .values()
                 .filter(|c| !held.contains(c.id.as_str()))
-                .map(|c| ConnectionRecord::clone(c))
+                .cloned()
                 .collect();
             let extra: Vec<String> = held
                 .iter()
