@@ -440,25 +440,27 @@ impl<S: Store> Gateway<S> {
         event: Event,
     ) -> Result<Published, CoreError> {
         // As in `route`: counted in flight before the draining flag is read.
-        let permit = InFlight::new(&self.shared.publishes);
+        let _in_flight = InFlight::new(&self.shared.publishes);
         if self.is_draining() {
             return Err(CoreError::Draining);
         }
-        let live = Live {
-            topics: topics.clone(),
-            _in_flight: permit,
-        };
-        self.publish(live, event).await
+        self.append(topics, event).await
     }
 
     /// Publishes an event whose body was read to the topics [`Gateway::route`] found live.
     pub async fn publish(&self, live: Live, event: Event) -> Result<Published, CoreError> {
+        // `live` is held to the end: its permit is what a drain waits for.
+        self.append(&live.topics, event).await
+    }
+
+    /// Appends `event` to `topics` (under a publish permit the caller holds) and counts it.
+    async fn append(&self, topics: &TopicList, event: Event) -> Result<Published, CoreError> {
         let event = Arc::new(event);
         let started = std::time::Instant::now();
-        let appended = self.counted(self.shared.store.append(&live.topics, &event).await)?;
+        let appended = self.counted(self.shared.store.append(topics, &event).await)?;
         self.shared.stats.observe_publish(started.elapsed());
         if appended.is_empty() {
-            self.count_drop(&live.topics, &event.id);
+            self.count_drop(topics, &event.id);
         } else {
             self.shared.stats.events_published.fetch_add(1, Relaxed);
         }

@@ -223,14 +223,25 @@ impl<'a> Reply<'a> {
 
     /// The reply as a JSON answer with `status`, written without serde: every publish
     /// answers one, and serde's general path cost more than the rest of the answer
-    /// (profiled in docs/performance.md). Byte for byte what its `Serialize` writes (a
-    /// batch's outcomes go through serde), which a property test holds it to.
+    /// (profiled in docs/performance.md). Byte for byte what its `Serialize` writes,
+    /// which a property test holds it to; a batch writes its outcomes the same way.
     pub(crate) fn answer(&self, status: StatusCode) -> JsonAnswer {
-        let mut body = Vec::with_capacity(64 + self.id.len() + 48 * self.topics.0.len());
+        let mut body = Vec::with_capacity(self.size_hint());
+        self.write(&mut body);
+        JsonAnswer::with_body(status, body)
+    }
+
+    /// About how many bytes [`Self::write`] appends.
+    pub(crate) fn size_hint(&self) -> usize {
+        64 + self.id.len() + 48 * self.topics.0.len()
+    }
+
+    /// Appends the reply's JSON to `body`: what its `Serialize` writes.
+    pub(crate) fn write(&self, body: &mut Vec<u8>) {
         body.extend_from_slice(b"{\"status\":\"");
         body.extend_from_slice(self.status.as_bytes());
         body.extend_from_slice(b"\",\"id\":\"");
-        json_escaped(&mut body, self.id);
+        json_escaped(body, self.id);
         body.push(b'"');
         if let Some(reason) = self.reason {
             body.extend_from_slice(b",\"reason\":\"");
@@ -243,13 +254,12 @@ impl<'a> Reply<'a> {
                 body.push(b',');
             }
             body.extend_from_slice(b"{\"topic\":\"");
-            json_escaped(&mut body, copy.topic.public_name());
+            json_escaped(body, copy.topic.public_name());
             body.extend_from_slice(b"\",\"seq\":");
             body.extend_from_slice(itoa::Buffer::new().format(copy.seq).as_bytes());
             body.push(b'}');
         }
         body.extend_from_slice(b"]}");
-        JsonAnswer::with_body(status, body)
     }
 }
 
@@ -257,7 +267,7 @@ impl<'a> Reply<'a> {
 /// characters still (their types see to it), so a quote and a backslash are all that
 /// usually need escaping; anything else is escaped as serde_json would, so the writer
 /// stays right whatever a type lets through.
-fn json_escaped(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn json_escaped(out: &mut Vec<u8>, text: &str) {
     let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
     if text.bytes().all(plain) {
         out.extend_from_slice(text.as_bytes());

@@ -347,27 +347,39 @@ impl EventData {
         let text = std::str::from_utf8(body).map_err(|err| EventDataError {
             valid_up_to: err.valid_up_to(),
         })?;
+        Ok(Self::for_topics_text(id, event_type, topics, text))
+    }
+
+    /// [`Self::for_topics`] for a body already known to be text (a batch's, which its
+    /// JSON parser checked): the same copy, without checking the bytes a second time.
+    pub fn for_topics_text(
+        id: &EventId,
+        event_type: Option<&EventType>,
+        topics: &TopicList,
+        text: &str,
+    ) -> Self {
+        let body = text.as_bytes();
         let copy = || Self {
             bytes: bytes::Bytes::copy_from_slice(body),
             framed: None,
         };
         let [topic] = topics.names() else {
-            return Ok(copy());
+            return copy();
         };
         // Several lines are several `data:` lines: the body is not one run of the frame.
         if memchr::memchr2(b'\r', b'\n', body).is_some() {
-            return Ok(copy());
+            return copy();
         }
         let frame = crate::sse::event_frame(id, event_type, topic.public_name(), text);
         let Some((data, _)) = crate::sse::one_line_parts(&frame, body.len())
             .filter(|(data, _)| frame.get(data.clone()) == Some(body))
         else {
-            return Ok(copy());
+            return copy();
         };
-        Ok(Self {
+        Self {
             bytes: frame.slice(data),
             framed: Some(frame),
-        })
+        }
     }
 
     /// The SSE frame the body was published in, if that frame is the one subscribers of
