@@ -453,12 +453,54 @@ impl<S: Store> Gateway<S> {
         self.append(&live.topics, event).await
     }
 
+    /// Publishes `events` (each its topics and the event) one after another in their
+    /// order, each as [`Gateway::publish_now`] would, in one store call
+    /// ([`Store::append_all`]): a batch publish. Answers each in the same order; while
+    /// the node drains, none is published.
+    pub async fn publish_all(
+        &self,
+        events: Vec<(TopicList, Event)>,
+    ) -> Vec<Result<Published, CoreError>> {
+        // As in `route`: counted in flight before the draining flag is read. One permit
+        // covers the batch: a drain that starts during it waits for all of it.
+        let _in_flight = InFlight::new(&self.shared.publishes);
+        if self.is_draining() {
+            return events.iter().map(|_| Err(CoreError::Draining)).collect();
+        }
+        let events: Vec<(TopicList, Arc<Event>)> = events
+            .into_iter()
+            .map(|(topics, event)| (topics, Arc::new(event)))
+            .collect();
+        let started = std::time::Instant::now();
+        let appended = self.shared.store.append_all(&events).await;
+        // Each event was appended by the time the call returned.
+        let took = started.elapsed();
+        events
+            .iter()
+            .zip(appended)
+            .map(|((topics, event), appended)| self.appended(topics, event, appended, took))
+            .collect()
+    }
+
     /// Appends `event` to `topics` (under a publish permit the caller holds) and counts it.
     async fn append(&self, topics: &TopicList, event: Event) -> Result<Published, CoreError> {
         let event = Arc::new(event);
         let started = std::time::Instant::now();
-        let appended = self.counted(self.shared.store.append(topics, &event).await)?;
-        self.shared.stats.observe_publish(started.elapsed());
+        let appended = self.shared.store.append(topics, &event).await;
+        self.appended(topics, &event, appended, started.elapsed())
+    }
+
+    /// Counts what the store made of a publish that took `took`: appended (published),
+    /// appended nowhere (dropped) or failed.
+    fn appended(
+        &self,
+        topics: &TopicList,
+        event: &Event,
+        appended: Result<Vec<Arc<TopicEvent>>, StoreError>,
+        took: std::time::Duration,
+    ) -> Result<Published, CoreError> {
+        let appended = self.counted(appended)?;
+        self.shared.stats.observe_publish(took);
         if appended.is_empty() {
             self.count_drop(topics, &event.id);
         } else {

@@ -518,8 +518,15 @@ impl Inbox {
     /// lock is released too (dropping it at once wakes them at once).
     #[must_use = "dropping it wakes the readers: drop it once the caller's locks are released"]
     pub fn deliver(&self, copies: &[Arc<TopicEvent>]) -> Wakes {
-        let shared = &self.hub.shared;
         let mut wakes = Wakes::default();
+        self.deliver_into(copies, &mut wakes);
+        wakes
+    }
+
+    /// [`Inbox::deliver`], the readers to wake joining `wakes`: a caller delivering many
+    /// publishes under one lock of its own wakes their readers once it is released.
+    pub fn deliver_into(&self, copies: &[Arc<TopicEvent>], wakes: &mut Wakes) {
+        let shared = &self.hub.shared;
         let mut table = self.hub.lock();
         let mut delivered = 0;
         let mut behind: Vec<(u64, Arc<SubscriberState>, usize)> = Vec::new();
@@ -535,7 +542,7 @@ impl Inbox {
             for subscriber in table.get(&copy.topic).into_iter().flatten() {
                 sent(
                     subscriber,
-                    subscriber.queue.try_send(copy.clone(), &mut wakes),
+                    subscriber.queue.try_send(copy.clone(), wakes),
                     1,
                 );
             }
@@ -571,7 +578,7 @@ impl Inbox {
                 if let Some(subscriber) = first {
                     sent(
                         subscriber,
-                        subscriber.queue.try_send_all(&together, &mut wakes),
+                        subscriber.queue.try_send_all(&together, wakes),
                         together.len(),
                     );
                 }
@@ -588,6 +595,5 @@ impl Inbox {
             remove(&mut table, number, &state.topics);
             tracing::info!(connection = number, "cut off: queue full (slow consumer)");
         }
-        wakes
     }
 }

@@ -152,6 +152,23 @@ pub trait Store: Send + Sync + 'static {
         event: &Arc<Event>,
     ) -> impl Future<Output = Result<Vec<Arc<TopicEvent>>, StoreError>> + Send;
 
+    /// Appends each of `events` (its topics, the event) as [`Store::append`] would, one
+    /// after another in their order, and answers each as `append` would have, in the
+    /// same order: a batch publish's events. The default makes one `append` call each;
+    /// a store that can take them in fewer steps (one lock for many) does.
+    fn append_all(
+        &self,
+        events: &[(TopicList, Arc<Event>)],
+    ) -> impl Future<Output = Vec<Result<Vec<Arc<TopicEvent>>, StoreError>>> + Send {
+        async move {
+            let mut appended = Vec::with_capacity(events.len());
+            for (topics, event) in events {
+                appended.push(self.append(topics, event).await);
+            }
+            appended
+        }
+    }
+
     /// The topic's last `limit` events, oldest first; `None` when the topic is not live.
     fn tail(
         &self,

@@ -17,9 +17,7 @@ use crate::{
     Scope,
     app::App,
     error::{ApiError, ErrorCode},
-    publish::{
-        Reply, event_id, event_type, json_escaped, publish_event, reachable, read_body, too_large,
-    },
+    publish::{Reply, event_id, event_type, json_escaped, reachable, read_body, too_large},
     response::{JsonAnswer, Response},
 };
 
@@ -208,15 +206,44 @@ pub(crate) async fn publish_batch<S: Store>(
             return Ok(refused(err, &batch.events, checked));
         }
     }
-    // Published one after another: events of the batch on one topic arrive in its order.
-    let mut published = Vec::with_capacity(checked.len());
+    // Each event's rate is taken in the batch's order (an atomic batch's were taken above);
+    // those let through are published one after another in that order, in one store
+    // call: events of the batch on one topic arrive in its order.
+    let published_at = unix_millis();
+    let mut admitted = Vec::with_capacity(checked.len());
+    let mut events = Vec::with_capacity(checked.len());
     for checked in checked {
-        let result = match checked {
-            Ok(event) => publish_one(app, &key, event, batch.atomic).await,
-            Err(err) => Err(err),
-        };
-        published.push(result);
+        let checked = checked.and_then(|checked| {
+            if !batch.atomic {
+                app.rate_limits.take(&key, 1)?;
+            }
+            Ok(checked)
+        });
+        admitted.push(checked.map(|checked| {
+            let event = Event {
+                id: checked.id.clone(),
+                event_type: checked.event_type,
+                data: checked.data,
+                published_at,
+            };
+            events.push((checked.topics, event));
+            checked.id
+        }));
     }
+    let mut outcomes = app.gateway.publish_all(events).await.into_iter();
+    let published: Vec<Published> = admitted
+        .into_iter()
+        .map(|admitted| {
+            let id = admitted?;
+            let outcome = outcomes.next().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "the store answered for fewer events than it was given",
+                )
+            })??;
+            Ok((id, outcome.copies))
+        })
+        .collect();
     Ok(JsonAnswer::with_body(StatusCode::OK, answer(&batch.events, &published)).into_response())
 }
 
@@ -304,26 +331,6 @@ fn check<S: Store>(
         event_type,
         data,
     })
-}
-
-/// Publishes one checked event; its rate was taken already in an atomic batch.
-async fn publish_one<S: Store>(
-    app: &App<S>,
-    key: &crate::ApiKey,
-    checked: Checked,
-    rate_taken: bool,
-) -> Result<(EventId, Vec<Arc<TopicEvent>>), ApiError> {
-    if !rate_taken {
-        app.rate_limits.take(key, 1)?;
-    }
-    let event = Event {
-        id: checked.id.clone(),
-        event_type: checked.event_type,
-        data: checked.data,
-        published_at: unix_millis(),
-    };
-    let topics = publish_event(app, &checked.topics, event).await?;
-    Ok((checked.id, topics))
 }
 
 /// The answer to an atomic batch refused before anything was published: `error`, and

@@ -197,18 +197,6 @@ where
     Ok(reply.answer(status))
 }
 
-/// Publishes an event whose body is in hand to `topics` (already checked against the
-/// key): one store call, which appends to the live topics and drops the event when none
-/// is. Routing first only pays when it spares reading a body; here the body is read, so
-/// it would be a second store call (and lock) per event for nothing.
-pub(crate) async fn publish_event<S: Store>(
-    app: &App<S>,
-    topics: &TopicList,
-    event: Event,
-) -> Result<Vec<Arc<TopicEvent>>, ApiError> {
-    Ok(app.gateway.publish_now(topics, event).await?.copies)
-}
-
 impl<'a> Reply<'a> {
     /// The reply for event `id` appended as `copies`, one per topic (none: dropped).
     pub(crate) fn of(id: &'a EventId, copies: &'a [Arc<TopicEvent>]) -> Self {

@@ -16,7 +16,7 @@ use std::{
 
 use tideway_core::{
     ConnectionId, ConnectionRecord, Directory, Event, HistoryRead, Inbox, NodeRecord, Page, Paged,
-    Store, StoreError, TopicEvent, TopicObject, TopicRecord, new_epoch,
+    Store, StoreError, TopicEvent, TopicObject, TopicRecord, Wakes, new_epoch,
 };
 use tideway_protocol::{EventId, PrehashedMap, TopicList, TopicName};
 
@@ -88,7 +88,56 @@ impl MemoryStore {
     }
 }
 
+/// How many events of an `append_all` one lock covers: its critical section is a few
+/// microseconds per event, and another publisher or a subscription waits for it.
+const APPENDS_PER_LOCK: usize = 32;
+
 impl State {
+    /// [`Store::append`] under the lock: appends `event` to those of `topics` that are
+    /// live and queues the copies to this node's readers, whom `wakes` wakes once the
+    /// caller has released the lock.
+    fn append(
+        &mut self,
+        inbox: Option<&Inbox>,
+        topics: &TopicList,
+        event: &Arc<Event>,
+        wakes: &mut Wakes,
+    ) -> Vec<Arc<TopicEvent>> {
+        // A retry of a publish still in history is answered as the first one was, and
+        // delivered no second time. The live topics found here are those appended to
+        // below, under the same lock.
+        let mut live = Vec::with_capacity(topics.len());
+        let mut retried = Vec::new();
+        for topic in topics {
+            if let Some(entry) = self.live_topic(topic) {
+                retried.extend(entry.find(&event.id).cloned());
+                live.push(topic);
+            }
+        }
+        if !retried.is_empty() || live.is_empty() {
+            // A retry is answered as the first one was; a publish to nobody takes no
+            // position.
+            return retried;
+        }
+        // One position per publish, taken under the same lock as the deliveries below,
+        // so every queue receives publishes in position order.
+        self.next_position += 1;
+        let (epoch, position) = (self.epoch, self.next_position);
+        let appended: Vec<Arc<TopicEvent>> = live
+            .into_iter()
+            .filter_map(|topic| {
+                let entry = self.topics.get_mut(topic)?;
+                Some(entry.append(topic.clone(), epoch, position, event.clone()))
+            })
+            .collect();
+        // Queued under the lock, so every subscriber sees the events in position order
+        // even when several publishers race.
+        if let Some(inbox) = inbox {
+            inbox.deliver_into(&appended, wakes);
+        }
+        appended
+    }
+
     /// The topic if it is live; forgets it when its grace ran out.
     fn live_topic(&mut self, name: &TopicName) -> Option<&mut TopicObject> {
         // One lookup (the name's hash is most of its cost); the key's clone is a count.
@@ -205,40 +254,32 @@ impl Store for MemoryStore {
         event: &Arc<Event>,
     ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
         let inbox = self.shared.inbox.get();
-        let mut state = self.lock();
-        // A retry of a publish still in history is answered as the first one was, and
-        // delivered no second time. The live topics found here are those appended to
-        // below, under the same lock.
-        let mut live = Vec::with_capacity(topics.len());
-        let mut retried = Vec::new();
-        for topic in topics {
-            if let Some(entry) = state.live_topic(topic) {
-                retried.extend(entry.find(&event.id).cloned());
-                live.push(topic);
-            }
-        }
-        if !retried.is_empty() || live.is_empty() {
-            // A retry is answered as the first one was; a publish to nobody takes no
-            // position.
-            return Ok(retried);
-        }
-        // One position per publish, taken under the same lock as the deliveries below,
-        // so every queue receives publishes in position order.
-        state.next_position += 1;
-        let (epoch, position) = (state.epoch, state.next_position);
-        let appended: Vec<Arc<TopicEvent>> = live
-            .into_iter()
-            .filter_map(|topic| {
-                let entry = state.topics.get_mut(topic)?;
-                Some(entry.append(topic.clone(), epoch, position, event.clone()))
-            })
-            .collect();
-        // Queued under the lock, so every subscriber sees the events in position order
-        // even when several publishers race; the readers are woken once it is released.
-        let wakes = inbox.map(|inbox| inbox.deliver(&appended));
-        drop(state);
+        let mut wakes = Wakes::default();
+        let appended = self.lock().append(inbox, topics, event, &mut wakes);
+        // The readers are woken once the lock is released (the guard went above).
         drop(wakes);
         Ok(appended)
+    }
+
+    async fn append_all(
+        &self,
+        events: &[(TopicList, Arc<Event>)],
+    ) -> Vec<Result<Vec<Arc<TopicEvent>>, StoreError>> {
+        let inbox = self.shared.inbox.get();
+        let mut appended = Vec::with_capacity(events.len());
+        // One lock for up to `APPENDS_PER_LOCK` events: fewer lock round trips, and
+        // others' calls still get in between.
+        for some in events.chunks(APPENDS_PER_LOCK) {
+            let mut wakes = Wakes::default();
+            {
+                let mut state = self.lock();
+                for (topics, event) in some {
+                    appended.push(Ok(state.append(inbox, topics, event, &mut wakes)));
+                }
+            }
+            drop(wakes);
+        }
+        appended
     }
 
     async fn tail(

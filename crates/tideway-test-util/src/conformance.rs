@@ -615,6 +615,87 @@ pub async fn a_retried_publish_is_delivered_once<S: Store>(store: S) {
     assert_eq!(tail.len(), 2, "history holds it once");
 }
 
+/// A batch's events appended in one `append_all` are answered, kept and delivered each
+/// as its own `append` would have been, in the batch's order: across the store's own
+/// steps (more events than one lock or round trip takes), with a topic nobody follows and
+/// a retry of an event earlier in the same batch.
+pub async fn append_all_answers_each_as_append_would<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let mut on_a = subscribe(&gateway, "a", None).await;
+    let mut on_b = subscribe(&gateway, "b", None).await;
+    let topics = ["a", "b", "nobody", "a,b"];
+    let mut events: Vec<(TopicList, Arc<Event>)> = (0..70)
+        .map(|n| (list(topics[n % topics.len()]), event(&format!("e{n}"))))
+        .collect();
+    // A retry of e5 (to "b") inside the batch.
+    events.insert(40, (list("b"), event("e5")));
+    let answers = gateway.store().append_all(&events).await;
+    assert_eq!(answers.len(), events.len(), "one answer per event");
+    let answers: Vec<_> = answers
+        .into_iter()
+        .map(|answer| {
+            answer
+                .expect("appended")
+                .iter()
+                .map(|copy| (copy.topic.to_string(), copy.seq, copy.position))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        answers[40], answers[5],
+        "the retry is answered as the first"
+    );
+    let mut expected_a = Vec::new();
+    let mut expected_b = Vec::new();
+    for (at, ((topics, event), answer)) in events.iter().zip(&answers).enumerate() {
+        let names: Vec<String> = answer.iter().map(|(topic, _, _)| topic.clone()).collect();
+        let live: Vec<String> = topics
+            .iter()
+            .map(|t| t.to_string())
+            .filter(|t| t != "nobody")
+            .collect();
+        assert_eq!(
+            names, live,
+            "event {at} went to its live topics, in their order"
+        );
+        if at == 40 {
+            continue;
+        }
+        for name in &names {
+            let id = format!("{name}:{}", event.id);
+            if name == "a" {
+                expected_a.push(id)
+            } else {
+                expected_b.push(id)
+            }
+        }
+    }
+    // Each topic's copies are numbered one after another in the batch's order.
+    for topic in ["a", "b"] {
+        let seqs: Vec<u64> = answers
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| *at != 40)
+            .flat_map(|(_, answer)| answer.iter().filter(|(t, _, _)| t == topic))
+            .map(|(_, seq, _)| *seq)
+            .collect();
+        let counted: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, counted, "{topic}'s copies");
+    }
+    for (subscriber, expected) in [(&mut on_a, expected_a), (&mut on_b, expected_b)] {
+        let mut got = Vec::new();
+        for _ in 0..expected.len() {
+            got.push(next(subscriber).await);
+        }
+        assert_eq!(got, expected, "delivered once each, in the batch's order");
+    }
+    // Nothing more: the retry was not delivered a second time.
+    publish(&gateway, "b", "after").await;
+    assert_eq!(next(&mut on_b).await, "b:after");
+}
+
 /// Publishes that land between a resume's join and its read of the histories (the
 /// worst moment: they are both in the read and in the queue) come exactly once, in
 /// order, for random histories, cursors and races. Under per-topic order a topic the id
@@ -1026,6 +1107,11 @@ macro_rules! conformance_tests {
         async fn conformance_a_retried_publish_is_delivered_once() {
             let (store, _guard) = $make($crate::conformance::Settings::default()).await;
             $crate::conformance::a_retried_publish_is_delivered_once(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_append_all_answers_each_as_append_would() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::append_all_answers_each_as_append_would(store).await;
         }
         #[tokio::test]
         async fn conformance_races_inside_a_resume_come_once() {

@@ -114,6 +114,12 @@ impl<S: Store> Store for Injecting<S> {
     ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
         self.inner.append(topics, event).await
     }
+    async fn append_all(
+        &self,
+        events: &[(TopicList, Arc<Event>)],
+    ) -> Vec<Result<Vec<Arc<TopicEvent>>, StoreError>> {
+        self.inner.append_all(events).await
+    }
     async fn tail(
         &self,
         topic: &TopicName,
