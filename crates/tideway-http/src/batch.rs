@@ -361,20 +361,9 @@ fn refused(
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use tideway_protocol::TopicName;
 
     use super::*;
-
-    fn copy(topic: &str, seq: u64) -> Arc<TopicEvent> {
-        let event = Event {
-            id: EventId::parse(b"e").expect("an id"),
-            event_type: None,
-            data: EventData::parse(bytes::Bytes::from_static(b"x")).expect("data"),
-            published_at: 0,
-        };
-        let topic = TopicName::parse(topic).expect("a topic");
-        Arc::new(TopicEvent::new(topic, seq, 1, seq, Arc::new(event)))
-    }
+    use crate::publish::tests::copy;
 
     fn sent(id: &str) -> Sent<'_> {
         Sent {

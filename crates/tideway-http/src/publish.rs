@@ -344,13 +344,14 @@ pub(crate) fn too_large(max: usize) -> ApiError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
     use tideway_protocol::{EventData, TopicName};
 
     use super::*;
 
-    fn copy(topic: &str, seq: u64) -> Arc<TopicEvent> {
+    /// A store's copy of a one-byte event `e` on `topic` at `seq` (the batch tests' too).
+    pub(crate) fn copy(topic: &str, seq: u64) -> Arc<TopicEvent> {
         let event = Event {
             id: EventId::parse(b"e").expect("an id"),
             event_type: None,
