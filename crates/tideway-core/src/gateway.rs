@@ -403,12 +403,7 @@ impl<S: Store> Gateway<S> {
 
     /// Decides, before the body is read, whether a publish to `topics` goes anywhere.
     pub async fn route(&self, topics: &TopicList, id: &EventId) -> Result<Route, CoreError> {
-        // Counted in flight before the draining flag is read: a drain that starts after
-        // this check waits for the permit, one that started before is seen here.
-        let permit = InFlight::new(&self.shared.publishes);
-        if self.is_draining() {
-            return Err(CoreError::Draining);
-        }
+        let permit = self.admit_publish()?;
         let live = self.counted(self.shared.store.live(topics).await)?;
         match TopicList::from_names(live) {
             Some(topics) => Ok(Route::Live(Live {
@@ -439,11 +434,7 @@ impl<S: Store> Gateway<S> {
         topics: &TopicList,
         event: Event,
     ) -> Result<Published, CoreError> {
-        // As in `route`: counted in flight before the draining flag is read.
-        let _in_flight = InFlight::new(&self.shared.publishes);
-        if self.is_draining() {
-            return Err(CoreError::Draining);
-        }
+        let _in_flight = self.admit_publish()?;
         self.append(topics, event).await
     }
 
@@ -461,25 +452,43 @@ impl<S: Store> Gateway<S> {
         &self,
         events: Vec<(TopicList, Event)>,
     ) -> Vec<Result<Published, CoreError>> {
-        // As in `route`: counted in flight before the draining flag is read. One permit
-        // covers the batch: a drain that starts during it waits for all of it.
-        let _in_flight = InFlight::new(&self.shared.publishes);
-        if self.is_draining() {
+        // One permit covers the batch: a drain that starts during it waits for all of it.
+        let Ok(_in_flight) = self.admit_publish() else {
+            // Draining, the only refusal `admit_publish` makes.
             return events.iter().map(|_| Err(CoreError::Draining)).collect();
-        }
+        };
         let events: Vec<(TopicList, Arc<Event>)> = events
             .into_iter()
             .map(|(topics, event)| (topics, Arc::new(event)))
             .collect();
         let started = std::time::Instant::now();
-        let appended = self.shared.store.append_all(&events).await;
+        let mut appended = self.shared.store.append_all(&events).await.into_iter();
         // Each event was appended by the time the call returned.
         let took = started.elapsed();
+        // One answer per event, whatever the store returned: an event it did not answer
+        // for failed (and is counted as a store error).
         events
             .iter()
-            .zip(appended)
-            .map(|((topics, event), appended)| self.appended(topics, event, appended, took))
+            .map(|(topics, event)| {
+                let appended = appended.next().unwrap_or_else(|| {
+                    Err(StoreError::Unavailable(
+                        "the store answered for fewer events than it was given".into(),
+                    ))
+                });
+                self.appended(topics, event, appended, took)
+            })
             .collect()
+    }
+
+    /// Admits a publish: counted in flight before the draining flag is read, so a drain
+    /// that starts after this check waits for the permit and one that started before is
+    /// seen here.
+    fn admit_publish(&self) -> Result<InFlight, CoreError> {
+        let permit = InFlight::new(&self.shared.publishes);
+        if self.is_draining() {
+            return Err(CoreError::Draining);
+        }
+        Ok(permit)
     }
 
     /// Appends `event` to `topics` (under a publish permit the caller holds) and counts it.

@@ -235,12 +235,8 @@ pub(crate) async fn publish_batch<S: Store>(
         .into_iter()
         .map(|admitted| {
             let id = admitted?;
-            let outcome = outcomes.next().ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::StoreUnavailable,
-                    "the store answered for fewer events than it was given",
-                )
-            })??;
+            // `publish_all` answers every event it is given, in order.
+            let outcome = outcomes.next().expect("an answer per event published")?;
             Ok((id, outcome.copies))
         })
         .collect();

@@ -312,3 +312,20 @@ async fn a_batch_sent_after_100_continue_is_published() {
         Some("c1")
     );
 }
+
+#[tokio::test]
+async fn a_batch_reaching_a_draining_node_publishes_none_of_its_events() {
+    let gw = start().await;
+    gw.gateway.drain().await;
+    let body = json!({"events": [event(&["a"], "d1", "one"), event(&["b"], "d2", "two")]});
+    let answer = batch(&gw, API_KEY, &body).await;
+    let json = answer.json();
+    let codes: Vec<&Value> = json["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|result| &result["error"]["code"])
+        .collect();
+    assert_eq!(codes, [&json!("draining"), &json!("draining")], "{json}");
+    assert_eq!(json["accepted"], 0, "{json}");
+}
