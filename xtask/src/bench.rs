@@ -164,6 +164,30 @@ const UNICAST_3_NODES: &[&str] = &[
     "50",
 ];
 
+/// [`UNICAST_3_NODES`] with batches of 100: a batch is one script per 100 events on one
+/// Redis, against one per event for single publishes.
+const UNICAST_3_NODES_BATCH100: &[&str] = &[
+    "unicast",
+    "--connections",
+    "2000",
+    "--body",
+    "256",
+    "--publishers",
+    "9",
+    "--batch",
+    "100",
+    "--sub-addr",
+    "{addr0},{addr1},{addr2}",
+    "--pub-addr",
+    "{addr0},{addr1},{addr2}",
+    "--pid",
+    "{pid0},{pid1},{pid2}",
+    "--rates",
+    "4000,8000,16000,24000,32000,48000,64000,96000,128000",
+    "--knee-ms",
+    "50",
+];
+
 /// Idle connections: as many as the open-file cap of 20,000 per process leaves room for
 /// in both the server and the load generator.
 const IDLE: &[&str] = &["connections", "--connections", "19800"];
@@ -399,6 +423,13 @@ const SCENARIOS: &[Scenario] = &[
         server: Server::Tideway,
         gateways: &[REDIS, REDIS, REDIS],
         load: UNICAST_3_NODES,
+    },
+    Scenario {
+        name: "unicast-3-nodes-one-redis-batch100",
+        shared: Shared::Redis,
+        server: Server::Tideway,
+        gateways: &[REDIS, REDIS, REDIS],
+        load: UNICAST_3_NODES_BATCH100,
     },
     Scenario {
         name: "unicast-3-nodes-redis-cluster",

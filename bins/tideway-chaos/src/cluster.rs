@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use tideway_client::{Client, Message, Published, SubscriptionOptions};
+use tideway_client::{BatchEvent, BatchOutcome, Client, Message, Published, SubscriptionOptions};
 use tideway_test_util::TidewayProcess;
 use tokio::task::JoinHandle;
 
@@ -219,4 +219,104 @@ pub(crate) fn publisher(
             tokio::time::sleep(interval).await;
         }
     })
+}
+
+/// What a batch publisher saw go wrong with the order of its own events.
+#[derive(Default)]
+pub(crate) struct BatchOrder {
+    /// Events accepted with a sequence number not above that of an earlier event of the
+    /// same publisher on the same topic: published out of the publisher's order.
+    pub(crate) out_of_order: AtomicU64,
+    /// Events answered accepted after an earlier event of the same answer failed: the
+    /// batch went on past a failure, so they landed before the retry of the failed one.
+    pub(crate) accepted_after_a_failure: AtomicU64,
+    /// Batch requests sent again (from their first failed event) after an error.
+    pub(crate) resent: AtomicU64,
+}
+
+/// Publishes `count` events to the node at `addr` in batches of `size` through
+/// `POST /v1/publish/batch`, one batch every `interval`, each event to the topics `plan`
+/// picks for its number; ids are `<name>-<n>`. As docs/http-api.md tells a publisher: an
+/// event refused by the store, and every event after it, is sent again (with the same
+/// id) until accepted; a batch whose answer never came is sent again whole. Returns the
+/// task and what it saw of its events' order.
+pub(crate) fn batch_publisher(
+    addr: &str,
+    name: &str,
+    count: u64,
+    size: usize,
+    interval: Duration,
+    plan: fn(u64) -> &'static [&'static str],
+    ledger: Arc<Ledger>,
+) -> (JoinHandle<()>, Arc<BatchOrder>) {
+    let client = Client::new(&format!("http://{addr}"), Some(KEY)).expect("a base URL");
+    let name = name.to_owned();
+    let order = Arc::new(BatchOrder::default());
+    let seen = order.clone();
+    let task = tokio::spawn(async move {
+        let mut last_seq: HashMap<String, u64> = HashMap::new();
+        let mut next = 1;
+        let mut attempts = 0;
+        while next <= count {
+            let numbers: Vec<u64> = (next..=count).take(size).collect();
+            let ids: Vec<String> = numbers.iter().map(|n| format!("{name}-{n}")).collect();
+            let events: Vec<BatchEvent<'_>> = numbers
+                .iter()
+                .zip(&ids)
+                .map(|(n, id)| BatchEvent {
+                    topics: plan(*n),
+                    id,
+                    event: None,
+                    data: "x",
+                })
+                .collect();
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), client.publish_batch(&events, false))
+                    .await;
+            let outcomes = match answer {
+                Ok(Ok(outcomes)) if outcomes.len() == events.len() => outcomes,
+                _ => Vec::new(),
+            };
+            let mut failed = false;
+            for (id, outcome) in ids.iter().zip(&outcomes) {
+                match outcome {
+                    BatchOutcome::Published(Published::Accepted(list)) if !failed => {
+                        let mut accepted = lock(&ledger.accepted);
+                        for (topic, seq) in list {
+                            let last = last_seq.entry(topic.clone()).or_default();
+                            if *seq <= *last {
+                                order.out_of_order.fetch_add(1, Relaxed);
+                            }
+                            *last = *seq;
+                            accepted.insert((topic.clone(), id.clone()), *seq);
+                        }
+                        ledger.publishes_accepted.fetch_add(1, Relaxed);
+                        next += 1;
+                    }
+                    BatchOutcome::Published(Published::Dropped) if !failed => {
+                        ledger.publishes_dropped.fetch_add(1, Relaxed);
+                        next += 1;
+                    }
+                    BatchOutcome::Published(_) => {
+                        order.accepted_after_a_failure.fetch_add(1, Relaxed);
+                    }
+                    BatchOutcome::Refused { .. } | BatchOutcome::Skipped => failed = true,
+                }
+            }
+            if failed || outcomes.is_empty() {
+                attempts += 1;
+                order.resent.fetch_add(1, Relaxed);
+                if attempts > 100 {
+                    // Given up: the rest was never acknowledged, and the publisher knows.
+                    ledger.publishes_failed.fetch_add(count + 1 - next, Relaxed);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            } else {
+                attempts = 0;
+                tokio::time::sleep(interval).await;
+            }
+        }
+    });
+    (task, seen)
 }

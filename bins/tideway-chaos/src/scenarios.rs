@@ -38,6 +38,10 @@ pub(crate) const ALL: &[Scenario] = &[
         what: "Redis frozen (SIGSTOP) for 2.5 s, longer than --node-ttl 1s, then thawed",
     },
     Scenario {
+        name: "batch-redis-faults",
+        what: "batches of 8 through POST /v1/publish/batch while Redis drops every command connection (CLIENT KILL TYPE normal), then the pub/sub ones, then is frozen for 2.5 s; the publisher sends again from the first failed event, and its events must land in its order",
+    },
+    Scenario {
         name: "node-pause",
         what: "a node holding subscribers frozen (SIGSTOP) for 2.5 s, longer than --node-ttl 1s, while Redis keeps everything; it is reaped, publishes skip it, and on thawing it must tell its streams before delivering anything newer",
     },
@@ -94,6 +98,7 @@ pub(crate) async fn run(scenario: &Scenario, tideway: &Path) -> Value {
         "redis-restart" => redis_restart(tideway).await,
         "pubsub-kill" => pubsub_kill(tideway).await,
         "redis-pause" => redis_pause(tideway).await,
+        "batch-redis-faults" => batch_redis_faults(tideway).await,
         "node-pause" => node_pause(tideway).await,
         "node-kill" => node_kill(tideway).await,
         "resume-race" => resume_race(tideway).await,
@@ -426,6 +431,55 @@ async fn redis_pause(tideway: &Path) -> Result<Outcome, String> {
     run.redis.resume();
     let _ = load.await;
     Ok(run.settle(1, subs, false, Vec::new()).await)
+}
+
+async fn batch_redis_faults(tideway: &Path) -> Result<Outcome, String> {
+    let run = Run::start(tideway, 2, &[]);
+    let mut subs = run.subscribe(1, &["a", "b"], 4).await;
+    subs.extend(run.subscribe(0, &["a"], 2).await);
+    let (load, order) = crate::cluster::batch_publisher(
+        &run.addr(0),
+        "p",
+        1200,
+        8,
+        Duration::from_millis(20),
+        rotate,
+        run.ledger.clone(),
+    );
+    let mut notes = Vec::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for kind in ["normal", "pubsub", "normal"] {
+        let killed = run.redis.command(&["CLIENT", "KILL", "TYPE", kind]);
+        notes.push(format!("CLIENT KILL TYPE {kind}: {killed}"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    run.redis.pause();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    run.redis.resume();
+    let _ = load.await;
+    let mut outcome = run.settle(1, subs, false, notes).await;
+    let resent = order.resent.load(Relaxed);
+    outcome
+        .notes
+        .push(format!("batches sent again after a failure: {resent}"));
+    let out_of_order = order.out_of_order.load(Relaxed);
+    if out_of_order > 0 {
+        outcome.unmet.push(format!(
+            "{out_of_order} events landed out of their publisher's order"
+        ));
+    }
+    let past = order.accepted_after_a_failure.load(Relaxed);
+    if past > 0 {
+        outcome.unmet.push(format!(
+            "{past} events were published past a failed event of their batch"
+        ));
+    }
+    if resent == 0 {
+        outcome
+            .unmet
+            .push("no batch met a fault: nothing here was tested".to_owned());
+    }
+    Ok(outcome)
 }
 
 async fn node_pause(tideway: &Path) -> Result<Outcome, String> {

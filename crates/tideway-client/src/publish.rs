@@ -111,7 +111,9 @@ impl Client {
     /// Publishes `events` in one request, in order (events on one topic arrive in this
     /// order); returns each one's outcome, in the same order. With `atomic`, either every
     /// event is published or, if one is refused, none is and the call fails with that
-    /// event's error.
+    /// event's error. A store error stops the batch: that event and every later one come
+    /// back [`BatchOutcome::Refused`] with `store_unavailable`; send them again, in order,
+    /// from the first (those that did land are answered as retries).
     pub async fn publish_batch(
         &self,
         events: &[BatchEvent<'_>],

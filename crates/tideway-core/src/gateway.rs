@@ -80,6 +80,12 @@ pub enum CoreError {
     /// The shared state could not be reached.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An event of a batch was not handed to the store: an earlier one failed there, and
+    /// landing this one first would put the batch's events on a topic out of order.
+    #[error(
+        "not published: an earlier event of this batch failed in the state store; send this one again after it"
+    )]
+    NotAttempted,
 }
 
 /// The fan-out engine of one node. Cloning bumps a reference count.
@@ -465,16 +471,22 @@ impl<S: Store> Gateway<S> {
         let mut appended = self.shared.store.append_all(&events).await.into_iter();
         // Each event was appended by the time the call returned.
         let took = started.elapsed();
-        // One answer per event, whatever the store returned: an event it did not answer
-        // for failed (and is counted as a store error).
+        // One answer per event, whatever the store returned. The store stops at its first
+        // error (`Store::append_all`): the events it did not answer after one were not
+        // attempted. Answering for fewer events without an error is the store's fault,
+        // counted as one.
+        let mut failed = false;
         events
             .iter()
             .map(|(topics, event)| {
-                let appended = appended.next().unwrap_or_else(|| {
-                    Err(StoreError::Unavailable(
+                let appended = match appended.next() {
+                    Some(appended) => appended,
+                    None if failed => return Err(CoreError::NotAttempted),
+                    None => Err(StoreError::Unavailable(
                         "the store answered for fewer events than it was given".into(),
-                    ))
-                });
+                    )),
+                };
+                failed |= appended.is_err();
                 self.appended(topics, event, appended, took)
             })
             .collect()

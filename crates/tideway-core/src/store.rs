@@ -154,19 +154,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends each of `events` (its topics, the event) as [`Store::append`] would, one
     /// after another in their order, and answers each as `append` would have, in the
-    /// same order: a batch publish's events. The default makes one `append` call each;
-    /// a store that can take them in fewer steps (one lock for many) does.
+    /// same order: a batch publish's events. It stops at the first error: the events
+    /// after it are not appended and not answered (the answers are fewer than the events
+    /// only then), so a batch's events on one topic never land around a failed one its
+    /// publisher will retry. The default makes one `append` call each; a store that can
+    /// take them in fewer steps (one lock, one round trip for many) does.
     fn append_all(
         &self,
         events: &[(TopicList, Arc<Event>)],
     ) -> impl Future<Output = Vec<Result<Vec<Arc<TopicEvent>>, StoreError>>> + Send {
-        async move {
-            let mut appended = Vec::with_capacity(events.len());
-            for (topics, event) in events {
-                appended.push(self.append(topics, event).await);
-            }
-            appended
-        }
+        append_each(self, events)
     }
 
     /// The topic's last `limit` events, oldest first; `None` when the topic is not live.
@@ -280,6 +277,24 @@ pub fn spawn_heartbeat<T, F, Fut>(
             }
         }
     });
+}
+
+/// [`Store::append_all`] as one [`Store::append`] per event, stopping at the first error:
+/// the default, and what a store wrapper that changes `append` calls to keep its rule.
+pub async fn append_each<S: Store + ?Sized>(
+    store: &S,
+    events: &[(TopicList, Arc<Event>)],
+) -> Vec<Result<Vec<Arc<TopicEvent>>, StoreError>> {
+    let mut appended = Vec::with_capacity(events.len());
+    for (topics, event) in events {
+        let answer = store.append(topics, event).await;
+        let failed = answer.is_err();
+        appended.push(answer);
+        if failed {
+            break;
+        }
+    }
+    appended
 }
 
 #[cfg(test)]

@@ -163,6 +163,7 @@ impl From<CoreError> for ApiError {
                     format!("{err}; try again later"),
                 )
             },
+            CoreError::NotAttempted => Self::new(ErrorCode::StoreUnavailable, err.to_string()),
             CoreError::Store(source) => {
                 tracing::warn!(error = %source, "state store error");
                 Self::new(
@@ -171,5 +172,22 @@ impl From<CoreError> for ApiError {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_a_batch_never_attempted_is_a_503_that_says_to_send_it_again() {
+        let refused = ApiError::from(CoreError::NotAttempted);
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.code.as_str(), "store_unavailable");
+        assert!(
+            refused.message.contains("send this one again after it"),
+            "{}",
+            refused.message
+        );
     }
 }

@@ -648,6 +648,32 @@ fn spawn_tasks(store: &RedisStore) {
 }
 
 /// `id \n event type \n published at \n data`: the event as scripts store and send it.
+/// How many events of a batch one script appends: a script holds Redis for its whole
+/// run (about a millisecond for this many), and a batch takes one round trip per chunk.
+const APPEND_CHUNK: usize = 100;
+
+/// What the append script answered for `event` (epoch, position, then topic and sequence
+/// number of each topic it went to), as the copies appended.
+fn appended(reply: Value, event: &Arc<Event>) -> Vec<Arc<TopicEvent>> {
+    let flat = values(reply);
+    let epoch = epoch_number(&flat.first().map(text).unwrap_or_default());
+    let position = flat.get(1).map_or(0, number);
+    flat.get(2..)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let topic = TopicName::from_stored(&text(&pair[0]))?;
+            Some(Arc::new(TopicEvent::new(
+                topic,
+                number(&pair[1]),
+                epoch,
+                position,
+                event.clone(),
+            )))
+        })
+        .collect()
+}
+
 fn encode_event(event: &Event) -> String {
     let event_type = event.event_type.as_ref().map_or("", EventType::as_str);
     format!(
@@ -1009,24 +1035,65 @@ impl Store for RedisStore {
             unix_millis().to_string(),
         ];
         args.extend(topics.iter().map(TopicName::to_string));
-        let flat = values(self.run(&self.shared.scripts.append, args).await?);
-        let epoch = epoch_number(&flat.first().map(text).unwrap_or_default());
-        let position = flat.get(1).map_or(0, number);
-        Ok(flat
-            .get(2..)
-            .unwrap_or_default()
-            .chunks_exact(2)
-            .filter_map(|pair| {
-                let topic = TopicName::from_stored(&text(&pair[0]))?;
-                Some(Arc::new(TopicEvent::new(
-                    topic,
-                    number(&pair[1]),
-                    epoch,
-                    position,
-                    event.clone(),
-                )))
-            })
-            .collect())
+        let reply = self.run(&self.shared.scripts.append, args).await?;
+        Ok(appended(reply, event))
+    }
+
+    /// One script per [`APPEND_CHUNK`] events, each chunk sent when the one before it was
+    /// answered; the first chunk that fails ends the batch, each of its events answered
+    /// with the error (some of them may have landed: their retries are answered as such).
+    async fn append_all(
+        &self,
+        events: &[(TopicList, Arc<Event>)],
+    ) -> Vec<Result<Vec<Arc<TopicEvent>>, StoreError>> {
+        let mut answers = Vec::with_capacity(events.len());
+        for chunk in events.chunks(APPEND_CHUNK) {
+            let mut args = vec![
+                self.prefix().to_owned(),
+                self.shared.config.history.to_string(),
+                epoch_candidate(),
+                unix_millis().to_string(),
+            ];
+            for (topics, event) in chunk {
+                args.push(topics.len().to_string());
+                args.push(encode_event(event));
+                args.push(event.id.to_string());
+                args.extend(topics.iter().map(TopicName::to_string));
+            }
+            let replies = match self.run(&self.shared.scripts.append_all, args).await {
+                Ok(reply) => values(reply),
+                Err(err) => {
+                    let message = err.to_string();
+                    answers.push(Err(err));
+                    answers.extend(
+                        chunk[1..]
+                            .iter()
+                            .map(|_| Err(StoreError::Unavailable(message.clone().into()))),
+                    );
+                    break;
+                }
+            };
+            if replies.len() != chunk.len() {
+                let message = format!(
+                    "the batch script answered {} of {} events",
+                    replies.len(),
+                    chunk.len()
+                );
+                answers.extend(
+                    chunk
+                        .iter()
+                        .map(|_| Err(StoreError::Unavailable(message.clone().into()))),
+                );
+                break;
+            }
+            answers.extend(
+                replies
+                    .into_iter()
+                    .zip(chunk)
+                    .map(|(reply, (_, event))| Ok(appended(reply, event))),
+            );
+        }
+        answers
     }
 
     async fn tail(

@@ -168,92 +168,117 @@ end
 return out
 "#;
 
-/// ARGV: prefix, history length, event blob, epoch candidate, event id, the publishing
-/// node's clock (only shown, as the topic's `lastEventAt`), topics... Returns the epoch,
-/// the position, then topic and sequence number of each topic appended to (none when no
-/// topic is live). The publishes to each node's channel happen inside the script, so
-/// every node receives publishes in position order, each numbered by the node's own
-/// delivery counter so the node can tell when one went missing. A publish whose id a live
-/// topic's history still holds is a retry: it is answered with the first one's position
-/// and sequence numbers and appended nowhere.
-const APPEND: &str = r#"
-local keep, blob, id, at = tonumber(ARGV[2]), ARGV[3], ARGV[5], ARGV[6]
-local ep = epoch(ARGV[4])
-local live = {}
-for i = 7, #ARGV do
-  local topic = ARGV[i]
-  local nodes = redis.call('HKEYS', key(topic, 'nodes'))
-  if #nodes > 0 or in_grace(topic) then live[#live + 1] = {topic, nodes} end
-end
-if #live == 0 then return {ep, 0} end
--- A retry may use up a position: positions only need to grow.
-local pos = redis.call('INCR', p .. 'position')
-if keep > 0 then
-  -- Claims the id in each topic's index; a topic that already holds it makes this a retry.
-  local claimed, retried = {}, {}
-  for _, t in ipairs(live) do
-    if redis.call('HSETNX', key(t[1], 'ids'), id, pos) == 1 then
-      claimed[#claimed + 1] = t[1]
-    else
-      retried[#retried + 1] = t[1]
-    end
+/// The append of one event, shared by [`APPEND`] and [`APPEND_ALL`]: `keep` the history
+/// length, `ep` the epoch, `at` the publishing node's clock (only shown, as the topic's
+/// `lastEventAt`), `blob` the event, `id` its id, `topics` where it goes. Returns the
+/// epoch, the position, then topic and sequence number of each topic appended to (none
+/// when no topic is live). The publishes to each node's channel happen inside the
+/// script, so every node receives publishes in position order, each numbered by the
+/// node's own delivery counter so the node can tell when one went missing. A publish
+/// whose id a live topic's history still holds is a retry: it is answered with the
+/// first one's position and sequence numbers and appended nowhere.
+const APPEND_ONE: &str = r#"
+local function append(keep, ep, at, blob, id, topics)
+  local live = {}
+  for _, topic in ipairs(topics) do
+    local nodes = redis.call('HKEYS', key(topic, 'nodes'))
+    if #nodes > 0 or in_grace(topic) then live[#live + 1] = {topic, nodes} end
   end
-  if #retried > 0 then
-    for _, topic in ipairs(claimed) do redis.call('HDEL', key(topic, 'ids'), id) end
-    local out = {ep, 0}
-    for _, topic in ipairs(retried) do
-      local first = tonumber(string.match(redis.call('HGET', key(topic, 'ids'), id), '(%d+)$'))
-      out[2] = first
-      local entry = entries_between(topic, first - 1, first + 1)[1]
-      if entry then
-        out[#out + 1] = topic
-        out[#out + 1] = string.match(entry, '^(%d+) ')
+  if #live == 0 then return {ep, 0} end
+  -- A retry may use up a position: positions only need to grow.
+  local pos = redis.call('INCR', p .. 'position')
+  if keep > 0 then
+    -- Claims the id in each topic's index; a topic that already holds it makes this a retry.
+    local claimed, retried = {}, {}
+    for _, t in ipairs(live) do
+      if redis.call('HSETNX', key(t[1], 'ids'), id, pos) == 1 then
+        claimed[#claimed + 1] = t[1]
+      else
+        retried[#retried + 1] = t[1]
       end
     end
-    return out
-  end
-end
-local routes, order, out = {}, {}, {ep, pos}
-for _, t in ipairs(live) do
-  local topic, nodes = t[1], t[2]
-  local meta = key(topic, 'meta')
-  -- The sequence number is also the topic's count of events.
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
-  local evicted = 0
-  if keep > 0 then
-    local history, ids = key(topic, 'history'), key(topic, 'ids')
-    local length = redis.call('RPUSH', history, seq .. ' ' .. pos .. ' ' .. blob)
-    while length > keep do
-      -- A history holds an id at most once (a second publish of it is a retry), so the
-      -- index entry of an evicted event is that event's.
-      local epos, eid = entry_of(redis.call('LPOP', history))
-      redis.call('HDEL', ids, eid)
-      evicted = epos
-      length = length - 1
+    if #retried > 0 then
+      for _, topic in ipairs(claimed) do redis.call('HDEL', key(topic, 'ids'), id) end
+      local out = {ep, 0}
+      for _, topic in ipairs(retried) do
+        local first = tonumber(string.match(redis.call('HGET', key(topic, 'ids'), id), '(%d+)$'))
+        out[2] = first
+        local entry = entries_between(topic, first - 1, first + 1)[1]
+        if entry then
+          out[#out + 1] = topic
+          out[#out + 1] = string.match(entry, '^(%d+) ')
+        end
+      end
+      return out
     end
-  else
-    evicted = pos
   end
-  if evicted > 0 then
-    redis.call('HSET', meta, 'lastEventAt', at, 'evictedThrough', evicted)
-  else
-    redis.call('HSET', meta, 'lastEventAt', at)
-  end
-  for _, node in ipairs(nodes) do
-    if routes[node] == nil then
-      routes[node] = {}
-      order[#order + 1] = node
+  local routes, order, out = {}, {}, {ep, pos}
+  for _, t in ipairs(live) do
+    local topic, nodes = t[1], t[2]
+    local meta = key(topic, 'meta')
+    -- The sequence number is also the topic's count of events.
+    local seq = redis.call('HINCRBY', meta, 'seq', 1)
+    local evicted = 0
+    if keep > 0 then
+      local history, ids = key(topic, 'history'), key(topic, 'ids')
+      local length = redis.call('RPUSH', history, seq .. ' ' .. pos .. ' ' .. blob)
+      while length > keep do
+        -- A history holds an id at most once (a second publish of it is a retry), so the
+        -- index entry of an evicted event is that event's.
+        local epos, eid = entry_of(redis.call('LPOP', history))
+        redis.call('HDEL', ids, eid)
+        evicted = epos
+        length = length - 1
+      end
+    else
+      evicted = pos
     end
-    local r = routes[node]
-    r[#r + 1] = topic .. ' ' .. seq
+    if evicted > 0 then
+      redis.call('HSET', meta, 'lastEventAt', at, 'evictedThrough', evicted)
+    else
+      redis.call('HSET', meta, 'lastEventAt', at)
+    end
+    for _, node in ipairs(nodes) do
+      if routes[node] == nil then
+        routes[node] = {}
+        order[#order + 1] = node
+      end
+      local r = routes[node]
+      r[#r + 1] = topic .. ' ' .. seq
+    end
+    out[#out + 1] = topic
+    out[#out + 1] = seq
   end
-  out[#out + 1] = topic
-  out[#out + 1] = seq
+  for _, node in ipairs(order) do
+    deliver(node, ep, pos, table.concat(routes[node], '\n') .. '\n\n' .. blob)
+  end
+  return out
 end
-for _, node in ipairs(order) do
-  deliver(node, ep, pos, table.concat(routes[node], '\n') .. '\n\n' .. blob)
+"#;
+
+/// ARGV: prefix, history length, event blob, epoch candidate, event id, the publishing
+/// node's clock, topics... Returns what [`APPEND_ONE`] does.
+const APPEND: &str = r#"
+local topics = {}
+for i = 7, #ARGV do topics[#topics + 1] = ARGV[i] end
+return append(tonumber(ARGV[2]), epoch(ARGV[4]), ARGV[6], ARGV[3], ARGV[5], topics)
+"#;
+
+/// ARGV: prefix, history length, epoch candidate, the publishing node's clock, then for
+/// each event: its number of topics, its blob, its id, its topics. Appends them one after
+/// another in that order, in one script (a batch's events in one round trip), and
+/// returns one [`APPEND_ONE`] answer per event.
+const APPEND_ALL: &str = r#"
+local keep, ep, at = tonumber(ARGV[2]), epoch(ARGV[3]), ARGV[4]
+local answers, i = {}, 5
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local topics = {}
+  for k = 1, n do topics[k] = ARGV[i + 2 + k] end
+  answers[#answers + 1] = append(keep, ep, at, ARGV[i + 1], ARGV[i + 2], topics)
+  i = i + 3 + n
 end
-return out
+return answers
 "#;
 
 /// ARGV: prefix, topic, limit. Returns 0 when the topic is not live, else 1 and the
@@ -492,6 +517,7 @@ pub(crate) struct Scripts {
     pub(crate) leave: fred::types::scripts::Script,
     pub(crate) live: fred::types::scripts::Script,
     pub(crate) append: fred::types::scripts::Script,
+    pub(crate) append_all: fred::types::scripts::Script,
     pub(crate) tail: fred::types::scripts::Script,
     pub(crate) read_since: fred::types::scripts::Script,
     pub(crate) read_between: fred::types::scripts::Script,
@@ -518,7 +544,8 @@ impl Default for Scripts {
             join: script(JOIN),
             leave: script(LEAVE),
             live: script(LIVE),
-            append: script(APPEND),
+            append: script(&format!("{APPEND_ONE}{APPEND}")),
+            append_all: script(&format!("{APPEND_ONE}{APPEND_ALL}")),
             tail: script(TAIL),
             read_since: script(READ_SINCE),
             read_between: script(READ_BETWEEN),

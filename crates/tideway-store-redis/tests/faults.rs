@@ -297,3 +297,71 @@ async fn a_revocation_lost_on_the_way_still_ends_its_subscriptions() {
         )
     );
 }
+
+/// A batch whose script Redis refuses (out of memory) ends there: every event of the
+/// refused chunk is answered with the error, the chunk after it is never sent (core
+/// answers it `NotAttempted`), and nothing of the batch reaches a subscriber. Sent again
+/// once Redis takes writes, the whole batch arrives once, in order.
+#[tokio::test]
+async fn a_batch_redis_refuses_ends_at_the_refused_chunk() {
+    let redis = RedisServer::start();
+    let gateway = gateway(&redis).await;
+    let mut both = gateway
+        .subscribe(subscribe("a,b"))
+        .await
+        .expect("subscribe");
+    let batch = || -> Vec<(TopicList, Event)> {
+        (0..150)
+            .map(|n| {
+                let topics = if n % 2 == 0 { "a" } else { "b" };
+                let id = format!("e{n}");
+                let event = Event {
+                    id: EventId::parse(id.as_bytes()).expect("id"),
+                    event_type: None,
+                    data: EventData::parse(Bytes::from(id)).expect("data"),
+                    published_at: unix_millis(),
+                };
+                (
+                    TopicList::parse(topics.as_bytes(), 8).expect("topics"),
+                    event,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        redis.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+        "+OK"
+    );
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "1"]), "+OK");
+    let outcomes = gateway.publish_all(batch()).await;
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "0"]), "+OK");
+    let kinds: Vec<&str> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Ok(_) => "published",
+            Err(tideway_core::CoreError::Store(_)) => "store",
+            Err(tideway_core::CoreError::NotAttempted) => "not attempted",
+            Err(_) => "other",
+        })
+        .collect();
+    let expected: Vec<&str> = std::iter::repeat_n("store", 100)
+        .chain(std::iter::repeat_n("not attempted", 50))
+        .collect();
+    assert_eq!(kinds, expected);
+    assert_eq!(redis.command(&["LLEN", "tideway:topic:a:history"]), ":0");
+    let outcomes = gateway.publish_all(batch()).await;
+    assert!(
+        outcomes.iter().all(|outcome| outcome
+            .as_ref()
+            .is_ok_and(|published| published.copies.len() == 1)),
+        "all published once Redis takes writes"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..150 {
+        seen.push(next_of(&mut both).await);
+    }
+    let sent: Vec<String> = (0..150)
+        .map(|n| format!("{} e{n}", if n % 2 == 0 { "a" } else { "b" }))
+        .collect();
+    assert_eq!(seen, sent, "once each, in the batch's order");
+}

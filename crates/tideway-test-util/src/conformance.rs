@@ -8,9 +8,9 @@
 use std::{sync::Arc, time::Duration};
 
 use tideway_core::{
-    ConnectionId, ConnectionRecord, CoreConfig, EndReason, Event, Gap, GapReason, Gateway, Grant,
-    Next, NodeRecord, Order, Page, Revocation, Route, Store, Subscribe, Subscription, Transport,
-    unix_millis,
+    ConnectionId, ConnectionRecord, CoreConfig, CoreError, EndReason, Event, Gap, GapReason,
+    Gateway, Grant, Next, NodeRecord, Order, Page, Revocation, Route, Store, Subscribe,
+    Subscription, Transport, unix_millis,
 };
 use tideway_protocol::{EventData, EventId, Tenant, TopicList, TopicName};
 
@@ -626,7 +626,7 @@ pub async fn append_all_answers_each_as_append_would<S: Store>(store: S) {
     let mut on_a = subscribe(&gateway, "a", None).await;
     let mut on_b = subscribe(&gateway, "b", None).await;
     let topics = ["a", "b", "nobody", "a,b"];
-    let mut events: Vec<(TopicList, Arc<Event>)> = (0..70)
+    let mut events: Vec<(TopicList, Arc<Event>)> = (0..140)
         .map(|n| (list(topics[n % topics.len()]), event(&format!("e{n}"))))
         .collect();
     // A retry of e5 (to "b") inside the batch.
@@ -694,6 +694,71 @@ pub async fn append_all_answers_each_as_append_would<S: Store>(store: S) {
     // Nothing more: the retry was not delivered a second time.
     publish(&gateway, "b", "after").await;
     assert_eq!(next(&mut on_b).await, "b:after");
+}
+
+/// A batch stops at the first event the store fails: the events after it are not
+/// appended (core answers them `NotAttempted`), so none of them lands before the failed
+/// one its publisher sends again; sent again, all of them arrive in the batch's order.
+pub async fn a_batch_stops_at_its_first_failed_event<S: Store>(store: S) {
+    let gateway = Gateway::start(
+        crate::Injecting::new(store),
+        node("n1"),
+        CoreConfig::default(),
+    )
+    .await
+    .expect("start");
+    let injecting = gateway.store();
+    let mut on_a = subscribe(&gateway, "a", None).await;
+    let mut on_b = subscribe(&gateway, "b", None).await;
+    let batch = |ids: &[(&str, &str)]| -> Vec<(TopicList, Event)> {
+        ids.iter()
+            .map(|(topics, id)| (list(topics), Event::clone(&event(id))))
+            .collect()
+    };
+    injecting.fail_append_of("f2");
+    let sent = [("a", "f1"), ("a", "f2"), ("a,b", "f3"), ("b", "f4")];
+    let outcomes = gateway.publish_all(batch(&sent)).await;
+    let kinds: Vec<&str> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Ok(published) if published.copies.is_empty() => "dropped",
+            Ok(_) => "accepted",
+            Err(CoreError::Store(_)) => "store",
+            Err(CoreError::NotAttempted) => "not attempted",
+            Err(_) => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["accepted", "store", "not attempted", "not attempted"]
+    );
+    // Nothing after the failed event reached a topic.
+    for topic in ["a", "b"] {
+        let held: Vec<String> = gateway
+            .store()
+            .tail(&name(topic), 10)
+            .await
+            .expect("tail")
+            .expect("live")
+            .iter()
+            .map(|copy| copy.event.id.to_string())
+            .collect();
+        let expected: &[&str] = if topic == "a" { &["f1"] } else { &[] };
+        assert_eq!(held, expected, "{topic}'s history");
+    }
+    // The publisher sends the rest again, from the failed one.
+    let outcomes = gateway.publish_all(batch(&sent[1..])).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let mut got_a = Vec::new();
+    for _ in 0..3 {
+        got_a.push(next(&mut on_a).await);
+    }
+    assert_eq!(got_a, ["a:f1", "a:f2", "a:f3"]);
+    let mut got_b = Vec::new();
+    for _ in 0..2 {
+        got_b.push(next(&mut on_b).await);
+    }
+    assert_eq!(got_b, ["b:f3", "b:f4"]);
 }
 
 /// Publishes that land between a resume's join and its read of the histories (the
@@ -1112,6 +1177,11 @@ macro_rules! conformance_tests {
         async fn conformance_append_all_answers_each_as_append_would() {
             let (store, _guard) = $make($crate::conformance::Settings::default()).await;
             $crate::conformance::append_all_answers_each_as_append_would(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_a_batch_stops_at_its_first_failed_event() {
+            let (store, _guard) = $make($crate::conformance::Settings::default()).await;
+            $crate::conformance::a_batch_stops_at_its_first_failed_event(store).await;
         }
         #[tokio::test]
         async fn conformance_races_inside_a_resume_come_once() {

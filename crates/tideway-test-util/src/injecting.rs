@@ -16,12 +16,13 @@ use tideway_protocol::{EventData, EventId, TopicList, TopicName};
 /// Wraps a store; before each `read_since` it appends the publishes queued with
 /// [`Injecting::before_next_read`], one `append` each, as concurrent publishers would;
 /// a `join` of a topic given to [`Injecting::fail_next_join`] fails as an unreachable
-/// store would.
+/// store would, and so does the append of an id given to [`Injecting::fail_append_of`].
 #[derive(Clone)]
 pub struct Injecting<S> {
     inner: S,
     pending: Arc<Mutex<Vec<(TopicList, String)>>>,
     failing_joins: Arc<Mutex<Vec<TopicName>>>,
+    failing_appends: Arc<Mutex<Vec<EventId>>>,
     /// Publishes landed so far.
     pub landed: Arc<AtomicU64>,
 }
@@ -33,6 +34,7 @@ impl<S> Injecting<S> {
             inner,
             pending: Arc::default(),
             failing_joins: Arc::default(),
+            failing_appends: Arc::default(),
             landed: Arc::default(),
         }
     }
@@ -43,6 +45,25 @@ impl<S> Injecting<S> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(topic);
+    }
+
+    /// The next append of the event `id` fails (and appends nothing), alone or in a batch.
+    pub fn fail_append_of(&self, id: &str) {
+        self.failing_appends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(EventId::parse(id.as_bytes()).expect("a valid id"));
+    }
+
+    /// Whether an append of `id` is to fail; it fails once.
+    fn failing(&self, id: &EventId) -> bool {
+        let mut failing = self
+            .failing_appends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = failing.len();
+        failing.retain(|failing| failing != id);
+        failing.len() < before
     }
 
     /// Queues publishes (topics, id) to land just before the next resume reads.
@@ -112,13 +133,30 @@ impl<S: Store> Store for Injecting<S> {
         topics: &TopicList,
         event: &Arc<Event>,
     ) -> Result<Vec<Arc<TopicEvent>>, StoreError> {
+        if self.failing(&event.id) {
+            return Err(StoreError::Unavailable(
+                format!("injected: the append of {} fails", event.id).into(),
+            ));
+        }
         self.inner.append(topics, event).await
     }
     async fn append_all(
         &self,
         events: &[(TopicList, Arc<Event>)],
     ) -> Vec<Result<Vec<Arc<TopicEvent>>, StoreError>> {
-        self.inner.append_all(events).await
+        let armed = {
+            let failing = self
+                .failing_appends
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            events.iter().any(|(_, event)| failing.contains(&event.id))
+        };
+        if armed {
+            // One append each, as the default does, so the failing one can fail alone.
+            tideway_core::append_each(self, events).await
+        } else {
+            self.inner.append_all(events).await
+        }
     }
     async fn tail(
         &self,
