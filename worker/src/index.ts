@@ -227,6 +227,25 @@ app.post("/v1/store/append", async (c) => {
   return c.json(await sequencer(c.env).append(strings(body, "topics"), event(body)));
 });
 
+/** The events of a batch publish, at most this many in one message. */
+const MAX_APPEND_ALL = 1000;
+
+app.post("/v1/store/append-all", async (c) => {
+  const list = (await json(c.req.raw)).events;
+  if (!Array.isArray(list) || list.length === 0 || list.length > MAX_APPEND_ALL) {
+    throw new HTTPException(400, {
+      message: `"events" must be an array of 1 to ${MAX_APPEND_ALL} events`,
+    });
+  }
+  const events = list.map((item: unknown, at: number) => {
+    if (typeof item !== "object" || item === null || Array.isArray(item)) {
+      throw new HTTPException(400, { message: `"events[${at}]" must be an object` });
+    }
+    return { topics: strings(item as Body, "topics"), event: event(item as Body) };
+  });
+  return c.json(await sequencer(c.env).appendAll(events));
+});
+
 app.post("/v1/store/tail", async (c) => {
   const body = await json(c.req.raw);
   return c.json(await topic(c.env, string(body, "topic")).tail(count(body, "limit")));

@@ -102,6 +102,26 @@ export class Sequencer extends DurableObject<Env> {
     });
   }
 
+  /**
+   * Publishes `events` one after another, each as `append` would (each its own turn), and
+   * answers each in order. Stops at the first that fails: it is answered with its error
+   * and the events after it are not attempted, so none lands ahead of it.
+   */
+  async appendAll(
+    events: { topics: string[]; event: Event }[],
+  ): Promise<({ epoch: string; copies: TopicEvent[] } | { error: string })[]> {
+    const answers: ({ epoch: string; copies: TopicEvent[] } | { error: string })[] = [];
+    for (const { topics, event } of events) {
+      try {
+        answers.push(await this.append(topics, event));
+      } catch (err) {
+        answers.push({ error: String(err) });
+        break;
+      }
+    }
+    return answers;
+  }
+
   /** Takes the pending publish to every topic, then to every node; returns its copies. */
   private async finish(): Promise<TopicEvent[]> {
     const pending = this.pending;

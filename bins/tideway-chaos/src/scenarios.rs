@@ -82,6 +82,10 @@ pub(crate) const ALL: &[Scenario] = &[
         what: "the Durable-Object Worker (workerd) killed with SIGKILL and started again on its storage while a publisher runs; 3 nodes",
     },
     Scenario {
+        name: "batch-worker-restart",
+        what: "batches of 8 through POST /v1/publish/batch while the Durable-Object Worker (workerd) is killed with SIGKILL and started again on its storage; 3 nodes; the publisher sends again from the first failed event, and its events must land in its order",
+    },
+    Scenario {
         name: "worker-node-kill",
         what: "Durable-Object Worker: kill -9 of a node with subscribers, which resume on another node",
     },
@@ -107,6 +111,7 @@ pub(crate) async fn run(scenario: &Scenario, tideway: &Path) -> Value {
         "resume-storm" => resume_storm(tideway).await,
         "clock-skew" => clock_skew(tideway).await,
         "worker-restart" => worker_restart(tideway).await,
+        "batch-worker-restart" => batch_worker_restart(tideway).await,
         "worker-node-kill" => node_kill_on(Run::start_worker(tideway, 3, &[])).await,
         "cluster-primary-kill" => crate::sharded::primary_kill(tideway).await,
         "cluster-reshard" => crate::sharded::reshard(tideway).await,
@@ -457,7 +462,39 @@ async fn batch_redis_faults(tideway: &Path) -> Result<Outcome, String> {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     run.redis.resume();
     let _ = load.await;
-    let mut outcome = run.settle(1, subs, false, notes).await;
+    let outcome = run.settle(1, subs, false, notes).await;
+    Ok(batch_order_kept(outcome, &order))
+}
+
+async fn batch_worker_restart(tideway: &Path) -> Result<Outcome, String> {
+    let mut run = Run::start_worker(tideway, 3, &[]);
+    let mut subs = run.subscribe(1, &["a", "b"], 4).await;
+    subs.extend(run.subscribe(2, &["a"], 2).await);
+    let (load, order) = crate::cluster::batch_publisher(
+        &run.addr(0),
+        "p",
+        1200,
+        8,
+        Duration::from_millis(20),
+        rotate,
+        run.ledger.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Blocks this thread until workerd answers again, a few seconds.
+    let started = Instant::now();
+    tokio::task::block_in_place(|| run.redis.restart());
+    let notes = vec![format!(
+        "the Worker was down and starting again for {} ms",
+        started.elapsed().as_millis()
+    )];
+    let _ = load.await;
+    let outcome = run.settle(1, subs, false, notes).await;
+    Ok(batch_order_kept(outcome, &order))
+}
+
+/// Adds to `outcome` what a batch publisher saw of its events' order: none may land out
+/// of it or past a failed event of its batch, and some batch must have met the fault.
+fn batch_order_kept(mut outcome: Outcome, order: &crate::cluster::BatchOrder) -> Outcome {
     let resent = order.resent.load(Relaxed);
     outcome
         .notes
@@ -479,7 +516,7 @@ async fn batch_redis_faults(tideway: &Path) -> Result<Outcome, String> {
             .unmet
             .push("no batch met a fault: nothing here was tested".to_owned());
     }
-    Ok(outcome)
+    outcome
 }
 
 async fn node_pause(tideway: &Path) -> Result<Outcome, String> {

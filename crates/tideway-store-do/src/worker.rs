@@ -369,6 +369,27 @@ impl Http {
     }
 }
 
+/// Events of a batch in one message to the Worker, at most: each is appended in turn
+/// there, and the message must be answered within [`REQUEST_TIMEOUT`].
+const APPEND_ALL_EVENTS: usize = 100;
+/// A message's events' data, at most (the first event goes whatever its size), well
+/// inside the Worker's 8 MiB body limit.
+const APPEND_ALL_BYTES: usize = 1 << 20;
+
+/// How many of `events` (at least one) the next message to the Worker carries.
+fn append_all_chunk(events: &[(TopicList, Arc<Event>)]) -> usize {
+    let mut bytes = 0;
+    events
+        .iter()
+        .take(APPEND_ALL_EVENTS)
+        .position(|(_, event)| {
+            bytes += event.data.as_str().len();
+            bytes > APPEND_ALL_BYTES
+        })
+        .unwrap_or(events.len().min(APPEND_ALL_EVENTS))
+        .max(1)
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(answer: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(answer).map_err(|err| unavailable(WorkerError::Answer(err.to_string())))
 }
@@ -1140,6 +1161,86 @@ impl Store for WorkerStore {
         topic_events(appended.copies, epoch_number(&appended.epoch)?)
     }
 
+    /// One message to the Worker per chunk of at most [`APPEND_ALL_EVENTS`] events (and
+    /// about [`APPEND_ALL_BYTES`] of data), each sent when the one before was answered:
+    /// the Worker appends a chunk's events one after another and stops at the first that
+    /// fails. A chunk whose answer never came ends the batch, each of its events answered
+    /// with the error (some may have landed: their retries are answered as such). A
+    /// Worker older than this route answers 404, and the batch fails with that: deploy
+    /// the Worker before the gateways (docs/durable-objects.md).
+    async fn append_all(
+        &self,
+        events: &[(TopicList, Arc<Event>)],
+    ) -> Vec<Result<Vec<Arc<TopicEvent>>, StoreError>> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Answer {
+            Appended {
+                epoch: String,
+                copies: Vec<WireTopicEvent>,
+            },
+            Failed {
+                error: String,
+            },
+        }
+        let mut answers = Vec::with_capacity(events.len());
+        let mut rest = events;
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(append_all_chunk(rest));
+            rest = after;
+            let body = json!({ "events": chunk
+                .iter()
+                .map(|(topics, event)| json!({
+                    "topics": topics.iter().map(TopicName::to_string).collect::<Vec<_>>(),
+                    "event": EventRef::of(event),
+                }))
+                .collect::<Vec<_>>() });
+            let reply = self
+                .http()
+                .call(
+                    Method::POST,
+                    "/v1/store/append-all",
+                    Some(Bytes::from(body.to_string())),
+                )
+                .await;
+            let replies = match reply.and_then(|body| {
+                serde_json::from_slice::<Vec<Answer>>(&body)
+                    .map_err(|err| WorkerError::Answer(err.to_string()))
+            }) {
+                Ok(replies) => replies,
+                Err(err) => {
+                    let message = err.to_string();
+                    answers.push(Err(unavailable(err)));
+                    answers.extend(
+                        chunk[1..]
+                            .iter()
+                            .map(|_| Err(StoreError::Unavailable(message.clone().into()))),
+                    );
+                    break;
+                }
+            };
+            let whole = replies.len() == chunk.len();
+            for reply in replies {
+                let answer = match reply {
+                    Answer::Appended { epoch, copies } => {
+                        epoch_number(&epoch).and_then(|epoch| topic_events(copies, epoch))
+                    }
+                    Answer::Failed { error } => Err(unavailable(WorkerError::Answer(error))),
+                };
+                let failed = answer.is_err();
+                answers.push(answer);
+                if failed {
+                    return answers;
+                }
+            }
+            if !whole {
+                // Fewer answers with no error: core counts the rest as failed.
+                break;
+            }
+        }
+        answers
+    }
+
     async fn tail(
         &self,
         topic: &TopicName,
@@ -1193,6 +1294,38 @@ impl Store for WorkerStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sized(sizes: &[usize]) -> Vec<(TopicList, Arc<Event>)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(n, size)| {
+                let event = Event {
+                    id: EventId::parse(format!("e{n}").as_bytes()).expect("an id"),
+                    event_type: None,
+                    data: tideway_protocol::EventData::parse(Bytes::from("x".repeat(*size)))
+                        .expect("data"),
+                    published_at: 0,
+                };
+                (TopicList::parse(b"t", 8).expect("a topic"), Arc::new(event))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_goes_to_the_worker_100_events_or_1_mib_of_data_at_a_time() {
+        assert_eq!(append_all_chunk(&sized(&[10; 99])), 99);
+        assert_eq!(append_all_chunk(&sized(&[10; 100])), 100);
+        assert_eq!(append_all_chunk(&sized(&[10; 101])), 100, "past 100 events");
+        let half = APPEND_ALL_BYTES / 2;
+        assert_eq!(append_all_chunk(&sized(&[half, half, 1])), 2, "past 1 MiB");
+        assert_eq!(append_all_chunk(&sized(&[half, half])), 2, "exactly 1 MiB");
+        assert_eq!(
+            append_all_chunk(&sized(&[APPEND_ALL_BYTES + 1, 1])),
+            1,
+            "an event larger than a message still goes, alone"
+        );
+    }
 
     #[test]
     fn the_worker_url_is_http_or_https_host_and_port() {

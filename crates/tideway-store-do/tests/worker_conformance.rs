@@ -106,7 +106,40 @@ async fn the_worker_refuses_what_no_node_would_send() {
             refused.text()
         );
     }
-    let cases: [(&str, &[u8], u16, &str); 9] = [
+    let event = r#"{"topics":["a"],"event":{"id":"e","type":null,"data":"x","publishedAt":1}}"#;
+    let many = |n: usize| format!(r#"{{"events":[{}]}}"#, vec![event; n].join(","));
+    let (at_most, one_past) = (many(1000), many(1001));
+    let cases: [(&str, &[u8], u16, &str); 14] = [
+        (
+            "/v1/store/append-all",
+            br#"{"events":[]}"#,
+            400,
+            r#""events" must be an array of 1 to 1000 events"#,
+        ),
+        (
+            "/v1/store/append-all",
+            one_past.as_bytes(),
+            400,
+            r#""events" must be an array of 1 to 1000 events"#,
+        ),
+        (
+            "/v1/store/append-all",
+            br#"{"events":{}}"#,
+            400,
+            r#""events" must be an array"#,
+        ),
+        (
+            "/v1/store/append-all",
+            br#"{"events":[{"topics":["a"],"event":{"id":"e","type":null,"data":"x","publishedAt":1}},7]}"#,
+            400,
+            r#""events[1]" must be an object"#,
+        ),
+        (
+            "/v1/store/append-all",
+            br#"{"events":[{"topics":["a"],"event":{"id":"e","type":null,"data":7,"publishedAt":1}}]}"#,
+            400,
+            r#""event.data" must be a string"#,
+        ),
         ("/v1/store/live", b"not json", 400, "the body must be JSON"),
         ("/v1/store/live", br#"["a"]"#, 400, "a JSON object"),
         (
@@ -147,6 +180,24 @@ async fn the_worker_refuses_what_no_node_would_send() {
         ),
         ("/v1/store/nowhere", b"{}", 404, "no such route"),
     ];
+    // 1,000 events are taken (a topic nobody follows: each answered, appended nowhere).
+    let taken = client
+        .raw(
+            send(
+                "/v1/store/append-all",
+                vec![auth.clone()],
+                at_most.into_bytes(),
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert_eq!(taken.status, 200, "{}", taken.text());
+    assert_eq!(
+        taken.json().as_array().map(Vec::len),
+        Some(1000),
+        "{}",
+        taken.text()
+    );
     for (path, body, status, says) in cases {
         let answer = client
             .raw(send(path, vec![auth.clone()], body.to_vec()).as_bytes())
