@@ -140,53 +140,46 @@ const REDIS_CLUSTER: &[&str] = &[
     "{redis}",
 ];
 
+/// Unicast to 2,000 subscribers on three nodes, nine publishers spread over them, at
+/// `rates`, with `extra` flags for the load generator.
+macro_rules! unicast_3_nodes {
+    ($rates:literal $(, $extra:literal)*) => {
+        &[
+            "unicast",
+            "--connections",
+            "2000",
+            "--body",
+            "256",
+            "--publishers",
+            "9",
+            $($extra,)*
+            "--sub-addr",
+            "{addr0},{addr1},{addr2}",
+            "--pub-addr",
+            "{addr0},{addr1},{addr2}",
+            "--pid",
+            "{pid0},{pid1},{pid2}",
+            "--rates",
+            $rates,
+            "--knee-ms",
+            "50",
+        ]
+    };
+}
 /// Unicast to 2,000 subscribers spread over three nodes, with a publisher on every node:
 /// the publish rate a deployment reaches through its shared Redis. Judged by throughput
 /// (p99 ≤ 50 ms): on one machine the Redis processes, the three nodes and the load
 /// generator share its cores, so latency measures the crowding more than the path.
-const UNICAST_3_NODES: &[&str] = &[
-    "unicast",
-    "--connections",
-    "2000",
-    "--body",
-    "256",
-    "--publishers",
-    "9",
-    "--sub-addr",
-    "{addr0},{addr1},{addr2}",
-    "--pub-addr",
-    "{addr0},{addr1},{addr2}",
-    "--pid",
-    "{pid0},{pid1},{pid2}",
-    "--rates",
-    "1000,2000,3000,4000,6000,8000,12000,16000,24000",
-    "--knee-ms",
-    "50",
-];
+const UNICAST_3_NODES: &[&str] =
+    unicast_3_nodes!("1000,2000,3000,4000,6000,8000,12000,16000,24000");
 
 /// [`UNICAST_3_NODES`] with batches of 100: a batch is one script per 100 events on one
 /// Redis, against one per event for single publishes.
-const UNICAST_3_NODES_BATCH100: &[&str] = &[
-    "unicast",
-    "--connections",
-    "2000",
-    "--body",
-    "256",
-    "--publishers",
-    "9",
-    "--batch",
-    "100",
-    "--sub-addr",
-    "{addr0},{addr1},{addr2}",
-    "--pub-addr",
-    "{addr0},{addr1},{addr2}",
-    "--pid",
-    "{pid0},{pid1},{pid2}",
-    "--rates",
+const UNICAST_3_NODES_BATCH100: &[&str] = unicast_3_nodes!(
     "4000,8000,16000,24000,32000,48000,64000,96000,128000",
-    "--knee-ms",
-    "50",
-];
+    "--batch",
+    "100"
+);
 
 /// Idle connections: as many as the open-file cap of 20,000 per process leaves room for
 /// in both the server and the load generator.

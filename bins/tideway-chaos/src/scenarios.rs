@@ -302,6 +302,26 @@ impl<R: SharedStore> Run<R> {
         )
     }
 
+    /// A batch publisher named `name` on node `node`: `count` events, 8 to a batch, a
+    /// batch every 20 ms (see [`crate::cluster::batch_publisher`]).
+    pub(crate) fn publish_batches(
+        &self,
+        node: usize,
+        name: &str,
+        count: u64,
+        plan: fn(u64) -> &'static [&'static str],
+    ) -> (tokio::task::JoinHandle<()>, Arc<crate::cluster::BatchOrder>) {
+        crate::cluster::batch_publisher(
+            &self.nodes[node].addr,
+            name,
+            count,
+            8,
+            Duration::from_millis(20),
+            plan,
+            self.ledger.clone(),
+        )
+    }
+
     /// The sum over the live nodes of a counter of `/metrics`.
     pub(crate) async fn metric(&self, name: &str) -> u64 {
         let mut sum = 0;
@@ -442,15 +462,7 @@ async fn batch_redis_faults(tideway: &Path) -> Result<Outcome, String> {
     let run = Run::start(tideway, 2, &[]);
     let mut subs = run.subscribe(1, &["a", "b"], 4).await;
     subs.extend(run.subscribe(0, &["a"], 2).await);
-    let (load, order) = crate::cluster::batch_publisher(
-        &run.addr(0),
-        "p",
-        1200,
-        8,
-        Duration::from_millis(20),
-        rotate,
-        run.ledger.clone(),
-    );
+    let (load, order) = run.publish_batches(0, "p", 1200, rotate);
     let mut notes = Vec::new();
     tokio::time::sleep(Duration::from_millis(500)).await;
     for kind in ["normal", "pubsub", "normal"] {
@@ -470,23 +482,8 @@ async fn batch_worker_restart(tideway: &Path) -> Result<Outcome, String> {
     let mut run = Run::start_worker(tideway, 3, &[]);
     let mut subs = run.subscribe(1, &["a", "b"], 4).await;
     subs.extend(run.subscribe(2, &["a"], 2).await);
-    let (load, order) = crate::cluster::batch_publisher(
-        &run.addr(0),
-        "p",
-        1200,
-        8,
-        Duration::from_millis(20),
-        rotate,
-        run.ledger.clone(),
-    );
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    // Blocks this thread until workerd answers again, a few seconds.
-    let started = Instant::now();
-    tokio::task::block_in_place(|| run.redis.restart());
-    let notes = vec![format!(
-        "the Worker was down and starting again for {} ms",
-        started.elapsed().as_millis()
-    )];
+    let (load, order) = run.publish_batches(0, "p", 1200, rotate);
+    let notes = restart_worker_after(&mut run, Duration::from_millis(700)).await;
     let _ = load.await;
     let outcome = run.settle(1, subs, false, notes).await;
     Ok(batch_order_kept(outcome, &order))
@@ -564,19 +561,25 @@ async fn node_kill_on<R: SharedStore>(mut run: Run<R>) -> Result<Outcome, String
     Ok(run.settle(1, subs, false, Vec::new()).await)
 }
 
+/// Waits `delay`, then kills workerd with SIGKILL and starts it again on its storage;
+/// says how long it was away.
+async fn restart_worker_after(run: &mut Run<Worker>, delay: Duration) -> Vec<String> {
+    tokio::time::sleep(delay).await;
+    // Blocks this thread until workerd answers again, a few seconds.
+    let started = Instant::now();
+    tokio::task::block_in_place(|| run.redis.restart());
+    vec![format!(
+        "the Worker was down and starting again for {} ms",
+        started.elapsed().as_millis()
+    )]
+}
+
 async fn worker_restart(tideway: &Path) -> Result<Outcome, String> {
     let mut run = Run::start_worker(tideway, 3, &[]);
     let mut subs = run.subscribe(1, &["a", "b"], 4).await;
     subs.extend(run.subscribe(2, &["a"], 2).await);
     let load = run.publish(0, "p", 800, 5, rotate);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    // Blocks this thread until workerd answers again, a few seconds.
-    let started = Instant::now();
-    tokio::task::block_in_place(|| run.redis.restart());
-    let notes = vec![format!(
-        "the Worker was down and starting again for {} ms",
-        started.elapsed().as_millis()
-    )];
+    let notes = restart_worker_after(&mut run, Duration::from_millis(700)).await;
     let _ = load.await;
     let mut outcome = run.settle(1, subs, false, notes).await;
     let repairs = run.metric("tideway_delivery_repairs_total").await;
