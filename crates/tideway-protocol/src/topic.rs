@@ -206,7 +206,10 @@ impl TopicName {
 impl TopicList {
     /// Every topic inside `tenant`'s namespace.
     pub fn in_tenant(&self, tenant: &Tenant) -> Self {
-        Self(self.0.iter().map(|t| t.in_tenant(tenant)).collect())
+        Self(match &self.0 {
+            Names::One([one]) => Names::One([one.in_tenant(tenant)]),
+            Names::Many(many) => Names::Many(many.iter().map(|t| t.in_tenant(tenant)).collect()),
+        })
     }
 }
 
@@ -246,9 +249,52 @@ impl AsRef<str> for TopicName {
 }
 
 /// A non-empty list of distinct topic names, in the order first given.
-#[derive(Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct TopicList(Vec<TopicName>);
+#[derive(Clone, PartialEq, Eq)]
+pub struct TopicList(Names);
+
+/// A list's names. Most lists name one topic, held inline: no allocation of its own for
+/// a one-topic publish or subscriber. `Many` always holds two or more, so each list has
+/// one form and the derived equality is the names'.
+#[derive(Clone, PartialEq, Eq)]
+enum Names {
+    One([TopicName; 1]),
+    Many(Vec<TopicName>),
+}
+
+impl Names {
+    fn as_slice(&self) -> &[TopicName] {
+        match self {
+            Self::One(one) => one,
+            Self::Many(many) => many,
+        }
+    }
+
+    /// `names` (non-empty) in their form.
+    fn of(mut names: Vec<TopicName>) -> Self {
+        match names.len() {
+            1 => Self::One([names.remove(0)]),
+            _ => Self::Many(names),
+        }
+    }
+
+    /// Appends `name` to `names` (which `None` starts empty).
+    fn push(names: &mut Option<Self>, name: TopicName) {
+        *names = Some(match names.take() {
+            None => Self::One([name]),
+            Some(Self::One([first])) => Self::Many(vec![first, name]),
+            Some(Self::Many(mut many)) => {
+                many.push(name);
+                Self::Many(many)
+            }
+        });
+    }
+}
+
+impl Serialize for TopicList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.names().serialize(serializer)
+    }
+}
 
 /// Why a topic list is not legal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -294,8 +340,8 @@ impl TopicList {
         values: impl IntoIterator<Item = &'a [u8]>,
         max: usize,
     ) -> Result<Self, TopicError> {
-        // Most lists name one topic: room for exactly that, grown only for more.
-        let mut names: Vec<TopicName> = Vec::with_capacity(1);
+        // Most lists name one topic: held inline, a vector only for more.
+        let mut names: Option<Names> = None;
         let mut position = 0;
         for value in values {
             let text = std::str::from_utf8(value).map_err(|_| TopicError::NotUtf8)?;
@@ -310,23 +356,21 @@ impl TopicList {
                 }
                 // Linear search keeps the first-given order and beats hashing for the
                 // handful of topics a request names.
-                if names.iter().any(|n| n.as_str() == entry) {
+                let held = names.as_ref().map_or(&[][..], Names::as_slice);
+                if held.iter().any(|n| n.as_str() == entry) {
                     continue;
                 }
                 let name = TopicName::parse(entry)?;
-                if names.len() == max {
+                if held.len() == max {
                     return Err(TopicError::TooMany {
                         count: count_distinct(text),
                         max,
                     });
                 }
-                names.push(name);
+                Names::push(&mut names, name);
             }
         }
-        if names.is_empty() {
-            return Err(TopicError::Missing);
-        }
-        Ok(Self(names))
+        names.map(Self).ok_or(TopicError::Missing)
     }
 
     /// A list of exactly the given names, which must be distinct and non-empty.
@@ -335,44 +379,44 @@ impl TopicList {
             .iter()
             .enumerate()
             .all(|(i, n)| !names[..i].contains(n));
-        (!names.is_empty() && distinct).then_some(Self(names))
+        (!names.is_empty() && distinct).then(|| Self(Names::of(names)))
     }
 
     /// The names, in the order first given.
     pub fn names(&self) -> &[TopicName] {
-        &self.0
+        self.0.as_slice()
     }
 
     /// How many distinct names the list holds (at least one).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.names().len()
     }
 
     /// Always false: a list holds at least one name. Here for clippy's `len` convention.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.names().is_empty()
     }
 
     /// Iterates over the names.
     pub fn iter(&self) -> std::slice::Iter<'_, TopicName> {
-        self.0.iter()
+        self.names().iter()
     }
 
     /// Whether `name` is in the list.
     pub fn contains(&self, name: &str) -> bool {
-        self.0.iter().any(|n| n.as_str() == name)
+        self.iter().any(|n| n.as_str() == name)
     }
 }
 
 impl fmt::Debug for TopicList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.0).finish()
+        f.debug_list().entries(self.names()).finish()
     }
 }
 
 impl fmt::Display for TopicList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, name) in self.0.iter().enumerate() {
+        for (i, name) in self.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
@@ -387,7 +431,7 @@ impl<'a> IntoIterator for &'a TopicList {
     type IntoIter = std::slice::Iter<'a, TopicName>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.iter()
     }
 }
 
@@ -554,6 +598,32 @@ mod tests {
             prop_assert_eq!(list.len(), distinct.len());
             for (got, want) in list.iter().zip(distinct) {
                 prop_assert_eq!(got.as_str(), want.as_str());
+            }
+        }
+
+        /// However a list is built (parsed, from names, through serde, put in a tenant),
+        /// the same names make an equal list that writes the same JSON and text, whether
+        /// it holds one name inline or more in a vector.
+        #[test]
+        fn every_way_to_a_list_agrees(names in proptest::collection::vec(name_strategy(), 1..5)) {
+            let parsed = TopicList::parse(names.join(",").as_bytes(), DEFAULT_MAX_TOPICS).unwrap();
+            let distinct: Vec<TopicName> = parsed.iter().cloned().collect();
+            let built = TopicList::from_names(distinct.clone()).unwrap();
+            prop_assert_eq!(&parsed, &built);
+            let json = serde_json::to_string(&parsed).unwrap();
+            let texts: Vec<&str> = distinct.iter().map(TopicName::as_str).collect();
+            prop_assert_eq!(&json, &serde_json::to_string(&texts).unwrap());
+            let read: TopicList = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(&read, &parsed);
+            prop_assert_eq!(parsed.to_string(), texts.join(","));
+            let tenant = Tenant::parse("acme").unwrap();
+            let inside = parsed.in_tenant(&tenant);
+            prop_assert_eq!(inside.len(), parsed.len());
+            let each: Vec<TopicName> = distinct.iter().map(|n| n.in_tenant(&tenant)).collect();
+            prop_assert_eq!(&inside, &TopicList::from_names(each).unwrap());
+            // A list of one and a list of more never compare equal.
+            if let Some(first) = distinct.first().filter(|_| distinct.len() > 1) {
+                prop_assert_ne!(&TopicList::from_names(vec![first.clone()]).unwrap(), &parsed);
             }
         }
 
