@@ -70,6 +70,10 @@ pub(crate) const ALL: &[Scenario] = &[
         what: "Redis Cluster (3 primaries, 3 replicas), 3 nodes publishing to 24 topics over every shard: a primary killed with SIGKILL, its replica promoted",
     },
     Scenario {
+        name: "cluster-batch-primary-kill",
+        what: "Redis Cluster: batches through POST /v1/publish/batch from 3 nodes, 20 events in a row to each topic (one script per run on its shard), while a primary is killed with SIGKILL and its replica promoted; each publisher sends again from its first failed event, and its events must land in its order",
+    },
+    Scenario {
         name: "cluster-reshard",
         what: "Redis Cluster: 4000 slots moved from the primary holding the most topics to another (redis-cli --cluster reshard) while 3 nodes publish; nodes notice the move, subscribe again and read back what they missed",
     },
@@ -114,6 +118,7 @@ pub(crate) async fn run(scenario: &Scenario, tideway: &Path) -> Value {
         "batch-worker-restart" => batch_worker_restart(tideway).await,
         "worker-node-kill" => node_kill_on(Run::start_worker(tideway, 3, &[])).await,
         "cluster-primary-kill" => crate::sharded::primary_kill(tideway).await,
+        "cluster-batch-primary-kill" => crate::sharded::batch_primary_kill(tideway).await,
         "cluster-reshard" => crate::sharded::reshard(tideway).await,
         "cluster-pubsub-kill" => crate::sharded::pubsub_kill(tideway).await,
         _ => Err("no such scenario".to_owned()),
@@ -475,7 +480,7 @@ async fn batch_redis_faults(tideway: &Path) -> Result<Outcome, String> {
     run.redis.resume();
     let _ = load.await;
     let outcome = run.settle(1, subs, false, notes).await;
-    Ok(batch_order_kept(outcome, &order))
+    Ok(batch_order_kept(outcome, &[order]))
 }
 
 async fn batch_worker_restart(tideway: &Path) -> Result<Outcome, String> {
@@ -486,23 +491,29 @@ async fn batch_worker_restart(tideway: &Path) -> Result<Outcome, String> {
     let notes = restart_worker_after(&mut run, Duration::from_millis(700)).await;
     let _ = load.await;
     let outcome = run.settle(1, subs, false, notes).await;
-    Ok(batch_order_kept(outcome, &order))
+    Ok(batch_order_kept(outcome, &[order]))
 }
 
-/// Adds to `outcome` what a batch publisher saw of its events' order: none may land out
-/// of it or past a failed event of its batch, and some batch must have met the fault.
-fn batch_order_kept(mut outcome: Outcome, order: &crate::cluster::BatchOrder) -> Outcome {
-    let resent = order.resent.load(Relaxed);
+/// Adds to `outcome` what the batch publishers saw of their events' order: none may land
+/// out of it or past a failed event of its batch, and some batch must have met the fault.
+pub(crate) fn batch_order_kept(
+    mut outcome: Outcome,
+    orders: &[Arc<crate::cluster::BatchOrder>],
+) -> Outcome {
+    let sum = |count: fn(&crate::cluster::BatchOrder) -> u64| -> u64 {
+        orders.iter().map(|order| count(order)).sum()
+    };
+    let resent = sum(|o| o.resent.load(Relaxed));
     outcome
         .notes
         .push(format!("batches sent again after a failure: {resent}"));
-    let out_of_order = order.out_of_order.load(Relaxed);
+    let out_of_order = sum(|o| o.out_of_order.load(Relaxed));
     if out_of_order > 0 {
         outcome.unmet.push(format!(
             "{out_of_order} events landed out of their publisher's order"
         ));
     }
-    let past = order.accepted_after_a_failure.load(Relaxed);
+    let past = sum(|o| o.accepted_after_a_failure.load(Relaxed));
     if past > 0 {
         outcome.unmet.push(format!(
             "{past} events were published past a failed event of their batch"

@@ -68,19 +68,43 @@ async fn finish(
     run.settle(0, subscribers, quiet, notes).await
 }
 
+/// Waits `delay`, kills a primary with SIGKILL and waits for its replica to take over;
+/// says which.
+async fn kill_a_primary_after(run: &mut Run<RedisCluster>, delay: Duration) -> Vec<String> {
+    tokio::time::sleep(delay).await;
+    let victim = run.redis.primaries()[0];
+    run.redis.kill(victim);
+    tokio::task::block_in_place(|| run.redis.wait_failover(victim));
+    vec![format!(
+        "killed the primary on port {victim}; primaries now {:?}",
+        run.redis.primaries()
+    )]
+}
+
 /// A primary killed with SIGKILL while every node publishes; its replica takes over.
 pub(crate) async fn primary_kill(tideway: &Path) -> Result<Outcome, String> {
     let (mut run, subscribers) = start(tideway).await;
     let loads = load(&run, 300);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let victim = run.redis.primaries()[0];
-    run.redis.kill(victim);
-    tokio::task::block_in_place(|| run.redis.wait_failover(victim));
-    let notes = vec![format!(
-        "killed the primary on port {victim}; primaries now {:?}",
-        run.redis.primaries()
-    )];
+    let notes = kill_a_primary_after(&mut run, Duration::from_millis(800)).await;
     Ok(finish(&run, loads, subscribers, false, notes).await)
+}
+
+/// Which topic event `n` of a batch publisher goes to: 20 in a row to one topic, then
+/// the next, around the spread.
+fn runs(n: u64) -> &'static [&'static str] {
+    let i = ((n / 20) % 24) as usize;
+    &SPREAD[i..=i]
+}
+
+/// [`primary_kill`] with batch publishers whose batches hold runs of one topic.
+pub(crate) async fn batch_primary_kill(tideway: &Path) -> Result<Outcome, String> {
+    let (mut run, subscribers) = start(tideway).await;
+    let (loads, orders): (Vec<_>, Vec<_>) = (0..3)
+        .map(|node| run.publish_batches(node, &format!("b{node}"), 480, runs))
+        .unzip();
+    let notes = kill_a_primary_after(&mut run, Duration::from_millis(800)).await;
+    let outcome = finish(&run, loads, subscribers, false, notes).await;
+    Ok(crate::scenarios::batch_order_kept(outcome, &orders))
 }
 
 /// Slots the reshard moves, of the about 5461 each primary starts with.

@@ -38,4 +38,6 @@ pub use record::{
 };
 pub use resume::{Gap, GapReason, HistoryRead, TopicHistory, new_epoch};
 pub use stats::{Histogram, LATENCY_BUCKETS_US, Stats};
-pub use store::{Drift, Order, Store, StoreError, append_each, connection_digest, spawn_heartbeat};
+pub use store::{
+    Drift, Order, Store, StoreError, append_each, connection_digest, spawn_heartbeat, step_failed,
+};

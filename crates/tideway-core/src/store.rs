@@ -279,6 +279,20 @@ pub fn spawn_heartbeat<T, F, Fut>(
     });
 }
 
+/// The answers for `count` events of a batch that one step of a store (one script, one
+/// message) took and failed with `err`: each of them answered with the error, since any
+/// of them may have landed (its retry is answered as such). The store's batch ends there.
+pub fn step_failed(
+    err: StoreError,
+    count: usize,
+) -> impl Iterator<Item = Result<Vec<Arc<TopicEvent>>, StoreError>> {
+    let message = match &err {
+        StoreError::Unavailable(source) => source.to_string(),
+    };
+    std::iter::once(Err(err))
+        .chain((1..count).map(move |_| Err(StoreError::Unavailable(message.clone().into()))))
+}
+
 /// [`Store::append_all`] as one [`Store::append`] per event, stopping at the first error:
 /// the default, and what a store wrapper that changes `append` calls to keep its rule.
 pub async fn append_each<S: Store + ?Sized>(

@@ -1209,13 +1209,7 @@ impl Store for WorkerStore {
             }) {
                 Ok(replies) => replies,
                 Err(err) => {
-                    let message = err.to_string();
-                    answers.push(Err(unavailable(err)));
-                    answers.extend(
-                        chunk[1..]
-                            .iter()
-                            .map(|_| Err(StoreError::Unavailable(message.clone().into()))),
-                    );
+                    answers.extend(tideway_core::step_failed(unavailable(err), chunk.len()));
                     break;
                 }
             };

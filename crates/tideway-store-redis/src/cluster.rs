@@ -41,7 +41,7 @@ use tideway_protocol::{EventId, PrehashedMap, TopicList, TopicName};
 use crate::{
     RedisConfig, clients, cluster_scripts::ClusterScripts, decode_event, encode_event,
     epoch_candidate, epoch_number, number, parse_connections, parse_nodes, range, tenant_of, text,
-    topic_record, unavailable, values,
+    topic_record, unavailable, values, wrong_count,
 };
 
 /// The Redis Cluster store. Cloning bumps a reference count.
@@ -1000,22 +1000,65 @@ impl Store for RedisClusterStore {
         Ok(topics
             .iter()
             .zip(replies)
-            .filter_map(|(topic, reply)| {
-                let reply = values(reply);
-                if reply.first().map(number).unwrap_or(0) == 0 {
-                    return None;
-                }
-                let epoch = epoch_number(&text(reply.get(1)?));
-                let seq = number(reply.get(2)?);
-                Some(Arc::new(TopicEvent::new(
-                    topic.clone(),
-                    seq,
-                    epoch,
-                    seq,
-                    event.clone(),
-                )))
-            })
+            .filter_map(|(topic, reply)| topic_appended(topic, reply, event))
             .collect())
+    }
+
+    /// A batch's consecutive events to one topic alone (a queue of one topic replayed)
+    /// go in one script per [`APPEND_CHUNK`](crate::APPEND_CHUNK) of them, on that
+    /// topic's shard; any other event is appended as `append` does. One step after
+    /// another, ending at the first that fails (every event of a failed script answered
+    /// with its error).
+    async fn append_all(
+        &self,
+        events: &[(TopicList, Arc<Event>)],
+    ) -> Vec<Result<Vec<Arc<TopicEvent>>, StoreError>> {
+        let mut answers = Vec::with_capacity(events.len());
+        let mut rest = events;
+        while let Some((topics, event)) = rest.first() {
+            let run = one_topic_run(rest);
+            let (step, after) = rest.split_at(run.max(1));
+            rest = after;
+            if run < 2 {
+                let answer = self.append(topics, event).await;
+                let failed = answer.is_err();
+                answers.push(answer);
+                if failed {
+                    break;
+                }
+                continue;
+            }
+            let topic = &topics.names()[0];
+            let mut args = vec![
+                self.shared.config.history.to_string(),
+                unix_millis().to_string(),
+            ];
+            for (_, event) in step {
+                args.push(encode_event(event));
+                args.push(event.id.to_string());
+            }
+            let replies = match self
+                .topic(&self.shared.scripts.topic.append_run, topic, args)
+                .await
+            {
+                Ok(reply) => values(reply),
+                Err(err) => {
+                    answers.extend(tideway_core::step_failed(err, step.len()));
+                    break;
+                }
+            };
+            if replies.len() != step.len() {
+                answers.extend(tideway_core::step_failed(
+                    wrong_count(replies.len(), step.len()),
+                    step.len(),
+                ));
+                break;
+            }
+            answers.extend(replies.into_iter().zip(step).map(|(reply, (_, event))| {
+                Ok(topic_appended(topic, reply, event).into_iter().collect())
+            }));
+        }
+        answers
     }
 
     async fn tail(
@@ -1108,12 +1151,79 @@ impl Store for RedisClusterStore {
     }
 }
 
+/// How many of `events`, from the first, go to one and the same topic alone (at most
+/// [`APPEND_CHUNK`](crate::APPEND_CHUNK)); 0 when the first goes to several topics.
+fn one_topic_run(events: &[(TopicList, Arc<Event>)]) -> usize {
+    let Some(((first, _), _)) = events.split_first() else {
+        return 0;
+    };
+    if first.len() != 1 {
+        return 0;
+    }
+    events
+        .iter()
+        .take(crate::APPEND_CHUNK)
+        .take_while(|(topics, _)| topics.names() == first.names())
+        .count()
+}
+
+/// What the topic's append script answered for `event`: its copy, or none when the topic
+/// is not live.
+fn topic_appended(topic: &TopicName, reply: Value, event: &Arc<Event>) -> Option<Arc<TopicEvent>> {
+    let reply = values(reply);
+    if reply.first().map(number).unwrap_or(0) == 0 {
+        return None;
+    }
+    let epoch = epoch_number(&text(reply.get(1)?));
+    let seq = number(reply.get(2)?);
+    Some(Arc::new(TopicEvent::new(
+        topic.clone(),
+        seq,
+        epoch,
+        seq,
+        event.clone(),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn id(text: &str) -> EventId {
         EventId::parse(text.as_bytes()).unwrap()
+    }
+
+    fn batch(lists: &[&str]) -> Vec<(TopicList, Arc<Event>)> {
+        lists
+            .iter()
+            .enumerate()
+            .map(|(n, list)| {
+                let event = Event {
+                    id: id(&format!("e{n}")),
+                    event_type: None,
+                    data: tideway_protocol::EventData::parse("x".into()).unwrap(),
+                    published_at: 0,
+                };
+                (
+                    TopicList::parse(list.as_bytes(), 8).unwrap(),
+                    Arc::new(event),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_is_the_first_events_to_one_topic_alone_at_most_100() {
+        assert_eq!(one_topic_run(&batch(&[])), 0);
+        assert_eq!(
+            one_topic_run(&batch(&["a,b", "a", "a"])),
+            0,
+            "several topics"
+        );
+        assert_eq!(one_topic_run(&batch(&["a", "a", "b", "a"])), 2);
+        assert_eq!(one_topic_run(&batch(&["a", "a,b"])), 1);
+        assert_eq!(one_topic_run(&batch(&["a"; 100])), 100);
+        assert_eq!(one_topic_run(&batch(&["a"; 101])), 100, "past 100 events");
     }
 
     #[test]

@@ -125,44 +125,64 @@ const LIVE: &str = r#"
 return is_live() and 1 or 0
 "#;
 
-/// ARGV: prefix, topic, history length, event blob, event id, the publishing node's
-/// clock (only shown), the publish's other topics ('-' for none). Returns 0 when the
-/// topic is not live; else 1 (appended) or 2 (a retry: the history still holds the id),
-/// the topic's epoch and the event's sequence number. The event goes to every node
-/// following the topic on the topic's sharded channel, inside the script, so nodes hear
-/// a topic's events in sequence order.
-const APPEND: &str = r#"
-local keep, blob, id, at, shared = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-if not is_live() then return {0} end
-local m = meta('epoch')
-if keep > 0 then
-  local first = redis.call('HGET', key('ids'), id)
-  if first then return {2, m[1], first} end
-end
-local seq = redis.call('HINCRBY', key('meta'), 'seq', 1)
-local evicted = 0
-if keep > 0 then
-  local history = key('history')
-  redis.call('HSET', key('ids'), id, seq)
-  local length = redis.call('RPUSH', history, seq .. ' ' .. shared .. ' ' .. blob)
-  while length > keep do
-    -- A history holds an id at most once (a second publish of it is a retry), so the
-    -- index entry of an evicted event is that event's.
-    local eseq, _, eid = entry_of(redis.call('LPOP', history))
-    redis.call('HDEL', key('ids'), eid)
-    evicted = eseq
-    length = length - 1
+/// The append of one event to the script's topic, shared by [`APPEND`] and
+/// [`APPEND_RUN`]: `keep` the history length, `blob` the event, `id` its id, `at` the
+/// publishing node's clock (only shown), `shared` the publish's other topics ('-' for
+/// none). Returns 0 when the topic is not live; else 1 (appended) or 2 (a retry: the
+/// history still holds the id), the topic's epoch and the event's sequence number. The
+/// event goes to every node following the topic on the topic's sharded channel, inside
+/// the script, so nodes hear a topic's events in sequence order.
+const APPEND_ONE: &str = r#"
+local function append(keep, blob, id, at, shared)
+  if not is_live() then return {0} end
+  local m = meta('epoch')
+  if keep > 0 then
+    local first = redis.call('HGET', key('ids'), id)
+    if first then return {2, m[1], first} end
   end
-else
-  evicted = seq
+  local seq = redis.call('HINCRBY', key('meta'), 'seq', 1)
+  local evicted = 0
+  if keep > 0 then
+    local history = key('history')
+    redis.call('HSET', key('ids'), id, seq)
+    local length = redis.call('RPUSH', history, seq .. ' ' .. shared .. ' ' .. blob)
+    while length > keep do
+      -- A history holds an id at most once (a second publish of it is a retry), so the
+      -- index entry of an evicted event is that event's.
+      local eseq, _, eid = entry_of(redis.call('LPOP', history))
+      redis.call('HDEL', key('ids'), eid)
+      evicted = eseq
+      length = length - 1
+    end
+  else
+    evicted = seq
+  end
+  if evicted > 0 then
+    redis.call('HSET', key('meta'), 'lastEventAt', at, 'evictedThrough', evicted)
+  else
+    redis.call('HSET', key('meta'), 'lastEventAt', at)
+  end
+  redis.call('SPUBLISH', key('events'), m[1] .. ' ' .. seq .. ' ' .. shared .. '\n' .. blob)
+  return {1, m[1], seq}
 end
-if evicted > 0 then
-  redis.call('HSET', key('meta'), 'lastEventAt', at, 'evictedThrough', evicted)
-else
-  redis.call('HSET', key('meta'), 'lastEventAt', at)
+"#;
+
+/// ARGV: prefix, topic, history length, event blob, event id, the publishing node's clock,
+/// the event's other topics (comma-separated, `-` for none). Returns what [`APPEND_ONE`]
+/// does.
+const APPEND: &str = r#"
+return append(tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+"#;
+
+/// ARGV: prefix, topic, history length, the publishing node's clock, then a blob and an
+/// id for each event: a batch's consecutive events to this one topic alone, appended one
+/// after another in one script. Returns one [`APPEND_ONE`] answer per event.
+const APPEND_RUN: &str = r#"
+local keep, at, answers = tonumber(ARGV[3]), ARGV[4], {}
+for i = 5, #ARGV - 1, 2 do
+  answers[#answers + 1] = append(keep, ARGV[i], ARGV[i + 1], at, '-')
 end
-redis.call('SPUBLISH', key('events'), m[1] .. ' ' .. seq .. ' ' .. shared .. '\n' .. blob)
-return {1, m[1], seq}
+return answers
 "#;
 
 /// ARGV: prefix, topic, limit. Returns 0 when the topic is not live, else 1 and the
@@ -305,6 +325,7 @@ pub(crate) struct TopicScripts {
     pub(crate) sweep: fred::types::scripts::Script,
     pub(crate) live: fred::types::scripts::Script,
     pub(crate) append: fred::types::scripts::Script,
+    pub(crate) append_run: fred::types::scripts::Script,
     pub(crate) tail: fred::types::scripts::Script,
     pub(crate) read_since: fred::types::scripts::Script,
     pub(crate) read_after: fred::types::scripts::Script,
@@ -349,7 +370,8 @@ impl Default for ClusterScripts {
                 drop_node: topic(DROP_NODE),
                 sweep: topic(SWEEP),
                 live: topic(LIVE),
-                append: topic(APPEND),
+                append: topic(&format!("{APPEND_ONE}{APPEND}")),
+                append_run: topic(&format!("{APPEND_ONE}{APPEND_RUN}")),
                 tail: topic(TAIL),
                 read_since: topic(READ_SINCE),
                 read_after: topic(READ_AFTER),

@@ -653,6 +653,13 @@ fn spawn_tasks(store: &RedisStore) {
 /// docs/performance.md), and a batch takes one round trip per chunk.
 const APPEND_CHUNK: usize = 100;
 
+/// A batch script that answered for `answered` of its `sent` events.
+fn wrong_count(answered: usize, sent: usize) -> StoreError {
+    StoreError::Unavailable(
+        format!("the batch script answered {answered} of its {sent} events").into(),
+    )
+}
+
 /// What the append script answered for `event` (epoch, position, then topic and sequence
 /// number of each topic it went to), as the copies appended.
 fn appended(reply: Value, event: &Arc<Event>) -> Vec<Arc<TopicEvent>> {
@@ -1064,27 +1071,15 @@ impl Store for RedisStore {
             let replies = match self.run(&self.shared.scripts.append_all, args).await {
                 Ok(reply) => values(reply),
                 Err(err) => {
-                    let message = err.to_string();
-                    answers.push(Err(err));
-                    answers.extend(
-                        chunk[1..]
-                            .iter()
-                            .map(|_| Err(StoreError::Unavailable(message.clone().into()))),
-                    );
+                    answers.extend(tideway_core::step_failed(err, chunk.len()));
                     break;
                 }
             };
             if replies.len() != chunk.len() {
-                let message = format!(
-                    "the batch script answered {} of {} events",
-                    replies.len(),
-                    chunk.len()
-                );
-                answers.extend(
-                    chunk
-                        .iter()
-                        .map(|_| Err(StoreError::Unavailable(message.clone().into()))),
-                );
+                answers.extend(tideway_core::step_failed(
+                    wrong_count(replies.len(), chunk.len()),
+                    chunk.len(),
+                ));
                 break;
             }
             answers.extend(
