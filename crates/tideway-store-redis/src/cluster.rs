@@ -40,8 +40,8 @@ use tideway_protocol::{EventId, PrehashedMap, TopicList, TopicName};
 
 use crate::{
     RedisConfig, clients, cluster_scripts::ClusterScripts, decode_event, encode_event,
-    epoch_candidate, epoch_number, number, parse_connections, parse_nodes, range, tenant_of, text,
-    topic_record, unavailable, values, wrong_count,
+    epoch_candidate, epoch_number, number, parse_connections, parse_nodes, range, step_replies,
+    tenant_of, text, topic_record, unavailable, values,
 };
 
 /// The Redis Cluster store. Cloning bumps a reference count.
@@ -1037,26 +1037,20 @@ impl Store for RedisClusterStore {
                 args.push(encode_event(event));
                 args.push(event.id.to_string());
             }
-            let replies = match self
+            let reply = self
                 .topic(&self.shared.scripts.topic.append_run, topic, args)
-                .await
-            {
-                Ok(reply) => values(reply),
-                Err(err) => {
-                    answers.extend(tideway_core::step_failed(err, step.len()));
+                .await;
+            match step_replies(reply, step.len()) {
+                Ok(replies) => {
+                    answers.extend(replies.into_iter().zip(step).map(|(reply, (_, event))| {
+                        Ok(topic_appended(topic, reply, event).into_iter().collect())
+                    }));
+                }
+                Err(failed) => {
+                    answers.extend(failed);
                     break;
                 }
-            };
-            if replies.len() != step.len() {
-                answers.extend(tideway_core::step_failed(
-                    wrong_count(replies.len(), step.len()),
-                    step.len(),
-                ));
-                break;
             }
-            answers.extend(replies.into_iter().zip(step).map(|(reply, (_, event))| {
-                Ok(topic_appended(topic, reply, event).into_iter().collect())
-            }));
         }
         answers
     }

@@ -653,11 +653,28 @@ fn spawn_tasks(store: &RedisStore) {
 /// docs/performance.md), and a batch takes one round trip per chunk.
 const APPEND_CHUNK: usize = 100;
 
-/// A batch script that answered for `answered` of its `sent` events.
-fn wrong_count(answered: usize, sent: usize) -> StoreError {
-    StoreError::Unavailable(
-        format!("the batch script answered {answered} of its {sent} events").into(),
-    )
+/// What a store answers for one event of a batch.
+type Appended = Result<Vec<Arc<TopicEvent>>, StoreError>;
+
+/// The replies, one per event, of a batch script that took `count` events; or, when it
+/// failed or answered for another number of events, each event's error
+/// ([`tideway_core::step_failed`]).
+fn step_replies(
+    reply: Result<Value, StoreError>,
+    count: usize,
+) -> Result<Vec<Value>, Vec<Appended>> {
+    let err = match reply.map(values) {
+        Ok(replies) if replies.len() == count => return Ok(replies),
+        Ok(replies) => StoreError::Unavailable(
+            format!(
+                "the batch script answered {} of its {count} events",
+                replies.len()
+            )
+            .into(),
+        ),
+        Err(err) => err,
+    };
+    Err(tideway_core::step_failed(err, count).collect())
 }
 
 /// What the append script answered for `event` (epoch, position, then topic and sequence
@@ -1068,26 +1085,21 @@ impl Store for RedisStore {
                 args.push(event.id.to_string());
                 args.extend(topics.iter().map(TopicName::to_string));
             }
-            let replies = match self.run(&self.shared.scripts.append_all, args).await {
-                Ok(reply) => values(reply),
-                Err(err) => {
-                    answers.extend(tideway_core::step_failed(err, chunk.len()));
+            match step_replies(
+                self.run(&self.shared.scripts.append_all, args).await,
+                chunk.len(),
+            ) {
+                Ok(replies) => answers.extend(
+                    replies
+                        .into_iter()
+                        .zip(chunk)
+                        .map(|(reply, (_, event))| Ok(appended(reply, event))),
+                ),
+                Err(failed) => {
+                    answers.extend(failed);
                     break;
                 }
-            };
-            if replies.len() != chunk.len() {
-                answers.extend(tideway_core::step_failed(
-                    wrong_count(replies.len(), chunk.len()),
-                    chunk.len(),
-                ));
-                break;
             }
-            answers.extend(
-                replies
-                    .into_iter()
-                    .zip(chunk)
-                    .map(|(reply, (_, event))| Ok(appended(reply, event))),
-            );
         }
         answers
     }
