@@ -154,11 +154,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends each of `events` (its topics, the event) as [`Store::append`] would, one
     /// after another in their order, and answers each as `append` would have, in the
-    /// same order: a batch publish's events. It stops at the first error: the events
-    /// after it are not appended and not answered (the answers are fewer than the events
-    /// only then), so a batch's events on one topic never land around a failed one its
-    /// publisher will retry. The default makes one `append` call each; a store that can
-    /// take them in fewer steps (one lock, one round trip for many) does.
+    /// same order: a batch publish's events. It stops at its first error: the events of
+    /// the step that failed (one `append`, or one script or message for many: see
+    /// [`step_failed`]) are answered with it, and those after are neither appended nor
+    /// answered (the answers are fewer than the events only then), so a batch's events
+    /// on one topic never land around a failed one its publisher will retry. The default
+    /// makes one `append` call each; a store that can take them in fewer steps (one
+    /// lock, one round trip for many) does.
     fn append_all(
         &self,
         events: &[(TopicList, Arc<Event>)],
@@ -279,9 +281,10 @@ pub fn spawn_heartbeat<T, F, Fut>(
     });
 }
 
-/// The answers for `count` events of a batch that one step of a store (one script, one
-/// message) took and failed with `err`: each of them answered with the error, since any
-/// of them may have landed (its retry is answered as such). The store's batch ends there.
+/// The answers for `count` (at least one) events of a batch that one step of a store
+/// (one script, one message) took and failed with `err`: each of them answered with the
+/// error, since any of them may have landed (its retry is answered as such). The store's
+/// batch ends there.
 pub fn step_failed(
     err: StoreError,
     count: usize,

@@ -140,7 +140,7 @@ pub(crate) fn render<S: Store>(app: &App<S>) -> Response {
     out.simple(
         "store_errors_total",
         "counter",
-        "Calls to the state store (adapter) that failed.",
+        "Calls to the state store (adapter) that failed; each event of a batch it failed counts.",
         stats.store_errors(),
     );
     out.family(
