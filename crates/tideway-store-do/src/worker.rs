@@ -1206,6 +1206,19 @@ impl Store for WorkerStore {
             let replies = match reply.and_then(|body| {
                 serde_json::from_slice::<Vec<Answer>>(&body)
                     .map_err(|err| WorkerError::Answer(err.to_string()))
+                    .and_then(|replies| {
+                        // Fewer is a Worker that stopped (at an error it names); more is
+                        // not an answer to this message.
+                        if replies.len() > chunk.len() {
+                            Err(WorkerError::Answer(format!(
+                                "{} answers to a message of {} events",
+                                replies.len(),
+                                chunk.len()
+                            )))
+                        } else {
+                            Ok(replies)
+                        }
+                    })
             }) {
                 Ok(replies) => replies,
                 Err(err) => {
