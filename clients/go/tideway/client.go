@@ -232,7 +232,9 @@ type BatchOutcome struct {
 
 // PublishBatch sends events in one request, in order (events on one topic arrive in this
 // order), and returns each one's outcome. With atomic, every event is published or none
-// is, and a refusal is returned as the error.
+// is, and a refusal is returned as the error. A store error stops the batch: that event
+// and every later one come back with Code "store_unavailable"; send them again, in order,
+// from the first (those that did land are answered as retries).
 func (c *Client) PublishBatch(ctx context.Context, events []BatchEvent, atomic bool) ([]BatchOutcome, error) {
 	body, err := json.Marshal(struct {
 		Events []BatchEvent `json:"events"`

@@ -91,7 +91,10 @@ class Client:
     ) -> list[BatchOutcome]:
         """Publishes ``events`` in one request, in order (events on one topic arrive in
         this order), and returns each one's outcome. With ``atomic``, every event is
-        published or none is, and a refusal raises ``GatewayError``."""
+        published or none is, and a refusal raises ``GatewayError``. A store error stops
+        the batch: that event and every later one come back with status ``error``, code
+        ``store_unavailable``; send them again, in order, from the first (those that did
+        land are answered as retries)."""
         headers = {"content-type": "application/json"}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"

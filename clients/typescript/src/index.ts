@@ -171,7 +171,9 @@ export class Client {
   /**
    * Publishes `events` in one request, in order (events on one topic arrive in this order),
    * and returns each one's outcome. With `atomic`, every event is published or none is,
-   * and a refusal rejects with the GatewayError.
+   * and a refusal rejects with the GatewayError. A store error stops the batch: that event
+   * and every later one come back with status `error`, code `store_unavailable`; send them
+   * again, in order, from the first (those that did land are answered as retries).
    */
   async publishBatch(events: BatchEvent[], atomic = false): Promise<BatchOutcome[]> {
     const body = JSON.stringify({ events, atomic });
