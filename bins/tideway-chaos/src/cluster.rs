@@ -178,6 +178,15 @@ impl Ledger {
     pub(crate) fn accepted(&self) -> HashMap<(String, String), u64> {
         lock(&self.accepted).clone()
     }
+
+    /// Records that the publish `id` was accepted as `list` (topic, sequence number).
+    fn record_accepted(&self, id: &str, list: &[(String, u64)]) {
+        let mut accepted = lock(&self.accepted);
+        for (topic, seq) in list {
+            accepted.insert((topic.clone(), id.to_owned()), *seq);
+        }
+        self.publishes_accepted.fetch_add(1, Relaxed);
+    }
 }
 
 /// Publishes `count` events to the node at `addr`, each to the topics `plan` picks for its
@@ -202,13 +211,7 @@ pub(crate) fn publisher(
             )
             .await;
             match answer {
-                Ok(Ok(Published::Accepted(list))) => {
-                    let mut accepted = lock(&ledger.accepted);
-                    for (topic, seq) in list {
-                        accepted.insert((topic, id.clone()), seq);
-                    }
-                    ledger.publishes_accepted.fetch_add(1, Relaxed);
-                }
+                Ok(Ok(Published::Accepted(list))) => ledger.record_accepted(&id, &list),
                 Ok(Ok(Published::Dropped)) => {
                     ledger.publishes_dropped.fetch_add(1, Relaxed);
                 }
@@ -281,16 +284,14 @@ pub(crate) fn batch_publisher(
             for (id, outcome) in ids.iter().zip(&outcomes) {
                 match outcome {
                     BatchOutcome::Published(Published::Accepted(list)) if !failed => {
-                        let mut accepted = lock(&ledger.accepted);
                         for (topic, seq) in list {
                             let last = last_seq.entry(topic.clone()).or_default();
                             if *seq <= *last {
                                 order.out_of_order.fetch_add(1, Relaxed);
                             }
                             *last = *seq;
-                            accepted.insert((topic.clone(), id.clone()), *seq);
                         }
-                        ledger.publishes_accepted.fetch_add(1, Relaxed);
+                        ledger.record_accepted(id, list);
                         next += 1;
                     }
                     BatchOutcome::Published(Published::Dropped) if !failed => {
