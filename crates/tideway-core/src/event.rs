@@ -122,7 +122,7 @@ impl TopicEvent {
         sse::event_frame(
             &self.event.id,
             self.event.event_type.as_ref(),
-            self.topic.public_name(),
+            &self.topic,
             data,
         )
     }

@@ -184,6 +184,29 @@ async fn malformed_empty_and_oversize_batches_are_refused_whole() {
         (reply.status, reply.error_code().as_str()),
         (400, "invalid_body")
     );
+    // A batch whose bytes are not UTF-8 is refused whole, naming the first bad byte.
+    let mut body = br#"{"events":[{"topics":["t"],"id":"a","data":"ok"},{"topics":["t"],"id":"b","data":"x"#.to_vec();
+    let bad = body.len();
+    body.extend_from_slice(b"\xc3\x28\"}]}");
+    // Written by hand: `request` would make the body valid UTF-8 (lossily).
+    let mut raw = format!(
+        "POST /v1/publish/batch HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{auth}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let reply = gw.raw(&raw).await;
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (400, "invalid_body"),
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains(&format!("byte {bad} is not")),
+        "{}",
+        reply.text()
+    );
     // Nothing of any of them was published.
     let first = gw.publish("t", "after", "x").await;
     assert_eq!(first.json()["topics"][0]["seq"], 1, "{}", first.text());

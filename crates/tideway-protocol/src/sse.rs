@@ -10,7 +10,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
-use crate::{EventId, EventType};
+use crate::{EventId, EventType, TopicName};
 
 /// Why a field could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,27 +115,82 @@ impl FrameBuilder {
     }
 }
 
-/// An event's SSE frame as subscribers of `topic` (the name they asked for) receive it:
-/// `id:`, `event:` if it has a type, `topic:`, then `data` as `data:` lines. Built exactly
-/// to size, so a frame a history keeps holds no slack. The one place this frame's layout
-/// is written: the engine frames an event with it on delivery, and a publish to one topic
-/// with it at once (see [`crate::EventData::for_topics`]).
-pub fn event_frame(id: &EventId, event_type: Option<&EventType>, topic: &str, data: &str) -> Bytes {
-    let size = FrameBuilder::field_len("id", id.as_str())
+/// An event's SSE frame as subscribers of `topic` receive it: `id:`, `event:` if it has a
+/// type, `topic:` (the name they asked for, without a tenant's namespace), then `data` as
+/// `data:` lines. Built exactly to size, so a frame a history keeps holds no slack. The one
+/// place this frame's layout is written: the engine frames an event with it on delivery,
+/// and a publish to one topic with [`one_line_frame`] at once (see
+/// [`crate::EventData::for_topics`]).
+///
+/// Written straight, without [`FrameBuilder`]'s checks: the id, the type and the topic's
+/// name are validated types, which hold no CR, LF or NUL, and `data` is split at its line
+/// ends.
+pub fn event_frame(
+    id: &EventId,
+    event_type: Option<&EventType>,
+    topic: &TopicName,
+    data: &str,
+) -> Bytes {
+    if let Some((frame, _)) = one_line_frame(id, event_type, topic, data) {
+        return frame;
+    }
+    let topic = topic.public_name();
+    let size = head_len(id, event_type, topic) + FrameBuilder::data_len(data) + 1;
+    let mut frame = Vec::with_capacity(size);
+    head(&mut frame, id, event_type, topic);
+    for line in lines(data) {
+        push_line(&mut frame, "data", line);
+    }
+    frame.push(b'\n');
+    debug_assert_eq!(frame.len(), size, "sized exactly");
+    Bytes::from(frame)
+}
+
+/// [`event_frame`] of `data` that is one line (holds no CR or LF), with where the data
+/// lies in the frame; `None` for data of several lines. One pass over `data` to look for
+/// a line end, one copy of it into the frame.
+pub fn one_line_frame(
+    id: &EventId,
+    event_type: Option<&EventType>,
+    topic: &TopicName,
+    data: &str,
+) -> Option<(Bytes, std::ops::Range<usize>)> {
+    if memchr::memchr2(b'\r', b'\n', data.as_bytes()).is_some() {
+        return None;
+    }
+    let topic = topic.public_name();
+    let size = head_len(id, event_type, topic) + FrameBuilder::field_len("data", data) + 1;
+    let mut frame = Vec::with_capacity(size);
+    head(&mut frame, id, event_type, topic);
+    let start = frame.len() + "data: ".len();
+    push_line(&mut frame, "data", data);
+    frame.push(b'\n');
+    debug_assert_eq!(frame.len(), size, "sized exactly");
+    Some((Bytes::from(frame), start..start + data.len()))
+}
+
+/// The bytes [`head`] writes.
+fn head_len(id: &EventId, event_type: Option<&EventType>, topic: &str) -> usize {
+    FrameBuilder::field_len("id", id.as_str())
         + event_type.map_or(0, |t| FrameBuilder::field_len("event", t.as_str()))
         + FrameBuilder::field_len("topic", topic)
-        + FrameBuilder::data_len(data)
-        + 1;
-    let mut frame = FrameBuilder::with_capacity(size);
-    // Ids, types and topic names are validated types that hold no CR, LF or NUL, so the
-    // builder's checks pass; were they ever to fail the field is left out.
-    let _ = frame.id(id.as_str());
+}
+
+/// An event frame's lines before its data.
+fn head(frame: &mut Vec<u8>, id: &EventId, event_type: Option<&EventType>, topic: &str) {
+    push_line(frame, "id", id.as_str());
     if let Some(event_type) = event_type {
-        let _ = frame.event(event_type.as_str());
+        push_line(frame, "event", event_type.as_str());
     }
-    let _ = frame.field("topic", topic);
-    frame.data(data);
-    frame.finish()
+    push_line(frame, "topic", topic);
+}
+
+/// `<name>: <value>\n`, of a value known to hold no line end.
+fn push_line(frame: &mut Vec<u8>, name: &str, value: &str) {
+    frame.extend_from_slice(name.as_bytes());
+    frame.extend_from_slice(b": ");
+    frame.extend_from_slice(value.as_bytes());
+    frame.push(b'\n');
 }
 
 /// Where a frame [`event_frame`] wrote with one line of data, `data_len` bytes long, holds
@@ -457,6 +512,35 @@ mod tests {
             prop_assert_eq!(block.data.as_deref(), Some(normalised.as_str()));
             for end in 0..frame.len() {
                 prop_assert_eq!(parse_block(&frame[..end]), Err(ParseError::Incomplete));
+            }
+        }
+
+        /// The event frame, written straight, is the frame the checked builder writes for
+        /// the same event (and the builder's frames parse back: see above); a one-line
+        /// frame says where its data lies, and there is none for data of several lines.
+        #[test]
+        fn an_event_frame_is_what_the_builder_writes(
+            id in "[!-~]{1,20}",
+            event in proptest::option::of("[!-~]{1,20}"),
+            tenant in proptest::option::of("[a-z]{1,8}"),
+            topic in "[A-Za-z0-9_.:/@-]{1,20}",
+            data in text(),
+        ) {
+            let parsed_id = EventId::parse(id.as_bytes()).unwrap();
+            let parsed_type = event.as_ref().map(|e| EventType::parse(e.as_bytes()).unwrap());
+            let mut name = TopicName::parse(&topic).unwrap();
+            if let Some(tenant) = &tenant {
+                name = name.in_tenant(&crate::Tenant::parse(tenant).unwrap());
+            }
+            let built = super::tests::event(&id, event.as_deref(), &topic, &data);
+            let frame = event_frame(&parsed_id, parsed_type.as_ref(), &name, &data);
+            prop_assert_eq!(&frame, &built);
+            let one_line = one_line_frame(&parsed_id, parsed_type.as_ref(), &name, &data);
+            prop_assert_eq!(one_line.is_some(), !data.contains(['\r', '\n']));
+            if let Some((frame, at)) = one_line {
+                prop_assert_eq!(&frame, &built);
+                prop_assert_eq!(&frame[at.clone()], data.as_bytes());
+                prop_assert_eq!(one_line_parts(&frame, data.len()), Some((at, topic.as_bytes())));
             }
         }
 
