@@ -504,8 +504,18 @@ mod tests {
     /// Anything but a list of strings in an event's `topics` is refused.
     #[test]
     fn topics_that_are_not_a_list_of_strings_are_refused() {
-        for wrong in ["\"a\"", "{}", "[1]", "[\"a\", null]", "[\"a\"", "[null, \"a\"]"] {
-            assert!(serde_json::from_str::<Topics<'_>>(wrong).is_err(), "{wrong}");
+        for wrong in [
+            "\"a\"",
+            "{}",
+            "[1]",
+            "[\"a\", null]",
+            "[\"a\"",
+            "[null, \"a\"]",
+        ] {
+            assert!(
+                serde_json::from_str::<Topics<'_>>(wrong).is_err(),
+                "{wrong}"
+            );
         }
     }
 
@@ -517,10 +527,12 @@ mod tests {
         let event = &batch.events[0];
         assert!(matches!(event.data.0, Cow::Borrowed("plain")));
         assert!(matches!(&event.id.0, Cow::Owned(id) if id == "e\"1"));
-        assert!(matches!(event.topics.iter().next(), Some(Text(Cow::Borrowed("a")))));
-        let wrong = serde_json::from_str::<Batch<'_>>(
-            r#"{"events":[{"topics":[1],"id":"e","data":""}]}"#,
-        );
+        assert!(matches!(
+            event.topics.iter().next(),
+            Some(Text(Cow::Borrowed("a")))
+        ));
+        let wrong =
+            serde_json::from_str::<Batch<'_>>(r#"{"events":[{"topics":[1],"id":"e","data":""}]}"#);
         let err = wrong.err().expect("a number is not a topic").to_string();
         assert!(err.contains("expected a string"), "{err}");
     }

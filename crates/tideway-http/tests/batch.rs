@@ -185,7 +185,9 @@ async fn malformed_empty_and_oversize_batches_are_refused_whole() {
         (400, "invalid_body")
     );
     // A batch whose bytes are not UTF-8 is refused whole, naming the first bad byte.
-    let mut body = br#"{"events":[{"topics":["t"],"id":"a","data":"ok"},{"topics":["t"],"id":"b","data":"x"#.to_vec();
+    let mut body =
+        br#"{"events":[{"topics":["t"],"id":"a","data":"ok"},{"topics":["t"],"id":"b","data":"x"#
+            .to_vec();
     let bad = body.len();
     body.extend_from_slice(b"\xc3\x28\"}]}");
     // Written by hand: `request` would make the body valid UTF-8 (lossily).

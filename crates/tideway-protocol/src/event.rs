@@ -444,7 +444,10 @@ mod data_tests {
         assert_eq!(data.as_str(), "hello");
         let frame = data.frame_on(&list.names()[0]).expect("framed");
         assert_eq!(&frame[..], b"id: e1\ntopic: news\ndata: hello\n\n");
-        assert_eq!(frame, &event_frame(&id("e1"), None, &list.names()[0], "hello"));
+        assert_eq!(
+            frame,
+            &event_frame(&id("e1"), None, &list.names()[0], "hello")
+        );
         // The body is a view of the frame, not a second copy.
         let inside = frame.as_ptr_range();
         assert!(inside.contains(&data.as_bytes().as_ptr()));
