@@ -15,7 +15,7 @@ use std::{
 };
 
 use tideway_protocol::{EventId, TopicList, TopicName};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::{
     ConnectionId, ConnectionRecord, EndReason, Event, Gap, GapReason, Grant, Inbox, Interruption,
@@ -113,8 +113,10 @@ struct Shared<S> {
     /// this flag, and the drain sets it before it counts, so one of the two always sees
     /// the other.
     draining: AtomicBool,
-    /// Set once in-flight publishes are done: open subscriptions end.
-    ending: watch::Sender<bool>,
+    /// Set once in-flight publishes are done: open subscriptions end. A flag each reads
+    /// when woken (the hub wakes them all after setting it), not a channel: a channel's
+    /// read takes a lock that every subscriber on every core shares, on each wake-up.
+    ending: AtomicBool,
     /// Publishes being routed, or routed live and not appended yet.
     publishes: Arc<Publishes>,
     /// Open connections: on the node, per client IP (`ip:…`) and per token subject
@@ -250,7 +252,7 @@ impl<S: Store> Gateway<S> {
                 stats,
                 next_connection: AtomicU64::new(1),
                 draining: AtomicBool::new(false),
-                ending: watch::Sender::new(false),
+                ending: AtomicBool::new(false),
                 publishes: Arc::default(),
                 admitted: Mutex::new(Admitted::default()),
             }),
@@ -295,7 +297,6 @@ impl<S: Store> Gateway<S> {
             expires_at: request.grant.as_ref().map(|g| g.expires_at),
             queue,
             state,
-            ending: shared.ending.subscribe(),
             expiry: None,
             gaps: VecDeque::new(),
             replay: VecDeque::new(),
@@ -601,7 +602,7 @@ impl<S: Store> Gateway<S> {
     /// publishes in flight; the second half of [`Gateway::drain`].
     pub fn end_subscriptions(&self) {
         self.shared.draining.store(true, SeqCst);
-        self.shared.ending.send_replace(true);
+        self.shared.ending.store(true, SeqCst);
         // Each subscription reads the flag when woken, after its queued events.
         self.shared.hub.wake_all();
     }
@@ -735,7 +736,6 @@ pub struct Subscription<S: Store> {
     expires_at: Option<u64>,
     queue: QueueReceiver,
     state: Arc<SubscriberState>,
-    ending: watch::Receiver<bool>,
     /// The timer of the grant's expiry, set once the subscription first waits.
     expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     /// What a resume could not prove complete, reported before anything else.
@@ -876,7 +876,7 @@ impl<S: Store> Subscription<S> {
             }
             None => {}
         }
-        if *self.ending.borrow() {
+        if self.gateway.shared.ending.load(SeqCst) {
             return Poll::Ready(Next::End(EndReason::Draining));
         }
         if let Some(at) = self.expires_at {

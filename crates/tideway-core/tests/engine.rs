@@ -205,6 +205,27 @@ async fn draining_ends_subscriptions_and_refuses_new_work() {
     assert!(!gateway.ready().await);
 }
 
+/// A subscription already waiting for its next event is woken when the node's
+/// subscriptions end, and ends: the flag it reads is set before the wake-up.
+#[tokio::test]
+async fn a_waiting_subscription_is_woken_when_subscriptions_end() {
+    let gateway = gateway(16).await;
+    let mut subscription = subscribe(&gateway, "t").await;
+    let waiting = tokio::spawn(async move { subscription.next().await });
+    // Let it poll and find nothing: its waker is registered when it parks.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished(), "nothing to deliver yet");
+    gateway.end_subscriptions();
+    // A bound against a hang, not a timing: the wake-up is immediate.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("woken")
+        .expect("the task");
+    assert!(matches!(next, Next::End(EndReason::Draining)));
+}
+
 #[tokio::test]
 async fn resume_across_topics_gets_everything_after_the_id_once_and_in_order() {
     let gateway = gateway(64).await;
