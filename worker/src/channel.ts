@@ -29,12 +29,26 @@ export class Channel extends DurableObject<Env> {
 
   /** Sends a delivery or marker, unless it went out already. */
   async send(delivery: Delivery): Promise<void> {
+    await this.sendAll([delivery]);
+  }
+
+  /**
+   * Sends deliveries of one epoch in their order (their numbers rising), each unless it
+   * went out already: a batch's messages for this node in one call and one write.
+   */
+  async sendAll(deliveries: Delivery[]): Promise<void> {
     const sent = await this.ctx.storage.get<{ epoch: string; number: number }>("sent");
-    if (sent !== undefined && sent.epoch === delivery.epoch && delivery.number <= sent.number) {
+    const fresh = deliveries.filter(
+      (d) => sent === undefined || sent.epoch !== d.epoch || d.number > sent.number,
+    );
+    const last = fresh[fresh.length - 1];
+    if (last === undefined) {
       return;
     }
-    await this.ctx.storage.put("sent", { epoch: delivery.epoch, number: delivery.number });
-    this.broadcast(JSON.stringify(delivery));
+    await this.ctx.storage.put("sent", { epoch: last.epoch, number: last.number });
+    for (const delivery of fresh) {
+      this.broadcast(JSON.stringify(delivery));
+    }
   }
 
   /** Tells the node a token was revoked. */

@@ -101,7 +101,7 @@ export function padded(n: number): string {
 }
 
 /** The most keys one storage call takes. */
-const KEYS_PER_CALL = 128;
+export const KEYS_PER_CALL = 128;
 
 /** Deletes `keys`, however many, in calls of at most 128 keys. */
 export async function deleteKeys(storage: DurableObjectStorage, keys: string[]): Promise<void> {

@@ -6,6 +6,7 @@ import {
   type Membership,
   type TopicEvent,
   type TopicHistory,
+  KEYS_PER_CALL,
   Turn,
   deleteKeys,
   padded,
@@ -254,14 +255,24 @@ export class Topic extends DurableObject<Env> {
     return this.turn.run(() => this.live());
   }
 
-  /** Whether it is live, and the oldest event with `id` it holds (a retried publish). */
-  async find(id: string): Promise<{ live: boolean; first: TopicEvent | null }> {
+  /**
+   * Whether it is live, and for each of `ids` the oldest event with that id it holds (a
+   * retried publish) or null: one call for all of a batch's events to this topic. With
+   * its last sequence number and its capacity, so the caller can tell which of them a
+   * batch's own appends will have evicted by the time a later event of it comes.
+   */
+  async findAll(
+    ids: string[],
+  ): Promise<{ live: boolean; seq: number; capacity: number; firsts: (TopicEvent | null)[] }> {
     return this.turn.run(async () => {
-      if (!(await this.live())) {
-        return { live: false, first: null };
+      if (!(await this.live()) || this.meta === null) {
+        return { live: false, seq: 0, capacity: 0, firsts: ids.map(() => null) };
       }
-      const seq = this.ids.get(id);
-      return { live: true, first: seq === undefined ? null : this.bySeq(seq) };
+      const firsts = ids.map((id) => {
+        const seq = this.ids.get(id);
+        return seq === undefined ? null : this.bySeq(seq);
+      });
+      return { live: true, seq: this.meta.seq, capacity: this.meta.capacity, firsts };
     });
   }
 
@@ -274,55 +285,85 @@ export class Topic extends DurableObject<Env> {
   }
 
   /**
-   * Records `event` at `position` when the topic is live. Taken again with the same
-   * position (the sequencer finishing a publish after a restart) it answers with what it
-   * recorded the first time.
+   * Records each of `entries` (positions rising) when the topic is live, in one turn and
+   * one storage transaction: a publish, or a batch's run of publishes to this topic.
+   * Taken again with a position it has (the sequencer finishing publishes after a
+   * restart) it answers with what it recorded the first time. Answers each in order.
    */
-  async append(position: number, event: Event): Promise<Appended> {
+  async appendAll(entries: { position: number; event: Event }[]): Promise<Appended[]> {
     return this.turn.run(async () => {
       if (!(await this.live()) || this.meta === null) {
-        return { event: null, nodes: [] };
+        return entries.map(() => ({ event: null, nodes: [] }));
       }
+      const meta = this.meta;
       const nodes = [...this.members.keys()];
-      const newest = this.history[this.history.length - 1];
-      if (position <= Math.max(newest?.position ?? 0, this.meta.evictedThrough)) {
-        const same = this.history.find((e) => e.position === position) ?? null;
-        return { event: same, nodes };
-      }
-      this.meta.seq += 1;
-      this.meta.lastEventAt = event.publishedAt;
-      const appended: TopicEvent = { topic: this.meta.name, seq: this.meta.seq, position, event };
-      const writes: Record<string, unknown> = { [`h:${padded(appended.seq)}`]: appended };
-      this.history.push(appended);
-      if (!this.ids.has(event.id)) {
-        this.ids.set(event.id, appended.seq);
-        writes[`i:${event.id}`] = appended.seq;
-      }
-      const evicted: string[] = [];
-      while (this.history.length > this.meta.capacity) {
-        const old = this.history.shift();
-        if (old === undefined) {
-          break;
+      // What to write and what to delete, each key in one of the two as its last change
+      // left it: an event may be appended and evicted within one call.
+      const writes = new Map<string, unknown>();
+      const deletes = new Set<string>();
+      const write = (key: string, value: unknown) => {
+        deletes.delete(key);
+        writes.set(key, value);
+      };
+      const remove = (key: string) => {
+        writes.delete(key);
+        deletes.add(key);
+      };
+      const answers: Appended[] = [];
+      for (const { position, event } of entries) {
+        const newest = this.history[this.history.length - 1];
+        if (position <= Math.max(newest?.position ?? 0, meta.evictedThrough)) {
+          const same = this.history.find((e) => e.position === position) ?? null;
+          answers.push({ event: same, nodes });
+          continue;
         }
-        this.meta.evictedThrough = old.position;
-        evicted.push(`h:${padded(old.seq)}`);
-        if (this.ids.get(old.event.id) === old.seq) {
-          this.ids.delete(old.event.id);
-          evicted.push(`i:${old.event.id}`);
+        meta.seq += 1;
+        meta.lastEventAt = event.publishedAt;
+        const appended: TopicEvent = { topic: meta.name, seq: meta.seq, position, event };
+        write(`h:${padded(appended.seq)}`, appended);
+        this.history.push(appended);
+        if (!this.ids.has(event.id)) {
+          this.ids.set(event.id, appended.seq);
+          write(`i:${event.id}`, appended.seq);
         }
+        while (this.history.length > meta.capacity) {
+          const old = this.history.shift();
+          if (old === undefined) {
+            break;
+          }
+          meta.evictedThrough = old.position;
+          remove(`h:${padded(old.seq)}`);
+          if (this.ids.get(old.event.id) === old.seq) {
+            this.ids.delete(old.event.id);
+            remove(`i:${old.event.id}`);
+          }
+        }
+        answers.push({ event: appended, nodes });
       }
-      writes.meta = this.meta;
-      // Only the newest `capacity` events are ever written back: an evicted one may be
-      // the one just appended (a history of 0 events).
-      for (const key of evicted) {
-        delete writes[key];
+      if (writes.size > 0 || deletes.size > 0) {
+        write("meta", meta);
+        await this.store(writes, deletes);
       }
-      await this.ctx.storage.put(writes);
-      if (evicted.length > 0) {
-        await deleteKeys(this.ctx.storage, evicted);
-      }
-      return { event: appended, nodes };
+      return answers;
     });
+  }
+
+  /**
+   * Writes `writes` and deletes `deletes` as one transaction: a storage call takes at most
+   * 128 keys, and calls made with no await between them are committed together, so the
+   * history, the id index and `meta` never disagree after a restart.
+   */
+  private async store(writes: Map<string, unknown>, deletes: Set<string>): Promise<void> {
+    const calls: Promise<unknown>[] = [];
+    const entries = [...writes];
+    for (let at = 0; at < entries.length; at += KEYS_PER_CALL) {
+      calls.push(this.ctx.storage.put(Object.fromEntries(entries.slice(at, at + KEYS_PER_CALL))));
+    }
+    const keys = [...deletes];
+    for (let at = 0; at < keys.length; at += KEYS_PER_CALL) {
+      calls.push(this.ctx.storage.delete(keys.slice(at, at + KEYS_PER_CALL)));
+    }
+    await Promise.all(calls);
   }
 
   /** The last `limit` events, or null when the topic is not live. */

@@ -711,6 +711,59 @@ pub async fn append_all_answers_each_as_append_would<S: Store>(store: S) {
     assert_eq!(next(&mut on_b).await, "b:after");
 }
 
+/// A batch's event is a retry only while the topic's history still holds the first: the
+/// batch's own appends evict, as the same events appended one at a time would. Run with
+/// a history of 4 events (`Settings::history`), so a batch evicts within itself.
+pub async fn a_batch_retries_only_what_history_still_holds<S: Store>(store: S) {
+    let gateway = Gateway::start(store, node("n1"), CoreConfig::default())
+        .await
+        .expect("start");
+    let mut on_a = subscribe(&gateway, "a", None).await;
+    publish(&gateway, "a", "p0").await;
+    assert_eq!(next(&mut on_a).await, "a:p0");
+    // Each id with the seq its answer must carry: a retry answers the first's seq.
+    let batch = [
+        ("p0", 1), // held from before the batch
+        ("x0", 2),
+        ("x1", 3),
+        ("x0", 2), // a retry of an event of this batch
+        ("x2", 4),
+        ("p0", 1), // still held: history is p0, x0, x1, x2
+        ("x3", 5), // evicts p0
+        ("p0", 6), // no longer held: published again (evicts x0)
+        ("x0", 7), // likewise (evicts x1)
+        ("x0", 7), // a retry of the new one
+        ("x2", 4), // still held
+    ];
+    let events: Vec<(TopicList, Arc<Event>)> =
+        batch.iter().map(|(id, _)| (list("a"), event(id))).collect();
+    let answers = gateway.store().append_all(&events).await;
+    let seqs: Vec<u64> = answers
+        .into_iter()
+        .map(|answer| {
+            let copies = answer.expect("appended");
+            assert_eq!(copies.len(), 1, "one copy, on a");
+            copies[0].seq
+        })
+        .collect();
+    let expected: Vec<u64> = batch.iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(
+        seqs, expected,
+        "each answered as its first while history holds it"
+    );
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(next(&mut on_a).await);
+    }
+    assert_eq!(got, ["a:x0", "a:x1", "a:x2", "a:x3", "a:p0", "a:x0"]);
+    publish(&gateway, "a", "after").await;
+    assert_eq!(
+        next(&mut on_a).await,
+        "a:after",
+        "nothing else was delivered"
+    );
+}
+
 /// A batch stops at the first event the store fails: the events after it are not
 /// appended (core answers them `NotAttempted`), so none of them lands before the failed
 /// one its publisher sends again; sent again, all of them arrive in the batch's order.
@@ -1192,6 +1245,15 @@ macro_rules! conformance_tests {
         async fn conformance_append_all_answers_each_as_append_would() {
             let (store, _guard) = $make($crate::conformance::Settings::default()).await;
             $crate::conformance::append_all_answers_each_as_append_would(store).await;
+        }
+        #[tokio::test]
+        async fn conformance_a_batch_retries_only_what_history_still_holds() {
+            let settings = $crate::conformance::Settings {
+                history: 4,
+                ..$crate::conformance::Settings::default()
+            };
+            let (store, _guard) = $make(settings).await;
+            $crate::conformance::a_batch_retries_only_what_history_still_holds(store).await;
         }
         #[tokio::test]
         async fn conformance_a_batch_stops_at_its_first_failed_event() {
