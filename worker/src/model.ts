@@ -101,12 +101,21 @@ export function padded(n: number): string {
 }
 
 /** The most keys one storage call takes. */
-export const KEYS_PER_CALL = 128;
+const KEYS_PER_CALL = 128;
+
+/** `items` (keys, or entries to write) in slices one storage call each takes. */
+export function perCall<T>(items: T[]): T[][] {
+  const calls: T[][] = [];
+  for (let at = 0; at < items.length; at += KEYS_PER_CALL) {
+    calls.push(items.slice(at, at + KEYS_PER_CALL));
+  }
+  return calls;
+}
 
 /** Deletes `keys`, however many, in calls of at most 128 keys. */
 export async function deleteKeys(storage: DurableObjectStorage, keys: string[]): Promise<void> {
-  for (let at = 0; at < keys.length; at += KEYS_PER_CALL) {
-    await storage.delete(keys.slice(at, at + KEYS_PER_CALL));
+  for (const some of perCall(keys)) {
+    await storage.delete(some);
   }
 }
 

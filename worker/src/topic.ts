@@ -6,10 +6,10 @@ import {
   type Membership,
   type TopicEvent,
   type TopicHistory,
-  KEYS_PER_CALL,
   Turn,
   deleteKeys,
   padded,
+  perCall,
 } from "./model";
 
 /** What a topic keeps besides its members and history, under the key `meta`. */
@@ -354,16 +354,11 @@ export class Topic extends DurableObject<Env> {
    * history, the id index and `meta` never disagree after a restart.
    */
   private async store(writes: Map<string, unknown>, deletes: Set<string>): Promise<void> {
-    const calls: Promise<unknown>[] = [];
-    const entries = [...writes];
-    for (let at = 0; at < entries.length; at += KEYS_PER_CALL) {
-      calls.push(this.ctx.storage.put(Object.fromEntries(entries.slice(at, at + KEYS_PER_CALL))));
-    }
-    const keys = [...deletes];
-    for (let at = 0; at < keys.length; at += KEYS_PER_CALL) {
-      calls.push(this.ctx.storage.delete(keys.slice(at, at + KEYS_PER_CALL)));
-    }
-    await Promise.all(calls);
+    const storage = this.ctx.storage;
+    await Promise.all([
+      ...perCall([...writes]).map((some) => storage.put(Object.fromEntries(some))),
+      ...perCall([...deletes]).map((some) => storage.delete(some)),
+    ]);
   }
 
   /** The last `limit` events, or null when the topic is not live. */
