@@ -84,8 +84,9 @@ fn micro(root: &Path) -> Result<String, String> {
 enum Server {
     /// Release `tideway` processes, one per entry of `gateways`.
     Tideway,
-    /// nginx with Nchan (see `nchan`), for the side-by-side figures.
-    Nchan,
+    /// nginx with Nchan (see `nchan`) and this many worker processes, for the
+    /// side-by-side figures.
+    Nchan { workers: usize },
     /// The bench's reference server (`xtask/ref-server.c`: one thread, epoll, nothing but
     /// the routes Nchan's scenarios use), for how far a figure is from this machine's
     /// limit.
@@ -254,10 +255,22 @@ const fn tideway(name: &'static str, load: &'static [&'static str]) -> Scenario 
     }
 }
 
+/// Nchan as nginx runs it by default here: a worker per core.
 const fn nchan(name: &'static str, load: &'static [&'static str]) -> Scenario {
+    nchan_workers(name, 2, load)
+}
+
+/// Nchan with `workers` worker processes. With one, every channel is in it: its best
+/// unicast on this machine, where two workers pass most publishes between them
+/// (docs/performance.md).
+const fn nchan_workers(
+    name: &'static str,
+    workers: usize,
+    load: &'static [&'static str],
+) -> Scenario {
     Scenario {
         name,
-        server: Server::Nchan,
+        server: Server::Nchan { workers },
         shared: Shared::None,
         gateways: &[],
         load,
@@ -334,10 +347,12 @@ const SCENARIOS: &[Scenario] = &[
     reference("fanout-10000-reference", FANOUT_10000),
     tideway("unicast-2000", UNICAST_2000),
     nchan("unicast-2000-nchan", UNICAST_2000),
+    nchan_workers("unicast-2000-nchan-1worker", 1, UNICAST_2000),
     reference("unicast-2000-reference", UNICAST_2000),
     reference_tokio("unicast-2000-reference-tokio", UNICAST_2000),
     tideway("unicast-10000", UNICAST_10000),
     nchan("unicast-10000-nchan", UNICAST_10000),
+    nchan_workers("unicast-10000-nchan-1worker", 1, UNICAST_10000),
     reference("unicast-10000-reference", UNICAST_10000),
     tideway("unicast-2000-batch1", batched!("unicast", "1", BATCH_RATES)),
     tideway(
@@ -537,7 +552,7 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
     };
     let nchan_ready = if SCENARIOS
         .iter()
-        .any(|s| wanted(s) && s.server == Server::Nchan)
+        .any(|s| wanted(s) && matches!(s.server, Server::Nchan { .. }))
     {
         nchan::available()
     } else {
@@ -557,7 +572,7 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
             );
             let before = cpu_ticks();
             let outcome = match (scenario.server, &nchan_ready) {
-                (Server::Nchan, Err(why)) => Err(why.clone()),
+                (Server::Nchan { .. }, Err(why)) => Err(why.clone()),
                 _ => run_scenario(root, &bin, scenario),
             };
             let stolen = before
@@ -568,7 +583,7 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
             let mut entry = json!({
                 "scenario": scenario.name,
                 "run": run + 1,
-                "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan => "nchan", Server::Reference => "reference", Server::ReferenceTokio => "reference-tokio" },
+                "server": match scenario.server { Server::Tideway => "tideway", Server::Nchan { .. } => "nchan", Server::Reference => "reference", Server::ReferenceTokio => "reference-tokio" },
                 "redis": matches!(scenario.shared, Shared::Redis | Shared::RedisCluster),
                 "redis_cluster": scenario.shared == Shared::RedisCluster,
                 "worker": scenario.shared == Shared::Worker,
@@ -576,6 +591,9 @@ fn scenarios(root: &Path, stem: &str, only: &[&str], repeat: usize) -> Result<()
                 "load_args": scenario.load,
                 "host_steal_share": stolen,
             });
+            if let Server::Nchan { workers } = scenario.server {
+                entry["nchan_workers"] = json!(workers);
+            }
             match outcome {
                 Ok(value) => {
                     eprintln!("xtask: {value}");
@@ -699,8 +717,8 @@ fn run_scenario(root: &Path, bin: &Path, scenario: &Scenario) -> Result<Value, S
                 pid.to_string(),
             ]);
         }
-        Server::Nchan => {
-            let server = nchan::start(root)?;
+        Server::Nchan { workers } => {
+            let server = nchan::start(root, workers)?;
             let pids: Vec<String> = server.pids.iter().map(u32::to_string).collect();
             target.extend([
                 "--target".into(),

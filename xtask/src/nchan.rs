@@ -51,17 +51,19 @@ pub(crate) fn available() -> Result<(), String> {
     }
 }
 
-/// Starts nginx with two workers (one per core here, as `worker_processes auto` would;
-/// `reuseport` spreads connections evenly over them), Nchan's publisher at `/pub/<channel>`, its subscriber at `/sub/<channel>` and its
+/// Starts nginx with `workers` worker processes (2 is one per core here, as
+/// `worker_processes auto` would, and what the bench compares with; 1 keeps every channel
+/// in one process, which spares Nchan passing a publish between workers: see
+/// docs/performance.md; `reuseport` spreads connections evenly over them), Nchan's publisher at `/pub/<channel>`, its subscriber at `/sub/<channel>` and its
 /// counters at `/nchan_status`.
-pub(crate) fn start(root: &Path) -> Result<Nchan, String> {
+pub(crate) fn start(root: &Path, workers: usize) -> Result<Nchan, String> {
     let port = free_port()?;
     let prefix: PathBuf = root.join(format!("target/tmp/nchan-{port}"));
     std::fs::create_dir_all(&prefix).map_err(|e| format!("create {}: {e}", prefix.display()))?;
     let p = prefix.display();
     let config = format!(
         r#"load_module {MODULE};
-worker_processes 2;
+worker_processes {workers};
 worker_rlimit_nofile 20000;
 daemon off;
 pid {p}/nginx.pid;
@@ -106,13 +108,16 @@ http {{
     wait_listening(&nchan.addr)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let workers = children(nchan.master.id());
-        if workers.len() >= 2 {
-            nchan.pids.extend(workers);
+        let started = children(nchan.master.id());
+        if started.len() >= workers {
+            nchan.pids.extend(started);
             return Ok(nchan);
         }
         if Instant::now() > deadline {
-            return Err(format!("nginx started {} workers of 2", workers.len()));
+            return Err(format!(
+                "nginx started {} workers of {workers}",
+                started.len()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

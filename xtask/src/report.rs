@@ -483,6 +483,18 @@ fn judge(report: &Value) -> Vec<Judged> {
             },
             _ => ratio_target(target, ours, theirs, 2.0, "events/s"),
         });
+        // Nchan's two workers pass most unicast publishes between them; with one it does
+        // better, and the ratio to that is said beside the judged one.
+        let one_worker = knee_within(report, &format!("unicast-{size}-nchan-1worker"), 1000.0);
+        if let (Some(last), Some(ours), Some(one_worker)) = (judged.last_mut(), ours, one_worker)
+            && one_worker > 0.0
+        {
+            last.measured.push_str(&format!(
+                "; against Nchan with one worker process, {} events/s: {:.2}×",
+                si(one_worker),
+                ours / one_worker
+            ));
+        }
         // Where the gateway's time goes at the knee, from /proc: the measured cause.
         let cpu = |name: &str| {
             let name = name.to_owned();
@@ -1286,6 +1298,22 @@ mod tests {
             "{}",
             j.distance
         );
+        assert!(!j.measured.contains("one worker"), "{}", j.measured);
+        // Nchan with one worker ran too: the ratio to it is said beside the judged one.
+        let mut with_one_worker = report(unicast(55_500.0, 20.0, 0.95));
+        with_one_worker["results"]
+            .as_array_mut()
+            .expect("results")
+            .push(json!({ "scenario": "unicast-2000-nchan-1worker", "server": "nchan", "result": unicast(40_000.0, 20.0, 0.6) }));
+        let judged = judge(&with_one_worker);
+        let j = judged_as(&judged, "unicast, 2,000");
+        assert!(
+            j.measured
+                .ends_with("; against Nchan with one worker process, 40.0k events/s: 1.10×"),
+            "{}",
+            j.measured
+        );
+        assert_eq!(j.met, Some(false), "judged against the default Nchan");
     }
 
     #[test]
