@@ -51,11 +51,12 @@ pub(crate) fn available() -> Result<(), String> {
     }
 }
 
-/// Starts nginx with `workers` worker processes (2 is one per core here, as
-/// `worker_processes auto` would, and what the bench compares with; 1 keeps every channel
-/// in one process, which spares Nchan passing a publish between workers: see
-/// docs/performance.md; `reuseport` spreads connections evenly over them), Nchan's publisher at `/pub/<channel>`, its subscriber at `/sub/<channel>` and its
-/// counters at `/nchan_status`.
+/// Starts nginx with `workers` worker processes, Nchan's publisher at `/pub/<channel>`,
+/// its subscriber at `/sub/<channel>` and its counters at `/nchan_status`. Two workers
+/// is one per core here, as `worker_processes auto` would run it, and what the bench
+/// compares with; `reuseport` spreads connections evenly over them. One keeps every
+/// channel in one process, which spares Nchan passing a publish between workers
+/// (docs/performance.md).
 pub(crate) fn start(root: &Path, workers: usize) -> Result<Nchan, String> {
     let port = free_port()?;
     let prefix: PathBuf = root.join(format!("target/tmp/nchan-{port}"));

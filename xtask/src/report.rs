@@ -462,14 +462,16 @@ fn judge(report: &Value) -> Vec<Judged> {
             true,
         ));
     }
+    // The unicast targets' p99 line, 1 ms, for every server they compare.
+    const UNICAST_P99_US: f64 = 1000.0;
     for size in ["2000", "10000"] {
         let target = if size == "2000" {
             "unicast, 2,000 topics: ≥ 2× Nchan at p99 ≤ 1 ms"
         } else {
             "unicast, 10,000 topics: ≥ 2× Nchan at p99 ≤ 1 ms"
         };
-        let ours = knee_within(report, &format!("unicast-{size}"), 1000.0);
-        let theirs = knee_within(report, &format!("unicast-{size}-nchan"), 1000.0);
+        let ours = knee_within(report, &format!("unicast-{size}"), UNICAST_P99_US);
+        let theirs = knee_within(report, &format!("unicast-{size}-nchan"), UNICAST_P99_US);
         judged.push(match (ours, theirs) {
             // No ratio to take: said as it is rather than as a win or "not measured".
             (Some(ours), Some(0.0)) => Judged {
@@ -485,7 +487,11 @@ fn judge(report: &Value) -> Vec<Judged> {
         });
         // Nchan's two workers pass most unicast publishes between them; with one it does
         // better, and the ratio to that is said beside the judged one.
-        let one_worker = knee_within(report, &format!("unicast-{size}-nchan-1worker"), 1000.0);
+        let one_worker = knee_within(
+            report,
+            &format!("unicast-{size}-nchan-1worker"),
+            UNICAST_P99_US,
+        );
         if let (Some(last), Some(ours), Some(one_worker)) = (judged.last_mut(), ours, one_worker)
             && one_worker > 0.0
         {
@@ -517,12 +523,12 @@ fn judge(report: &Value) -> Vec<Judged> {
         }
         // How far the target is from what this machine allows at all.
         let reference_name = format!("unicast-{size}-reference");
-        let reference = knee_within(report, &reference_name, 1000.0);
+        let reference = knee_within(report, &reference_name, UNICAST_P99_US);
         if let (Some(last), Some(reference), Some(theirs)) = (judged.last_mut(), reference, theirs)
             && last.met == Some(false)
             && theirs > 0.0
         {
-            last.distance.push_str(&if kept_up_to_the_top(report, &reference_name, 1000.0) {
+            last.distance.push_str(&if kept_up_to_the_top(report, &reference_name, UNICAST_P99_US) {
                 format!(
                     "; the minimal reference server reaches at least {:.2}× Nchan here (it kept up with the highest rate offered)",
                     reference / theirs
